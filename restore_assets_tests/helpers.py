@@ -1,0 +1,85 @@
+"""Shared test helpers: run the real Dagster assets, read the real databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from dagster import DagsterInstance, materialize
+
+from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
+from restore_assets.assets.secrets import secret_files
+from restore_assets.resources.environment import RestoreEnvironment
+from restore_assets.resources.postgres import PostgresTarget
+from restore_assets.settings import load_settings
+
+LEGACY_ASSETS = [*secret_files, legacy_restore, legacy_facility_num]
+
+
+def materialize_legacy(selection=None, **resource_config):
+    """Materialise the Legacy assets for real (in-process, ephemeral instance)."""
+    return materialize(
+        LEGACY_ASSETS,
+        selection=selection,
+        instance=DagsterInstance.ephemeral(),
+        resources={"restore": RestoreEnvironment(**resource_config)},
+        raise_on_error=False,
+    )
+
+
+def legacy_target() -> PostgresTarget:
+    settings = load_settings()
+    return PostgresTarget(settings.legacy, settings)
+
+
+def query(sql_text: str, params=None):
+    target = legacy_target()
+    with target.connect(autocommit=True) as conn:
+        return conn.execute(sql_text, params).fetchall()
+
+
+def execute(sql_text: str, params=None) -> None:
+    target = legacy_target()
+    with target.connect(autocommit=True) as conn:
+        conn.execute(sql_text, params)
+
+
+def database_fingerprint() -> list[tuple]:
+    """Every user table with its row count: equal fingerprints = nothing changed."""
+    target = legacy_target()
+    with target.connect(autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN "
+            "('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        result = []
+        for schema, table in tables:
+            ident = psycopg.sql.Identifier(schema, table)
+            count = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(ident))
+            result.append((schema, table, count.fetchone()[0]))
+        return result
+
+
+def evidence_folders(artifacts: Path) -> list[Path]:
+    return sorted((artifacts / "parity-manual" / "db-restore").glob("*/"))
+
+
+def failure_messages(result) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data is not None:
+                messages.append(data.user_failure_data.description or "")
+            elif data.error is not None:
+                messages.append(data.error.message)
+    return messages
+
+
+def check_results(result) -> dict[str, bool]:
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }

@@ -1,0 +1,104 @@
+"""The `restore-assets` console script as a subprocess: exit codes, consent, redaction."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+
+from restore_assets.settings import LEGACY_SEED_FILE
+from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
+from restore_assets_tests.helpers import database_fingerprint
+
+
+def evidence_line(stdout: str) -> Path:
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("evidence: "), stdout
+    return Path(last.removeprefix("evidence: "))
+
+
+def all_text_under(*folders: Path) -> bytes:
+    blob = b""
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                blob += path.read_bytes()
+    return blob
+
+
+def test_missing_secrets_exit_2_and_nothing_touched(secrets_dir, artifacts_dir, external_legacy):
+    (secrets_dir / LEGACY_SEED_FILE).unlink()
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 2, done.stdout + done.stderr
+    folder = evidence_line(done.stdout)
+    log = (folder / "baseline_search.log").read_text()
+    assert f"{LEGACY_SEED_FILE}: missing" in log and "Gate #40" in log
+    assert database_fingerprint() == []  # the external database was never touched
+
+
+def test_loose_mode_exit_2_names_file_and_mode(secrets_dir, artifacts_dir):
+    (secrets_dir / LEGACY_SEED_FILE).chmod(0o644)
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 2
+    assert "mode 0644" in done.stdout and LEGACY_SEED_FILE in done.stdout
+
+
+def test_external_consent_backup_and_no_password_anywhere(
+    secrets_dir, artifacts_dir, external_legacy
+):
+    first = run_cli("run", "--only", "legacy")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "all steps and checks passed" in first.stdout
+
+    before = database_fingerprint()
+    refused = run_cli("run", "--only", "legacy")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert external_legacy["POSTGRES_DB"] in refused.stdout
+    assert "--allow-reset" in refused.stdout
+    assert database_fingerprint() == before
+    assert not (secrets_dir / "backups").exists()
+
+    allowed = run_cli("run", "--only", "legacy", "--allow-reset")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    (backup,) = (secrets_dir / "backups").glob("*/*.dump")
+    readme = (evidence_line(allowed.stdout) / "README.md").read_text()
+    assert str(backup.relative_to(secrets_dir)) in readme
+
+    # A wrong password: a failure that must still not print it.
+    os.environ["POSTGRES_PASSWORD"] = EXTERNAL_PASSWORD + "-wrong"
+    try:
+        wrong = run_cli("run", "--only", "legacy", "--allow-reset")
+    finally:
+        os.environ["POSTGRES_PASSWORD"] = EXTERNAL_PASSWORD
+    assert wrong.returncode == 1
+    assert "password authentication failed" in wrong.stdout + wrong.stderr
+
+    outputs = "".join(d.stdout + d.stderr for d in (first, refused, allowed, wrong))
+    assert EXTERNAL_PASSWORD not in outputs
+    state = Path(os.environ["RESTORE_STATE_DIR"]) / "dagster_home"
+    assert EXTERNAL_PASSWORD.encode() not in all_text_under(artifacts_dir, state)
+
+
+def test_status_is_read_only_and_reports_files_and_targets(secrets_dir, external_legacy):
+    done = run_cli("status")
+    assert done.returncode == 0, done.stderr
+    assert "legacy-server/db-baseline/opendolphin-legacy-schema.sql: ok" in done.stdout
+    assert "reachable, PostgreSQL 18" in done.stdout
+    assert EXTERNAL_PASSWORD not in done.stdout
+
+
+def test_unusable_setting_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("RESTORE_ALLOW_RESET", "perhaps")
+    done = run_cli("status")
+    assert done.returncode == 3
+    assert "RESTORE_ALLOW_RESET" in done.stderr
+
+
+def test_embedded_server_has_the_runbook_databases(settings):
+    from restore_assets.resources.postgres import PostgresTarget
+
+    target = PostgresTarget(settings.legacy, settings)
+    with psycopg.connect(**target.conninfo(dbname="postgres")) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    assert {"opendolphin", "opendolphin_modern"} <= names
