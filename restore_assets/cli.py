@@ -18,7 +18,7 @@ from restore_assets.errors import EXIT_BLOCKED, EXIT_CONFIG, EXIT_FAILED, EXIT_O
 from restore_assets.resources.evidence import EVIDENCE_SUBDIR, RUN_MARKER
 from restore_assets.settings import ConfigError, Settings, load_settings
 
-SIDES = ("legacy",)
+SIDES = ("legacy", "modernized")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> 
     from dagster import DagsterEventType
 
     from restore_assets.definitions import defs
-    from restore_assets.jobs import JOBS_BY_SIDE
+    from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE
     from restore_assets.resources.environment import EVIDENCE_TAG
 
     instance = prepare_instance(settings)
@@ -68,41 +68,39 @@ def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> 
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     outcome = RunOutcome(EXIT_OK)
-    for side in sides:
-        job = defs.resolve_job_def(JOBS_BY_SIDE[side])
-        result = job.execute_in_process(
-            instance=instance,
-            tags={EVIDENCE_TAG: started.isoformat(), "restore_assets/side": side},
-            run_config={
-                "resources": {"restore": {"config": overrides}},
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
-            },
-            raise_on_error=False,
-        )
-        outcome.evidence = find_evidence(settings, result.run_id) or outcome.evidence
-        for event in result.all_events:
-            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                key = event.asset_key.to_user_string()
-                outcome.rows.append((key, "materialized", ""))
-            elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
-                observation = event.event_specific_data.asset_observation
-                version = observation.tags.get("dagster/data_version", "")
-                outcome.rows.append((observation.asset_key.to_user_string(), "observed", version))
-            elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-                data = event.event_specific_data
-                name = f"{data.asset_key.to_user_string()}:{data.check_name}"
-                status = "passed" if data.passed else "FAILED"
-                outcome.rows.append((name, status, data.description or ""))
-                if not data.passed:
-                    outcome.exit_code = max(outcome.exit_code, EXIT_FAILED)
-            elif event.event_type == DagsterEventType.STEP_FAILURE:
-                code, message = _failure(event)
-                outcome.rows.append((event.step_key or "", "FAILED", message))
-                outcome.exit_code = _worse(outcome.exit_code, code)
-        if not result.success:
-            outcome.exit_code = _worse(outcome.exit_code, EXIT_FAILED)
-        if outcome.exit_code in (EXIT_BLOCKED, EXIT_CONFIG):
-            break
+    job_name = JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={EVIDENCE_TAG: started.isoformat(), "restore_assets/sides": ",".join(sides)},
+        run_config={
+            "resources": {"restore": {"config": overrides}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        },
+        raise_on_error=False,
+    )
+    outcome.evidence = find_evidence(settings, result.run_id) or outcome.evidence
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            key = event.asset_key.to_user_string()
+            outcome.rows.append((key, "materialized", ""))
+        elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
+            observation = event.event_specific_data.asset_observation
+            version = observation.tags.get("dagster/data_version", "")
+            outcome.rows.append((observation.asset_key.to_user_string(), "observed", version))
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.event_specific_data
+            name = f"{data.asset_key.to_user_string()}:{data.check_name}"
+            status = "passed" if data.passed else "FAILED"
+            outcome.rows.append((name, status, data.description or ""))
+            if not data.passed:
+                outcome.exit_code = max(outcome.exit_code, EXIT_FAILED)
+        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            code, message = _failure(event)
+            outcome.rows.append((event.step_key or "", "FAILED", message))
+            outcome.exit_code = _worse(outcome.exit_code, code)
+    if not result.success:
+        outcome.exit_code = _worse(outcome.exit_code, EXIT_FAILED)
     return outcome
 
 

@@ -1,21 +1,38 @@
-"""Jobs the CLI, the UI and (later) sensors launch: one per side, and the whole chain."""
+"""Jobs the CLI, the UI and sensors launch: one per side, and the whole chain."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
 from restore_assets.assets.secrets import SECRET_KEYS
-from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
+from restore_assets.resources.secrets_store import SIDE_FILES
 
 LEGACY_JOB = "restore_legacy"
+MODERNIZED_JOB = "restore_modernized"
+ALL_JOB = "restore_all"
 
-# Observing the baseline files in the same run records the sha256 each step was built from.
+
+def _side(side: str) -> AssetSelection:
+    # Observing the baseline files in the same run records the sha256 each step was built from.
+    files = AssetSelection.assets(*(SECRET_KEYS[f] for f in SIDE_FILES[side]))
+    return files | AssetSelection.groups(side)
+
+
 restore_legacy_job = define_asset_job(
     LEGACY_JOB,
-    selection=AssetSelection.assets(SECRET_KEYS[LEGACY_SCHEMA_FILE], SECRET_KEYS[LEGACY_SEED_FILE])
-    | AssetSelection.groups("legacy"),
+    selection=_side("legacy"),
     description="Runbook §3: restore the Legacy database from its baseline and verify it.",
 )
+restore_modernized_job = define_asset_job(
+    MODERNIZED_JOB,
+    selection=_side("modernized"),
+    description="Runbook §4: restore the Modernized baseline, Flyway baseline + migrate, verify.",
+)
+restore_all_job = define_asset_job(
+    ALL_JOB,
+    selection=_side("legacy") | _side("modernized"),
+    description="The whole chain: both sides, their checks.",
+)
 
-JOBS_BY_SIDE = {"legacy": LEGACY_JOB}
-all_jobs = [restore_legacy_job]
+JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
+all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job]

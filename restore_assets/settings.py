@@ -26,6 +26,18 @@ DEFAULT_LEGACY_EXPECTED_TABLES = (
 )
 DEFAULT_LEGACY_COUNT_TABLES = ("d_users", "d_audit_event", "d_factor2_credential")
 DEFAULT_PATIENT_FACILITY = "1.3.6.1.4.1.9414.72.103"
+# Runbook §4.3/§4.4: what the Modernized checks look for unless configured otherwise.
+DEFAULT_REQUIRED_VERSIONS = ("0", "2", "3", "220", "221")
+DEFAULT_MODERN_EXPECTED_TABLES = (
+    "d_audit_event",
+    "d_factor2_credential",
+    "d_factor2_challenge",
+    "d_third_party_disclosure",
+    "phr_async_job",
+)
+DEFAULT_MODERN_EXPECTED_COLUMNS = ("d_document.admflag", "d_module.performflag")
+DEMO_FLYWAY_CONF = Path(__file__).parent / "demo" / "flyway" / "flyway.conf"
+FLYWAY_RUNNERS = ("native", "docker", "cli")
 
 
 class ConfigError(ValueError):
@@ -67,6 +79,14 @@ class Settings:
     legacy_expected_tables: tuple[str, ...] = DEFAULT_LEGACY_EXPECTED_TABLES
     legacy_count_tables: tuple[str, ...] = DEFAULT_LEGACY_COUNT_TABLES
     patient_facility: str = DEFAULT_PATIENT_FACILITY
+    flyway_conf: Path = DEMO_FLYWAY_CONF
+    flyway_locations: str | None = None
+    flyway_runner: str = "native"
+    flyway_bin: str = "flyway"
+    flyway_docker_image: str = "flyway/flyway:10"
+    required_versions: tuple[str, ...] = DEFAULT_REQUIRED_VERSIONS
+    modern_expected_tables: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_TABLES
+    modern_expected_columns: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_COLUMNS
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -141,7 +161,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     """Settings from `env` (default: `.env` in `cwd` overlaid by the process environment)."""
     cwd = cwd or Path.cwd()
     if env is None:
-        merged = read_dotenv(cwd / ".env")
+        merged = read_dotenv(Path(os.environ.get("RESTORE_DOTENV") or cwd / ".env"))
         merged.update(os.environ)
         env = merged
 
@@ -150,6 +170,12 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         resolved = Path(raw).expanduser()
         return resolved if resolved.is_absolute() else (cwd / resolved)
 
+    runner = (env.get("FLYWAY_RUNNER") or "native").strip().lower()
+    if runner not in FLYWAY_RUNNERS:
+        raise ConfigError(f"FLYWAY_RUNNER={runner!r}: use one of {', '.join(FLYWAY_RUNNERS)}")
+    conf = path("FLYWAY_CONF", str(DEMO_FLYWAY_CONF))
+    if not conf.is_file():
+        raise ConfigError(f"FLYWAY_CONF={conf} does not exist")
     return Settings(
         secrets_dir=path("SECRETS_DIR", "~/Secrets"),
         artifacts_dir=path("RESTORE_ARTIFACTS_DIR", "./artifacts"),
@@ -166,4 +192,18 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             env.get("RESTORE_LEGACY_COUNT_TABLES"), DEFAULT_LEGACY_COUNT_TABLES
         ),
         patient_facility=env.get("RESTORE_PATIENT_FACILITY") or DEFAULT_PATIENT_FACILITY,
+        flyway_conf=conf,
+        flyway_locations=env.get("FLYWAY_LOCATIONS") or None,
+        flyway_runner=runner,
+        flyway_bin=env.get("FLYWAY_BIN") or "flyway",
+        flyway_docker_image=env.get("FLYWAY_DOCKER_IMAGE") or "flyway/flyway:10",
+        required_versions=_list(
+            env.get("RESTORE_FLYWAY_REQUIRED_VERSIONS"), DEFAULT_REQUIRED_VERSIONS
+        ),
+        modern_expected_tables=_list(
+            env.get("RESTORE_MODERN_EXPECTED_TABLES"), DEFAULT_MODERN_EXPECTED_TABLES
+        ),
+        modern_expected_columns=_list(
+            env.get("RESTORE_MODERN_EXPECTED_COLUMNS"), DEFAULT_MODERN_EXPECTED_COLUMNS
+        ),
     )

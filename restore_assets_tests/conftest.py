@@ -24,7 +24,7 @@ for _name in list(os.environ):
 os.environ["RESTORE_STATE_DIR"] = str(SESSION_ROOT / "state")
 os.environ["RESTORE_ARTIFACTS_DIR"] = str(SESSION_ROOT / "artifacts")
 os.environ["SECRETS_DIR"] = str(SESSION_ROOT / "no-secrets-configured")
-os.chdir(SESSION_ROOT)
+os.environ["RESTORE_DOTENV"] = str(SESSION_ROOT / "no.env")  # never a developer's .env
 
 EXTERNAL_PASSWORD = "Ext-pw-7Qz!x9-never-print"
 SUPERUSER_PASSWORD = "Super-pw-3Kd-never-print"

@@ -4,9 +4,6 @@
 are one multi-asset: either both are materialised or the database is exactly as it was.
 """
 
-import fnmatch
-import subprocess
-
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -23,14 +20,20 @@ from dagster import (
 from psycopg import sql
 
 from restore_assets.errors import RestoreError
-from restore_assets.resources.environment import RestoreEnvironment, fail, record_step
+from restore_assets.resources.environment import (
+    RestoreEnvironment,
+    fail,
+    record_step,
+    sides_of_run,
+)
 from restore_assets.resources.evidence import EvidenceStore
-from restore_assets.resources.postgres import PostgresTarget, client_binary
+from restore_assets.resources.postgres import PostgresTarget
 from restore_assets.resources.psql_runner import PsqlError, UnsafeScriptError
 from restore_assets.restore import intake, restore_side
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .secrets import SECRET_KEYS
+from .verify import count_rows, count_transcripts, match_expected, psql_capture, user_tables
 
 SIDE = "legacy"
 SCHEMA = AssetKey(["legacy", "schema"])
@@ -38,13 +41,6 @@ SEED = AssetKey(["legacy", "seed"])
 FACILITY_NUM = AssetKey(["legacy", "facility_num"])
 FACILITY_PREFIX = "1.3.6.1.4.1.9414.72."
 
-USER_TABLES_SQL = """
-SELECT n.nspname, c.relname
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p')
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_%%'
- ORDER BY 1, 2
-"""
 PATIENT_COUNT_SQL = "SELECT count(*) FROM d_patient WHERE facilityid = %s"
 SEQUENCE_STATE_SQL = "SELECT last_value, is_called FROM facility_num"
 SEQUENCE_INCREMENT_SQL = (
@@ -55,37 +51,6 @@ MAX_FACILITY_SQL = r"""
 SELECT max((regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]::bigint)
   FROM d_facility
 """
-
-
-def psql_capture(target: PostgresTarget, *commands: str) -> str:
-    """Run read-only commands through the real psql, for logs that look like the runbook's."""
-    psql = client_binary("psql", target.settings.psql_bin)
-    env = target.client_env()
-    parts = []
-    for command in commands:
-        result = subprocess.run(
-            [psql, "-X", "--pset=pager=off", "-c", command],
-            env=env,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-        )
-        parts.append(f"=> {command}\n{result.stdout}{result.stderr}")
-    return target.redact("\n".join(parts))
-
-
-def user_tables(target: PostgresTarget) -> list[tuple[str, str]]:
-    with target.connect(autocommit=True) as conn:
-        return [(r[0], r[1]) for r in conn.execute(USER_TABLES_SQL).fetchall()]
-
-
-def match_expected(patterns: tuple[str, ...], tables: list[tuple[str, str]]) -> pd.DataFrame:
-    """One row per expected name or glob (`d_factor2_*`): which tables matched."""
-    rows = []
-    for pattern in patterns:
-        found = [f"{s}.{t}" for s, t in tables if fnmatch.fnmatchcase(t, pattern)]
-        rows.append({"expected": pattern, "present": bool(found), "found": ", ".join(found)})
-    return pd.DataFrame(rows, columns=["expected", "present", "found"])
 
 
 @multi_asset(
@@ -130,7 +95,7 @@ def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
     target = restore.target(SIDE)
     evidence = restore.evidence(context)
     try:
-        files = intake(settings, [SIDE], evidence)[SIDE]
+        files = intake(settings, sides_of_run(context, SIDE), evidence)[SIDE]
         report = restore_side(
             side=SIDE,
             target=target,
@@ -151,11 +116,7 @@ def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
     )
     expected = match_expected(settings.legacy_expected_tables, tables)
     counts, patients = _counts(target, settings.legacy_count_tables, settings.patient_facility)
-    for table, _ in counts.items():
-        evidence.write(
-            f"psql_count_{table}_legacy.log",
-            psql_capture(target, f"SELECT count(*) FROM {sql.Identifier(table).as_string(None)};"),
-        )
+    count_transcripts(target, settings.legacy_count_tables, SIDE, evidence)
     inputs = pd.DataFrame([f.as_evidence() for f in files])
     record_step(
         evidence,
@@ -224,14 +185,8 @@ def _counts(
     target: PostgresTarget, tables: tuple[str, ...], facility: str
 ) -> tuple[dict[str, int | None], int | None]:
     """Row counts (None where the table is absent) and the facility's patient count."""
-    counts: dict[str, int | None] = {}
     with target.connect(autocommit=True) as conn:
-        for table in tables:
-            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
-                counts[table] = None
-                continue
-            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-            counts[table] = conn.execute(query).fetchone()[0]
+        counts = count_rows(conn, tables)
         patients = None
         if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
             patients = conn.execute(PATIENT_COUNT_SQL, (facility,)).fetchone()[0]

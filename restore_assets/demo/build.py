@@ -24,6 +24,7 @@ from restore_assets.resources.secrets_store import make_private_dirs, write_priv
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,
+    MODERN_SCHEMA_FILE,
     Settings,
 )
 
@@ -108,4 +109,9 @@ def build_demo_secrets(
         scratch.dump(files[LEGACY_SCHEMA_FILE], "--schema-only")
         files[LEGACY_SEED_FILE] = secrets_dir / LEGACY_SEED_FILE
         scratch.dump(files[LEGACY_SEED_FILE], "--data-only")
+    with ScratchDatabase(target, "restore_demo_build_modern") as scratch:
+        scratch.run(demo_sql("hibernate_tables.sql"))
+        scratch.run(demo_sql("modern_schema.sql"))
+        files[MODERN_SCHEMA_FILE] = secrets_dir / MODERN_SCHEMA_FILE
+        scratch.dump(files[MODERN_SCHEMA_FILE], "--schema-only")
     return DemoBuild(secrets_dir, files, patients, round(time.monotonic() - started, 3))

@@ -63,6 +63,13 @@ class RestoreEnvironment(ConfigurableResource):
         )
 
 
+def sides_of_run(context, own: str) -> list[str]:
+    """All sides of this run are vetted before either touches anything (runbook §0)."""
+    tagged = context.run.tags.get("restore_assets/sides")
+    sides = tagged.split(",") if tagged else [own]
+    return sides if own in sides else [*sides, own]
+
+
 def record_step(evidence: EvidenceStore, step: str, summary: dict[str, object]) -> None:
     """Add one step's summary to the run's folder and re-render its README.md."""
     steps_path = evidence.path(STEPS_FILE)

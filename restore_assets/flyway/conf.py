@@ -1,0 +1,231 @@
+"""`flyway.conf`: Java-properties rules, `${ENV}` substitution, the keys flyway-compat.md lists."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from restore_assets.flyway.errors import FlywayError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_JDBC = re.compile(
+    r"^jdbc:postgresql://(?P<host>\[[^\]]+\]|[^:/?]*)(?::(?P<port>\d+))?/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
+)
+DEFAULT_TABLE = "flyway_schema_history"
+DEFAULT_BASELINE_DESCRIPTION = "<< Flyway Baseline >>"
+
+# Flyway's environment variables for the keys we honour (FLYWAY_<UPPER_SNAKE>).
+ENV_KEYS = {
+    "FLYWAY_URL": "flyway.url",
+    "FLYWAY_USER": "flyway.user",
+    "FLYWAY_PASSWORD": "flyway.password",
+    "FLYWAY_SCHEMAS": "flyway.schemas",
+    "FLYWAY_DEFAULT_SCHEMA": "flyway.defaultSchema",
+    "FLYWAY_TABLE": "flyway.table",
+    "FLYWAY_LOCATIONS": "flyway.locations",
+    "FLYWAY_BASELINE_ON_MIGRATE": "flyway.baselineOnMigrate",
+    "FLYWAY_BASELINE_VERSION": "flyway.baselineVersion",
+    "FLYWAY_BASELINE_DESCRIPTION": "flyway.baselineDescription",
+    "FLYWAY_INSTALLED_BY": "flyway.installedBy",
+    "FLYWAY_ENCODING": "flyway.encoding",
+    "FLYWAY_OUT_OF_ORDER": "flyway.outOfOrder",
+    "FLYWAY_VALIDATE_ON_MIGRATE": "flyway.validateOnMigrate",
+    "FLYWAY_MIXED": "flyway.mixed",
+    "FLYWAY_CREATE_SCHEMAS": "flyway.createSchemas",
+}
+
+
+def substitute_env(text: str, env: Mapping[str, str]) -> str:
+    """`${NAME}` → the environment variable (empty if unset); `${flyway:...}` is left alone."""
+    return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), text)
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 == len(text):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "u" and re.match(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6]):
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
+            i += 6
+            continue
+        out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+        i += 2
+    return "".join(out)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java `Properties.load` rules: `#`/`!` comments, `=`/`:`/space separators, `\\` continues."""
+    props: dict[str, str] = {}
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.lstrip(" \t\f")
+        if not pending and (not line or line[0] in "#!"):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:
+            pending += line[:-1]
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    for line in logical:
+        key_chars, i = [], 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "\\" and i + 1 < len(line):
+                key_chars.append(line[i : i + 2])
+                i += 2
+                continue
+            if ch in "=: \t\f":
+                break
+            key_chars.append(ch)
+            i += 1
+        rest = line[i:].lstrip(" \t\f")
+        if rest[:1] in ("=", ":"):
+            rest = rest[1:].lstrip(" \t\f")
+        props[_unescape("".join(key_chars))] = _unescape(rest)
+    return props
+
+
+def _bool(props: Mapping[str, str], key: str, default: bool) -> bool:
+    value = props.get(key)
+    if value is None or value.strip() == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise FlywayError(f"{key}={value!r} must be true or false")
+
+
+def _list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class JdbcUrl:
+    host: str
+    port: int
+    database: str
+    params: dict[str, str]
+
+
+def parse_jdbc_url(url: str) -> JdbcUrl:
+    m = _JDBC.match(url.strip())
+    if not m:
+        raise FlywayError(f"flyway.url {url!r} is not a jdbc:postgresql://host[:port]/database URL")
+    return JdbcUrl(
+        host=m.group("host").strip("[]") or "localhost",
+        port=int(m.group("port") or 5432),
+        database=m.group("db"),
+        params=dict(parse_qsl(m.group("q") or "")),
+    )
+
+
+@dataclass(frozen=True)
+class FlywayConfig:
+    url: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    schemas: tuple[str, ...] = ()
+    default_schema: str | None = None
+    table: str = DEFAULT_TABLE
+    locations: tuple[str, ...] = ("filesystem:sql",)
+    baseline_on_migrate: bool = False
+    baseline_version: str = "1"
+    baseline_description: str = DEFAULT_BASELINE_DESCRIPTION
+    installed_by: str | None = None
+    encoding: str = "UTF-8"
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+    placeholder_replacement: bool = True
+    out_of_order: bool = False
+    validate_on_migrate: bool = True
+    mixed: bool = False
+    create_schemas: bool = True
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def with_overrides(self, **changes) -> FlywayConfig:
+        return replace(self, **changes)
+
+    @property
+    def jdbc(self) -> JdbcUrl | None:
+        return parse_jdbc_url(self.url) if self.url else None
+
+    def location_dirs(self) -> list[Path]:
+        """`filesystem:` locations as folders (relative ones against the conf's folder)."""
+        dirs = []
+        for location in self.locations:
+            prefix, _, path = location.partition(":")
+            if not path:
+                prefix, path = "filesystem", location
+            if prefix != "filesystem":
+                raise FlywayError(
+                    f"location {location!r}: only filesystem: locations are supported here"
+                )
+            folder = Path(path).expanduser()
+            dirs.append(folder if folder.is_absolute() else self.base_dir / folder)
+        return dirs
+
+
+def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayConfig:
+    placeholders = {
+        k.removeprefix("flyway.placeholders.").lower(): v
+        for k, v in props.items()
+        if k.startswith("flyway.placeholders.")
+    }
+    baseline_version = props.get("flyway.baselineVersion", "1").strip() or "1"
+    return FlywayConfig(
+        url=props.get("flyway.url") or None,
+        user=props.get("flyway.user") or None,
+        password=props.get("flyway.password") or None,
+        schemas=tuple(_list(props.get("flyway.schemas"))),
+        default_schema=(props.get("flyway.defaultSchema") or "").strip() or None,
+        table=(props.get("flyway.table") or DEFAULT_TABLE).strip(),
+        locations=tuple(_list(props.get("flyway.locations"))) or ("filesystem:sql",),
+        baseline_on_migrate=_bool(props, "flyway.baselineOnMigrate", False),
+        baseline_version=baseline_version.replace("_", "."),
+        baseline_description=props.get("flyway.baselineDescription")
+        or DEFAULT_BASELINE_DESCRIPTION,
+        installed_by=(props.get("flyway.installedBy") or "").strip() or None,
+        encoding=(props.get("flyway.encoding") or "UTF-8").strip(),
+        placeholders=placeholders,
+        placeholder_replacement=_bool(props, "flyway.placeholderReplacement", True),
+        out_of_order=_bool(props, "flyway.outOfOrder", False),
+        validate_on_migrate=_bool(props, "flyway.validateOnMigrate", True),
+        mixed=_bool(props, "flyway.mixed", False),
+        create_schemas=_bool(props, "flyway.createSchemas", True),
+        base_dir=base_dir,
+    )
+
+
+def load_conf(
+    path: Path | None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> FlywayConfig:
+    """Read `path` (None: defaults only), then FLYWAY_* env vars, then explicit overrides."""
+    env = dict(os.environ if env is None else env)
+    props: dict[str, str] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
+        props = parse_properties(substitute_env(text, env))
+        base_dir = path.resolve().parent
+    for name, key in ENV_KEYS.items():
+        if env.get(name):
+            props[key] = env[name]
+    props.update(overrides or {})
+    return config_from_properties(props, base_dir)

@@ -1,0 +1,90 @@
+"""Finding migrations: `V<version>__<description>.sql` and `R__<description>.sql` files in
+`filesystem:` locations (subfolders too), ordered by numeric version, duplicates an error."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from restore_assets.flyway.checksum import checksum_text, decode
+from restore_assets.flyway.conf import FlywayConfig
+from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.version import Version
+
+_VERSIONED = re.compile(r"^V(?P<version>[^_]+(?:_[^_]+)*?)__(?P<description>.*)\.sql$")
+_REPEATABLE = re.compile(r"^R__(?P<description>.*)\.sql$")
+
+
+@dataclass(frozen=True)
+class ResolvedMigration:
+    version: Version | None  # None for repeatable migrations
+    description: str
+    script: str  # relative to the location root, with `/`
+    path: Path
+    checksum: int
+    type: str = "SQL"
+
+    @property
+    def repeatable(self) -> bool:
+        return self.version is None
+
+    @property
+    def version_text(self) -> str | None:
+        return self.version.text if self.version else None
+
+    def read_text(self, encoding: str) -> str:
+        """The SQL to execute: decoded strictly, a leading BOM removed as Flyway does."""
+        return decode(self.path.read_bytes(), encoding, self.script).removeprefix("\ufeff")
+
+
+def parse_name(name: str) -> tuple[str | None, str] | None:
+    """(version text with `_`→`.`, description with `_`→space); None if the name is not a
+    migration (Flyway skips those)."""
+    if m := _REPEATABLE.match(name):
+        return None, m.group("description").replace("_", " ")
+    if m := _VERSIONED.match(name):
+        version_text = m.group("version").replace("_", ".")
+        try:
+            Version.parse(version_text)
+        except ValueError:
+            return None
+        return version_text, m.group("description").replace("_", " ")
+    return None
+
+
+def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
+    """Every migration in the configured locations: versioned ones by version, then repeatables
+    by description."""
+    versioned: dict[Version, ResolvedMigration] = {}
+    repeatable: list[ResolvedMigration] = []
+    for root in config.location_dirs():
+        if not root.is_dir():
+            raise FlywayError(f"migration location {root} does not exist or is not a folder")
+        for path in sorted(p for p in root.rglob("*.sql") if p.is_file()):
+            parsed = parse_name(path.name)
+            if parsed is None:
+                continue
+            version_text, description = parsed
+            script = path.relative_to(root).as_posix()
+            text = decode(path.read_bytes(), config.encoding, script)
+            migration = ResolvedMigration(
+                version=Version.parse(version_text) if version_text else None,
+                description=description,
+                script=script,
+                path=path,
+                checksum=checksum_text(text),
+            )
+            if migration.version is None:
+                repeatable.append(migration)
+                continue
+            if migration.version in versioned:
+                other = versioned[migration.version]
+                raise FlywayError(
+                    f"Found more than one migration with version {migration.version}: "
+                    f"{other.path} and {path}; rename one of them"
+                )
+            versioned[migration.version] = migration
+    return sorted(versioned.values(), key=lambda m: m.version) + sorted(
+        repeatable, key=lambda m: m.description
+    )
