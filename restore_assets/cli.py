@@ -212,6 +212,89 @@ def cmd_ops_request(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+FLYWAY_COMMANDS = ("info", "validate", "baseline", "migrate", "repair")
+INFO_COLUMNS = ("Category", "Version", "Description", "Type", "Installed On", "State")
+
+
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Flyway's own `info` layout: a boxed text table."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
+
+
+def cmd_flyway(settings: Settings, args) -> int:
+    """The Flyway-compatible engine alone, on the Modernized target (no Dagster import)."""
+    from restore_assets.flyway import FlywayError
+    from restore_assets.resources.flyway_runner import (
+        cli_command,
+        diagnose,
+        load_flyway_config,
+        native_engine,
+        run_cli,
+    )
+    from restore_assets.resources.postgres import PostgresTarget, TargetError
+
+    target = PostgresTarget(settings.modernized, settings)
+    conf = Path(args.conf).expanduser() if args.conf else None
+    try:
+        config = load_flyway_config(settings, target, conf, args.locations)
+        engine = native_engine(config, target, log=print)
+        if settings.flyway_runner == "docker":
+            raise FlywayError(
+                "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run); "
+                "use FLYWAY_RUNNER=native or cli for these commands"
+            )
+        if settings.flyway_runner == "cli":
+            print(run_cli(cli_command(settings, config, target, args.action), target.redact))
+        elif args.action == "info":
+            pass
+        elif args.action == "validate":
+            errors = engine.validate()
+            for error in errors:
+                print(f"ERROR: {error}")
+            if errors:
+                print(f"Validate failed: {len(errors)} difference(s)")
+                return EXIT_FAILED
+            print(f"Successfully validated {len(engine.resolved())} migration(s)")
+        elif args.action == "baseline":
+            done = engine.baseline()
+            print("baseline written" if done else "baseline already present: nothing to do")
+        elif args.action == "migrate":
+            result = engine.migrate()
+            print(
+                f"Successfully applied {len(result.applied)} migration(s) in {result.seconds}s"
+                if result.applied
+                else "Schema is up to date. No migration necessary."
+            )
+        elif args.action == "repair":
+            repaired = engine.repair()
+            print(
+                f"Repair: removed {len(repaired['removed'])} failed row(s) "
+                f"{repaired['removed'] or ''}, realigned {len(repaired['realigned'])} "
+                f"{repaired['realigned'] or ''}".rstrip()
+            )
+        if args.action == "info" or settings.flyway_runner == "native":
+            rows = [tuple(r.as_dict().values()) for r in engine.info()]
+            print(format_table(INFO_COLUMNS, rows))
+    except (FlywayError, TargetError) as exc:
+        history = []
+        try:
+            history = engine.history_rows()
+        except Exception:  # noqa: BLE001 - the diagnosis is a bonus, the error is what matters
+            pass
+        hint = diagnose(exc, history, settings.secrets_dir)
+        if hint:
+            print(f"DIAGNOSIS: {hint}")
+        print(f"ERROR: {target.redact(str(exc))}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restore-assets",
@@ -235,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")
     ops.set_defaults(func=cmd_ops_request)
+    flyway = sub.add_parser("flyway", help="the Flyway-compatible engine on the Modernized target")
+    flyway.add_argument("action", choices=FLYWAY_COMMANDS)
+    flyway.add_argument("--conf", help="flyway.conf (default: FLYWAY_CONF, else the demo's)")
+    flyway.add_argument("--locations", help="e.g. filesystem:/path/to/sql (overrides the conf)")
+    flyway.set_defaults(func=cmd_flyway)
     return parser
 
 

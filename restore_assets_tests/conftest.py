@@ -88,6 +88,24 @@ def external_legacy(password_cluster, monkeypatch, request) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def external_modernized(password_cluster, monkeypatch, request) -> dict[str, str]:
+    """A fresh, empty external Modernized database reached over TCP with a password."""
+    dbname = "extm_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
+    password_cluster.create_database(dbname, "opendolphin", EXTERNAL_PASSWORD)
+    env = {
+        "MODERNIZED_POSTGRES_HOST": "127.0.0.1",
+        "MODERNIZED_POSTGRES_PORT": str(password_cluster.port),
+        "MODERNIZED_POSTGRES_DB": dbname,
+        "MODERNIZED_POSTGRES_USER": "opendolphin",
+        "MODERNIZED_POSTGRES_PASSWORD": EXTERNAL_PASSWORD,
+        "MODERNIZED_POSTGRES_SSLMODE": "disable",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """The real console entry point, as a subprocess, with the test's environment."""
     return subprocess.run(

@@ -1,0 +1,195 @@
+"""The Flyway-compatible engine's pure parts: checksums, names, versions, conf, statements."""
+
+from __future__ import annotations
+
+import pytest
+
+from restore_assets.flyway import FlywayError, Version, checksum
+from restore_assets.flyway.checksum import checksum_text
+from restore_assets.flyway.conf import load_conf, parse_jdbc_url, parse_properties
+from restore_assets.flyway.engine import replace_placeholders
+from restore_assets.flyway.history import java_string_hash, lock_key
+from restore_assets.flyway.resolver import parse_name, resolve
+from restore_assets.flyway.statements import split_statements
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SELECT 1;",
+        b"SELECT 1;\n",
+        b"SELECT 1;\r\n",
+        b"\xef\xbb\xbfSELECT 1;",
+        b"\xef\xbb\xbfSELECT 1;\r\n",
+        b"SELECT 1;\r",
+    ],
+)
+def test_known_checksum_of_select_1_whatever_the_line_endings_or_bom(data):
+    assert checksum(data) == 78787420
+
+
+def test_known_checksums_from_flyway():
+    assert checksum(b"") == 0
+    text = b"alter table migrations.test_table\nadd added_column varchar(16);"
+    assert checksum(text) == -604825677
+    assert checksum(text.replace(b"\n", b"\r\n")) == -604825677
+    assert checksum(text.replace(b"\n", b"\r")) == -604825677
+
+
+def test_blank_lines_do_not_change_a_checksum_but_text_does():
+    assert checksum(b"SELECT 1;\n\n\n") == checksum(b"SELECT 1;")
+    assert checksum(b"SELECT 2;") != checksum(b"SELECT 1;")
+
+
+def test_only_the_first_bom_is_removed_and_non_ascii_is_hashed_as_utf8():
+    import zlib
+
+    japanese = "COMMENT ON TABLE t IS '監査';"
+    expected = zlib.crc32(japanese.encode("utf-8"))
+    expected = expected - (1 << 32) if expected >= 1 << 31 else expected
+    assert checksum(japanese.encode("utf-8")) == expected
+    assert checksum(b"\xef\xbb\xbf" + japanese.encode("utf-8")) == expected
+    # A BOM on a later line is content, as in Flyway.
+    assert checksum_text("a\n\ufeffb") != checksum_text("a\nb")
+
+
+def test_undecodable_bytes_name_the_file():
+    with pytest.raises(FlywayError, match="V9__bad.sql: not valid utf-8"):
+        checksum(b"SELECT '\xff';", name="V9__bad.sql")
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("V0002__performance_indexes.sql", ("0002", "performance indexes")),
+        ("V1_1__two_parts.sql", ("1.1", "two parts")),
+        ("V2.0.1__dots.sql", ("2.0.1", "dots")),
+        ("R__refresh_views.sql", (None, "refresh views")),
+        ("V1a__bad_version.sql", None),
+        ("README.sql", None),
+        ("V3_missing_separator.sql", None),
+    ],
+)
+def test_migration_names(name, parsed):
+    assert parse_name(name) == parsed
+
+
+def test_versions_compare_numerically_and_keep_their_text():
+    assert Version.parse("0002") == Version.parse("2") == Version.parse("2.0")
+    assert Version.parse("0010") > Version.parse("0009")
+    assert Version.parse("1.10") > Version.parse("1.9")
+    assert sorted(["10", "0002", "1.1", "1"], key=Version.parse) == ["1", "1.1", "0002", "10"]
+    assert str(Version.parse("0002")) == "0002"
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_resolver_scans_subfolders_orders_and_skips(tmp_path):
+    write(tmp_path, "V10__ten.sql", "SELECT 10;")
+    write(tmp_path, "sub/V0002__two.sql", "SELECT 2;")
+    write(tmp_path, "R__views.sql", "SELECT 0;")
+    write(tmp_path, "notes.sql", "not a migration")
+    conf = load_conf(None, env={}, overrides={"flyway.locations": f"filesystem:{tmp_path}"})
+    found = resolve(conf)
+    assert [(m.version_text, m.script) for m in found] == [
+        ("0002", "sub/V0002__two.sql"),
+        ("10", "V10__ten.sql"),
+        (None, "R__views.sql"),
+    ]
+
+
+def test_duplicate_versions_are_an_error(tmp_path):
+    write(tmp_path, "V2__a.sql", "SELECT 1;")
+    write(tmp_path, "x/V0002__b.sql", "SELECT 2;")
+    conf = load_conf(None, env={}, overrides={"flyway.locations": f"filesystem:{tmp_path}"})
+    with pytest.raises(FlywayError, match="more than one migration with version"):
+        resolve(conf)
+
+
+def test_conf_java_properties_and_env_substitution(tmp_path):
+    conf = write(
+        tmp_path,
+        "flyway.conf",
+        "# comment\n! also a comment\n"
+        "flyway.url=jdbc:postgresql://${DB_HOST}:${DB_PORT}/${DB_NAME}?sslmode=require\n"
+        "flyway.user = ${DB_USER}\n"
+        "flyway.password:${DB_PASSWORD}\n"
+        "flyway.schemas=opendolphin,\\\n    audit\n"
+        "flyway.defaultSchema=opendolphin\n"
+        "flyway.baselineOnMigrate=true\n"
+        "flyway.baselineVersion=0\n"
+        "flyway.placeholders.Owner=${flyway:user}\n"
+        "flyway.locations=filesystem:sql\n",
+    )
+    env = {
+        "DB_HOST": "db.example",
+        "DB_PORT": "55432",
+        "DB_NAME": "opendolphin_modern",
+        "DB_USER": "opendolphin",
+        "DB_PASSWORD": "pw=with:chars",
+    }
+    config = load_conf(conf, env=env)
+    assert config.jdbc.host == "db.example" and config.jdbc.port == 55432
+    assert config.jdbc.database == "opendolphin_modern"
+    assert config.jdbc.params == {"sslmode": "require"}
+    assert config.user == "opendolphin" and config.password == "pw=with:chars"
+    assert config.schemas == ("opendolphin", "audit")
+    assert config.baseline_on_migrate is True and config.baseline_version == "0"
+    assert config.placeholders == {"owner": "${flyway:user}"}
+    assert config.location_dirs() == [tmp_path / "sql"]
+    # Unset variables become empty, which leaves a URL that says what is wrong with it.
+    with pytest.raises(FlywayError, match=r"jdbc:postgresql://:/"):
+        _ = load_conf(conf, env={}).jdbc
+    # FLYWAY_* env and explicit overrides win over the file.
+    overridden = load_conf(conf, env={"FLYWAY_SCHEMAS": "x"}, overrides={"flyway.table": "h"})
+    assert overridden.schemas == ("x",) and overridden.table == "h"
+
+
+def test_properties_escapes_and_separators():
+    props = parse_properties("a=1\nb : two words\nc\\=d=3\ne=\\u00e9\\tx\nf\n")
+    assert props == {"a": "1", "b": "two words", "c=d": "3", "e": "é\tx", "f": ""}
+
+
+def test_jdbc_url_must_be_postgresql():
+    with pytest.raises(FlywayError, match="not a jdbc:postgresql"):
+        parse_jdbc_url("jdbc:mysql://h/db")
+    assert parse_jdbc_url("jdbc:postgresql://h/db").port == 5432
+
+
+def test_placeholders_are_case_insensitive_and_unknown_ones_fail():
+    assert replace_placeholders("GRANT ${Role} TO x", {"role": "app"}) == "GRANT app TO x"
+    with pytest.raises(FlywayError, match=r"No value provided for placeholder: \$\{missing\}"):
+        replace_placeholders("SELECT '${missing}'", {})
+
+
+def test_lock_key_is_flyways_own():
+    assert java_string_hash("") == 0
+    assert java_string_hash("hello") == 99162322
+    assert lock_key("public", "flyway_schema_history") == 77433833903597
+
+
+def test_statements_split_outside_quotes_and_bodies_with_lines():
+    text = (
+        "-- header\n"
+        "CREATE TABLE a (x text DEFAULT 'a;b');\n"
+        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n"
+        "\n"
+        "/* c; */ CREATE INDEX CONCURRENTLY i ON a (x);\n"
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n"
+        "SELECT 'it''s; fine', E'\\'; still';\n"
+    )
+    found = split_statements(text)
+    assert [(s.line, s.transactional) for s in found] == [
+        (1, True),
+        (3, True),
+        (5, False),
+        (6, True),
+        (7, True),
+    ]
+    assert found[1].sql.endswith("LANGUAGE sql;")
+    assert found[0].line_of(text.index("DEFAULT") + 1) == 2
