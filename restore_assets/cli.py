@@ -133,9 +133,46 @@ def print_outcome(outcome: RunOutcome) -> None:
         EXIT_BLOCKED: "blocked: Secrets missing or unusable (see baseline_search.log)",
         EXIT_CONFIG: "refused: configuration error or reset without consent",
     }[outcome.exit_code]
+    gates = _gate_rows(outcome.evidence)
+    if gates:
+        print("\ngate            result   detail")
+        print("--------------  -------  ----------------------------------------")
+        for gate_id, result, detail in gates:
+            print(f"{gate_id:<14}  {result:<7}  {detail}")
     print(f"\nresult: {verdict} (exit {outcome.exit_code})")
     if outcome.evidence:
         print(f"evidence: {outcome.evidence}")
+
+
+def _gate_rows(evidence: Path | None) -> list[tuple[str, str, str]]:
+    """The three gates from the run's gate_report.json, when the run got that far."""
+    import json
+
+    if evidence is None or not (evidence / "gate_report.json").is_file():
+        return []
+    report = json.loads((evidence / "gate_report.json").read_text(encoding="utf-8"))
+    rows = []
+    for gate in report.get("gates", []):
+        failed = [f"{c['id']}: {c['detail']}" for c in gate["checks"] if c["passed"] is False]
+        rows.append((gate["id"], "passed" if gate["passed"] else "FAILED", "; ".join(failed)))
+    return rows
+
+
+def cmd_export_baseline(settings: Settings, args) -> int:
+    from restore_assets.errors import RestoreError
+    from restore_assets.resources.postgres import PostgresTarget, TargetError
+    from restore_assets.resources.secrets_store import SIDE_FILES
+    from restore_assets.restore import export_baseline
+
+    target = PostgresTarget(getattr(settings, args.side), settings)
+    output = Path(args.output) if args.output else None
+    try:
+        written = export_baseline(target, settings, SIDE_FILES[args.side][0], output)
+    except (RestoreError, TargetError) as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{written['sha256']}  {written['path']}  ({written['size']} bytes, mode 0600)")
+    return EXIT_OK
 
 
 def cmd_run(settings: Settings, args) -> int:
@@ -318,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")
     ops.set_defaults(func=cmd_ops_request)
+    export = sub.add_parser(
+        "export-baseline", help="pg_dump --schema-only --no-owner into the Secrets store (§5)"
+    )
+    export.add_argument("--side", choices=SIDES, required=True)
+    export.add_argument("--output", help="file inside the Secrets root (default: exports/<UTC>/)")
+    export.set_defaults(func=cmd_export_baseline)
     flyway = sub.add_parser("flyway", help="the Flyway-compatible engine on the Modernized target")
     flyway.add_argument("action", choices=FLYWAY_COMMANDS)
     flyway.add_argument("--conf", help="flyway.conf (default: FLYWAY_CONF, else the demo's)")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from restore_assets.assets.gates import gates_report
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.modernized import modernized_flyway_history, modernized_schema
+from restore_assets.assets.reports import ddl_inventory, missing_objects
 from restore_assets.assets.secrets import secret_files
+from restore_assets.assets.sync import sync_facility_users
 from restore_assets.jobs import all_jobs
 from restore_assets.resources.environment import RestoreEnvironment
 
@@ -17,6 +20,10 @@ defs = Definitions(
         legacy_facility_num,
         modernized_schema,
         modernized_flyway_history,
+        sync_facility_users,
+        ddl_inventory,
+        missing_objects,
+        gates_report,
     ],
     jobs=all_jobs,
     resources={"restore": RestoreEnvironment()},

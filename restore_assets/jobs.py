@@ -30,8 +30,10 @@ restore_modernized_job = define_asset_job(
 )
 restore_all_job = define_asset_job(
     ALL_JOB,
-    selection=_side("legacy") | _side("modernized"),
-    description="The whole chain: both sides, their checks.",
+    selection=_side("legacy")
+    | _side("modernized")
+    | AssetSelection.groups("sync", "reports", "gates"),
+    description="The whole chain: both sides, the account sync, the reports and the gates (§6).",
 )
 
 JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}

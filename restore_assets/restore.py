@@ -134,13 +134,24 @@ def restore_lock(target: PostgresTarget, wait_seconds: float = 600):
             conn.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
 
 
+def inside_secrets(path: Path, settings: Settings) -> Path:
+    """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
+    resolved = path.expanduser().resolve()
+    root = settings.secrets_dir.expanduser().resolve()
+    if resolved != root and root not in resolved.parents:
+        raise PreflightFailed(
+            f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"
+        )
+    return resolved
+
+
 def backup_target(
     target: PostgresTarget, settings: Settings, now: dt.datetime | None = None
 ) -> dict[str, str]:
     """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
     now = now or dt.datetime.now(dt.UTC)
     folder = settings.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{target.side}-{target.target.dbname}.dump"
+    path = inside_secrets(folder / f"{target.side}-{target.target.dbname}.dump", settings)
     attempt = 1
     while path.exists():  # two restores in one second: never overwrite an earlier backup
         attempt += 1
@@ -259,3 +270,44 @@ def _tmp_root(settings: Settings) -> Path:
     root = settings.state_dir / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+EXPORT_RESTRICT_KEY = "RestoreAssetsBaseline"
+
+
+def pg_dump_supports_restrict_key(pg_dump: str) -> bool:
+    done = subprocess.run([pg_dump, "--help"], capture_output=True, text=True)
+    return "--restrict-key" in done.stdout
+
+
+def export_baseline(
+    target: PostgresTarget,
+    settings: Settings,
+    relpath: str,
+    output: Path | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, str]:
+    """Runbook §5: `pg_dump --schema-only --no-owner` back into the Secrets store, mode 600.
+
+    A fixed `--restrict-key` (where pg_dump has it) makes identical schemas give identical
+    sha256. Written under `exports/<UTC>/` beside the baseline, never over it.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    if output is None:
+        base = settings.secrets_dir / Path(relpath).parent
+        output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / Path(relpath).name
+    path = inside_secrets(output, settings)
+    pg_dump = client_binary("pg_dump", settings.pg_dump_bin)
+    args = [pg_dump, "--schema-only", "--no-owner"]
+    if pg_dump_supports_restrict_key(pg_dump):
+        args.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
+
+    def writer(out) -> None:
+        done = subprocess.run(args, env=target.client_env(), stdout=out, stderr=subprocess.PIPE)
+        if done.returncode != 0:
+            message = target.redact(done.stderr.decode("utf-8", "replace").strip())
+            raise PreflightFailed(f"pg_dump of the {target.describe()} failed: {message}")
+
+    write_private(path, writer)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": str(path), "sha256": digest, "size": str(path.stat().st_size)}

@@ -38,6 +38,7 @@ DEFAULT_MODERN_EXPECTED_TABLES = (
 DEFAULT_MODERN_EXPECTED_COLUMNS = ("d_document.admflag", "d_module.performflag")
 DEMO_FLYWAY_CONF = Path(__file__).parent / "demo" / "flyway" / "flyway.conf"
 FLYWAY_RUNNERS = ("native", "docker", "cli")
+DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,8 @@ class Settings:
     required_versions: tuple[str, ...] = DEFAULT_REQUIRED_VERSIONS
     modern_expected_tables: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_TABLES
     modern_expected_columns: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_COLUMNS
+    sync_tables: tuple[str, ...] = DEFAULT_SYNC_TABLES
+    facility_api_url: str | None = None
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -206,4 +209,17 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         modern_expected_columns=_list(
             env.get("RESTORE_MODERN_EXPECTED_COLUMNS"), DEFAULT_MODERN_EXPECTED_COLUMNS
         ),
+        sync_tables=_sync_tables(env.get("RESTORE_SYNC_TABLES")),
+        facility_api_url=env.get("RESTORE_FACILITY_API_URL") or None,
     )
+
+
+def _sync_tables(value: str | None) -> tuple[str, ...]:
+    tables = _list(value, DEFAULT_SYNC_TABLES)
+    unknown = [t for t in tables if t not in DEFAULT_SYNC_TABLES]
+    if unknown:
+        raise ConfigError(
+            f"RESTORE_SYNC_TABLES: {', '.join(unknown)} cannot be synced; "
+            f"choose from {', '.join(DEFAULT_SYNC_TABLES)}"
+        )
+    return tables

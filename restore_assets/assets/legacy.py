@@ -73,7 +73,7 @@ SELECT max((regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]:
         AssetCheckSpec(
             "expected_tables",
             asset=SCHEMA,
-            blocking=True,
+            blocking=False,  # the gates report it, with the reason, rather than being skipped
             description="§3.4/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
             "diagnosis_module exist (configurable).",
         ),
@@ -107,7 +107,7 @@ def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
         )
     except (RestoreError, PsqlError, UnsafeScriptError) as exc:
         record_step(evidence, "legacy/restore", {"status": "failed", "error": str(exc)})
-        raise fail(exc, evidence, target=target.describe()) from None
+        raise fail(exc, evidence, "legacy/restore", target=target.describe()) from None
 
     tables = user_tables(target)
     evidence.write(
@@ -264,7 +264,7 @@ def _b(value: bool, long: bool = False) -> str:
         AssetCheckSpec(
             "nextval_works",
             asset=FACILITY_NUM,
-            blocking=True,
+            blocking=False,  # the gates report it, with the reason, rather than being skipped
             description="nextval gives a value, the preview consumed nothing, and the next "
             "facility id is not already taken.",
         )

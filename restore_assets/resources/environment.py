@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dagster import ConfigurableResource, Failure, MetadataValue
 
-from restore_assets.errors import RestoreError
+from restore_assets.errors import EXIT_BLOCKED, RestoreError
+from restore_assets.gate_report import unreached_report, write_report
 from restore_assets.resources.evidence import EvidenceStore
 from restore_assets.resources.postgres import PostgresTarget, redact
 from restore_assets.settings import Settings, load_settings
@@ -104,9 +105,13 @@ def render_readme(folder: Path, steps: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fail(exc: Exception, evidence: EvidenceStore, **metadata) -> Failure:
-    """A Dagster Failure carrying the CLI exit code and where the evidence is."""
+def fail(exc: Exception, evidence: EvidenceStore, step: str = "", **metadata) -> Failure:
+    """A Dagster Failure carrying the CLI exit code and where the evidence is. The gate report
+    is written too — every gate failed (or blocked), naming the step that stopped the run."""
     code = exc.exit_code if isinstance(exc, RestoreError) else 1
+    status = "blocked" if code == EXIT_BLOCKED else "failed"
+    reason = f"not reached: {step + ' ' if step else ''}stopped the run: {exc}"
+    write_report(evidence, unreached_report(evidence.folder, status, reason))
     return Failure(
         description=str(exc),
         metadata={
