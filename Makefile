@@ -26,6 +26,10 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
+## Whole-chain timing and peak memory at two demo sizes (measures, asserts nothing).
+bench: $(STAMP)
+	$(BIN)/python -m restore_assets.demo.bench --patients 300 20000
+
 lint: $(STAMP)
 	$(BIN)/ruff check restore_assets restore_assets_tests
 

@@ -37,7 +37,10 @@ def prepare_instance(settings: Settings):
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        # Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
+        config.write_text(
+            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+        )
     from dagster import DagsterInstance
 
     return DagsterInstance.get()
@@ -211,28 +214,62 @@ def cmd_status(settings: Settings, args) -> int:
             sha = info.sha256[:16] + "…" if info.sha256 else "-"
             print(f"  [{side}] {relpath}: {state}  mode={info.mode or '-'}  sha256={sha}")
     print("Targets:")
+    reachable = {}
     for side in ("legacy", "modernized"):
         target = PostgresTarget(getattr(settings, side), settings)
-        print(f"  {target.describe()}: {_reachability(target)}")
+        reachable[side], text = _reachability(target)
+        print(f"  {target.describe()}: {text}")
+    print(f"Flyway: {_flyway_summary(settings, reachable['modernized'])}")
     last = _last_evidence(settings)
     print(f"Last run: {last or 'none'}")
+    if last and (last / "gate_report.json").is_file():
+        import json
+
+        report = json.loads((last / "gate_report.json").read_text(encoding="utf-8"))
+        gates = ", ".join(
+            f"{g['id']} {'passed' if g['passed'] else 'FAILED'}" for g in report["gates"]
+        )
+        print(f"Last gate result: {report['status']} ({gates})")
     return EXIT_OK
 
 
-def _reachability(target) -> str:
+def _flyway_summary(settings: Settings, reachable: bool) -> str:
+    """Flyway info in one line, without starting anything."""
+    if not reachable:
+        return "not read (Modernized target not reachable without starting it)"
+    from collections import Counter
+
+    from restore_assets.resources.flyway_runner import load_flyway_config, native_engine
+    from restore_assets.resources.postgres import PostgresTarget
+
+    target = PostgresTarget(settings.modernized, settings)
+    try:
+        rows = native_engine(load_flyway_config(settings, target), target, print).info()
+    except Exception as exc:  # noqa: BLE001 - status reports, never raises
+        return f"unavailable ({target.redact(str(exc)).splitlines()[0]})"
+    states = Counter(r.state for r in rows)
+    latest = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]
+    return f"latest {latest[-1] if latest else '-'}; " + ", ".join(
+        f"{n} {state.lower()}" for state, n in states.items()
+    )
+
+
+def _reachability(target) -> tuple[bool, str]:
     if target.embedded:
         pid_file = target.settings.state_dir / "pgdata" / "postmaster.pid"
         # Read-only: report the embedded server without starting it.
-        return "embedded, running" if pid_file.exists() else "embedded, starts on demand"
+        if pid_file.exists():
+            return True, "embedded, running"
+        return False, "embedded, starts on demand"
     try:
         version = target.server_version_num()
     except Exception as exc:  # noqa: BLE001 - status reports, never raises
-        return f"unreachable ({str(exc).splitlines()[0]})"
-    return f"reachable, PostgreSQL {version // 10000}.{version % 10000}"
+        return False, f"unreachable ({str(exc).splitlines()[0]})"
+    return True, f"reachable, PostgreSQL {version // 10000}.{version % 10000}"
 
 
 def _last_evidence(settings: Settings) -> Path | None:
-    folders = sorted((settings.artifacts_dir / EVIDENCE_SUBDIR).glob("*/README.md"))
+    folders = sorted((settings.artifacts_dir / EVIDENCE_SUBDIR).glob("*/.run_id"))
     return folders[-1].parent if folders else None
 
 

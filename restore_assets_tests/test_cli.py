@@ -85,6 +85,7 @@ def test_status_is_read_only_and_reports_files_and_targets(secrets_dir, external
     assert done.returncode == 0, done.stderr
     assert "legacy-server/db-baseline/opendolphin-legacy-schema.sql: ok" in done.stdout
     assert "reachable, PostgreSQL 18" in done.stdout
+    assert "Flyway: latest " in done.stdout  # the embedded server runs: its history is read
     assert EXTERNAL_PASSWORD not in done.stdout
 
 

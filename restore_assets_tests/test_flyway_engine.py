@@ -400,3 +400,15 @@ def test_two_concurrent_migrates_apply_each_version_once(db, tmp_path):
     assert errors == []
     assert sorted(results) == [0, 2]
     assert [r[1] for r in rows(db)] == ["1", "2"]
+
+
+def test_future_versions_are_ignored_by_validate_and_shown_in_info(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    write(sql_dir, "V1__one.sql", "SELECT 1;")
+    write(sql_dir, "V2__two.sql", "SELECT 2;")
+    engine = flyway(db, sql_dir)
+    engine.migrate()
+    (sql_dir / "V2__two.sql").unlink()  # a newer release applied 2; this checkout stops at 1
+    assert engine.validate(pending_is_error=False) == []
+    assert [(r.version, r.state) for r in engine.info()] == [("1", "Success"), ("2", "Future")]
+    assert engine.migrate().applied == []
