@@ -70,40 +70,31 @@ def password_cluster():
     cluster.stop()
 
 
-@pytest.fixture
-def external_legacy(password_cluster, monkeypatch, request) -> dict[str, str]:
-    """A fresh, empty external Legacy database reached over TCP with a password."""
-    dbname = "ext_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
-    password_cluster.create_database(dbname, "opendolphin", EXTERNAL_PASSWORD)
+def _external_target(cluster, monkeypatch, request, env_prefix: str, db_prefix: str):
+    """A fresh, empty external database reached over TCP with a password, set in the env."""
+    dbname = db_prefix + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
+    cluster.create_database(dbname, "opendolphin", EXTERNAL_PASSWORD)
     env = {
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": str(password_cluster.port),
-        "POSTGRES_DB": dbname,
-        "POSTGRES_USER": "opendolphin",
-        "POSTGRES_PASSWORD": EXTERNAL_PASSWORD,
-        "POSTGRES_SSLMODE": "disable",
+        f"{env_prefix}_HOST": "127.0.0.1",
+        f"{env_prefix}_PORT": str(cluster.port),
+        f"{env_prefix}_DB": dbname,
+        f"{env_prefix}_USER": "opendolphin",
+        f"{env_prefix}_PASSWORD": EXTERNAL_PASSWORD,
+        f"{env_prefix}_SSLMODE": "disable",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def external_legacy(password_cluster, monkeypatch, request) -> dict[str, str]:
+    return _external_target(password_cluster, monkeypatch, request, "POSTGRES", "ext_")
 
 
 @pytest.fixture
 def external_modernized(password_cluster, monkeypatch, request) -> dict[str, str]:
-    """A fresh, empty external Modernized database reached over TCP with a password."""
-    dbname = "extm_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
-    password_cluster.create_database(dbname, "opendolphin", EXTERNAL_PASSWORD)
-    env = {
-        "MODERNIZED_POSTGRES_HOST": "127.0.0.1",
-        "MODERNIZED_POSTGRES_PORT": str(password_cluster.port),
-        "MODERNIZED_POSTGRES_DB": dbname,
-        "MODERNIZED_POSTGRES_USER": "opendolphin",
-        "MODERNIZED_POSTGRES_PASSWORD": EXTERNAL_PASSWORD,
-        "MODERNIZED_POSTGRES_SSLMODE": "disable",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    return _external_target(password_cluster, monkeypatch, request, "MODERNIZED_POSTGRES", "extm_")
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from psycopg import sql
 from restore_assets.flyway import Flyway, FlywayError, MigrationFailed, checksum
 from restore_assets.flyway.conf import load_conf
 from restore_assets.flyway.history import lock_key
-from restore_assets.resources.postgres import EMBEDDED_SUPERUSER, PostgresTarget
+from restore_assets.resources.postgres import PostgresTarget, embedded_admin
 
 _counter = itertools.count()
 
@@ -25,12 +25,11 @@ def db(settings):
     target = PostgresTarget(settings.modernized, settings)
     endpoint = target.endpoint()
     name = f"flyway_test_{next(_counter)}_{int(time.time() * 1000) % 100000}"
-    admin = dict(host=endpoint.host, port=endpoint.port, user=EMBEDDED_SUPERUSER, dbname="postgres")
-    with psycopg.connect(**admin, autocommit=True) as conn:
+    with embedded_admin(endpoint) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER opendolphin").format(sql.Identifier(name)))
     info = target.conninfo(dbname=name)
     yield lambda: psycopg.connect(**info)
-    with psycopg.connect(**admin, autocommit=True) as conn:
+    with embedded_admin(endpoint) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

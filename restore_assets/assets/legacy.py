@@ -4,7 +4,6 @@
 are one multi-asset: either both are materialised or the database is exactly as it was.
 """
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -19,20 +18,16 @@ from dagster import (
 )
 from psycopg import sql
 
-from restore_assets.errors import RestoreError
 from restore_assets.resources.environment import (
     RestoreEnvironment,
-    fail,
     record_step,
-    sides_of_run,
 )
 from restore_assets.resources.evidence import EvidenceStore
 from restore_assets.resources.postgres import PostgresTarget
-from restore_assets.resources.psql_runner import PsqlError, UnsafeScriptError
-from restore_assets.restore import intake, restore_side
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .secrets import SECRET_KEYS
+from .steps import restore_step
 from .verify import count_rows, count_transcripts, match_expected, psql_capture, user_tables
 
 SIDE = "legacy"
@@ -94,21 +89,7 @@ def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
     settings = restore.settings()
     target = restore.target(SIDE)
     evidence = restore.evidence(context)
-    try:
-        files = intake(settings, sides_of_run(context, SIDE), evidence)[SIDE]
-        report = restore_side(
-            side=SIDE,
-            target=target,
-            settings=settings,
-            files=files,
-            evidence=evidence,
-            log_name="legacy_psql.log",
-            log=context.log.info,
-        )
-    except (RestoreError, PsqlError, UnsafeScriptError) as exc:
-        record_step(evidence, "legacy/restore", {"status": "failed", "error": str(exc)})
-        raise fail(exc, evidence, "legacy/restore", target=target.describe()) from None
-
+    report, metadata = restore_step(context, restore, SIDE, "legacy/restore", "legacy_psql.log")
     tables = user_tables(target)
     evidence.write(
         "psql_dt_legacy.log",
@@ -117,43 +98,15 @@ def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
     expected = match_expected(settings.legacy_expected_tables, tables)
     counts, patients = _counts(target, settings.legacy_count_tables, settings.patient_facility)
     count_transcripts(target, settings.legacy_count_tables, SIDE, evidence)
-    inputs = pd.DataFrame([f.as_evidence() for f in files])
-    record_step(
-        evidence,
-        "legacy/restore",
-        {
-            "status": "ok",
-            "target": report.target,
-            "server": report.server_version,
-            "seconds": report.seconds,
-            "tables": len(tables),
-            "backup": (
-                f"{report.backup['path']} (sha256 {report.backup['sha256']})"
-                if report.backup
-                else "not needed (target was empty)"
-            ),
-        },
-    )
-    common = {
-        "target": report.target,
-        "evidence": MetadataValue.path(str(evidence.folder)),
-    }
-    yield MaterializeResult(
-        asset_key=SCHEMA,
-        metadata={
-            **common,
-            "server_version": report.server_version,
-            "inputs": MetadataValue.md(inputs.to_markdown(index=False)),
-            "schemas_reset": ", ".join(report.reset_schemas),
-            "tables": len(tables),
-            "backup": MetadataValue.json(report.backup or {"taken": False, "reason": "empty"}),
-            "psql_log": MetadataValue.path(str(report.psql_log)),
-            "duration_s": report.seconds,
-        },
-    )
+    yield MaterializeResult(asset_key=SCHEMA, metadata={**metadata, "tables": len(tables)})
     yield MaterializeResult(
         asset_key=SEED,
-        metadata={**common, "row_counts": MetadataValue.json(counts), "patients": patients},
+        metadata={
+            "target": report.target,
+            "row_counts": MetadataValue.json(counts),
+            "patients": patients,
+            "evidence": metadata["evidence"],
+        },
     )
     missing = expected[~expected["present"]]["expected"].tolist()
     yield AssetCheckResult(

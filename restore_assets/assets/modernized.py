@@ -12,7 +12,6 @@ from dagster import (
 )
 from psycopg import sql
 
-from restore_assets.errors import RestoreError
 from restore_assets.flyway import FlywayError, Version
 from restore_assets.flyway.engine import InfoRow
 from restore_assets.flyway.history import HistoryRow
@@ -20,7 +19,6 @@ from restore_assets.resources.environment import (
     RestoreEnvironment,
     fail,
     record_step,
-    sides_of_run,
 )
 from restore_assets.resources.flyway_runner import (
     cli_command,
@@ -32,11 +30,10 @@ from restore_assets.resources.flyway_runner import (
     run_docker,
 )
 from restore_assets.resources.postgres import PostgresTarget
-from restore_assets.resources.psql_runner import PsqlError, UnsafeScriptError
-from restore_assets.restore import intake, restore_side
 from restore_assets.settings import MODERN_SCHEMA_FILE, Settings
 
 from .secrets import SECRET_KEYS
+from .steps import restore_step
 from .verify import count_rows, count_transcripts, psql_capture
 
 SIDE = "modernized"
@@ -68,57 +65,21 @@ def app_search_path(schema: str) -> str:
 )
 def modernized_schema(context: AssetExecutionContext, restore: RestoreEnvironment):
     settings = restore.settings()
-    target = restore.target(SIDE)
-    evidence = restore.evidence(context)
     try:
-        config = load_flyway_config(settings, target)
-        flyway_schemas = [
-            *config.schemas,
-            *([config.default_schema] if config.default_schema else []),
-        ]
-        files = intake(settings, sides_of_run(context, SIDE), evidence)[SIDE]
-        report = restore_side(
-            side=SIDE,
-            target=target,
-            settings=settings,
-            files=files,
-            evidence=evidence,
-            log_name="modern_psql.log",
-            extra_reset_schemas=[s for s in flyway_schemas if s],
-            log=context.log.info,
-        )
-    except (RestoreError, PsqlError, UnsafeScriptError, FlywayError) as exc:
-        record_step(evidence, "modernized/schema", {"status": "failed", "error": str(exc)})
-        raise fail(exc, evidence, "modernized/schema", target=target.describe()) from None
-    record_step(
-        evidence,
+        config = load_flyway_config(settings, restore.target(SIDE))
+    except FlywayError as exc:
+        raise fail(exc, restore.evidence(context), "modernized/schema") from None
+    # The restore also drops the schemas Flyway owns (the runbook's real restores did).
+    flyway_schemas = [s for s in (*config.schemas, config.default_schema) if s]
+    _, metadata = restore_step(
+        context,
+        restore,
+        SIDE,
         "modernized/schema",
-        {
-            "status": "ok",
-            "target": report.target,
-            "server": report.server_version,
-            "seconds": report.seconds,
-            "backup": (
-                f"{report.backup['path']} (sha256 {report.backup['sha256']})"
-                if report.backup
-                else "not needed (target was empty)"
-            ),
-        },
+        "modern_psql.log",
+        extra_reset_schemas=flyway_schemas,
     )
-    return MaterializeResult(
-        metadata={
-            "target": report.target,
-            "server_version": report.server_version,
-            "inputs": MetadataValue.md(
-                pd.DataFrame([f.as_evidence() for f in files]).to_markdown(index=False)
-            ),
-            "schemas_reset": ", ".join(report.reset_schemas),
-            "backup": MetadataValue.json(report.backup or {"taken": False, "reason": "empty"}),
-            "psql_log": MetadataValue.path(str(report.psql_log)),
-            "duration_s": report.seconds,
-            "evidence": MetadataValue.path(str(evidence.folder)),
-        }
-    )
+    return MaterializeResult(metadata=metadata)
 
 
 def run_flyway(context, settings: Settings, target: PostgresTarget, log) -> list[str]:

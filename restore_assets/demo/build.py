@@ -16,9 +16,9 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.resources.postgres import (
-    EMBEDDED_SUPERUSER,
     PostgresTarget,
     client_binary,
+    embedded_admin,
 )
 from restore_assets.resources.secrets_store import make_private_dirs, write_private
 from restore_assets.settings import (
@@ -61,15 +61,8 @@ class ScratchDatabase:
         self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"))
 
     def _admin(self, statement: sql.SQL, owner: str | None = None) -> None:
-        endpoint = self.target.endpoint()
         names = [sql.Identifier(self.name)] + ([sql.Identifier(owner)] if owner else [])
-        with psycopg.connect(
-            host=endpoint.host,
-            port=endpoint.port,
-            user=EMBEDDED_SUPERUSER,
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
+        with embedded_admin(self.target.endpoint()) as conn:
             conn.execute(statement.format(*names))
 
     def run(self, script: str, params: dict[str, object] | None = None) -> None:

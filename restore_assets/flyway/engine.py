@@ -579,42 +579,39 @@ def validation_errors(
     return errors
 
 
+def _from_history(row: HistoryRow, state: str, category: str = "Versioned") -> InfoRow:
+    return InfoRow(
+        category,
+        row.version,
+        row.description,
+        row.type,
+        row.installed_on,
+        state,
+        row.script,
+        row.checksum,
+    )
+
+
+def _from_file(m: ResolvedMigration, state: str, installed_on=None) -> InfoRow:
+    category = "Repeatable" if m.repeatable else "Versioned"
+    return InfoRow(
+        category, m.version_text, m.description, m.type, installed_on, state, m.script, m.checksum
+    )
+
+
 def build_info(
     config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
 ) -> list[InfoRow]:
-    """Flyway's `info` table: category, version, description, type, installed on, state."""
+    """Flyway's `info` table: schema marker, baseline, versions in order, then repeatables."""
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     files = {m.version: m for m in resolved if m.version is not None}
     highest_file = max(files, default=None)
-    pending = {m.script for m in pending_migrations(config, resolved, rows)}
-    out: list[tuple[tuple, InfoRow]] = []
-    for row in rows:
-        if row.type == "SCHEMA":
-            out.append(
-                (
-                    (-1, ()),
-                    InfoRow(
-                        "", None, row.description, row.type, row.installed_on, "Success", row.script
-                    ),
-                )
-            )
-        elif row.type == "BASELINE":
-            out.append(
-                (
-                    (0, Version.parse(row.version or "0").parts),
-                    InfoRow(
-                        "Versioned",
-                        row.version,
-                        row.description,
-                        row.type,
-                        row.installed_on,
-                        "Baseline",
-                        row.script,
-                    ),
-                )
-            )
     highest_applied = max(applied, default=None)
+    pending = {m.script for m in pending_migrations(config, resolved, rows)}
+    head = [_from_history(r, "Success", "") for r in rows if r.type == "SCHEMA"]
+    head += [_from_history(r, "Baseline") for r in rows if r.type == "BASELINE"]
+    versioned: list[tuple[Version, InfoRow]] = []
     for version, row in applied.items():
         if not row.success:
             state = "Failed"
@@ -624,45 +621,18 @@ def build_info(
             state = "Out of Order"
         else:
             state = "Success"
-        out.append(
-            (
-                (1, version.parts),
-                InfoRow(
-                    "Versioned",
-                    row.version,
-                    row.description,
-                    row.type,
-                    row.installed_on,
-                    state,
-                    row.script,
-                    row.checksum,
-                ),
-            )
-        )
+        versioned.append((version, _from_history(row, state)))
     for version, m in files.items():
         if version in applied:
             continue
         if baseline is not None and version <= baseline:
             state = "Below Baseline"
-        elif m.script in pending:
+        elif m.script in pending or highest_applied is None:
             state = "Pending"
         else:
-            state = "Ignored" if highest_applied is not None else "Pending"
-        out.append(
-            (
-                (1, version.parts),
-                InfoRow(
-                    "Versioned",
-                    m.version_text,
-                    m.description,
-                    m.type,
-                    None,
-                    state,
-                    m.script,
-                    m.checksum,
-                ),
-            )
-        )
+            state = "Ignored"
+        versioned.append((version, _from_file(m, state)))
+    repeatable = []
     for m in resolved:
         if m.version is not None:
             continue
@@ -672,24 +642,9 @@ def build_info(
             if r.version is None and r.type == m.type and r.description == m.description
         ]
         state = "Pending" if not runs else ("Outdated" if m.script in pending else "Success")
-        installed = runs[-1].installed_on if runs else None
-        out.append(
-            (
-                (2, (m.description,)),
-                InfoRow(
-                    "Repeatable",
-                    None,
-                    m.description,
-                    m.type,
-                    installed,
-                    state,
-                    m.script,
-                    m.checksum,
-                ),
-            )
-        )
-    out.sort(key=lambda item: (item[0][0], _pad(item[0][1])))
-    return [row for _, row in out]
+        repeatable.append(_from_file(m, state, runs[-1].installed_on if runs else None))
+    versioned.sort(key=lambda item: item[0])
+    return head + [row for _, row in versioned] + repeatable
 
 
 def _rank_order(rows: list[HistoryRow], version: Version) -> int:
@@ -703,9 +658,3 @@ def _rank_order(rows: list[HistoryRow], version: Version) -> int:
         if Version.parse(row.version) == version:
             return rank
     return -1
-
-
-def _pad(parts: tuple) -> tuple:
-    return (
-        tuple(parts) + (0,) * (8 - len(parts)) if all(isinstance(p, int) for p in parts) else parts
-    )

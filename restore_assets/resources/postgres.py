@@ -92,15 +92,21 @@ def start_embedded(state_dir: Path) -> Endpoint:
     return Endpoint(host=str(info.socket_dir), port=int(info.port or 5432))
 
 
-def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[str]) -> None:
-    """Create the runbook's role and databases (owned by that role) if they are missing."""
-    with psycopg.connect(
+def embedded_admin(endpoint: Endpoint) -> psycopg.Connection:
+    """The embedded server's superuser, for creating roles and databases (never used on an
+    external target)."""
+    return psycopg.connect(
         host=endpoint.host,
         port=endpoint.port,
         user=EMBEDDED_SUPERUSER,
         dbname="postgres",
         autocommit=True,
-    ) as conn:
+    )
+
+
+def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[str]) -> None:
+    """Create the runbook's role and databases (owned by that role) if they are missing."""
+    with embedded_admin(endpoint) as conn:
         try:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
