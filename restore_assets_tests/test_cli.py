@@ -103,3 +103,35 @@ def test_embedded_server_has_the_runbook_databases(settings):
     with psycopg.connect(**target.conninfo(dbname="postgres")) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert {"opendolphin", "opendolphin_modern"} <= names
+
+
+def test_sslmode_is_honoured(external_legacy, monkeypatch):
+    # The test server has no TLS: `require` must make the connection fail, `disable` succeed.
+    monkeypatch.setenv("POSTGRES_SSLMODE", "require")
+    done = run_cli("status")
+    assert "unreachable" in done.stdout and "SSL" in done.stdout
+
+
+def test_two_processes_starting_the_embedded_server_share_one(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, psycopg\n"
+        "from pathlib import Path\n"
+        "from restore_assets.resources.postgres import start_embedded, embedded_admin\n"
+        "endpoint = start_embedded(Path(sys.argv[1]))\n"
+        "with embedded_admin(endpoint) as conn:\n"
+        "    print(conn.execute('SELECT pg_backend_pid() > 0, current_setting(%s)',"
+        " ('data_directory',)).fetchone()[1])\n"
+    )
+    state = tmp_path / "state"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(state)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs[0] == outputs[1] == str((state / "pgdata").resolve())
