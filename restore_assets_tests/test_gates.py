@@ -276,3 +276,30 @@ def test_export_baseline_is_reproducible_and_stays_in_the_secrets_root(
     refused = run_cli("export-baseline", "--side", "legacy", "--output", str(tmp_path / "x.sql"))
     assert refused.returncode == 1 and "inside the Secrets root" in refused.stderr
     assert not (tmp_path / "x.sql").exists()
+
+
+def test_facility_api_probe_counts_only_when_configured(secrets_dir, artifacts_dir, monkeypatch):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        status = 200
+
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(Handler.status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run_all().success
+        monkeypatch.setenv("RESTORE_FACILITY_API_URL", f"http://127.0.0.1:{server.server_port}/")
+        assert gate_results(gates_only())["db_restore"][0] is True
+        Handler.status = 503
+        passed, detail = gate_results(gates_only())["db_restore"]
+        assert not passed and "facility_api" in detail and "503" in detail
+    finally:
+        server.shutdown()
