@@ -60,7 +60,7 @@ def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> 
 
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE
-    from restore_assets.resources.environment import EVIDENCE_TAG
+    from restore_assets.resources.environment import EVIDENCE_TAG, SIDES_TAG
 
     instance = prepare_instance(settings)
     overrides = {
@@ -75,7 +75,7 @@ def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> 
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=instance,
-        tags={EVIDENCE_TAG: started.isoformat(), "restore_assets/sides": ",".join(sides)},
+        tags={EVIDENCE_TAG: started.isoformat(), SIDES_TAG: ",".join(sides)},
         run_config={
             "resources": {"restore": {"config": overrides}},
             "loggers": {"console": {"config": {"log_level": "INFO"}}},

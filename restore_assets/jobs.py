@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job
 
 from restore_assets.assets.secrets import SECRET_KEYS
+from restore_assets.resources.environment import SIDES_TAG
 from restore_assets.resources.secrets_store import SIDE_FILES
 
 LEGACY_JOB = "restore_legacy"
@@ -21,11 +22,13 @@ def _side(side: str) -> AssetSelection:
 restore_legacy_job = define_asset_job(
     LEGACY_JOB,
     selection=_side("legacy"),
+    tags={SIDES_TAG: "legacy"},
     description="Runbook §3: restore the Legacy database from its baseline and verify it.",
 )
 restore_modernized_job = define_asset_job(
     MODERNIZED_JOB,
     selection=_side("modernized"),
+    tags={SIDES_TAG: "modernized"},
     description="Runbook §4: restore the Modernized baseline, Flyway baseline + migrate, verify.",
 )
 restore_all_job = define_asset_job(
@@ -33,6 +36,8 @@ restore_all_job = define_asset_job(
     selection=_side("legacy")
     | _side("modernized")
     | AssetSelection.groups("sync", "reports", "gates"),
+    # Both sides' Secrets are vetted before either side touches anything (runbook §0).
+    tags={SIDES_TAG: "legacy,modernized"},
     description="The whole chain: both sides, the account sync, the reports and the gates (§6).",
 )
 

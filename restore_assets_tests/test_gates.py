@@ -303,3 +303,13 @@ def test_facility_api_probe_counts_only_when_configured(secrets_dir, artifacts_d
         assert not passed and "facility_api" in detail and "503" in detail
     finally:
         server.shutdown()
+
+
+def test_whole_chain_job_from_the_ui_vets_both_sides_first(secrets_dir, artifacts_dir):
+    (secrets_dir / MODERN_SCHEMA_FILE).chmod(0o640)
+    result = run_all()  # as the UI launches it: the job's own tags, no CLI
+    assert not result.success
+    (folder,) = evidence_folders(artifacts_dir)
+    names = {p.name for p in folder.iterdir()}
+    assert "legacy_psql.log" not in names and "modern_psql.log" not in names
+    assert "mode 0640" in (folder / "baseline_search.log").read_text()

@@ -69,6 +69,7 @@ def restore_step(
             pd.DataFrame([f.as_evidence() for f in report.files]).to_markdown(index=False)
         ),
         "schemas_reset": ", ".join(report.reset_schemas),
+        "objects_before": MetadataValue.json(report.content_before),
         "backup": MetadataValue.json(report.backup or {"taken": False, "reason": "empty"}),
         "psql_log": MetadataValue.path(str(report.psql_log)),
         "duration_s": report.seconds,

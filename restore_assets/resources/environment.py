@@ -20,6 +20,7 @@ from restore_assets.resources.postgres import PostgresTarget, redact
 from restore_assets.settings import Settings, load_settings
 
 EVIDENCE_TAG = "restore_assets/started"
+SIDES_TAG = "restore_assets/sides"
 STEPS_FILE = ".steps.json"
 
 
@@ -66,7 +67,7 @@ class RestoreEnvironment(ConfigurableResource):
 
 def sides_of_run(context, own: str) -> list[str]:
     """All sides of this run are vetted before either touches anything (runbook §0)."""
-    tagged = context.run.tags.get("restore_assets/sides")
+    tagged = context.run.tags.get(SIDES_TAG)
     sides = tagged.split(",") if tagged else [own]
     return sides if own in sides else [*sides, own]
 
