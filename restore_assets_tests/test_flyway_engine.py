@@ -251,6 +251,23 @@ def test_out_of_order_applies_when_allowed(db, tmp_path):
     assert "Out of Order" in {r.state for r in engine.info()}
 
 
+def test_info_rows_as_flyway_shows_them(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    write(sql_dir, "V1__one.sql", "CREATE TABLE one (id int);")
+    write(sql_dir, "V2__two.sql", "SELECT 2;")
+    write(sql_dir, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT 1 AS x;")
+    engine = flyway(db, sql_dir, schemas="opendolphin", baselineVersion="1")
+    engine.baseline()
+    info = [(r.category, r.version, r.description, r.type, r.state) for r in engine.info()]
+    assert info == [
+        ("", None, "<< Flyway Schema Creation >>", "SCHEMA", "Success"),
+        ("", "1", "<< Flyway Baseline >>", "BASELINE", "Baseline"),
+        ("Versioned", "1", "one", "SQL", "Below Baseline"),
+        ("Versioned", "2", "two", "SQL", "Pending"),
+        ("Repeatable", None, "view", "SQL", "Pending"),
+    ]
+
+
 def test_failing_migration_is_rolled_back_without_a_row_and_names_the_line(db, tmp_path):
     sql_dir = tmp_path / "sql"
     write(sql_dir, "V1__one.sql", "CREATE TABLE one (id int);")

@@ -609,8 +609,9 @@ def build_info(
     highest_file = max(files, default=None)
     highest_applied = max(applied, default=None)
     pending = {m.script for m in pending_migrations(config, resolved, rows)}
+    # SCHEMA and BASELINE rows are "synthetic" to Flyway: its info shows no category for them.
     head = [_from_history(r, "Success", "") for r in rows if r.type == "SCHEMA"]
-    head += [_from_history(r, "Baseline") for r in rows if r.type == "BASELINE"]
+    head += [_from_history(r, "Baseline", "") for r in rows if r.type == "BASELINE"]
     versioned: list[tuple[Version, InfoRow]] = []
     for version, row in applied.items():
         if not row.success:
