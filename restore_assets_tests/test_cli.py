@@ -135,3 +135,13 @@ def test_two_processes_starting_the_embedded_server_share_one(tmp_path):
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1] == str((state / "pgdata").resolve())
+
+
+def test_ops_request_names_what_is_missing(secrets_dir):
+    assert "nothing to request" in run_cli("ops-request").stdout
+    (secrets_dir / LEGACY_SEED_FILE).unlink()
+    done = run_cli("ops-request")
+    assert done.returncode == 0
+    assert f"{secrets_dir / LEGACY_SEED_FILE}" in done.stdout and "(missing)" in done.stdout
+    for needed in ("Gate #40", "Deadline:", "Target: Legacy", "Evidence:"):
+        assert needed in done.stdout
