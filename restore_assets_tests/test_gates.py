@@ -313,3 +313,18 @@ def test_whole_chain_job_from_the_ui_vets_both_sides_first(secrets_dir, artifact
     names = {p.name for p in folder.iterdir()}
     assert "legacy_psql.log" not in names and "modern_psql.log" not in names
     assert "mode 0640" in (folder / "baseline_search.log").read_text()
+
+
+def test_gate_reports_facility_num_behind_without_changing_it(secrets_dir, artifacts_dir):
+    assert run_all().success
+    legacy, _ = targets()
+    with legacy.connect(autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO d_facility (id, facilityid, facilityname, registereddate, membertype) "
+            "VALUES (98, '1.3.6.1.4.1.9414.72.160', 'テスト', '2024-01-01', 'PROCESS')"
+        )
+        before = conn.execute("SELECT last_value, is_called FROM facility_num").fetchone()
+    passed, detail = gate_results(gates_only())["db_restore"]
+    assert not passed and "facility_num_nextval" in detail and "160" in detail
+    with legacy.connect(autocommit=True) as conn:
+        assert conn.execute("SELECT last_value, is_called FROM facility_num").fetchone() == before

@@ -106,13 +106,19 @@ def db_restore_gate(settings: Settings, legacy, modern, schema: str, history, ev
         ),
     ]
     try:
-        state = preview_facility_num(legacy, evidence)
-        ok = bool(state["exists"] and state["put_back"])
-        detail = (
-            f"nextval gives {state['preview_nextval']} (previewed, put back)"
-            if ok
-            else "facility_num is missing on Legacy"
-        )
+        state = preview_facility_num(legacy, evidence, realign=False)
+        highest = state.get("max_facility_number")
+        behind = highest is not None and state["next_value"] <= highest
+        ok = bool(state["exists"] and state["put_back"] and not behind)
+        if not state["exists"]:
+            detail = "facility_num is missing on Legacy"
+        elif behind:
+            detail = (
+                f"facility_num would give {state['next_value']}, but facility number {highest} "
+                "already exists; materialise legacy/facility_num to realign it"
+            )
+        else:
+            detail = f"nextval gives {state['preview_nextval']} (previewed, put back)"
     except Exception as exc:  # noqa: BLE001
         ok, detail = False, f"facility_num: {exc}"
     checks.append(SubCheck("facility_num_nextval", ok, detail))

@@ -146,9 +146,12 @@ def _counts(
     return counts, patients
 
 
-def preview_facility_num(target: PostgresTarget, evidence: EvidenceStore) -> dict[str, object]:
+def preview_facility_num(
+    target: PostgresTarget, evidence: EvidenceStore, realign: bool = True
+) -> dict[str, object]:
     """§3.3: `nextval` works, the preview consumes nothing, and the sequence is past every
-    facility number already issued (else `ALTER SEQUENCE ... RESTART WITH max+1`)."""
+    facility number already issued (else, with `realign`, `ALTER SEQUENCE ... RESTART WITH
+    max+1`; the gate only looks)."""
     with target.connect(autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
             return {"exists": False}
@@ -162,7 +165,7 @@ def preview_facility_num(target: PostgresTarget, evidence: EvidenceStore) -> dic
             conn.execute("SELECT setval('facility_num', %s, %s)", (last_value, is_called))
         restored = conn.execute(SEQUENCE_STATE_SQL).fetchone()
         realigned_to = None
-        if max_facility is not None and max_facility >= preview:
+        if realign and max_facility is not None and max_facility >= preview:
             realigned_to = max_facility + 1
             conn.execute(
                 sql.SQL("ALTER SEQUENCE facility_num RESTART WITH {}").format(

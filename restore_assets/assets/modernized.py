@@ -34,16 +34,11 @@ from restore_assets.settings import MODERN_SCHEMA_FILE, Settings
 
 from .secrets import SECRET_KEYS
 from .steps import restore_step
-from .verify import count_rows, count_transcripts, psql_capture
+from .verify import count_rows, count_transcripts, find_object, psql_capture
 
 SIDE = "modernized"
 SCHEMA = AssetKey(["modernized", "schema"])
 HISTORY = AssetKey(["modernized", "flyway_history"])
-COLUMN_EXISTS_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
-    "AND attname = %s AND NOT attisdropped)"
-)
-PG_TRGM_SQL = "SELECT extversion FROM pg_extension WHERE extname = 'pg_trgm'"
 HISTORY_QUERY = (
     "SELECT installed_rank, version, description, type, script, checksum, success FROM {} "
     "ORDER BY installed_rank;"
@@ -125,19 +120,11 @@ def verify_modernized(
     missing_versions = [str(v) for v in required if v not in successful]
     with target.connect(autocommit=True) as conn:
         conn.execute("SELECT set_config('search_path', %s, false)", (app_search_path(schema),))
-        tables = {
-            t: conn.execute("SELECT to_regclass(%s)::text", (t,)).fetchone()[0]
-            for t in settings.modern_expected_tables
-        }
-        columns = {}
-        for qualified in settings.modern_expected_columns:
-            table, _, column = qualified.partition(".")
-            rel = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()[0]
-            present = bool(rel) and conn.execute(COLUMN_EXISTS_SQL, (rel, column)).fetchone()[0]
-            columns[qualified] = f"{rel}.{column}" if present else None
-        trgm = conn.execute(PG_TRGM_SQL).fetchone()
-    missing_tables = [t for t, where in tables.items() if where is None]
-    missing_columns = [c for c, where in columns.items() if where is None]
+        tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
+        columns = {c: find_object(conn, "column", c) for c in settings.modern_expected_columns}
+        trgm = find_object(conn, "extension", "pg_trgm")
+    missing_tables = [t for t, where in tables.items() if not where]
+    missing_columns = [c for c, where in columns.items() if not where]
     return {
         "history_versions": (
             not missing_versions,
@@ -158,8 +145,8 @@ def verify_modernized(
             {"found": columns},
         ),
         "pg_trgm": (
-            trgm is not None,
-            f"pg_trgm {trgm[0]} installed" if trgm else "pg_trgm is not installed (V0002)",
+            bool(trgm),
+            f"{trgm} installed" if trgm else "pg_trgm is not installed (V0002)",
             {},
         ),
     }

@@ -15,7 +15,7 @@ from restore_assets.settings import LEGACY_SCHEMA_FILE, MODERN_SCHEMA_FILE, Sett
 
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY, app_search_path
-from .verify import user_tables
+from .verify import find_object, user_tables
 
 DDL_INVENTORY = AssetKey(["reports", "ddl_inventory"])
 MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
@@ -126,32 +126,6 @@ def origin(kind: str, name: str, baseline_text: str, baseline: str, migrations) 
     return "unknown: neither the baseline nor a migration creates it"
 
 
-def present(target: PostgresTarget, kind: str, name: str, search_path: str | None) -> str:
-    """Where the object is found on the target ('' when absent)."""
-    with target.connect(autocommit=True) as conn:
-        if search_path:
-            conn.execute("SELECT set_config('search_path', %s, false)", (search_path,))
-        if kind == "extension":
-            row = conn.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = %s", (name,)
-            ).fetchone()
-            return f"{name} {row[0]}" if row else ""
-        if kind == "column":
-            table, _, column = name.partition(".")
-            rel = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()[0]
-            if not rel:
-                return ""
-            found = conn.execute(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
-                "AND NOT attisdropped",
-                (rel, column),
-            ).fetchone()
-            return f"{rel}.{column}" if found else ""
-        if "*" in name:
-            return ""
-        return conn.execute("SELECT to_regclass(%s)::text", (name,)).fetchone()[0] or ""
-
-
 def object_rows(settings: Settings, legacy: PostgresTarget, modern: PostgresTarget) -> list[dict]:
     config = load_flyway_config(settings, modern)
     migrations: list[tuple[ResolvedMigration, str]] = [
@@ -168,22 +142,32 @@ def object_rows(settings: Settings, legacy: PostgresTarget, modern: PostgresTarg
         path = settings.secrets_dir / relpath
         texts[side] = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     rows = []
-    for side, kind, name in required_objects(settings):
-        relpath, target, search_path = baselines[side]
-        if "*" in name:
-            found = ", ".join(f"{s}.{t}" for s, t in tables[side] if fnmatch.fnmatchcase(t, name))
-        else:
-            found = present(target, kind, name, search_path)
-        rows.append(
-            {
-                "side": side,
-                "kind": kind,
-                "object": name,
-                "status": "present" if found else "MISSING",
-                "found as": found,
-                "comes from": origin(kind, name, texts[side], relpath, migrations),
-            }
-        )
+    connections = {
+        side: target.connect(autocommit=True) for side, (_, target, _) in baselines.items()
+    }
+    with connections["legacy"] as legacy_conn, connections["modernized"] as modern_conn:
+        conns = {"legacy": legacy_conn, "modernized": modern_conn}
+        for side, (_, _, search_path) in baselines.items():
+            if search_path:
+                conns[side].execute("SELECT set_config('search_path', %s, false)", (search_path,))
+        for side, kind, name in required_objects(settings):
+            if "*" in name:
+                found = ", ".join(
+                    f"{s}.{t}" for s, t in tables[side] if fnmatch.fnmatchcase(t, name)
+                )
+            else:
+                found = find_object(conns[side], kind, name)
+            relpath = baselines[side][0]
+            rows.append(
+                {
+                    "side": side,
+                    "kind": kind,
+                    "object": name,
+                    "status": "present" if found else "MISSING",
+                    "found as": found,
+                    "comes from": origin(kind, name, texts[side], relpath, migrations),
+                }
+            )
     return rows
 
 

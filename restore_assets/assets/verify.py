@@ -19,6 +19,26 @@ SELECT n.nspname, c.relname
 """
 
 
+COLUMN_EXISTS_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+    "AND attname = %s AND NOT attisdropped)"
+)
+EXTENSION_SQL = "SELECT extversion FROM pg_extension WHERE extname = %s"
+
+
+def find_object(conn, kind: str, name: str) -> str:
+    """Where the connection's search_path finds a table/sequence, a `table.column` or an
+    extension, as the application would resolve it; '' when absent."""
+    if kind == "extension":
+        row = conn.execute(EXTENSION_SQL, (name,)).fetchone()
+        return f"{name} {row[0]}" if row else ""
+    table, _, column = name.partition(".") if kind == "column" else (name, "", "")
+    rel = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()[0] or ""
+    if kind != "column" or not rel:
+        return rel
+    return f"{rel}.{column}" if conn.execute(COLUMN_EXISTS_SQL, (rel, column)).fetchone()[0] else ""
+
+
 def psql_capture(target: PostgresTarget, *commands: str) -> str:
     """A transcript of read-only commands run through the real psql in one session (`-a` echoes
     each command before its output), for logs that look like the runbook's."""
