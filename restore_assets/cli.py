@@ -55,7 +55,8 @@ def find_evidence(settings: Settings, run_id: str) -> Path | None:
 
 
 def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> RunOutcome:
-    """Observe the Secrets files, then execute each side's job; collect steps, checks, failures."""
+    """Execute the side's job (or the whole chain) in-process on the CLI's Dagster instance;
+    collect observations, materialisations, checks and failures into a table and an exit code."""
     from dagster import DagsterEventType
 
     from restore_assets.definitions import defs
@@ -97,7 +98,7 @@ def run_chain(settings: Settings, sides: tuple[str, ...], allow_reset: bool) -> 
             status = "passed" if data.passed else "FAILED"
             outcome.rows.append((name, status, data.description or ""))
             if not data.passed:
-                outcome.exit_code = max(outcome.exit_code, EXIT_FAILED)
+                outcome.exit_code = _worse(outcome.exit_code, EXIT_FAILED)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             code, message = _failure(event)
             outcome.rows.append((event.step_key or "", "FAILED", message))
