@@ -295,6 +295,7 @@ def jms_claim_gate(settings, legacy, modern, schema, earlier: list[Gate]) -> Gat
     ],
 )
 def gates_report(context: AssetExecutionContext, restore: RestoreEnvironment):
+    started = time.monotonic()
     settings = restore.settings()
     legacy, modern = restore.target("legacy"), restore.target("modernized")
     evidence = restore.evidence(context)
@@ -344,6 +345,7 @@ def gates_report(context: AssetExecutionContext, restore: RestoreEnvironment):
     yield MaterializeResult(
         metadata={
             "status": report.status,
+            "duration_s": round(time.monotonic() - started, 3),
             "gates": MetadataValue.md(report.markdown()),
             "evidence": MetadataValue.path(str(evidence.folder)),
             **{name: MetadataValue.path(str(evidence.path(name))) for name in files},

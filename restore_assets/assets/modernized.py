@@ -1,5 +1,7 @@
 """Runbook §4: the Modernized database — baseline restore, Flyway baseline + migrate, checks."""
 
+import time
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -192,7 +194,9 @@ def modernized_flyway_history(context: AssetExecutionContext, restore: RestoreEn
     config = load_flyway_config(settings, target)
     engine = native_engine(config, target, log)
     try:
+        started = time.monotonic()
         lines += run_flyway(context, settings, target, log)
+        seconds = round(time.monotonic() - started, 3)
     except FlywayError as exc:
         diagnosis = diagnose(exc, engine.history_rows(), settings.secrets_dir)
         lines += [f"ERROR: {exc}", *([f"DIAGNOSIS: {diagnosis}"] if diagnosis else [])]
@@ -234,6 +238,7 @@ def modernized_flyway_history(context: AssetExecutionContext, restore: RestoreEn
         metadata={
             "history": MetadataValue.md(history_frame(rows).to_markdown(index=False)),
             "runner": settings.flyway_runner,
+            "duration_s": seconds,
             "row_counts": MetadataValue.json(counts),
             "flyway_log": MetadataValue.path(str(evidence.path("flyway_migrate.log"))),
             "evidence": MetadataValue.path(str(evidence.folder)),

@@ -5,6 +5,7 @@ one upsert per table on the natural key, all in one Modernized transaction. The 
 share `facility_num`: the Modernized sequence is read before and after and must not move.
 """
 
+import time
 from dataclasses import dataclass
 
 from dagster import (
@@ -188,7 +189,9 @@ def sync_facility_users(context: AssetExecutionContext, restore: RestoreEnvironm
     legacy, modern = restore.target("legacy"), restore.target("modernized")
     evidence = restore.evidence(context)
     try:
+        started = time.monotonic()
         report = sync_tables(legacy, modern, list(settings.sync_tables))
+        seconds = round(time.monotonic() - started, 3)
     except Exception as exc:  # noqa: BLE001 - any failure is reported with evidence
         record_step(evidence, "sync/facility_users", {"status": "failed", "error": str(exc)})
         raise fail(RuntimeError(modern.redact(str(exc))), evidence, "sync") from None
@@ -201,6 +204,7 @@ def sync_facility_users(context: AssetExecutionContext, restore: RestoreEnvironm
     yield MaterializeResult(
         metadata={
             "tables": MetadataValue.json(report),
+            "duration_s": seconds,
             "evidence": MetadataValue.path(str(evidence.folder)),
         }
     )
