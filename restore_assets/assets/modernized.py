@@ -14,7 +14,7 @@ from dagster import (
 )
 from psycopg import sql
 
-from restore_assets.flyway import FlywayError, Version
+from restore_assets.flyway import Flyway, FlywayError, Version
 from restore_assets.flyway.engine import InfoRow
 from restore_assets.flyway.history import HistoryRow
 from restore_assets.resources.environment import (
@@ -79,11 +79,10 @@ def modernized_schema(context: AssetExecutionContext, restore: RestoreEnvironmen
     return MaterializeResult(metadata=metadata)
 
 
-def run_flyway(context, settings: Settings, target: PostgresTarget, log) -> list[str]:
+def run_flyway(context, settings: Settings, target: PostgresTarget, engine: Flyway) -> list[str]:
     """Runbook §4.3: `flyway baseline` (when there is no history yet) then `flyway migrate`,
     by the configured runner. Returns what the runner printed."""
-    config = load_flyway_config(settings, target)
-    engine = native_engine(config, target, log)
+    config = engine.config
     if settings.flyway_runner == "native":
         if not engine.history_rows():
             engine.baseline()
@@ -195,7 +194,7 @@ def modernized_flyway_history(context: AssetExecutionContext, restore: RestoreEn
     engine = native_engine(config, target, log)
     try:
         started = time.monotonic()
-        lines += run_flyway(context, settings, target, log)
+        lines += run_flyway(context, settings, target, engine)
         seconds = round(time.monotonic() - started, 3)
     except FlywayError as exc:
         diagnosis = diagnose(exc, engine.history_rows(), settings.secrets_dir)

@@ -72,6 +72,7 @@ def restore_step(
         "objects_before": MetadataValue.json(report.content_before),
         "backup": MetadataValue.json(report.backup or {"taken": False, "reason": "empty"}),
         "psql_log": MetadataValue.path(str(report.psql_log)),
+        "psql_output_lines": report.psql_output_lines,
         "duration_s": report.seconds,
         "evidence": MetadataValue.path(str(evidence.folder)),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -153,9 +153,6 @@ class FlywayConfig:
     mixed: bool = False
     create_schemas: bool = True
     base_dir: Path = field(default_factory=Path.cwd)
-
-    def with_overrides(self, **changes) -> FlywayConfig:
-        return replace(self, **changes)
 
     @property
     def jdbc(self) -> JdbcUrl | None:

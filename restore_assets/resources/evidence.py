@@ -56,9 +56,3 @@ class EvidenceStore:
         tmp.write_text(self._redact(text), encoding="utf-8")
         tmp.replace(target)
         return target
-
-    def append(self, name: str, text: str) -> Path:
-        target = self.path(name)
-        with target.open("a", encoding="utf-8") as handle:
-            handle.write(self._redact(text))
-        return target
