@@ -164,7 +164,7 @@ def _gate_rows(evidence: Path | None) -> list[tuple[str, str, str]]:
 
 def cmd_export_baseline(settings: Settings, args) -> int:
     from restore_assets.errors import RestoreError
-    from restore_assets.resources.postgres import PostgresTarget, TargetError
+    from restore_assets.resources.postgres import PostgresTarget
     from restore_assets.resources.secrets_store import SIDE_FILES
     from restore_assets.restore import export_baseline
 
@@ -172,7 +172,7 @@ def cmd_export_baseline(settings: Settings, args) -> int:
     output = Path(args.output) if args.output else None
     try:
         written = export_baseline(target, settings, SIDE_FILES[args.side][0], output)
-    except (RestoreError, TargetError) as exc:
+    except RestoreError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{written['sha256']}  {written['path']}  ({written['size']} bytes, mode 0600)")
@@ -304,6 +304,7 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def cmd_flyway(settings: Settings, args) -> int:
     """The Flyway-compatible engine alone, on the Modernized target (no Dagster import)."""
+    from restore_assets.errors import RestoreError
     from restore_assets.flyway import FlywayError
     from restore_assets.resources.flyway_runner import (
         cli_command,
@@ -312,7 +313,7 @@ def cmd_flyway(settings: Settings, args) -> int:
         native_engine,
         run_cli,
     )
-    from restore_assets.resources.postgres import PostgresTarget, TargetError
+    from restore_assets.resources.postgres import PostgresTarget
 
     target = PostgresTarget(settings.modernized, settings)
     conf = Path(args.conf).expanduser() if args.conf else None
@@ -356,7 +357,7 @@ def cmd_flyway(settings: Settings, args) -> int:
         if args.action == "info" or settings.flyway_runner == "native":
             rows = [tuple(r.as_dict().values()) for r in engine.info()]
             print(format_table(INFO_COLUMNS, rows))
-    except (FlywayError, TargetError) as exc:
+    except RestoreError as exc:
         history = []
         try:
             history = engine.history_rows()

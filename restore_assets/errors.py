@@ -1,4 +1,10 @@
-"""Errors that carry the CLI exit code of DESIGN.md's contract, so a Dagster failure can too."""
+"""One error hierarchy for the whole project, rooted in `RestoreError`.
+
+Every error carries the CLI exit code of DESIGN.md's contract (0 ok · 1 failed · 2 Secrets
+blocked · 3 configuration error or refused reset), so the CLI needs a single `except` and a
+Dagster failure can carry the same code. No Dagster import here: the core and the Flyway engine
+raise these too.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,15 @@ EXIT_CONFIG = 3
 
 
 class RestoreError(RuntimeError):
+    """Anything that stops a runbook step; the message says what to do."""
+
     exit_code = EXIT_FAILED
+
+
+class ConfigError(RestoreError, ValueError):
+    """A setting is unusable; the message names the variable."""
+
+    exit_code = EXIT_CONFIG
 
 
 class SecretsBlocked(RestoreError):
@@ -27,4 +41,35 @@ class ResetRefused(RestoreError):
 class PreflightFailed(RestoreError):
     """The target cannot take this dump (unreachable, too old, missing extension)."""
 
-    exit_code = EXIT_FAILED
+
+class TargetError(RestoreError):
+    """The target cannot be reached or used."""
+
+
+class UnsafeScriptError(RestoreError):
+    """A Secrets file contains a psql meta-command that pg_dump never emits."""
+
+    def __init__(self, relpath: str, line: int, command: str):
+        self.relpath, self.line, self.command = relpath, line, command
+        super().__init__(
+            f"{relpath}:{line}: refused psql meta-command `{command}` — pg_dump never writes it, "
+            "and psql would execute it on this host. Ask Ops for a clean pg_dump file."
+        )
+
+
+class PsqlError(RestoreError):
+    """psql stopped on an error; `relpath`/`line` are as psql reported them."""
+
+    def __init__(self, message: str, relpath: str | None = None, line: int | None = None):
+        self.relpath, self.line = relpath, line
+        super().__init__(message)
+
+
+class SyncError(RestoreError):
+    """The Legacy → Modernized account sync could not complete (rolled back)."""
+
+
+def worse_exit(current: int, new: int) -> int:
+    """The exit code that says more: blocked (2) > refused/config (3) > failed (1) > ok (0)."""
+    rank = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_CONFIG: 2, EXIT_BLOCKED: 3}
+    return new if rank.get(new, 1) > rank.get(current, 0) else current

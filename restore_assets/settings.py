@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from restore_assets.errors import ConfigError
+
 # Runbook §1: the three baseline files, relative to the Secrets root.
 LEGACY_SCHEMA_FILE = "legacy-server/db-baseline/opendolphin-legacy-schema.sql"
 LEGACY_SEED_FILE = "legacy-server/db-baseline/opendolphin-legacy-seed.sql"
@@ -39,10 +41,6 @@ DEFAULT_MODERN_EXPECTED_COLUMNS = ("d_document.admflag", "d_module.performflag")
 DEMO_FLYWAY_CONF = Path(__file__).parent / "demo" / "flyway" / "flyway.conf"
 FLYWAY_RUNNERS = ("native", "docker", "cli")
 DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
-
-
-class ConfigError(ValueError):
-    """A setting is unusable; the CLI turns it into exit code 3."""
 
 
 @dataclass(frozen=True)

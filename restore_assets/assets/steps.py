@@ -5,14 +5,12 @@ import pandas as pd
 from dagster import MetadataValue
 
 from restore_assets.errors import RestoreError
-from restore_assets.flyway import FlywayError
 from restore_assets.resources.environment import (
     RestoreEnvironment,
     fail,
     record_step,
     sides_of_run,
 )
-from restore_assets.resources.psql_runner import PsqlError, UnsafeScriptError
 from restore_assets.restore import RestoreReport, intake, restore_side
 
 
@@ -42,7 +40,7 @@ def restore_step(
             extra_reset_schemas=extra_reset_schemas,
             log=context.log.info,
         )
-    except (RestoreError, PsqlError, UnsafeScriptError, FlywayError) as exc:
+    except RestoreError as exc:
         record_step(evidence, step, {"status": "failed", "error": str(exc)})
         raise fail(exc, evidence, step, target=target.describe()) from None
     backup = (

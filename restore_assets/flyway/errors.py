@@ -1,9 +1,11 @@
-"""Errors of the Flyway-compatible engine."""
+"""Errors of the Flyway-compatible engine: part of the project's one hierarchy (exit code 1)."""
 
 from __future__ import annotations
 
+from restore_assets.errors import RestoreError
 
-class FlywayError(RuntimeError):
+
+class FlywayError(RestoreError):
     """Anything that stops a Flyway command; the message says what to do."""
 
 

@@ -18,14 +18,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.settings import ConfigError, Settings, TargetSettings
+from restore_assets.errors import ConfigError, TargetError
+from restore_assets.settings import Settings, TargetSettings
 
 REDACTED = "********"
 EMBEDDED_SUPERUSER = "postgres"
-
-
-class TargetError(RuntimeError):
-    """The target cannot be reached or used; the message says what to do."""
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

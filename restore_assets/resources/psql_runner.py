@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets.errors import PsqlError, UnsafeScriptError
+
 ALLOWED_META = ("restrict", "unrestrict", "connect", "c")
 _COPY_FROM_STDIN = re.compile(r"^\s*COPY\s.+\sFROM\s+stdin\b.*;\s*$", re.IGNORECASE)
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
@@ -24,25 +26,6 @@ _CREATE_EXTENSION = re.compile(r'^CREATE EXTENSION (?:IF NOT EXISTS )?("(?:[^"]|
 _PSQL_ERROR = re.compile(
     r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL):\s+(?P<msg>.*)"
 )
-
-
-class UnsafeScriptError(RuntimeError):
-    """A Secrets file contains a psql meta-command that pg_dump never emits."""
-
-    def __init__(self, relpath: str, line: int, command: str):
-        self.relpath, self.line, self.command = relpath, line, command
-        super().__init__(
-            f"{relpath}:{line}: refused psql meta-command `{command}` — pg_dump never writes it, "
-            "and psql would execute it on this host. Ask Ops for a clean pg_dump file."
-        )
-
-
-class PsqlError(RuntimeError):
-    """psql stopped on an error; `relpath`/`line` are as psql reported them."""
-
-    def __init__(self, message: str, relpath: str | None = None, line: int | None = None):
-        self.relpath, self.line = relpath, line
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing: targets (embedded/external), client binaries, psql sessions, lexing."""
