@@ -10,8 +10,9 @@ from restore_assets.assets.modernized import modernized_flyway_history, moderniz
 from restore_assets.assets.reports import ddl_inventory, missing_objects
 from restore_assets.assets.secrets import secret_files
 from restore_assets.assets.sync import sync_facility_users
+from restore_assets.console import brief_console_logger
 from restore_assets.jobs import all_jobs
-from restore_assets.resources.environment import RestoreEnvironment
+from restore_assets.resources import restore_resources
 
 defs = Definitions(
     assets=[
@@ -26,5 +27,6 @@ defs = Definitions(
         gates_report,
     ],
     jobs=all_jobs,
-    resources={"restore": RestoreEnvironment()},
+    resources=restore_resources(),
+    loggers={"console": brief_console_logger},
 )

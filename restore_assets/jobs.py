@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job
 
 from restore_assets.assets.secrets import SECRET_KEYS
-from restore_assets.resources.environment import SIDES_TAG
-from restore_assets.resources.secrets_store import SIDE_FILES
+from restore_assets.assets.shell import SIDES_TAG
+from restore_assets.runbook.intake import SIDE_FILES
 
 LEGACY_JOB = "restore_legacy"
 MODERNIZED_JOB = "restore_modernized"

@@ -10,7 +10,7 @@ from dagster import DagsterInstance, materialize
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.secrets import secret_files
 from restore_assets.resources.environment import RestoreEnvironment
-from restore_assets.resources.postgres import PostgresTarget
+from restore_assets.pg.targets import PostgresTarget
 from restore_assets.settings import load_settings
 
 LEGACY_ASSETS = [*secret_files, legacy_restore, legacy_facility_num]

@@ -97,7 +97,7 @@ def test_unusable_setting_is_a_configuration_error(monkeypatch):
 
 
 def test_embedded_server_has_the_runbook_databases(settings):
-    from restore_assets.resources.postgres import PostgresTarget
+    from restore_assets.pg.targets import PostgresTarget
 
     target = PostgresTarget(settings.legacy, settings)
     with psycopg.connect(**target.conninfo(dbname="postgres")) as conn:
@@ -119,7 +119,7 @@ def test_two_processes_starting_the_embedded_server_share_one(tmp_path):
     script = (
         "import sys, psycopg\n"
         "from pathlib import Path\n"
-        "from restore_assets.resources.postgres import start_embedded, embedded_admin\n"
+        "from restore_assets.pg.targets import start_embedded, embedded_admin\n"
         "endpoint = start_embedded(Path(sys.argv[1]))\n"
         "with embedded_admin(endpoint) as conn:\n"
         "    print(conn.execute('SELECT pg_backend_pid() > 0, current_setting(%s)',"

@@ -14,7 +14,7 @@ from psycopg import sql
 from restore_assets.flyway import Flyway, FlywayError, MigrationFailed, checksum
 from restore_assets.flyway.conf import load_conf
 from restore_assets.flyway.history import lock_key
-from restore_assets.resources.postgres import PostgresTarget, embedded_admin
+from restore_assets.pg.targets import PostgresTarget, embedded_admin
 
 _counter = itertools.count()
 

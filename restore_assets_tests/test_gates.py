@@ -13,7 +13,7 @@ from restore_assets.assets.gates import gates_report
 from restore_assets.assets.sync import sync_tables
 from restore_assets.definitions import defs
 from restore_assets.resources.environment import RestoreEnvironment
-from restore_assets.resources.postgres import PostgresTarget
+from restore_assets.pg.targets import PostgresTarget
 from restore_assets.settings import (
     DEMO_FLYWAY_CONF,
     LEGACY_SCHEMA_FILE,

@@ -14,7 +14,7 @@ from restore_assets.assets.modernized import HISTORY, modernized_flyway_history,
 from restore_assets.assets.secrets import secret_files
 from restore_assets.resources.environment import RestoreEnvironment
 from restore_assets.resources.flyway_runner import cli_command, docker_command, load_flyway_config
-from restore_assets.resources.postgres import PostgresTarget
+from restore_assets.pg.targets import PostgresTarget
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.helpers import check_results, failure_messages

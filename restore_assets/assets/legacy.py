@@ -5,47 +5,28 @@ are one multi-asset: either both are materialised or the database is exactly as 
 """
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
     MaterializeResult,
-    MetadataValue,
     asset,
     multi_asset,
 )
-from psycopg import sql
 
-from restore_assets.resources.environment import (
-    RestoreEnvironment,
-    record_step,
-)
-from restore_assets.resources.evidence import EvidenceStore
-from restore_assets.resources.postgres import PostgresTarget
+from restore_assets.resources.evidence import EvidenceResource
+from restore_assets.resources.secrets import SecretsResource
+from restore_assets.resources.targets import PostgresResource
+from restore_assets.runbook.facility_num import preview_facility_num
+from restore_assets.runbook.verify import verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .secrets import SECRET_KEYS
-from .steps import restore_step
-from .verify import count_rows, count_transcripts, match_expected, psql_capture, user_tables
+from .shell import check_result, evidence_metadata, restore_step, table
 
-SIDE = "legacy"
 SCHEMA = AssetKey(["legacy", "schema"])
 SEED = AssetKey(["legacy", "seed"])
 FACILITY_NUM = AssetKey(["legacy", "facility_num"])
-FACILITY_PREFIX = "1.3.6.1.4.1.9414.72."
-
-PATIENT_COUNT_SQL = "SELECT count(*) FROM d_patient WHERE facilityid = %s"
-SEQUENCE_STATE_SQL = "SELECT last_value, is_called FROM facility_num"
-SEQUENCE_INCREMENT_SQL = (
-    "SELECT increment_by FROM pg_sequences WHERE sequencename = 'facility_num' "
-    "AND schemaname = ANY (current_schemas(false))"
-)
-MAX_FACILITY_SQL = r"""
-SELECT max((regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]::bigint)
-  FROM d_facility
-"""
 
 
 @multi_asset(
@@ -85,129 +66,29 @@ SELECT max((regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]:
     ],
     pool="restore_legacy",
 )
-def legacy_restore(context: AssetExecutionContext, restore: RestoreEnvironment):
-    settings = restore.settings()
-    target = restore.target(SIDE)
-    evidence = restore.evidence(context)
-    report, metadata = restore_step(context, restore, SIDE, "legacy/restore", "legacy_psql.log")
-    tables = user_tables(target)
-    evidence.write(
-        "psql_dt_legacy.log",
-        psql_capture(target, *(f"\\dt {schema}.*" for schema in report.reset_schemas)),
-    )
-    expected = match_expected(settings.legacy_expected_tables, tables)
-    counts, patients = _counts(target, settings.legacy_count_tables, settings.patient_facility)
-    count_transcripts(target, settings.legacy_count_tables, SIDE, evidence)
-    yield MaterializeResult(asset_key=SCHEMA, metadata={**metadata, "tables": len(tables)})
+def legacy_restore(
+    context: AssetExecutionContext,
+    legacy_db: PostgresResource,
+    secrets: SecretsResource,
+    evidence: EvidenceResource,
+):
+    result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
+    settings = secrets.config.settings()
+    verification = verify_legacy(legacy_db.target, settings, result.reset_schemas, store)
+    yield MaterializeResult(asset_key=SCHEMA, metadata={**metadata, "tables": verification.tables})
+    counts = [{"table": t, "rows": n} for t, n in verification.counts.items()]
     yield MaterializeResult(
         asset_key=SEED,
         metadata={
-            "target": report.target,
-            "row_counts": MetadataValue.json(counts),
-            "patients": patients,
+            "target": result.target,
+            "row_counts": table(counts),
+            **verification.facts,
             "evidence": metadata["evidence"],
         },
     )
-    missing = expected[~expected["present"]]["expected"].tolist()
-    yield AssetCheckResult(
-        asset_key=SCHEMA,
-        check_name="expected_tables",
-        passed=not missing,
-        severity=AssetCheckSeverity.ERROR,
-        description="all expected tables exist" if not missing else f"missing: {missing}",
-        metadata={"tables": MetadataValue.md(expected.to_markdown(index=False))},
-    )
-    yield AssetCheckResult(
-        asset_key=SEED,
-        check_name="patient_count",
-        passed=patients is not None and patients > 0,
-        description=f"{patients} patient(s) for facility {settings.patient_facility}",
-        metadata={"facility": settings.patient_facility, "patients": patients or 0},
-    )
-    absent = [t for t, n in counts.items() if n is None]
-    yield AssetCheckResult(
-        asset_key=SEED,
-        check_name="row_counts",
-        passed=not absent,
-        description="counted " + ", ".join(f"{t}={n}" for t, n in counts.items()),
-        metadata={"counts": MetadataValue.json(counts)},
-    )
-
-
-def _counts(
-    target: PostgresTarget, tables: tuple[str, ...], facility: str
-) -> tuple[dict[str, int | None], int | None]:
-    """Row counts (None where the table is absent) and the facility's patient count."""
-    with target.connect(autocommit=True) as conn:
-        counts = count_rows(conn, tables)
-        patients = None
-        if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
-            patients = conn.execute(PATIENT_COUNT_SQL, (facility,)).fetchone()[0]
-    return counts, patients
-
-
-def preview_facility_num(
-    target: PostgresTarget, evidence: EvidenceStore, realign: bool = True
-) -> dict[str, object]:
-    """§3.3: `nextval` works, the preview consumes nothing, and the sequence is past every
-    facility number already issued (else, with `realign`, `ALTER SEQUENCE ... RESTART WITH
-    max+1`; the gate only looks)."""
-    with target.connect(autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
-            return {"exists": False}
-        last_value, is_called = conn.execute(SEQUENCE_STATE_SQL).fetchone()
-        increment = conn.execute(SEQUENCE_INCREMENT_SQL).fetchone()[0]
-        max_facility = conn.execute(MAX_FACILITY_SQL).fetchone()[0]
-        try:
-            preview = conn.execute("SELECT nextval('facility_num')").fetchone()[0]
-        finally:
-            # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
-            conn.execute("SELECT setval('facility_num', %s, %s)", (last_value, is_called))
-        restored = conn.execute(SEQUENCE_STATE_SQL).fetchone()
-        realigned_to = None
-        if realign and max_facility is not None and max_facility >= preview:
-            realigned_to = max_facility + 1
-            conn.execute(
-                sql.SQL("ALTER SEQUENCE facility_num RESTART WITH {}").format(
-                    sql.Literal(realigned_to)
-                )
-            )
-        after = conn.execute(SEQUENCE_STATE_SQL).fetchone()
-    evidence.write(
-        "psql_nextval_facility_num_legacy.log",
-        f"-- {target.describe()}\n"
-        f"=> SELECT last_value, is_called FROM facility_num;\n {last_value} | {_b(is_called)}\n"
-        f"=> SELECT nextval('facility_num');\n nextval\n---------\n {preview}\n(1 row)\n",
-    )
-    setval_log = (
-        f"-- {target.describe()}\n"
-        f"=> SELECT setval('facility_num', {last_value}, {_b(is_called, long=True)});\n"
-        f" setval\n--------\n {last_value}\n(1 row)\n"
-        f"=> SELECT last_value, is_called FROM facility_num;\n {restored[0]} | {_b(restored[1])}\n"
-    )
-    if realigned_to is not None:
-        setval_log += (
-            f"-- highest facility number in d_facility is {max_facility} >= next value {preview}\n"
-            f"=> ALTER SEQUENCE facility_num RESTART WITH {realigned_to};\nALTER SEQUENCE\n"
-            f"=> SELECT last_value, is_called FROM facility_num;\n {after[0]} | {_b(after[1])}\n"
-        )
-    evidence.write("psql_setval_facility_num_legacy.log", setval_log)
-    next_value = after[0] + (increment if after[1] else 0)
-    return {
-        "exists": True,
-        "before": {"last_value": last_value, "is_called": is_called},
-        "preview_nextval": preview,
-        "put_back": restored == (last_value, is_called),
-        "max_facility_number": max_facility,
-        "realigned_to": realigned_to,
-        "after": {"last_value": after[0], "is_called": after[1]},
-        "next_value": next_value,
-        "next_facility_id": f"{FACILITY_PREFIX}{next_value}",
-    }
-
-
-def _b(value: bool, long: bool = False) -> str:
-    return ("true" if value else "false") if long else ("t" if value else "f")
+    yield check_result(verification.check("expected_tables"), SCHEMA)
+    yield check_result(verification.check("patient_count"), SEED)
+    yield check_result(verification.check("row_counts"), SEED)
 
 
 @asset(
@@ -227,41 +108,24 @@ def _b(value: bool, long: bool = False) -> str:
     ],
     pool="restore_legacy",
 )
-def legacy_facility_num(context: AssetExecutionContext, restore: RestoreEnvironment):
-    target = restore.target(SIDE)
-    evidence = restore.evidence(context)
-    state = preview_facility_num(target, evidence)
-    ok = bool(
-        state["exists"]
-        and state["put_back"]
-        and (
-            state["max_facility_number"] is None
-            or state["next_value"] > state["max_facility_number"]
-        )
+def legacy_facility_num(
+    context: AssetExecutionContext, legacy_db: PostgresResource, evidence: EvidenceResource
+):
+    store = evidence.for_run(context)
+    state = preview_facility_num(legacy_db.target, store)
+    check = state.check("nextval_works")
+    store.record_step(
+        "legacy/facility_num", "ok" if check.passed else "failed", {"detail": check.detail}
     )
-    if not state["exists"]:
-        detail = "sequence facility_num does not exist; it only comes from the Legacy baseline"
-    elif state["realigned_to"] is not None:
-        detail = (
-            f"realigned: highest facility number {state['max_facility_number']} was not below "
-            f"nextval {state['preview_nextval']}; RESTART WITH {state['realigned_to']}"
-        )
-    else:
-        detail = f"nextval previewed {state['preview_nextval']} and put back; next id " + str(
-            state["next_facility_id"]
-        )
-    record_step(
-        evidence, "legacy/facility_num", {"status": "ok" if ok else "failed", "detail": detail}
-    )
+    summary = [{"fact": k, "value": v} for k, v in state.summary().items()]
     yield MaterializeResult(
         metadata={
-            "facility_num": MetadataValue.json(state),
-            "evidence": MetadataValue.path(str(evidence.folder)),
+            "facility_num": table(summary),
+            **evidence_metadata(
+                store,
+                "psql_nextval_facility_num_legacy.log",
+                "psql_setval_facility_num_legacy.log",
+            ),
         }
     )
-    yield AssetCheckResult(
-        check_name="nextval_works",
-        passed=ok,
-        description=detail,
-        metadata={"preview_nextval": state.get("preview_nextval") or 0},
-    )
+    yield check_result(check)

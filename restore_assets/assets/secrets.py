@@ -11,8 +11,8 @@ from dagster import (
     observable_source_asset,
 )
 
-from restore_assets.resources.environment import RestoreEnvironment
-from restore_assets.resources.secrets_store import FILE_ROLES, SecretsStore
+from restore_assets.resources.secrets import SecretsResource
+from restore_assets.runbook.intake import FILE_ROLES
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SECRET_KEYS = {
@@ -23,21 +23,18 @@ SECRET_KEYS = {
 
 
 def _observable(relpath: str):
-    key = SECRET_KEYS[relpath]
-
     @observable_source_asset(
-        key=key,
+        key=SECRET_KEYS[relpath],
         group_name="secrets",
         description=f"{FILE_ROLES[relpath]}: `{relpath}` under the Secrets root.",
     )
-    def _observe(restore: RestoreEnvironment) -> ObserveResult:
-        info = SecretsStore(restore.settings()).inspect(relpath)
-        status = "ok" if info.usable else "; ".join(info.problems)
+    def _observe(secrets: SecretsResource) -> ObserveResult:
+        info = secrets.inspect(relpath)
         return ObserveResult(
-            data_version=DataVersion(info.sha256 or f"unusable: {status}"),
+            data_version=DataVersion(info.sha256 or f"unusable: {info.status}"),
             metadata={
                 "path": MetadataValue.path(str(info.path)),
-                "status": status,
+                "status": info.status,
                 "sha256": info.sha256,
                 "size": info.size,
                 "mode": info.mode,

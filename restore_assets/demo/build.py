@@ -15,12 +15,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.resources.postgres import (
-    PostgresTarget,
-    client_binary,
-    embedded_admin,
-)
-from restore_assets.resources.secrets_store import make_private_dirs, write_private
+from restore_assets.pg.clients import client_binary
+from restore_assets.pg.targets import PostgresTarget, embedded_admin
+from restore_assets.runbook.files import make_private_dirs, write_private
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,

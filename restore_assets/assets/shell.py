@@ -1,0 +1,142 @@
+"""Translating runbook results into Dagster's terms — nothing else lives here.
+
+A core `Check` becomes an `AssetCheckResult`; rows become `MetadataValue.table`; a `RestoreError`
+becomes a `Failure` carrying the CLI exit code, after the step and an "unreached" gate report are
+written to the evidence folder, so a run stopped half-way still says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from dagster import (
+    AssetCheckResult,
+    AssetKey,
+    Failure,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from restore_assets.errors import EXIT_BLOCKED, RestoreError
+from restore_assets.runbook.checks import Check
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.gate_report import unreached_report, write_report
+
+SIDES_TAG = "restore_assets/sides"
+_TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
+
+
+def sides_of_run(context, own: str) -> list[str]:
+    """All sides of this run are vetted before either touches anything (runbook §0)."""
+    tagged = context.run.tags.get(SIDES_TAG)
+    sides = tagged.split(",") if tagged else [own]
+    return sides if own in sides else [*sides, own]
+
+
+def table(rows: Sequence[Mapping[str, object]]) -> MetadataValue:
+    """Rows as a Dagster table (typed columns; anything not a number or bool shown as text)."""
+    columns = list(rows[0]) if rows else []
+
+    def column_type(name: str) -> str:
+        kinds = {type(r[name]) for r in rows if r[name] is not None}
+        return _TABLE_TYPES.get(kinds.pop(), "string") if len(kinds) == 1 else "string"
+
+    types = {c: column_type(c) for c in columns}
+
+    def cell(value: object, kind: str) -> object:
+        return value if value is None or kind != "string" else str(value)
+
+    return MetadataValue.table(
+        records=[TableRecord({c: cell(r[c], types[c]) for c in columns}) for r in rows],
+        schema=TableSchema(columns=[TableColumn(c, types[c]) for c in columns]),
+    )
+
+
+def check_result(check: Check, asset_key: AssetKey | None = None) -> AssetCheckResult:
+    metadata = {
+        k: v if isinstance(v, str | int | float | bool) else MetadataValue.json(v)
+        for k, v in check.data.items()
+        if v is not None
+    }
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=check.id,
+        passed=check.passed is not False,
+        description=check.detail,
+        metadata=metadata,
+    )
+
+
+def check_results(checks: Iterable[Check], asset_key: AssetKey | None = None):
+    return [check_result(c, asset_key) for c in checks]
+
+
+def evidence_metadata(evidence: EvidenceStore, *files: str) -> dict[str, MetadataValue]:
+    paths = {name: MetadataValue.path(str(evidence.path(name))) for name in files}
+    return {"evidence": MetadataValue.path(str(evidence.folder)), **paths}
+
+
+def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: object) -> Failure:
+    """Record the failed step, write the gate report (every gate not reached, naming the step
+    that stopped the run) and return the Failure to raise."""
+    status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
+    evidence.record_step(step, status, {"error": str(exc)})
+    reason = f"not reached: {step} stopped the run: {exc}"
+    write_report(evidence, unreached_report(evidence.label, status, reason))
+    return Failure(
+        description=str(exc),
+        metadata={
+            "exit_code": exc.exit_code,
+            "error": str(exc),
+            "evidence": MetadataValue.path(str(evidence.folder)),
+            **metadata,
+        },
+        allow_retries=False,
+    )
+
+
+def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_schemas=()):
+    """Intake (every side of the run) → the side's all-or-nothing restore, recorded in the
+    evidence; returns the core result, the evidence store and the asset metadata."""
+    from restore_assets.runbook.restore import restore_side
+
+    target = db.target
+    evidence = evidence_store.for_run(context)
+    try:
+        files = secrets.intake(sides_of_run(context, target.side), evidence).side(target.side)
+        result = restore_side(
+            target=target,
+            settings=secrets.config.settings(),
+            files=files,
+            evidence=evidence,
+            extra_reset_schemas=extra_reset_schemas,
+            log=context.log.info,
+        )
+    except RestoreError as exc:
+        raise fail(evidence, step, exc, target=target.describe()) from None
+    evidence.record_step(
+        step,
+        "ok",
+        {
+            "target": result.target,
+            "server": result.server_version,
+            "seconds": result.seconds,
+            "backup": result.backup_summary,
+        },
+    )
+    metadata = {
+        "target": result.target,
+        "server_version": result.server_version,
+        "inputs": table([f.as_evidence() for f in result.files]),
+        "schemas_reset": ", ".join(result.reset_schemas),
+        "objects_before": table(
+            [{"schema": s, "objects": n} for s, n in result.content_before.items()]
+        ),
+        "backup": result.backup_summary,
+        "psql_output_lines": result.psql_output_lines,
+        "duration_s": result.seconds,
+        **evidence_metadata(evidence, result.psql_log.name),
+    }
+    return result, evidence, metadata

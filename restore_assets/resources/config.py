@@ -1,0 +1,37 @@
+"""The environment contract (DESIGN.md "Configuration"), read once per run, with the few values
+a run may override (the CLI passes them; the launchpad shows them)."""
+
+from pathlib import Path
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+from restore_assets.settings import Settings, load_settings
+
+
+class RestoreConfig(ConfigurableResource):
+    """Overrides of the environment contract; unset: the environment variable applies.
+    Passwords are never config: they are read from the environment when the run starts."""
+
+    secrets_dir: str | None = None
+    artifacts_dir: str | None = None
+    state_dir: str | None = None
+    allow_reset: bool | None = None
+
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._settings = None  # a new run reads the environment afresh
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            changes: dict[str, object] = {}
+            for name in ("secrets_dir", "artifacts_dir", "state_dir"):
+                value = getattr(self, name)
+                if value:
+                    changes[name] = Path(value).expanduser().resolve()
+            if self.allow_reset is not None:
+                changes["allow_reset"] = self.allow_reset
+            settings = load_settings()
+            self._settings = settings.with_overrides(**changes) if changes else settings
+        return self._settings

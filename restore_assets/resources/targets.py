@@ -1,0 +1,26 @@
+"""A database target as a resource: the embedded server is started (and the runbook's databases
+created) once when the run sets the resource up, not on every call."""
+
+from dagster import ConfigurableResource, InitResourceContext, ResourceDependency
+from pydantic import PrivateAttr
+
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.resources.config import RestoreConfig
+
+
+class PostgresResource(ConfigurableResource):
+    side: str  # "legacy" or "modernized": which half of the environment contract
+    config: ResourceDependency[RestoreConfig]
+
+    _target: PostgresTarget | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._target = None
+
+    @property
+    def target(self) -> PostgresTarget:
+        if self._target is None:
+            settings = self.config.settings()
+            self._target = PostgresTarget(getattr(settings, self.side), settings)
+            self._target.endpoint()  # embedded: start it now, once
+        return self._target

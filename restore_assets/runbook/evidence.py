@@ -1,0 +1,115 @@
+"""Runbook §7: the evidence folder `$RESTORE_ARTIFACTS_DIR/parity-manual/db-restore/<UTC>/`.
+
+Every write goes through `redact`, so a password can never land in a file an auditor reads.
+Medical rows are kept out by construction: callers only ever write counts, names and hashes.
+`README.md` is re-rendered from the steps recorded so far, so a run that stops half-way still
+leaves a readable folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+EVIDENCE_SUBDIR = Path("parity-manual") / "db-restore"
+RUN_MARKER = ".run_id"
+STEPS_FILE = ".steps.json"
+
+
+def folder_name(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class EvidenceStore:
+    """One run's evidence folder."""
+
+    def __init__(self, folder: Path, redact: Callable[[str], str], artifacts_dir: Path):
+        self.folder = folder
+        self._redact = redact
+        self.artifacts_dir = artifacts_dir
+
+    @classmethod
+    def for_run(
+        cls, artifacts_dir: Path, run_id: str, started: dt.datetime, redact: Callable[[str], str]
+    ) -> EvidenceStore:
+        """The run's folder, created once; a second run in the same second gets a suffix."""
+        base = artifacts_dir / EVIDENCE_SUBDIR
+        base.mkdir(parents=True, exist_ok=True)
+        name = folder_name(started)
+        for attempt in range(1, 100):
+            folder = base / (name if attempt == 1 else f"{name}-{attempt}")
+            marker = folder / RUN_MARKER
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if marker.exists() and marker.read_text().strip() == run_id:
+                    return cls(folder, redact, artifacts_dir)
+                continue
+            marker.write_text(run_id + "\n")
+            return cls(folder, redact, artifacts_dir)
+        raise RuntimeError(f"could not create an evidence folder under {base}")
+
+    @property
+    def label(self) -> str:
+        """The folder as the runbook writes it (`artifacts/parity-manual/db-restore/<UTC>`):
+        relative, so paste-ready lines stay true on another machine."""
+        return (Path(self.artifacts_dir.name) / EVIDENCE_SUBDIR / self.folder.name).as_posix()
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def write(self, name: str, text: str) -> Path:
+        target = self.path(name)
+        tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_text(self._redact(text), encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
+        """Add one step's outcome and re-render README.md (sides may run in parallel
+        processes, hence the file lock)."""
+        with self.path(STEPS_FILE).open("a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            text = handle.read()
+            steps = json.loads(text) if text.strip() else {}
+            steps[step] = {"status": status, **{k: plain(v) for k, v in summary.items()}}
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(steps, indent=2, ensure_ascii=False))
+            self.write("README.md", render_readme(self.folder, steps))
+
+
+def plain(value: object) -> str:
+    """A value as a person writes it: `last_value=200, is_called=false`, never a Python repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={plain(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return ", ".join(plain(v) for v in value)
+    return str(value)
+
+
+def render_readme(folder: Path, steps: Mapping[str, Mapping[str, str]]) -> str:
+    lines = [
+        f"# DB restore evidence — {folder.name}",
+        "",
+        "Written by restore_assets (runbook: OpenDolphin DB baseline restore). No passwords and no",
+        "seed rows are recorded here: only file hashes, counts, versions and psql/flyway output.",
+        "",
+        "| step | status | summary |",
+        "| --- | --- | --- |",
+    ]
+    for step, summary in steps.items():
+        detail = "; ".join(f"{k}: {v}" for k, v in summary.items() if k != "status")
+        lines.append(f"| {step} | {summary.get('status', '')} | {detail.replace('|', '/')} |")
+    files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    lines += ["", "## Files", ""] + [f"- [{name}]({name})" for name in files]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,53 @@
+"""Runbook §5: `pg_dump --schema-only --no-owner` of a restored target back into the Secrets store.
+
+A fixed `--restrict-key` (where pg_dump has it) makes identical schemas give identical sha256.
+Written under `exports/<UTC>/` beside the baseline, never over it, mode 600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from restore_assets.pg.clients import client_binary
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.files import sha256_file
+from restore_assets.runbook.intake import SIDE_FILES
+from restore_assets.runbook.preflight import inside_secrets
+from restore_assets.runbook.restore import dump_to
+from restore_assets.settings import Settings
+
+EXPORT_RESTRICT_KEY = "RestoreAssetsBaseline"
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    sha256: str
+    size: int
+
+
+def pg_dump_supports_restrict_key(pg_dump: str) -> bool:
+    done = subprocess.run([pg_dump, "--help"], capture_output=True, text=True)
+    return "--restrict-key" in done.stdout
+
+
+def export_baseline(
+    target: PostgresTarget,
+    settings: Settings,
+    output: Path | None = None,
+    now: dt.datetime | None = None,
+) -> Export:
+    now = now or dt.datetime.now(dt.UTC)
+    relpath = Path(SIDE_FILES[target.side][0])
+    if output is None:
+        base = settings.secrets_dir / relpath.parent
+        output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / relpath.name
+    path = inside_secrets(output, settings)
+    options = ["--schema-only", "--no-owner"]
+    if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.pg_dump_bin)):
+        options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
+    dump_to(target, settings, options, path, "pg_dump")
+    return Export(path, sha256_file(path), path.stat().st_size)

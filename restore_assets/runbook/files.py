@@ -1,0 +1,45 @@
+"""Private files: dumps and evidence are written mode 0600 from the start, hashed in one pass."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Streamed sha256 (dumps are gigabytes: never read whole)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_private_dirs(folder: Path) -> None:
+    """Create `folder` and missing parents with mode 0700 (mkdir's mode covers only the last)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+
+
+def write_private(path: Path, writer: Callable[[BinaryIO], None]) -> None:
+    """Create `path` with mode 0600 from the start (the runbook's `chmod 600`), atomically."""
+    make_private_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            writer(out)
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

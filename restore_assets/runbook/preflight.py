@@ -1,0 +1,77 @@
+"""Before anything is dropped: the server is reachable, not older than the dump's pg_dump, has the
+extensions the dump creates; and only one restore per target runs at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from restore_assets.errors import PreflightFailed, RestoreError
+from restore_assets.pg.clients import major_version, parse_major
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.intake import SecretFile
+from restore_assets.settings import Settings
+
+# One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).
+RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"
+
+
+def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[str]) -> int:
+    """Returns the server's `server_version_num`; raises `PreflightFailed` saying what to do."""
+    try:
+        version_num = target.server_version_num()
+    except RestoreError as exc:
+        raise PreflightFailed(str(exc)) from None
+    server_major = major_version(version_num)
+    for f in files:
+        dump_major = parse_major(f.dumped_by or "")
+        if dump_major is not None and dump_major > server_major:
+            raise PreflightFailed(
+                f"{f.relpath} was written by pg_dump {f.dumped_by}, newer than the "
+                f"{target.describe()} server (PostgreSQL {server_major}); its output "
+                f"(e.g. `SET transaction_timeout`) may not load. Use a server >= {dump_major} or "
+                "ask Ops for a dump made with a matching pg_dump."
+            )
+    if extensions:
+        with target.connect(autocommit=True) as conn:
+            available = {
+                r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()
+            }
+        missing = sorted(set(extensions) - available)
+        if missing:
+            raise PreflightFailed(
+                f"the baseline needs extension(s) {', '.join(missing)}, which the "
+                f"{target.describe()} server does not have; install them on the server first"
+            )
+    return version_num
+
+
+@contextmanager
+def restore_lock(target: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
+    """Hold a session advisory lock on the target so two restores never overlap."""
+    with target.connect(autocommit=True) as conn:
+        deadline = time.monotonic() + wait_seconds
+        locked = "SELECT pg_try_advisory_lock(%s)"
+        while not conn.execute(locked, (RESTORE_LOCK_KEY,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise PreflightFailed(
+                    f"another restore holds the lock on the {target.describe()}; try again later"
+                )
+            time.sleep(1)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
+
+
+def inside_secrets(path: Path, settings: Settings) -> Path:
+    """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
+    resolved = path.expanduser().resolve()
+    root = settings.secrets_dir.expanduser().resolve()
+    if resolved != root and root not in resolved.parents:
+        raise PreflightFailed(
+            f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"
+        )
+    return resolved

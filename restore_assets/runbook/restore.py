@@ -1,0 +1,187 @@
+"""Runbook §3.1-3.2 / §4.1-4.2: the all-or-nothing restore of one side from its baseline files.
+
+Order is the safety story: scan (no meta-command psql would run on this host) → preflight →
+consent (a non-empty external target needs --allow-reset) → backup (pg_dump into the Secrets
+store) → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
+back and the target is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from psycopg import sql
+
+from restore_assets.errors import PreflightFailed, ResetRefused
+from restore_assets.pg.clients import client_binary
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.resources.psql_runner import check_script, run_psql
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.files import sha256_file, write_private
+from restore_assets.runbook.intake import SecretFile
+from restore_assets.runbook.preflight import inside_secrets, preflight, restore_lock
+from restore_assets.settings import Settings
+
+PSQL_LOGS = {"legacy": "legacy_psql.log", "modernized": "modern_psql.log"}
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A `pg_dump` of a target taken before it was dropped (path relative to the Secrets root)."""
+
+    path: str
+    sha256: str
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.path} (sha256 {self.sha256})"
+
+
+@dataclass
+class RestoreResult:
+    side: str
+    target: str
+    server_version: str
+    files: list[SecretFile]
+    reset_schemas: list[str]
+    backup: Backup | None
+    psql_log: Path
+    psql_output_lines: int
+    seconds: float
+    content_before: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def backup_summary(self) -> str:
+        return self.backup.describe() if self.backup else "not needed (target was empty)"
+
+
+def describe_content(content: dict[str, int]) -> str:
+    return ", ".join(f"{count} object(s) in {schema}" for schema, count in content.items())
+
+
+def backup_target(
+    target: PostgresTarget, settings: Settings, now: dt.datetime | None = None
+) -> Backup:
+    """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
+    now = now or dt.datetime.now(dt.UTC)
+    folder = settings.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
+    name = f"{target.side}-{target.target.dbname}"
+    path = inside_secrets(folder / f"{name}.dump", settings)
+    attempt = 1
+    while path.exists():  # two restores in one second: never overwrite an earlier backup
+        attempt += 1
+        path = path.with_name(f"{name}-{attempt}.dump")
+    dump_to(target, settings, ["--format=custom", "--no-owner"], path, "backup")
+    relpath = path.relative_to(settings.secrets_dir.resolve())
+    return Backup(str(relpath), sha256_file(path), path.stat().st_size)
+
+
+def dump_to(
+    target: PostgresTarget, settings: Settings, options: list[str], path: Path, purpose: str
+) -> None:
+    """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
+    data); a failure names the target, redacted, and leaves no file behind."""
+    pg_dump = client_binary("pg_dump", settings.pg_dump_bin)
+
+    def writer(out: BinaryIO) -> None:
+        done = subprocess.run(
+            [pg_dump, *options], env=target.client_env(), stdout=out, stderr=subprocess.PIPE
+        )
+        if done.returncode != 0:
+            message = target.redact(done.stderr.decode("utf-8", "replace").strip())
+            raise PreflightFailed(
+                f"{purpose} of the {target.describe()} failed"
+                + (", so nothing was dropped" if purpose == "backup" else "")
+                + f": {message}"
+            )
+
+    write_private(path, writer)
+
+
+def reset_script(schemas: Iterable[str], recreate_public: bool) -> str:
+    """DROP every schema the baseline creates (and public), so a second restore starts clean."""
+    statements = [
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE;").format(sql.Identifier(name)).as_string(None)
+        for name in dict.fromkeys(["public", *schemas])
+    ]
+    if recreate_public:
+        statements.append("CREATE SCHEMA public;")
+    return "\n".join(["-- written by restore_assets: reset before the baseline", *statements, ""])
+
+
+def restore_side(
+    *,
+    target: PostgresTarget,
+    settings: Settings,
+    files: list[SecretFile],
+    evidence: EvidenceStore,
+    extra_reset_schemas: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+) -> RestoreResult:
+    """Scan, preflight, consent, backup, then reset + every file in one psql transaction."""
+    started = time.monotonic()
+    side = target.side
+    schemas: list[str] = []
+    extensions: list[str] = []
+    for f in files:
+        scan = check_script(f.path, f.relpath, target.target.dbname)
+        log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
+        schemas += scan.schemas
+        extensions += scan.extensions
+    version_num = preflight(target, files, extensions)
+    reset_schemas = list(dict.fromkeys(["public", *extra_reset_schemas, *schemas]))
+    psql_log = evidence.path(PSQL_LOGS[side])
+
+    with restore_lock(target):
+        content = target.user_schemas_content()
+        backup = None
+        if content:
+            if not target.embedded and not settings.allow_reset:
+                raise ResetRefused(
+                    f"the {target.describe()} is not empty ({describe_content(content)}); "
+                    "restoring drops it. Re-run with --allow-reset (or RESTORE_ALLOW_RESET=true) "
+                    "to consent; a backup is taken first."
+                )
+            log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
+            backup = backup_target(target, settings)
+            log(f"backup: {backup.describe()}")
+        with tempfile.TemporaryDirectory(prefix="restore-", dir=_tmp_root(settings)) as tmp:
+            reset_file = Path(tmp) / f"reset-{side}.sql"
+            reset_file.write_text(
+                reset_script(reset_schemas, recreate_public="public" not in schemas)
+            )
+            log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
+            lines = run_psql(
+                client_binary("psql", settings.psql_bin),
+                [reset_file, *(f.relpath for f in files)],
+                cwd=settings.secrets_dir,
+                env=target.client_env(),
+                log_path=psql_log,
+                redact=target.redact,
+                progress=log,
+            )
+    return RestoreResult(
+        side=side,
+        target=target.describe(),
+        server_version=f"{version_num // 10000}.{version_num % 10000}",
+        files=files,
+        reset_schemas=reset_schemas,
+        backup=backup,
+        psql_log=psql_log,
+        psql_output_lines=lines,
+        seconds=round(time.monotonic() - started, 3),
+        content_before=content,
+    )
+
+
+def _tmp_root(settings: Settings) -> Path:
+    root = settings.state_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

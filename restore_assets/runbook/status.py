@@ -1,0 +1,77 @@
+"""`restore-assets status`: a read-only look at the Secrets files, the targets, Flyway and the
+last run — nothing is started, nothing written."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from restore_assets.errors import RestoreError
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.evidence import EVIDENCE_SUBDIR, RUN_MARKER
+from restore_assets.runbook.intake import SIDE_FILES, SecretsStore
+from restore_assets.runbook.migrate import load_flyway_config, native_engine
+from restore_assets.settings import Settings
+
+
+def status_lines(settings: Settings) -> list[str]:
+    store = SecretsStore(settings)
+    lines = [f"Secrets root: {settings.secrets_dir}"]
+    for side, relpaths in SIDE_FILES.items():
+        for relpath in relpaths:
+            info = store.inspect(relpath)
+            sha = info.sha256[:16] + "…" if info.sha256 else "-"
+            lines.append(
+                f"  [{side}] {relpath}: {info.status}  mode={info.mode or '-'}  sha256={sha}"
+            )
+    lines.append("Targets:")
+    reachable = {}
+    for side in SIDE_FILES:
+        target = PostgresTarget(getattr(settings, side), settings)
+        reachable[side], text = reachability(target)
+        lines.append(f"  {target.describe()}: {text}")
+    lines.append(f"Flyway: {flyway_summary(settings, reachable['modernized'])}")
+    last = last_evidence(settings)
+    lines.append(f"Last run: {last or 'none'}")
+    if last and (last / "gate_report.json").is_file():
+        report = json.loads((last / "gate_report.json").read_text(encoding="utf-8"))
+        gates = ", ".join(
+            f"{g['id']} {'passed' if g['passed'] else 'FAILED'}" for g in report["gates"]
+        )
+        lines.append(f"Last gate result: {report['status']} ({gates})")
+    return lines
+
+
+def reachability(target: PostgresTarget) -> tuple[bool, str]:
+    if target.embedded:
+        # Read-only: report the embedded server without starting it.
+        if (target.settings.state_dir / "pgdata" / "postmaster.pid").exists():
+            return True, "embedded, running"
+        return False, "embedded, starts on demand"
+    try:
+        version = target.server_version_num()
+    except RestoreError as exc:
+        return False, f"unreachable ({str(exc).splitlines()[0]})"
+    return True, f"reachable, PostgreSQL {version // 10000}.{version % 10000}"
+
+
+def flyway_summary(settings: Settings, reachable: bool) -> str:
+    """Flyway info in one line, without starting anything."""
+    if not reachable:
+        return "not read (Modernized target not reachable without starting it)"
+    target = PostgresTarget(settings.modernized, settings)
+    try:
+        rows = native_engine(load_flyway_config(settings, target), target, print).info()
+    except RestoreError as exc:
+        return f"unavailable ({target.redact(str(exc)).splitlines()[0]})"
+    states = Counter(r.state for r in rows)
+    latest = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]
+    return f"latest {latest[-1] if latest else '-'}; " + ", ".join(
+        f"{n} {state.lower()}" for state, n in states.items()
+    )
+
+
+def last_evidence(settings: Settings) -> Path | None:
+    folders = sorted((settings.artifacts_dir / EVIDENCE_SUBDIR).glob(f"*/{RUN_MARKER}"))
+    return folders[-1].parent if folders else None

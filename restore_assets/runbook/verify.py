@@ -1,0 +1,219 @@
+"""Runbook §3.4-3.5 / §4.3-4.4: what a restored side must hold, checked on the database itself.
+
+Names are resolved as the application resolves them (its search_path); row counts and `\\dt`
+listings also go to the evidence as real psql transcripts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from restore_assets.flyway import Version
+from restore_assets.flyway.history import HistoryRow
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.transcripts import psql_transcript
+from restore_assets.runbook.checks import Check
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.settings import Settings
+
+USER_TABLES_SQL = """
+SELECT n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_%%'
+ ORDER BY 1, 2
+"""
+COLUMN_EXISTS_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+    "AND attname = %s AND NOT attisdropped)"
+)
+EXTENSION_SQL = "SELECT extversion FROM pg_extension WHERE extname = %s"
+PATIENT_COUNT_SQL = "SELECT count(*) FROM d_patient WHERE facilityid = %s"
+SET_PATH_SQL = "SELECT set_config('search_path', %s, false)"
+
+
+def app_search_path(schema: str) -> str:
+    """The application's search_path: the Flyway schema first (`opendolphin, "$user", public`)."""
+    return f'{sql.Identifier(schema).as_string(None)}, "$user", public'
+
+
+def find_object(conn, kind: str, name: str) -> str:
+    """Where the connection's search_path finds a table/sequence, a `table.column` or an
+    extension, as the application would resolve it; '' when absent."""
+    if kind == "extension":
+        row = conn.execute(EXTENSION_SQL, (name,)).fetchone()
+        return f"{name} {row[0]}" if row else ""
+    table, _, column = name.partition(".") if kind == "column" else (name, "", "")
+    rel = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()[0] or ""
+    if kind != "column" or not rel:
+        return rel
+    return f"{rel}.{column}" if conn.execute(COLUMN_EXISTS_SQL, (rel, column)).fetchone()[0] else ""
+
+
+def user_tables(target: PostgresTarget) -> list[tuple[str, str]]:
+    with target.connect(autocommit=True) as conn:
+        return [(r[0], r[1]) for r in conn.execute(USER_TABLES_SQL).fetchall()]
+
+
+def matching(pattern: str, tables: Iterable[tuple[str, str]]) -> list[str]:
+    """`schema.table` of every table whose name matches a name or glob (`d_factor2_*`)."""
+    return [f"{s}.{t}" for s, t in tables if fnmatch.fnmatchcase(t, pattern)]
+
+
+def count_rows(conn, tables: Sequence[str]) -> dict[str, int | None]:
+    """Row counts of tables as the connection's search_path resolves them (None: absent)."""
+    counts: dict[str, int | None] = {}
+    for table in tables:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+            counts[table] = None
+            continue
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        counts[table] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def write_dt_transcript(target: PostgresTarget, schemas: Sequence[str], evidence) -> None:
+    """`psql_dt_<side>.log`: `\\dt <schema>.*` per schema, names passed as psql variables."""
+    names = {f"schema{i}": s for i, s in enumerate(dict.fromkeys(schemas))}
+    commands = [f'\\dt :"{var}".*' for var in names]
+    text = psql_transcript(target, *commands, variables=names)
+    evidence.write(f"psql_dt_{target.side}.log", text)
+
+
+def write_count_transcripts(
+    target: PostgresTarget,
+    tables: Sequence[str],
+    evidence: EvidenceStore,
+    search_path_schema: str | None = None,
+    note: str = "",
+) -> None:
+    """`psql_count_<table>_<side>.log` for each table."""
+    for table in tables:
+        commands = ['SELECT count(*) FROM :"table";']
+        variables: dict[str, object] = {"table": table}
+        if search_path_schema:
+            commands.insert(0, 'SET search_path TO :"schema", "$user", public;')
+            variables["schema"] = search_path_schema
+        text = psql_transcript(target, *commands, variables=variables, note=note, echo="queries")
+        evidence.write(f"psql_count_{table}_{target.side}.log", text)
+
+
+@dataclass
+class Verification:
+    """A side's verification: its checks, and the facts they were judged on."""
+
+    checks: list[Check]
+    tables: int = 0
+    counts: dict[str, int | None] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def check(self, check_id: str) -> Check:
+        return next(c for c in self.checks if c.id == check_id)
+
+
+def verify_legacy(
+    target: PostgresTarget, settings: Settings, schemas: Sequence[str], evidence: EvidenceStore
+) -> Verification:
+    """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
+    tables = user_tables(target)
+    write_dt_transcript(target, schemas, evidence)
+    expected = [
+        {"expected": p, "present": bool(m), "found": ", ".join(m)}
+        for p in settings.legacy_expected_tables
+        for m in [matching(p, tables)]
+    ]
+    with target.connect(autocommit=True) as conn:
+        counts = count_rows(conn, settings.legacy_count_tables)
+        patients = None
+        if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
+            patients = conn.execute(PATIENT_COUNT_SQL, (settings.patient_facility,)).fetchone()[0]
+    write_count_transcripts(target, settings.legacy_count_tables, evidence)
+    missing = [row["expected"] for row in expected if not row["present"]]
+    absent = [t for t, n in counts.items() if n is None]
+    facility = settings.patient_facility
+    checks = [
+        Check(
+            "expected_tables",
+            not missing,
+            "all expected tables exist" if not missing else f"missing: {', '.join(missing)}",
+            {"tables": expected},
+        ),
+        Check(
+            "patient_count",
+            patients is not None and patients > 0,
+            f"{patients} patient(s) in facility {facility}"
+            if patients is not None
+            else "d_patient is missing",
+            {"facility": facility, "patients": patients or 0},
+        ),
+        Check(
+            "row_counts",
+            not absent,
+            "counted " + ", ".join(f"{t}={n}" for t, n in counts.items()),
+            {"counts": counts},
+        ),
+    ]
+    facts = {f"patients in facility {facility}": patients}
+    return Verification(checks, len(tables), counts, facts)
+
+
+def missing_versions(required: Sequence[str], rows: Sequence[HistoryRow]) -> list[str]:
+    """Required Flyway versions without a successful history row (numeric comparison)."""
+    successful = {Version.parse(r.version) for r in rows if r.version and r.success}
+    return [v for v in required if Version.parse(v) not in successful]
+
+
+def versions_check(check_id: str, required: Sequence[str], rows: Sequence[HistoryRow]) -> Check:
+    """The one decision both the Modernized check and the db_restore gate report."""
+    missing = missing_versions(required, rows)
+    if not missing:
+        return Check(check_id, True, f"successful versions include {', '.join(required)}")
+    return Check(
+        check_id,
+        False,
+        f"Flyway history lacks successful version(s) {', '.join(missing)}; look at "
+        "flyway_schema_history, `restore-assets flyway repair`, then migrate again",
+    )
+
+
+def verify_modernized(
+    target: PostgresTarget,
+    settings: Settings,
+    schema: str,
+    rows: Sequence[HistoryRow],
+    evidence: EvidenceStore,
+) -> Verification:
+    """§4.3/§4.4, resolving names through the application's search_path."""
+    write_dt_transcript(target, [schema, "public"], evidence)
+    with target.connect(autocommit=True) as conn:
+        conn.execute(SET_PATH_SQL, (app_search_path(schema),))
+        tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
+        columns = {c: find_object(conn, "column", c) for c in settings.modern_expected_columns}
+        trgm = find_object(conn, "extension", "pg_trgm")
+        counts = count_rows(conn, settings.legacy_count_tables)
+    # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
+    note = "before the §4.5 account sync"
+    write_count_transcripts(target, settings.legacy_count_tables, evidence, schema, note)
+    missing_tables = [t for t, where in tables.items() if not where]
+    missing_columns = [c for c, where in columns.items() if not where]
+    checks = [
+        versions_check("history_versions", settings.required_versions, rows),
+        Check(
+            "expected_tables",
+            not missing_tables,
+            "all present" if not missing_tables else f"missing: {', '.join(missing_tables)}",
+            {"found": tables},
+        ),
+        Check(
+            "expected_columns",
+            not missing_columns,
+            "all present" if not missing_columns else f"missing: {', '.join(missing_columns)}",
+            {"found": columns},
+        ),
+        Check("pg_trgm", bool(trgm), f"{trgm} installed" if trgm else "pg_trgm is missing (V0002)"),
+    ]
+    return Verification(checks, len(tables), counts)
