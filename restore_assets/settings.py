@@ -1,7 +1,9 @@
 """The environment-variable contract (DESIGN.md "Configuration"), read in one place.
 
 Everything else takes a `Settings` instead of reading `os.environ`, so a test or the CLI can
-build one explicitly and nothing depends on process-wide state by accident.
+build one explicitly and nothing depends on process-wide state by accident. The variables are
+typed fields of pydantic-settings models (one env prefix per target); an unusable value becomes a
+`ConfigError` naming the variable, one line each.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
+
+from dotenv import dotenv_values
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from restore_assets.errors import ConfigError
 
@@ -67,27 +75,29 @@ class TargetSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything configurable; built by `load_settings` (the defaults live in `_Contract`)."""
+
     secrets_dir: Path
     artifacts_dir: Path
     state_dir: Path
     legacy: TargetSettings
     modernized: TargetSettings
-    allow_reset: bool = False
-    psql_bin: str | None = None
-    pg_dump_bin: str | None = None
-    legacy_expected_tables: tuple[str, ...] = DEFAULT_LEGACY_EXPECTED_TABLES
-    legacy_count_tables: tuple[str, ...] = DEFAULT_LEGACY_COUNT_TABLES
-    patient_facility: str = DEFAULT_PATIENT_FACILITY
-    flyway_conf: Path = DEMO_FLYWAY_CONF
-    flyway_locations: str | None = None
-    flyway_runner: str = "native"
-    flyway_bin: str = "flyway"
-    flyway_docker_image: str = "flyway/flyway:10"
-    required_versions: tuple[str, ...] = DEFAULT_REQUIRED_VERSIONS
-    modern_expected_tables: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_TABLES
-    modern_expected_columns: tuple[str, ...] = DEFAULT_MODERN_EXPECTED_COLUMNS
-    sync_tables: tuple[str, ...] = DEFAULT_SYNC_TABLES
-    facility_api_url: str | None = None
+    allow_reset: bool
+    psql_bin: str | None
+    pg_dump_bin: str | None
+    legacy_expected_tables: tuple[str, ...]
+    legacy_count_tables: tuple[str, ...]
+    patient_facility: str
+    flyway_conf: Path
+    flyway_locations: str | None
+    flyway_runner: str
+    flyway_bin: str
+    flyway_docker_image: str
+    required_versions: tuple[str, ...]
+    modern_expected_tables: tuple[str, ...]
+    modern_expected_columns: tuple[str, ...]
+    sync_tables: tuple[str, ...]
+    facility_api_url: str | None
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -98,126 +108,195 @@ class Settings:
         return tuple(p for p in (self.legacy.password, self.modernized.password) if p)
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """`KEY=VALUE` lines of a `.env` file (the runbook keeps its settings there)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+# What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
 
 
-def _flag(value: str | None, name: str) -> bool:
-    if value is None or value == "":
-        return False
+def _flag(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+    raise PydanticCustomError("flag", "is not a boolean; use true or false")
 
 
-def _port(value: str | None, default: int, name: str) -> int:
-    if not value:
-        return default
+def _port(value: str) -> int:
     try:
         port = int(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a port number") from None
+        port = 0
     if not 0 < port < 65536:
-        raise ConfigError(f"{name}={value!r} is out of range 1-65535")
+        raise PydanticCustomError("port", "is not a port number (1-65535)")
     return port
 
 
-def _list(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-    if not value:
-        return default
+def _split(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _target(env: Mapping[str, str], prefix: str, side: str, port: int, db: str) -> TargetSettings:
-    host = env.get(f"{prefix}_HOST") or None
-    return TargetSettings(
-        side=side,
-        host=host,
-        port=_port(env.get(f"{prefix}_PORT"), port, f"{prefix}_PORT"),
-        dbname=env.get(f"{prefix}_DB") or db,
-        user=env.get(f"{prefix}_USER") or "opendolphin",
-        password=env.get(f"{prefix}_PASSWORD") or None,
-        # Runbook §5: `DB_SSLMODE` defaults to require for remote servers, prefer for local.
-        sslmode=env.get(f"{prefix}_SSLMODE") or env.get("DB_SSLMODE") or "prefer",
+def _runner(value: str) -> str:
+    runner = value.strip().lower()
+    if runner not in FLYWAY_RUNNERS:
+        raise PydanticCustomError("runner", "is not a Flyway runner; use native, docker or cli")
+    return runner
+
+
+def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [t for t in tables if t not in DEFAULT_SYNC_TABLES]
+    if unknown:
+        raise PydanticCustomError(
+            "sync_tables",
+            "names {unknown}, which cannot be synced; choose from {allowed}",
+            {"unknown": ", ".join(unknown), "allowed": ", ".join(DEFAULT_SYNC_TABLES)},
+        )
+    return tables
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Port = Annotated[int, BeforeValidator(_port)]
+# NoDecode: a comma list, not the JSON pydantic-settings expects for a tuple by default.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
+
+
+class _FromMapping(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of `os.environ`.
+    An empty value is unset, and names are upper case: `postgres_host` is not `POSTGRES_HOST`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str | None]):
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str]:
+        # Lower-cased because the source matches case-insensitively.
+        return {
+            name.lower(): value for name, value in self.environ.items() if value and name.isupper()
+        }
+
+
+class _Variables(BaseSettings):
+    """Variables validated from exactly the mapping `read` is given."""
+
+    model_config = SettingsConfigDict(validate_default=False)  # the defaults are already typed
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_):
+        return (init_settings,)  # `read` passes the values: never os.environ or a .env by itself
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str | None]):
+        return cls(**_FromMapping(cls, environ)())
+
+
+class _Contract(_Variables):
+    """The variables that are not a target's, under `Settings`'s attribute names."""
+
+    secrets_dir: Path = Field(Path("~/Secrets"), alias="SECRETS_DIR")
+    artifacts_dir: Path = Field(Path("artifacts"), alias="RESTORE_ARTIFACTS_DIR")
+    state_dir: Path = Field(Path(".restore_state"), alias="RESTORE_STATE_DIR")
+    allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
+    psql_bin: str | None = Field(None, alias="RESTORE_PSQL")
+    pg_dump_bin: str | None = Field(None, alias="RESTORE_PG_DUMP")
+    legacy_expected_tables: CommaList = Field(
+        DEFAULT_LEGACY_EXPECTED_TABLES, alias="RESTORE_LEGACY_EXPECTED_TABLES"
     )
+    legacy_count_tables: CommaList = Field(
+        DEFAULT_LEGACY_COUNT_TABLES, alias="RESTORE_LEGACY_COUNT_TABLES"
+    )
+    patient_facility: str = Field(DEFAULT_PATIENT_FACILITY, alias="RESTORE_PATIENT_FACILITY")
+    flyway_conf: Path = Field(DEMO_FLYWAY_CONF, alias="FLYWAY_CONF")
+    flyway_locations: str | None = Field(None, alias="FLYWAY_LOCATIONS")
+    flyway_runner: Annotated[str, BeforeValidator(_runner)] = Field("native", alias="FLYWAY_RUNNER")
+    flyway_bin: str = Field("flyway", alias="FLYWAY_BIN")
+    flyway_docker_image: str = Field("flyway/flyway:10", alias="FLYWAY_DOCKER_IMAGE")
+    required_versions: CommaList = Field(
+        DEFAULT_REQUIRED_VERSIONS, alias="RESTORE_FLYWAY_REQUIRED_VERSIONS"
+    )
+    modern_expected_tables: CommaList = Field(
+        DEFAULT_MODERN_EXPECTED_TABLES, alias="RESTORE_MODERN_EXPECTED_TABLES"
+    )
+    modern_expected_columns: CommaList = Field(
+        DEFAULT_MODERN_EXPECTED_COLUMNS, alias="RESTORE_MODERN_EXPECTED_COLUMNS"
+    )
+    sync_tables: Annotated[CommaList, AfterValidator(_syncable)] = Field(
+        DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
+    )
+    facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
+    # Runbook §5: `DB_SSLMODE` defaults to require for remote servers, prefer for local.
+    db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
+
+
+class _Target(_Variables):
+    """`<prefix>HOST/_PORT/_DB/_USER/_PASSWORD/_SSLMODE`; unset host = the embedded server."""
+
+    host: str | None = None
+    port: Port
+    db: str
+    user: str = "opendolphin"
+    password: str | None = Field(None, repr=False)
+    sslmode: str | None = None  # else DB_SSLMODE
+
+    def settings(self, side: str, sslmode: str) -> TargetSettings:
+        return TargetSettings(
+            side, self.host, self.port, self.db, self.user, self.password, self.sslmode or sslmode
+        )
+
+
+class _Legacy(_Target):
+    model_config = SettingsConfigDict(env_prefix="POSTGRES_")
+    port: Port = 5432
+    db: str = "opendolphin"
+
+
+class _Modernized(_Target):
+    model_config = SettingsConfigDict(env_prefix="MODERNIZED_POSTGRES_")
+    port: Port = 55432
+    db: str = "opendolphin_modern"
 
 
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Settings from `env` (default: `.env` in `cwd` overlaid by the process environment)."""
     cwd = cwd or Path.cwd()
     if env is None:
-        merged = read_dotenv(Path(os.environ.get("RESTORE_DOTENV") or cwd / ".env"))
-        merged.update(os.environ)
-        env = merged
+        dotenv = Path(os.environ.get("RESTORE_DOTENV") or cwd / ".env").expanduser()
+        env = {**dotenv_values(dotenv, interpolate=False), **os.environ}
 
-    def path(name: str, default: str) -> Path:
-        raw = env.get(name) or default
-        resolved = Path(raw).expanduser()
-        return resolved if resolved.is_absolute() else (cwd / resolved)
-
-    runner = (env.get("FLYWAY_RUNNER") or "native").strip().lower()
-    if runner not in FLYWAY_RUNNERS:
-        raise ConfigError(f"FLYWAY_RUNNER={runner!r}: use one of {', '.join(FLYWAY_RUNNERS)}")
-    conf = path("FLYWAY_CONF", str(DEMO_FLYWAY_CONF))
-    if not conf.is_file():
-        raise ConfigError(f"FLYWAY_CONF={conf} does not exist")
+    problems: list[str] = []
+    contract = _read(_Contract, env, problems)
+    legacy = _read(_Legacy, env, problems)
+    modernized = _read(_Modernized, env, problems)
+    if contract is not None:
+        paths = {
+            name: _resolve(getattr(contract, name), cwd)
+            for name in ("secrets_dir", "artifacts_dir", "state_dir", "flyway_conf")
+        }
+        if not paths["flyway_conf"].is_file():
+            conf = str(paths["flyway_conf"])
+            problems.append(f"FLYWAY_CONF={conf!r} does not exist; point it at a flyway.conf")
+    if problems:
+        raise ConfigError("\n".join(problems))
     return Settings(
-        secrets_dir=path("SECRETS_DIR", "~/Secrets"),
-        artifacts_dir=path("RESTORE_ARTIFACTS_DIR", "./artifacts"),
-        state_dir=path("RESTORE_STATE_DIR", "./.restore_state"),
-        legacy=_target(env, "POSTGRES", "legacy", 5432, "opendolphin"),
-        modernized=_target(env, "MODERNIZED_POSTGRES", "modernized", 55432, "opendolphin_modern"),
-        allow_reset=_flag(env.get("RESTORE_ALLOW_RESET"), "RESTORE_ALLOW_RESET"),
-        psql_bin=env.get("RESTORE_PSQL") or None,
-        pg_dump_bin=env.get("RESTORE_PG_DUMP") or None,
-        legacy_expected_tables=_list(
-            env.get("RESTORE_LEGACY_EXPECTED_TABLES"), DEFAULT_LEGACY_EXPECTED_TABLES
-        ),
-        legacy_count_tables=_list(
-            env.get("RESTORE_LEGACY_COUNT_TABLES"), DEFAULT_LEGACY_COUNT_TABLES
-        ),
-        patient_facility=env.get("RESTORE_PATIENT_FACILITY") or DEFAULT_PATIENT_FACILITY,
-        flyway_conf=conf,
-        flyway_locations=env.get("FLYWAY_LOCATIONS") or None,
-        flyway_runner=runner,
-        flyway_bin=env.get("FLYWAY_BIN") or "flyway",
-        flyway_docker_image=env.get("FLYWAY_DOCKER_IMAGE") or "flyway/flyway:10",
-        required_versions=_list(
-            env.get("RESTORE_FLYWAY_REQUIRED_VERSIONS"), DEFAULT_REQUIRED_VERSIONS
-        ),
-        modern_expected_tables=_list(
-            env.get("RESTORE_MODERN_EXPECTED_TABLES"), DEFAULT_MODERN_EXPECTED_TABLES
-        ),
-        modern_expected_columns=_list(
-            env.get("RESTORE_MODERN_EXPECTED_COLUMNS"), DEFAULT_MODERN_EXPECTED_COLUMNS
-        ),
-        sync_tables=_sync_tables(env.get("RESTORE_SYNC_TABLES")),
-        facility_api_url=env.get("RESTORE_FACILITY_API_URL") or None,
+        **(contract.model_dump(exclude={"db_sslmode"}) | paths),
+        legacy=legacy.settings("legacy", contract.db_sslmode),
+        modernized=modernized.settings("modernized", contract.db_sslmode),
     )
 
 
-def _sync_tables(value: str | None) -> tuple[str, ...]:
-    tables = _list(value, DEFAULT_SYNC_TABLES)
-    unknown = [t for t in tables if t not in DEFAULT_SYNC_TABLES]
-    if unknown:
-        raise ConfigError(
-            f"RESTORE_SYNC_TABLES: {', '.join(unknown)} cannot be synced; "
-            f"choose from {', '.join(DEFAULT_SYNC_TABLES)}"
-        )
-    return tables
+def _read(model: type[_Variables], env: Mapping[str, str | None], problems: list[str]):
+    """`model` read from `env`, or None after adding one line per bad variable to `problems`:
+    the variable's name, its value unless that holds a password, and what to use instead."""
+    try:
+        return model.read(env)
+    except ValidationError as exc:
+        prefix = model.model_config.get("env_prefix", "")
+        passwords = [value for name, value in env.items() if name.endswith("_PASSWORD") and value]
+        for error in exc.errors():
+            name = f"{prefix}{error['loc'][0]}".upper()
+            value = str(error["input"])
+            hidden = name.endswith("_PASSWORD") or any(p in value for p in passwords)
+            problems.append(f"{name}{'' if hidden else f'={value!r}'} {error['msg']}")
+        return None
+
+
+def _resolve(path: Path, cwd: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else cwd / path
