@@ -7,8 +7,8 @@ import pytest
 from restore_assets.flyway import FlywayError, Version, checksum
 from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import load_conf, parse_jdbc_url, parse_properties
-from restore_assets.flyway.engine import replace_placeholders
 from restore_assets.flyway.history import java_string_hash, lock_key
+from restore_assets.flyway.planning import replace_placeholders
 from restore_assets.flyway.resolver import parse_name, resolve
 from restore_assets.flyway.statements import split_statements
 
