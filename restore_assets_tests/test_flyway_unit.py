@@ -1,15 +1,22 @@
-"""The Flyway-compatible engine's pure parts: checksums, names, versions, conf, statements."""
+"""The Flyway-compatible engine's pure parts: checksums, names, versions, conf, statements,
+and the planning (info states, pending order) from hand-built files and history rows."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from restore_assets.flyway import FlywayError, Version, checksum
 from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import load_conf, parse_jdbc_url, parse_properties
-from restore_assets.flyway.engine import replace_placeholders
 from restore_assets.flyway.history import java_string_hash, lock_key
-from restore_assets.flyway.resolver import parse_name, resolve
+from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.planning import build_info, pending_migrations, replace_placeholders
+from restore_assets.flyway.resolver import ResolvedMigration, parse_name, resolve
 from restore_assets.flyway.statements import split_statements
 
 
@@ -193,3 +200,108 @@ def test_statements_split_outside_quotes_and_bodies_with_lines():
     ]
     assert found[1].sql.endswith("LANGUAGE sql;")
     assert found[0].line_of(text.index("DEFAULT") + 1) == 2
+
+
+def test_pure_parts_import_without_psycopg_or_dagster():
+    """The package, conf, resolver and planning need neither the driver nor Dagster; the engine,
+    which does need psycopg, fails under the same block (so the block is real)."""
+    code = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None\n"
+        "sys.modules['dagster'] = None\n"
+        "import restore_assets.flyway.planning\n"
+        "from restore_assets.flyway import FlywayError, InfoRow, Version, load_conf, resolve\n"
+        "try:\n"
+        "    from restore_assets.flyway import Flyway\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    sys.exit('Flyway imported although psycopg was blocked')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def migration(version: str | None, description: str, checksum: int = 1) -> ResolvedMigration:
+    name = f"V{version}__{description}.sql" if version else f"R__{description}.sql"
+    return ResolvedMigration(
+        Version.parse(version) if version else None, description, name, Path(name), checksum
+    )
+
+
+def applied(
+    rank: int,
+    version: str | None,
+    description: str,
+    *,
+    type: str = "SQL",
+    checksum: int | None = 1,
+    success: bool = True,
+) -> HistoryRow:
+    name = f"V{version}__{description}.sql" if version else f"R__{description}.sql"
+    return HistoryRow(rank, version, description, type, name, checksum, "me", None, 0, success)
+
+
+def states(config, files, rows):
+    return [
+        (r.category, r.version, r.description, r.state) for r in build_info(config, files, rows)
+    ]
+
+
+def test_info_states_ignored_missing_pending_outdated_in_numeric_order():
+    config = load_conf(None, env={})
+    files = [
+        migration("1", "one"),
+        migration("2", "two"),
+        migration("4", "four"),
+        migration("10", "ten"),
+        migration(None, "view", checksum=2),
+    ]
+    rows = [
+        applied(1, "1", "one"),
+        applied(2, "3", "three"),  # no file, yet below the highest file (10): Missing
+        applied(3, "4", "four"),
+        applied(4, None, "view", checksum=1),  # the file changed since: Outdated
+    ]
+    assert states(config, files, rows) == [
+        ("Versioned", "1", "one", "Success"),
+        ("Versioned", "2", "two", "Ignored"),  # below the highest applied (4)
+        ("Versioned", "3", "three", "Missing"),
+        ("Versioned", "4", "four", "Success"),
+        ("Versioned", "10", "ten", "Pending"),
+        ("Repeatable", None, "view", "Outdated"),
+    ]
+    # With outOfOrder the ignored version becomes pending, and migrate applies it first.
+    out_of_order = load_conf(None, env={}, overrides={"flyway.outOfOrder": "true"})
+    assert ("Versioned", "2", "two", "Pending") in states(out_of_order, files, rows)
+    assert [m.script for m in pending_migrations(out_of_order, files, rows)] == [
+        "V2__two.sql",
+        "V10__ten.sql",
+        "R__view.sql",
+    ]
+
+
+def test_info_states_baseline_below_baseline_failed_and_future():
+    config = load_conf(None, env={})
+    files = [migration("1", "one"), migration("2", "two"), migration("3", "three")]
+    rows = [
+        applied(1, "1", "<< Flyway Baseline >>", type="BASELINE", checksum=None),
+        applied(2, "2", "two"),
+        applied(3, "3", "three", success=False),
+        applied(4, "9", "nine"),  # above every file: applied by a newer release
+    ]
+    assert states(config, files, rows) == [
+        ("", "1", "<< Flyway Baseline >>", "Baseline"),
+        ("Versioned", "1", "one", "Below Baseline"),
+        ("Versioned", "2", "two", "Success"),
+        ("Versioned", "3", "three", "Failed"),
+        ("Versioned", "9", "nine", "Future"),
+    ]
+    assert pending_migrations(config, files, rows) == []

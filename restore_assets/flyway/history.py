@@ -1,12 +1,14 @@
-"""The `flyway_schema_history` table: Flyway's exact DDL, its rows, and the advisory-lock key."""
+"""The `flyway_schema_history` table: Flyway's exact DDL, its rows, and the advisory-lock key.
+
+`HistoryRow` lives in `history_row` (pure); it is imported here for the callers that use this path.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-
 import psycopg
 from psycopg import sql
+
+from restore_assets.flyway.history_row import HistoryRow
 
 SCHEMA_MARKER_DESCRIPTION = "<< Flyway Schema Creation >>"
 LOCK_BASE = 0x466C79776179
@@ -50,34 +52,6 @@ def java_string_hash(text: str) -> int:
 def lock_key(schema: str, table: str) -> int:
     """Flyway's advisory-lock key for this history table, so it and we never run at once."""
     return LOCK_BASE + java_string_hash(f'"{schema}"."{table}"')
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    installed_rank: int
-    version: str | None
-    description: str
-    type: str
-    script: str
-    checksum: int | None
-    installed_by: str
-    installed_on: dt.datetime | None
-    execution_time: int
-    success: bool
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "installed_rank": self.installed_rank,
-            "version": self.version,
-            "description": self.description,
-            "type": self.type,
-            "script": self.script,
-            "checksum": self.checksum,
-            "installed_by": self.installed_by,
-            "installed_on": self.installed_on.isoformat(sep=" ") if self.installed_on else None,
-            "execution_time": self.execution_time,
-            "success": self.success,
-        }
 
 
 class HistoryTable:

@@ -1,0 +1,200 @@
+"""`flyway migrate`: create or baseline the history if needed, validate, then apply each pending
+migration — a transactional one in one transaction together with its history row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+
+import psycopg
+from psycopg import sql
+
+from restore_assets.flyway.commands.baseline import write_baseline
+from restore_assets.flyway.commands.schemas import create_history
+from restore_assets.flyway.conf import FlywayConfig
+from restore_assets.flyway.database import (
+    Connect,
+    Log,
+    advisory_lock,
+    history_table,
+    installed_by,
+    open_connection,
+    schema_empty,
+    schema_exists,
+    schemas,
+)
+from restore_assets.flyway.errors import FlywayError, MigrationFailed
+from restore_assets.flyway.history import HistoryTable
+from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.planning import (
+    MigrateResult,
+    failed_migration_message,
+    is_transactional,
+    pending_migrations,
+    replace_placeholders,
+    validation_errors,
+)
+from restore_assets.flyway.resolver import ResolvedMigration, resolve
+from restore_assets.flyway.statements import Statement, split_statements
+
+_RELATION = re.compile(r'relation "([^"]+)" does not exist')
+
+
+def migrate(
+    config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seconds: float
+) -> MigrateResult:
+    started = time.monotonic()
+    result = MigrateResult()
+    resolved = resolve(config)
+    with open_connection(connect) as conn:
+        history = history_table(conn, config)
+        with advisory_lock(conn, history, lock_wait_seconds, log):
+            _prepare_history(conn, config, history, result, log)
+            rows = history.rows(conn)
+            if config.validate_on_migrate:
+                errors = validation_errors(config, resolved, rows, pending_is_error=False)
+                if errors:
+                    raise FlywayError("Validate failed:\n" + "\n".join(errors))
+            failed = [r for r in rows if not r.success]
+            if failed:
+                raise FlywayError(failed_migration_message(failed[0]))
+            for migration in pending_migrations(config, resolved, rows):
+                result.applied.append(_apply(conn, config, history, migration, log))
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _prepare_history(
+    conn: psycopg.Connection,
+    config: FlywayConfig,
+    history: HistoryTable,
+    result: MigrateResult,
+    log: Log,
+) -> None:
+    """No history table yet: refuse a non-empty schema unless baselineOnMigrate."""
+    if history.exists(conn):
+        return
+    names, _ = schemas(conn, config)
+    non_empty = [s for s in names if schema_exists(conn, s) and not schema_empty(conn, s)]
+    if non_empty and not config.baseline_on_migrate:
+        raise FlywayError(
+            f"Found non-empty schema(s) {', '.join(non_empty)} but no schema history table. "
+            "Use baseline() or set baselineOnMigrate to true to initialize the schema history "
+            "table."
+        )
+    with conn.transaction():
+        result.schemas_created = create_history(conn, config, history)
+        if non_empty:
+            write_baseline(conn, config, history, log)
+            result.baselined = True
+
+
+def _apply(
+    conn: psycopg.Connection,
+    config: FlywayConfig,
+    history: HistoryTable,
+    migration: ResolvedMigration,
+    log: Log,
+) -> HistoryRow:
+    text = migration.read_text(config.encoding)
+    if config.placeholder_replacement:
+        text = replace_placeholders(text, _placeholders(conn, config, history, migration))
+    statements = split_statements(text)
+    transactional = is_transactional(migration, statements, config.mixed)
+    label = migration.version_text or migration.description
+    log(
+        f"Migrating schema {history.schema} to version {label} - {migration.description}"
+        + ("" if transactional else " [non-transactional]")
+    )
+    user = installed_by(conn, config)
+    # Flyway puts the default schema first, ahead of whatever the path was.
+    original_path = conn.execute("SHOW search_path").fetchone()[0]
+    schema_first = f"{sql.Identifier(history.schema).as_string(conn)}, {original_path}"
+    conn.execute("SELECT set_config('search_path', %s, false)", (schema_first,))
+    values = dict(
+        version=migration.version_text,
+        description=migration.description,
+        type=migration.type,
+        script=migration.script,
+        checksum=migration.checksum,
+        installed_by=user,
+    )
+    started = time.monotonic()
+    try:
+        if transactional:
+            with conn.transaction():
+                _execute(conn, migration, statements)
+                elapsed = int((time.monotonic() - started) * 1000)
+                rank = history.next_rank(conn)
+                history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
+        else:
+            try:
+                _execute(conn, migration, statements)
+            except MigrationFailed:
+                # Autocommit work cannot be undone: record it as failed, as Flyway does.
+                elapsed = int((time.monotonic() - started) * 1000)
+                rank = history.next_rank(conn)
+                history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
+                raise
+            elapsed = int((time.monotonic() - started) * 1000)
+            rank = history.next_rank(conn)
+            history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
+    finally:
+        conn.execute("SELECT set_config('search_path', %s, false)", (original_path,))
+    return HistoryRow(
+        installed_rank=rank,
+        installed_on=None,
+        execution_time=elapsed,
+        success=True,
+        **values,
+    )
+
+
+def _execute(
+    conn: psycopg.Connection, migration: ResolvedMigration, statements: list[Statement]
+) -> None:
+    """Run the statements; a failure names the script, the line and the missing relation."""
+    for statement in statements:
+        try:
+            conn.execute(statement.sql, prepare=False)
+        except psycopg.Error as exc:
+            diag = exc.diag
+            position = diag.statement_position
+            line = statement.line_of(int(position)) if position else statement.line
+            message = (diag.message_primary or str(exc)).strip()
+            relation = _RELATION.search(message)
+            first = statement.code.splitlines()[0] if statement.code else ""
+            raise MigrationFailed(
+                f"Migration {migration.script} failed at line {line}: "
+                f"ERROR: {message} (SQL State: {diag.sqlstate})\n  statement: {first}",
+                script=migration.script,
+                version=migration.version_text,
+                line=line,
+                sqlstate=diag.sqlstate,
+                relation=relation.group(1) if relation else None,
+            ) from None
+
+
+def _placeholders(
+    conn: psycopg.Connection,
+    config: FlywayConfig,
+    history: HistoryTable,
+    migration: ResolvedMigration,
+) -> dict[str, str]:
+    """flyway.placeholders.* plus Flyway's built-in `flyway:*` ones, which need the database."""
+    user, database = conn.execute("SELECT current_user, current_database()").fetchone()
+    values = {k.lower(): v for k, v in config.placeholders.items()}
+    values.update(
+        {
+            "flyway:defaultschema": history.schema,
+            "flyway:user": user,
+            "flyway:database": database,
+            "flyway:timestamp": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            "flyway:filename": migration.path.name,
+            "flyway:table": history.table,
+            "flyway:workingdirectory": os.getcwd(),
+        }
+    )
+    return values

@@ -1,0 +1,110 @@
+"""Connection-level helpers every command shares: the connection as Flyway uses it (autocommit,
+NOTICEs silenced), which schemas and history table the config means, the advisory lock with a
+bounded wait, and the catalogue questions (does a schema exist, is it empty, who installs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from restore_assets.flyway.conf import FlywayConfig
+from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.history import HistoryTable, lock_key
+from restore_assets.flyway.history_row import HistoryRow
+
+Connect = Callable[[], psycopg.Connection]
+Log = Callable[[str], None]
+
+# Objects that make a schema "non-empty" for baselineOnMigrate, extension members excluded.
+SCHEMA_OBJECTS_SQL = """
+SELECT
+  (SELECT count(*) FROM pg_class c
+    WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                        AND d.objid = c.oid AND d.deptype = 'e'))
++ (SELECT count(*) FROM pg_type t
+    WHERE t.typnamespace = n.oid AND t.typtype <> 'c' AND t.typcategory <> 'A'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                        AND d.objid = t.oid AND d.deptype = 'e'))
++ (SELECT count(*) FROM pg_proc p
+    WHERE p.pronamespace = n.oid
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                        AND d.objid = p.oid AND d.deptype = 'e'))
+FROM pg_namespace n WHERE n.nspname = %s
+"""
+
+
+def open_connection(connect: Connect) -> psycopg.Connection:
+    """Autocommit, so each migration decides its own transaction; NOTICEs ("already exists,
+    skipping") would only be noise."""
+    conn = connect()
+    conn.autocommit = True
+    conn.add_notice_handler(lambda diag: None)
+    return conn
+
+
+def schemas(conn: psycopg.Connection, config: FlywayConfig) -> tuple[list[str], str]:
+    """The managed schemas and the default one, filled in from `current_schema()` as Flyway
+    does when neither flyway.schemas nor flyway.defaultSchema is set."""
+    default = config.default_schema
+    names = list(config.schemas)
+    if default is None:
+        default = names[0] if names else conn.execute("SELECT current_schema()").fetchone()[0]
+    if not names:
+        names = [default]
+    return names, default
+
+
+def history_table(conn: psycopg.Connection, config: FlywayConfig) -> HistoryTable:
+    """The history table lives in the default schema."""
+    return HistoryTable(schemas(conn, config)[1], config.table)
+
+
+def read_history(config: FlywayConfig, connect: Connect) -> list[HistoryRow]:
+    """The history rows, on a connection of their own (none when the table does not exist)."""
+    with open_connection(connect) as conn:
+        return history_table(conn, config).rows(conn)
+
+
+@contextmanager
+def advisory_lock(
+    conn: psycopg.Connection, history: HistoryTable, wait_seconds: float, log: Log
+) -> Iterator[None]:
+    """Flyway's own session lock on the history table, so it and we never migrate at once;
+    waits at most `wait_seconds` for a holder to finish."""
+    key = lock_key(history.schema, history.table)
+    deadline = time.monotonic() + wait_seconds
+    waited = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if not waited:
+            log(f"waiting for the Flyway lock on {history.schema}.{history.table}")
+            waited = True
+        if time.monotonic() > deadline:
+            raise FlywayError(
+                f"another Flyway (or restore_assets) holds the lock on "
+                f"{history.schema}.{history.table}; try again when it has finished"
+            )
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
+def schema_empty(conn: psycopg.Connection, schema: str) -> bool:
+    """Empty as baselineOnMigrate means it: no tables, views, sequences, types or functions."""
+    row = conn.execute(SCHEMA_OBJECTS_SQL, (schema,)).fetchone()
+    return row is None or row[0] == 0
+
+
+def installed_by(conn: psycopg.Connection, config: FlywayConfig) -> str:
+    """flyway.installedBy, else the connected user, as Flyway records it."""
+    return config.installed_by or conn.execute("SELECT current_user").fetchone()[0]

@@ -1,0 +1,298 @@
+"""What Flyway would do, decided from the config, the resolved files and the history rows alone:
+pending migrations, validation errors, the info table, placeholders, transactional or not.
+
+Pure on purpose — no database driver, no Dagster — so every rule here is testable with values
+and the database side (`commands/`) only executes what this module decided."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from restore_assets.flyway.conf import FlywayConfig
+from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.resolver import ResolvedMigration
+from restore_assets.flyway.version import Version
+
+if TYPE_CHECKING:
+    from restore_assets.flyway.statements import Statement
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:\-]+)\}")
+
+
+@dataclass(frozen=True)
+class InfoRow:
+    """One line of `flyway info`, in Flyway's own words for category and state."""
+
+    category: str
+    version: str | None
+    description: str
+    type: str
+    installed_on: dt.datetime | None
+    state: str
+    script: str = ""
+    checksum: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "category": self.category,
+            "version": self.version or "",
+            "description": self.description,
+            "type": self.type,
+            "installed_on": self.installed_on.isoformat(sep=" ", timespec="seconds")
+            if self.installed_on
+            else "",
+            "state": self.state,
+        }
+
+
+@dataclass
+class MigrateResult:
+    """What one migrate did, for the caller's log and metadata."""
+
+    schemas_created: list[str] = field(default_factory=list)
+    baselined: bool = False
+    applied: list[HistoryRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def is_transactional(
+    migration: ResolvedMigration, statements: list[Statement], mixed: bool
+) -> bool:
+    """Whether the script runs in one transaction; mixing both kinds is refused unless `mixed`,
+    as Flyway refuses it."""
+    kinds = {s.transactional for s in statements}
+    if len(kinds) == 2 and not mixed:
+        offending = next(s for s in statements if not s.transactional)
+        raise FlywayError(
+            f"Detected both transactional and non-transactional statements within the same "
+            f"migration (even though mixed is false). Offending statement in {migration.script} "
+            f"at line {offending.line}: {offending.code.splitlines()[0]}"
+        )
+    return False not in kinds  # mixed=true with both kinds runs the whole script in autocommit
+
+
+def replace_placeholders(text: str, values: dict[str, str]) -> str:
+    """`${name}` replaced case-insensitively; an unknown name fails rather than run as is."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1).lower()
+        if name not in values:
+            raise FlywayError(
+                f"No value provided for placeholder: ${{{match.group(1)}}}. "
+                f"Set flyway.placeholders.{match.group(1)} or remove it from the migration"
+            )
+        return values[name]
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
+def failed_migration_message(row: HistoryRow) -> str:
+    """Shared by validate and migrate, which both stop on a failed row."""
+    return (
+        f"Detected failed migration to version {row.version} ({row.description}). "
+        "Please remove any half-completed changes then run repair to fix the schema history "
+        "(`restore-assets flyway repair`), then migrate again."
+    )
+
+
+def _baseline_version(rows: list[HistoryRow]) -> Version | None:
+    for row in rows:
+        if row.type == "BASELINE" and row.version:
+            return Version.parse(row.version)
+    return None
+
+
+def _applied_versions(rows: list[HistoryRow]) -> dict[Version, HistoryRow]:
+    return {
+        Version.parse(r.version): r
+        for r in rows
+        if r.version is not None and r.type not in ("SCHEMA", "BASELINE")
+    }
+
+
+def pending_migrations(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> list[ResolvedMigration]:
+    """What migrate would apply, in order: new versions (out-of-order ones if allowed), then
+    new or changed repeatables."""
+    baseline = _baseline_version(rows)
+    applied = _applied_versions(rows)
+    highest = max([*applied, *([baseline] if baseline else [])], default=None)
+    pending = []
+    for m in resolved:
+        if m.version is None:
+            latest = [
+                r
+                for r in rows
+                if r.version is None
+                and r.type == m.type
+                and r.description == m.description
+                and r.success
+            ]
+            if not latest or latest[-1].checksum != m.checksum:
+                pending.append(m)
+            continue
+        if m.version in applied or (baseline is not None and m.version <= baseline):
+            continue
+        if highest is not None and m.version < highest and not config.out_of_order:
+            continue
+        pending.append(m)
+    versioned = sorted((m for m in pending if m.version is not None), key=lambda m: m.version)
+    return versioned + [m for m in pending if m.version is None]
+
+
+def validation_errors(
+    config: FlywayConfig,
+    resolved: list[ResolvedMigration],
+    rows: list[HistoryRow],
+    pending_is_error: bool,
+) -> list[str]:
+    """Flyway's validate messages; pending files only count when `pending_is_error` (the validate
+    command), not for validateOnMigrate."""
+    errors = []
+    baseline = _baseline_version(rows)
+    applied = _applied_versions(rows)
+    files = {m.version: m for m in resolved if m.version is not None}
+    highest_file = max(files, default=None)
+    highest_applied = max(applied, default=None)
+    for row in rows:
+        if not row.success:
+            errors.append(failed_migration_message(row))
+    for version, row in sorted(applied.items()):
+        if baseline is not None and version <= baseline:
+            continue
+        file = files.get(version)
+        if file is None:
+            if highest_file is not None and version > highest_file:
+                continue  # future: applied by a newer release, ignored by default
+            errors.append(f"Detected applied migration not resolved locally: {row.version}.")
+            continue
+        if not row.success:
+            continue
+        if row.type != file.type:
+            errors.append(
+                f"Migration type mismatch for migration version {row.version}\n"
+                f"-> Applied to database : {row.type}\n-> Resolved locally    : {file.type}"
+            )
+        if row.checksum is not None and file.checksum is not None and row.checksum != file.checksum:
+            errors.append(
+                f"Migration checksum mismatch for migration version {row.version}\n"
+                f"-> Applied to database : {row.checksum}\n"
+                f"-> Resolved locally    : {file.checksum}\n"
+                "Either revert the changes to the migration, or run repair to update the schema "
+                "history."
+            )
+        if row.description != file.description:
+            errors.append(
+                f"Migration description mismatch for migration version {row.version}\n"
+                f"-> Applied to database : {row.description}\n"
+                f"-> Resolved locally    : {file.description}"
+            )
+    for version, file in sorted(files.items()):
+        if version in applied or (baseline is not None and version <= baseline):
+            continue
+        out_of_order = highest_applied is not None and version < highest_applied
+        if out_of_order and not config.out_of_order:
+            errors.append(
+                f"Detected resolved migration not applied to database: {file.version_text} "
+                f"({file.script}) is below the highest applied version {highest_applied}; "
+                "set flyway.outOfOrder=true to apply it, or renumber it."
+            )
+        elif pending_is_error:
+            errors.append(
+                f"Detected resolved migration not applied to database: {file.version_text}."
+            )
+    if pending_is_error:
+        for m in pending_migrations(config, resolved, rows):
+            if m.version is None:
+                errors.append(
+                    f"Detected resolved repeatable migration not applied to database: "
+                    f"{m.description}."
+                )
+    return errors
+
+
+def _from_history(row: HistoryRow, state: str, category: str = "Versioned") -> InfoRow:
+    return InfoRow(
+        category,
+        row.version,
+        row.description,
+        row.type,
+        row.installed_on,
+        state,
+        row.script,
+        row.checksum,
+    )
+
+
+def _from_file(m: ResolvedMigration, state: str, installed_on=None) -> InfoRow:
+    category = "Repeatable" if m.repeatable else "Versioned"
+    return InfoRow(
+        category, m.version_text, m.description, m.type, installed_on, state, m.script, m.checksum
+    )
+
+
+def build_info(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> list[InfoRow]:
+    """Flyway's `info` table: schema marker, baseline, versions in order, then repeatables."""
+    baseline = _baseline_version(rows)
+    applied = _applied_versions(rows)
+    files = {m.version: m for m in resolved if m.version is not None}
+    highest_file = max(files, default=None)
+    highest_applied = max(applied, default=None)
+    pending = {m.script for m in pending_migrations(config, resolved, rows)}
+    # SCHEMA and BASELINE rows are "synthetic" to Flyway: its info shows no category for them.
+    head = [_from_history(r, "Success", "") for r in rows if r.type == "SCHEMA"]
+    head += [_from_history(r, "Baseline", "") for r in rows if r.type == "BASELINE"]
+    versioned: list[tuple[Version, InfoRow]] = []
+    for version, row in applied.items():
+        if not row.success:
+            state = "Failed"
+        elif version not in files:
+            state = "Future" if highest_file is not None and version > highest_file else "Missing"
+        elif row.installed_rank != _rank_order(rows, version):
+            state = "Out of Order"
+        else:
+            state = "Success"
+        versioned.append((version, _from_history(row, state)))
+    for version, m in files.items():
+        if version in applied:
+            continue
+        if baseline is not None and version <= baseline:
+            state = "Below Baseline"
+        elif m.script in pending or highest_applied is None:
+            state = "Pending"
+        else:
+            state = "Ignored"
+        versioned.append((version, _from_file(m, state)))
+    repeatable = []
+    for m in resolved:
+        if m.version is not None:
+            continue
+        runs = [
+            r
+            for r in rows
+            if r.version is None and r.type == m.type and r.description == m.description
+        ]
+        state = "Pending" if not runs else ("Outdated" if m.script in pending else "Success")
+        repeatable.append(_from_file(m, state, runs[-1].installed_on if runs else None))
+    versioned.sort(key=lambda item: item[0])
+    return head + [row for _, row in versioned] + repeatable
+
+
+def _rank_order(rows: list[HistoryRow], version: Version) -> int:
+    """The rank the version would have if versions had been applied in order."""
+    ordered = sorted(
+        (r for r in rows if r.version is not None and r.type not in ("SCHEMA", "BASELINE")),
+        key=lambda r: Version.parse(r.version),
+    )
+    ranks = sorted(r.installed_rank for r in ordered)
+    for row, rank in zip(ordered, ranks, strict=True):
+        if Version.parse(row.version) == version:
+            return rank
+    return -1
