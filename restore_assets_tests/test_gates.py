@@ -10,10 +10,10 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from restore_assets.assets.gates import gates_report
-from restore_assets.assets.sync import sync_tables
 from restore_assets.definitions import defs
-from restore_assets.resources.environment import RestoreEnvironment
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.resources import restore_resources
+from restore_assets.runbook.sync import sync_tables
 from restore_assets.settings import (
     DEMO_FLYWAY_CONF,
     LEGACY_SCHEMA_FILE,
@@ -76,7 +76,7 @@ def gates_only():
     return materialize(
         [gates_report],
         instance=DagsterInstance.ephemeral(),
-        resources={"restore": RestoreEnvironment()},
+        resources=restore_resources(),
         raise_on_error=False,
     )
 
@@ -128,7 +128,8 @@ def test_whole_chain_passes_every_gate_with_complete_evidence(secrets_dir, artif
     assert api["passed"] is None and "skipped (not configured" in api["detail"]
     assert "DB baseline restored" in (folder / "gate_table_row.md").read_text()
     snippet = (folder / "progress_snippet.md").read_text()
-    assert "PHASE2_PROGRESS.md" in snippet and "証跡" in snippet and str(folder) in snippet
+    assert "PHASE2_PROGRESS.md" in snippet and "証跡" in snippet
+    assert f"`artifacts/parity-manual/db-restore/{folder.name}`" in snippet  # relative
     inventory = (folder / "ddl_inventory.md").read_text()
     assert MODERN_SCHEMA_FILE in inventory and "V0221__document_module_flags.sql" in inventory
     objects = (folder / "missing_objects.md").read_text()
@@ -204,7 +205,7 @@ def test_sync_twice_gives_the_same_rows_and_never_touches_modern_facility_num(
     first = snapshot(modernized)
     report = sync_tables(legacy, modernized, ["d_facility", "d_users", "d_roles"])
     assert snapshot(modernized) == first
-    assert report["d_users"]["copied"] == len(first["d_users"]) == 12
+    assert report.tables["d_users"]["copied"] == len(first["d_users"]) == 12
     assert first["facility_num"] == [(200, False)]  # the Modernized baseline's own value
     # A changed Legacy name flows over on the next sync; nothing else moves.
     with legacy.connect(autocommit=True) as conn:

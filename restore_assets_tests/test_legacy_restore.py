@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from restore_assets.assets.legacy import FACILITY_NUM
-from restore_assets.pg.targets import bundled_bin_dir
+from restore_assets.pg.clients import bundled_bin_dir
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 from restore_assets_tests.conftest import DEMO_PATIENTS
 from restore_assets_tests.helpers import (

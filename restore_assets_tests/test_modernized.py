@@ -12,9 +12,9 @@ from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.modernized import HISTORY, modernized_flyway_history, modernized_schema
 from restore_assets.assets.secrets import secret_files
-from restore_assets.resources.environment import RestoreEnvironment
-from restore_assets.resources.flyway_runner import cli_command, docker_command, load_flyway_config
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.resources import restore_resources
+from restore_assets.runbook.migrate import cli_command, docker_command, load_flyway_config
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.helpers import check_results, failure_messages
@@ -144,7 +144,7 @@ def test_migrate_without_the_baseline_says_baseline_missing(
         [*secret_files, modernized_schema, modernized_flyway_history],
         selection=[HISTORY],
         instance=DagsterInstance.ephemeral(),
-        resources={"restore": RestoreEnvironment()},
+        resources=restore_resources(),
         raise_on_error=False,
     )
     (message,) = failure_messages(result)
@@ -159,7 +159,7 @@ def test_modernized_assets_pass_their_checks_on_embedded(secrets_dir, artifacts_
     result = materialize(
         [*secret_files, modernized_schema, modernized_flyway_history],
         instance=DagsterInstance.ephemeral(),
-        resources={"restore": RestoreEnvironment()},
+        resources=restore_resources(),
         raise_on_error=False,
     )
     assert result.success, failure_messages(result)

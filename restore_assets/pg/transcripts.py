@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping
 
+from restore_assets.errors import PsqlError
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.targets import PostgresTarget
 
@@ -20,13 +21,23 @@ def psql_transcript(
     variables: Mapping[str, object] | None = None,
     note: str = "",
     echo: str = "all",
+    check: bool = False,
 ) -> str:
     """What psql prints for `commands`, headed by the target (and a note, e.g. "before sync").
 
     `echo="all"` shows each input line (meta-commands too); `echo="queries"` shows each query
-    as sent to the server, psql variables already filled in."""
+    as sent to the server, psql variables already filled in. `check`: commands that change
+    something stop at the first error, which is raised (transcripts of reads never raise)."""
     psql = client_binary("psql", target.settings.psql_bin)
-    args = [psql, "-X", "-v", f"ECHO={echo}", "--pset=pager=off"]
+    args = [
+        psql,
+        "-X",
+        "-v",
+        f"ECHO={echo}",
+        "-v",
+        f"ON_ERROR_STOP={int(check)}",
+        "--pset=pager=off",
+    ]
     for name, value in (variables or {}).items():
         args += ["-v", f"{name}={value}"]
     result = subprocess.run(
@@ -38,4 +49,7 @@ def psql_transcript(
         encoding="utf-8",
     )
     header = f"-- {target.describe()}" + (f" ({note})" if note else "")
-    return target.redact(f"{header}\n{result.stdout}{result.stderr}")
+    transcript = target.redact(f"{header}\n{result.stdout}{result.stderr}")
+    if check and result.returncode != 0:
+        raise PsqlError(f"psql stopped: {target.redact(result.stderr.strip())}")
+    return transcript

@@ -23,15 +23,13 @@ INCREMENT_SQL = (
     "SELECT increment_by FROM pg_sequences WHERE sequencename = 'facility_num' "
     "AND schemaname = ANY (current_schemas(false))"
 )
-MAX_FACILITY_SQL = r"""
-SELECT max((regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]::bigint)
-  FROM d_facility
-"""
+FACILITY_NUMBER = r"(regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]::bigint"
+MAX_FACILITY_SQL = f"SELECT max({FACILITY_NUMBER}) FROM d_facility"
 PREVIEW = (STATE_SQL, "SELECT nextval('facility_num');")
 PUT_BACK = ("SELECT setval('facility_num', :'last_value', :'is_called');", STATE_SQL)
 REALIGN = (
     # The runbook's statement; its value computed by the server inside psql (\gset).
-    f"SELECT {MAX_FACILITY_SQL.strip()} + 1 AS restart_with \\gset",
+    f"SELECT max({FACILITY_NUMBER}) + 1 AS restart_with FROM d_facility \\gset",
     "ALTER SEQUENCE facility_num RESTART WITH :restart_with;",
     STATE_SQL,
 )
@@ -114,18 +112,20 @@ def preview_facility_num(
         try:
             evidence.write(
                 "psql_nextval_facility_num_legacy.log",
-                psql_transcript(target, *PREVIEW, echo="queries"),
+                psql_transcript(target, *PREVIEW, echo="queries", check=True),
             )
             preview = _state(conn)[0]  # nextval leaves last_value at the value it returned
         finally:
             # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
             variables = {"last_value": before[0], "is_called": "true" if before[1] else "false"}
-            transcript = psql_transcript(target, *PUT_BACK, variables=variables, echo="queries")
+            transcript = psql_transcript(
+                target, *PUT_BACK, variables=variables, echo="queries", check=True
+            )
         restored = _state(conn)
         realigned = realign and highest is not None and highest >= preview
         if realigned:
             note = f"highest facility number {highest} >= next value {preview}: realign"
-            transcript += psql_transcript(target, *REALIGN, note=note, echo="queries")
+            transcript += psql_transcript(target, *REALIGN, note=note, echo="queries", check=True)
         evidence.write("psql_setval_facility_num_legacy.log", transcript)
         after = _state(conn)
     return FacilityNum(
