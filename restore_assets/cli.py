@@ -122,12 +122,22 @@ def outcome_of(events) -> RunOutcome:
                 outcome.exit_code = worse_exit(outcome.exit_code, EXIT_FAILED)
         elif kind == DagsterEventType.STEP_FAILURE:
             code, message = _failure(event)
-            outcome.rows.append((event.step_key or "", "FAILED", message))
+            _add_failure(outcome, event.step_key or "", message)
             outcome.exit_code = worse_exit(outcome.exit_code, code)
             user = event.step_failure_data.user_failure_data
             if user is not None:
                 _note_evidence(outcome, user.metadata)
     return outcome
+
+
+def _add_failure(outcome: RunOutcome, step: str, message: str) -> None:
+    """One line per reason: steps stopped by the same cause (e.g. both sides blocked by the
+    same missing file) share it."""
+    for index, (name, status, detail) in enumerate(outcome.rows):
+        if status == "FAILED" and detail == message:
+            outcome.rows[index] = (f"{name}, {step}", status, detail)
+            return
+    outcome.rows.append((step, "FAILED", message))
 
 
 def _note_evidence(outcome: RunOutcome, metadata) -> None:

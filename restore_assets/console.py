@@ -11,14 +11,17 @@ from dagster import Field, InitLoggerContext, logger
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 from dagster._loggers import create_console_logger
 
+_UPSTREAM_STOPPED = "Dependencies for step"
+
 
 class _BriefHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
-        if meta.get("dagster_event") is not None:
-            return  # framework events: the CLI prints its own summary of them
+        message = meta.get("orig_message", record.getMessage())
+        if meta.get("dagster_event") is not None or message.startswith(_UPSTREAM_STOPPED):
+            return  # framework events and skips: the CLI prints its own summary of them
         step = meta.get("step_key") or meta.get("resource_name") or "run"
-        print(f"  {step}: {meta.get('orig_message', record.getMessage())}", file=sys.stderr)
+        print(f"  {step}: {message}", file=sys.stderr)
 
 
 @logger(

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from restore_assets.resources.psql_runner import UnsafeScriptError, check_script, iter_meta_commands
+from restore_assets.pg.psql import UnsafeScriptError, check_script, iter_meta_commands
 
 
 def metas(text: str) -> list[tuple[int, str, str]]:
