@@ -84,3 +84,36 @@ def check_results(result) -> dict[str, bool]:
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+
+
+def run_all():
+    """The whole chain as the UI launches it (the job's own tags), consent to reset given."""
+    from restore_assets.definitions import defs
+
+    job = defs.resolve_job_def("restore_all")
+    return job.execute_in_process(
+        instance=DagsterInstance.ephemeral(),
+        run_config={"resources": {"restore": {"config": {"allow_reset": True}}}},
+        raise_on_error=False,
+    )
+
+
+def gates_only():
+    """Materialise just gates/report against the databases as they are now."""
+    from restore_assets.assets.gates import gates_report
+
+    return materialize(
+        [gates_report],
+        instance=DagsterInstance.ephemeral(),
+        resources=restore_resources(),
+        raise_on_error=False,
+    )
+
+
+def gate_results(result) -> dict[str, tuple[bool, str]]:
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.asset_check_evaluation_data
+            out[data.check_name] = (data.passed, data.description or "")
+    return out

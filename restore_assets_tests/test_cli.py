@@ -1,4 +1,5 @@
-"""The `restore-assets` console script as a subprocess: exit codes, consent, redaction."""
+"""The `restore-assets` command line: exit codes, consent, redaction. Most tests call `cli.main`
+in-process; the e2e ones go through the console script as a separate process."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from restore_assets.settings import LEGACY_SEED_FILE
-from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
+from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli, run_cli_process
 from restore_assets_tests.helpers import database_fingerprint
 
 
@@ -27,9 +29,11 @@ def all_text_under(*folders: Path) -> bytes:
     return blob
 
 
+@pytest.mark.e2e
 def test_missing_secrets_exit_2_and_nothing_touched(secrets_dir, artifacts_dir, external_legacy):
     (secrets_dir / LEGACY_SEED_FILE).unlink()
-    done = run_cli("run", "--only", "legacy")
+    done = run_cli_process("run", "--only", "legacy")
+    assert "Traceback" not in done.stderr and len(done.stdout.splitlines()) < 15  # short
     assert done.returncode == 2, done.stdout + done.stderr
     folder = evidence_line(done.stdout)
     log = (folder / "baseline_search.log").read_text()
@@ -112,6 +116,7 @@ def test_sslmode_is_honoured(external_legacy, monkeypatch):
     assert "unreachable" in done.stdout and "SSL" in done.stdout
 
 
+@pytest.mark.e2e
 def test_two_processes_starting_the_embedded_server_share_one(tmp_path):
     import subprocess
     import sys

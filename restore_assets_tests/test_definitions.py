@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey
 
 from restore_assets.definitions import defs
@@ -60,6 +61,7 @@ def test_the_runbook_core_imports_without_dagster():
     assert int(done.stdout) >= 12  # one module per runbook section
 
 
+@pytest.mark.e2e
 def test_dagster_definitions_validate():
     done = subprocess.run(
         [
