@@ -221,7 +221,7 @@ class _Contract(_Variables):
         DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
-    # Runbook §5: `DB_SSLMODE` defaults to require for remote servers, prefer for local.
+    # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
     db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 
 

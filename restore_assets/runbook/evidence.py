@@ -69,6 +69,11 @@ class EvidenceStore:
         tmp.replace(target)
         return target
 
+    def append(self, name: str, text: str) -> Path:
+        """Add to a file (a later step re-checking what an earlier one did keeps both)."""
+        existing = self.path(name).read_text(encoding="utf-8") if self.path(name).exists() else ""
+        return self.write(name, existing + text)
+
     def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
         """Add one step's outcome and re-render README.md (sides may run in parallel
         processes, hence the file lock)."""

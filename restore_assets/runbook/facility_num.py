@@ -102,7 +102,9 @@ def preview_facility_num(
     target: PostgresTarget, evidence: EvidenceStore, realign: bool = True
 ) -> FacilityNum:
     """Preview nextval, put it back exactly, and (with `realign`; the gate only looks)
-    move the sequence past the highest facility number."""
+    move the sequence past the highest facility number. The gate's look is appended to the
+    transcripts, so the §3.3 step's own (a realignment included) stays readable."""
+    save = evidence.write if realign else evidence.append
     with target.connect(autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
             return FacilityNum(exists=False)
@@ -110,23 +112,24 @@ def preview_facility_num(
         increment = conn.execute(INCREMENT_SQL).fetchone()[0]
         highest = conn.execute(MAX_FACILITY_SQL).fetchone()[0]
         try:
-            evidence.write(
+            note = "" if realign else "gates/report re-check"
+            save(
                 "psql_nextval_facility_num_legacy.log",
-                psql_transcript(target, *PREVIEW, echo="queries", check=True),
+                psql_transcript(target, *PREVIEW, note=note, echo="queries", check=True),
             )
             preview = _state(conn)[0]  # nextval leaves last_value at the value it returned
         finally:
             # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
             variables = {"last_value": before[0], "is_called": "true" if before[1] else "false"}
             transcript = psql_transcript(
-                target, *PUT_BACK, variables=variables, echo="queries", check=True
+                target, *PUT_BACK, variables=variables, note=note, echo="queries", check=True
             )
         restored = _state(conn)
         realigned = realign and highest is not None and highest >= preview
         if realigned:
             note = f"highest facility number {highest} >= next value {preview}: realign"
             transcript += psql_transcript(target, *REALIGN, note=note, echo="queries", check=True)
-        evidence.write("psql_setval_facility_num_legacy.log", transcript)
+        save("psql_setval_facility_num_legacy.log", transcript)
         after = _state(conn)
     return FacilityNum(
         exists=True,
