@@ -4,7 +4,6 @@ bounded wait, and the catalogue questions (does a schema exist, is it empty, who
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -14,6 +13,7 @@ from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history import HistoryTable, lock_key
 from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.pg.locks import advisory_lock as pg_advisory_lock
 
 Connect = Callable[[], psycopg.Connection]
 Log = Callable[[str], None]
@@ -75,23 +75,18 @@ def advisory_lock(
 ) -> Iterator[None]:
     """Flyway's own session lock on the history table, so it and we never migrate at once;
     waits at most `wait_seconds` for a holder to finish."""
-    key = lock_key(history.schema, history.table)
-    deadline = time.monotonic() + wait_seconds
-    waited = False
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-        if not waited:
-            log(f"waiting for the Flyway lock on {history.schema}.{history.table}")
-            waited = True
-        if time.monotonic() > deadline:
-            raise FlywayError(
-                f"another Flyway (or restore_assets) holds the lock on "
-                f"{history.schema}.{history.table}; try again when it has finished"
-            )
-        time.sleep(0.2)
-    try:
+    where = f"{history.schema}.{history.table}"
+    with pg_advisory_lock(
+        conn,
+        lock_key(history.schema, history.table),
+        wait_seconds=wait_seconds,
+        busy=lambda: FlywayError(
+            f"another Flyway (or restore_assets) holds the lock on {where}; "
+            "try again when it has finished"
+        ),
+        on_wait=lambda: log(f"waiting for the Flyway lock on {where}"),
+    ):
         yield
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def schema_exists(conn: psycopg.Connection, schema: str) -> bool:

@@ -3,13 +3,13 @@ extensions the dump creates; and only one restore per target runs at a time."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from restore_assets.errors import PreflightFailed, RestoreError
 from restore_assets.pg.clients import major_version, parse_major
+from restore_assets.pg.locks import advisory_lock
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.intake import SecretFile
 from restore_assets.settings import Settings
@@ -52,18 +52,15 @@ def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[
 def restore_lock(target: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
     """Hold a session advisory lock on the target so two restores never overlap."""
     with target.connect(autocommit=True) as conn:
-        deadline = time.monotonic() + wait_seconds
-        locked = "SELECT pg_try_advisory_lock(%s)"
-        while not conn.execute(locked, (RESTORE_LOCK_KEY,)).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise PreflightFailed(
-                    f"another restore holds the lock on the {target.describe()}; try again later"
-                )
-            time.sleep(1)
-        try:
+        with advisory_lock(
+            conn,
+            RESTORE_LOCK_KEY,
+            wait_seconds=wait_seconds,
+            busy=lambda: PreflightFailed(
+                f"another restore holds the lock on the {target.describe()}; try again later"
+            ),
+        ):
             yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
 
 
 def inside_secrets(path: Path, settings: Settings) -> Path:

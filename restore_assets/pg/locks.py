@@ -1,0 +1,39 @@
+"""Session advisory locks with a bounded, quiet wait (sleep, not spin) — one restore per target,
+one Flyway per history table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from restore_assets.errors import RestoreError
+
+
+@contextmanager
+def advisory_lock(
+    conn: psycopg.Connection,
+    key: int,
+    *,
+    wait_seconds: float,
+    busy: Callable[[], RestoreError],
+    on_wait: Callable[[], None] = lambda: None,
+    poll_seconds: float = 0.2,
+) -> Iterator[None]:
+    """Hold `pg_advisory_lock(key)` on `conn` (autocommit) for the block; raise `busy()` when
+    another session still holds it after `wait_seconds`. `on_wait` runs once if we must wait."""
+    deadline = time.monotonic() + wait_seconds
+    waited = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if not waited:
+            on_wait()
+            waited = True
+        if time.monotonic() > deadline:
+            raise busy()
+        time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
