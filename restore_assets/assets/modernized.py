@@ -13,7 +13,7 @@ from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.resources.targets import PostgresResource
-from restore_assets.runbook.migrate import history_schema, load_flyway_config, run_flyway
+from restore_assets.runbook.migrate import load_flyway_config, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
 
@@ -39,14 +39,14 @@ def modernized_schema(
     secrets: SecretsResource,
     evidence: EvidenceResource,
 ):
-    try:
+    try:  # only the conf is read here: intake must come before any connection
         config = load_flyway_config(secrets.config.settings(), modernized_db.target)
     except RestoreError as exc:
         raise fail(evidence.for_run(context), "modernized/schema", exc) from None
     # The restore also drops the schemas Flyway owns (the runbook's real restores did).
-    flyway_schemas = [s for s in (*config.schemas, config.default_schema) if s]
+    owned = [s for s in (*config.schemas, config.default_schema) if s]
     _, _, metadata = restore_step(
-        context, "modernized/schema", modernized_db, secrets, evidence, flyway_schemas
+        context, "modernized/schema", modernized_db, secrets, evidence, owned
     )
     return MaterializeResult(metadata=metadata)
 
@@ -93,8 +93,7 @@ def modernized_flyway_history(
         )
     except RestoreError as exc:
         raise fail(store, "modernized/flyway_history", exc, target=target.describe()) from None
-    schema = history_schema(load_flyway_config(settings, target))
-    verification = verify_modernized(target, settings, schema, step.history, store)
+    verification = verify_modernized(target, settings, step.schema, step.history, store)
     passed = all(c.passed for c in verification.checks)
     store.record_step(
         "modernized/flyway",

@@ -5,7 +5,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, Materialize
 from restore_assets.errors import RestoreError
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.targets import PostgresResource
-from restore_assets.runbook.migrate import history_schema, load_flyway_config
+from restore_assets.runbook.migrate import flyway_schemas
 from restore_assets.runbook.sync import sync_facility_users as run_sync
 
 from .legacy import FACILITY_NUM
@@ -41,7 +41,7 @@ def sync_facility_users(
     store = evidence.for_run(context)
     modern = modernized_db.target
     try:
-        schema = history_schema(load_flyway_config(settings, modern))
+        schema = flyway_schemas(settings, modern)[1]
         result = run_sync(settings, legacy_db.target, modern, store, schema)
     except RestoreError as exc:
         raise fail(store, "sync/facility_users", exc) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from restore_assets.flyway.commands import baseline, info, migrate, repair, validate
 from restore_assets.flyway.conf import FlywayConfig
-from restore_assets.flyway.database import Connect, Log, read_history
+from restore_assets.flyway.database import Connect, Log, open_connection, read_history, schemas
 from restore_assets.flyway.errors import FlywayError, MigrationFailed
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.planning import InfoRow, MigrateResult
@@ -38,6 +38,11 @@ class Flyway:
 
     def resolved(self) -> list[ResolvedMigration]:
         return resolve(self.config)
+
+    def schemas(self) -> tuple[list[str], str]:
+        """The managed schemas and the default one (which holds the history table)."""
+        with open_connection(self._connect) as conn:
+            return schemas(conn, self.config)
 
     def history_rows(self) -> list[HistoryRow]:
         return read_history(self.config, self._connect)

@@ -19,7 +19,7 @@ from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.gate_report import Gate, GateReport, write_report
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.migrate import history_schema, load_flyway_config, native_engine
+from restore_assets.runbook.migrate import load_flyway_config, native_engine
 from restore_assets.runbook.sync import missing_after_sync
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
@@ -247,9 +247,9 @@ def run_gates(
     settings: Settings, legacy: PostgresTarget, modern: PostgresTarget, evidence: EvidenceStore
 ) -> GateReport:
     """All three gates, and the report files (gate_report.json/.md, table row, snippet)."""
-    config = load_flyway_config(settings, modern)
-    schema = history_schema(config)
-    history = native_engine(config, modern, lambda _: None).history_rows()
+    engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
+    schema = engine.schemas()[1]
+    history = engine.history_rows()
     db = db_restore_gate(settings, legacy, modern, schema, history, evidence)
     audit = audit_capture_gate(modern, schema)
     jms = jms_claim_gate(legacy, modern, [db, audit])

@@ -156,10 +156,10 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
     return None
 
 
-def history_schema(config: FlywayConfig) -> str:
-    """The schema holding the history table, as Flyway picks it (defaultSchema, else the first
-    of schemas, else public)."""
-    return config.default_schema or (config.schemas[0] if config.schemas else "public")
+def flyway_schemas(settings: Settings, target: PostgresTarget) -> tuple[list[str], str]:
+    """The schemas Flyway manages on the Modernized target and the default one (history table,
+    first on the application's search_path) — decided by the engine, as Flyway decides it."""
+    return native_engine(load_flyway_config(settings, target), target, lambda _: None).schemas()
 
 
 INFO_COLUMNS = ("Category", "Version", "Description", "Type", "Installed On", "State")
@@ -192,6 +192,7 @@ class FlywayStep:
     runner: str
     lines: list[str]
     history: list[HistoryRow] = field(default_factory=list)
+    schema: str = "public"  # the default schema: history table, application search_path
     seconds: float = 0.0
     error: str | None = None
 
@@ -227,7 +228,8 @@ def run_flyway(
     step.seconds = round(time.monotonic() - started, 3)
     step.history = engine.history_rows()
     evidence.write("flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info()))
-    variables = {"schema": history_schema(config), "table": config.table}
+    step.schema = engine.schemas()[1]
+    variables = {"schema": step.schema, "table": config.table}
     evidence.write(
         "psql_flyway_schema_history.log",
         psql_transcript(target, HISTORY_QUERY, variables=variables, echo="queries"),

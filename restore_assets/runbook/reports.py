@@ -14,7 +14,7 @@ from restore_assets.flyway import ResolvedMigration
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.migrate import history_schema, load_flyway_config, native_engine
+from restore_assets.runbook.migrate import flyway_schemas, load_flyway_config, native_engine
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
     app_search_path,
@@ -139,7 +139,11 @@ def missing_objects(
     ]
     baselines = {
         "legacy": (LEGACY_SCHEMA_FILE, legacy, None),
-        "modernized": (MODERN_SCHEMA_FILE, modern, app_search_path(history_schema(config))),
+        "modernized": (
+            MODERN_SCHEMA_FILE,
+            modern,
+            app_search_path(flyway_schemas(settings, modern)[1]),
+        ),
     }
     tables = {side: user_tables(target) for side, (_, target, _) in baselines.items()}
     texts = {}
