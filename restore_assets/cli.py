@@ -25,8 +25,7 @@ from restore_assets.errors import (
     worse_exit,
 )
 from restore_assets.flyway import cli as flyway_cli
-from restore_assets.runbook.intake import SIDES, SecretsStore
-from restore_assets.settings import Settings, load_settings
+from restore_assets.settings import SIDES, Settings, load_settings
 
 VERDICTS = {
     EXIT_OK: "all steps and checks passed",
@@ -70,7 +69,7 @@ def run_chain(
     from restore_assets.assets.shell import SIDES_TAG
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE
-    from restore_assets.resources.evidence import EVIDENCE_TAG
+    from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
 
     instance = prepare_instance(settings)
     overrides = {
@@ -91,6 +90,8 @@ def run_chain(
         raise_on_error=False,
     )
     outcome = outcome_of(result.all_events)
+    folder = instance.get_run_by_id(result.run_id).tags.get(EVIDENCE_FOLDER_TAG)
+    outcome.evidence = Path(folder) if folder else None
     if not result.success:
         outcome.exit_code = worse_exit(outcome.exit_code, EXIT_FAILED)
     return outcome
@@ -104,9 +105,7 @@ def outcome_of(events) -> RunOutcome:
     for event in events:
         kind = event.event_type
         if kind == DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.event_specific_data.materialization
             outcome.rows.append((event.asset_key.to_user_string(), "materialized", ""))
-            _note_evidence(outcome, materialization.metadata)
         elif kind == DagsterEventType.ASSET_OBSERVATION:
             observation = event.event_specific_data.asset_observation
             version = observation.tags.get("dagster/data_version", "")
@@ -125,8 +124,11 @@ def outcome_of(events) -> RunOutcome:
             _add_failure(outcome, event.step_key or "", message)
             outcome.exit_code = worse_exit(outcome.exit_code, code)
             user = event.step_failure_data.user_failure_data
-            if user is not None:
-                _note_evidence(outcome, user.metadata)
+            if user is not None and "gates" in user.metadata and not outcome.gates:
+                outcome.gates = [  # the gates this failure stopped, from the failure itself
+                    (r.data["id"], "FAILED", r.data["detail"])
+                    for r in user.metadata["gates"].value.records
+                ]
     return outcome
 
 
@@ -140,11 +142,6 @@ def _add_failure(outcome: RunOutcome, step: str, message: str) -> None:
     outcome.rows.append((step, "FAILED", message))
 
 
-def _note_evidence(outcome: RunOutcome, metadata) -> None:
-    if outcome.evidence is None and "evidence" in metadata:
-        outcome.evidence = Path(metadata["evidence"].value)
-
-
 def _failed_subchecks(metadata) -> str:
     records = metadata["checks"].value.records
     return "; ".join(
@@ -152,12 +149,17 @@ def _failed_subchecks(metadata) -> str:
     )
 
 
+def one_line(text: str | None) -> str:
+    """A multi-line message (diagnosis, error, hint) as one table cell."""
+    return " — ".join(line.strip() for line in (text or "").splitlines() if line.strip())
+
+
 def _failure(event) -> tuple[int, str]:
     data = event.step_failure_data
     user = data.user_failure_data if data else None
     if user is not None:
         code = user.metadata.get("exit_code")
-        return (int(code.value) if code is not None else EXIT_FAILED), user.description or ""
+        return (int(code.value) if code is not None else EXIT_FAILED), one_line(user.description)
     error = data.error if data else None
     while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
         error = error.cause
@@ -212,6 +214,7 @@ def cmd_status(settings: Settings, args) -> int:
 
 
 def cmd_ops_request(settings: Settings, args) -> int:
+    from restore_assets.runbook.intake import SecretsStore
     from restore_assets.runbook.ops_request import ops_request
 
     files = SecretsStore(settings).inspect_all()

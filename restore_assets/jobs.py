@@ -1,4 +1,4 @@
-"""Jobs the CLI, the UI and sensors launch: one per side, and the whole chain."""
+"""Jobs the CLI and the UI launch: one per side, and the whole chain."""
 
 from __future__ import annotations
 

@@ -49,6 +49,8 @@ DEFAULT_MODERN_EXPECTED_COLUMNS = ("d_document.admflag", "d_module.performflag")
 DEMO_FLYWAY_CONF = Path(__file__).parent / "demo" / "flyway" / "flyway.conf"
 FLYWAY_RUNNERS = ("native", "docker", "cli")
 DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
+SIDES = ("legacy", "modernized")
+TARGET_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ class TargetSettings:
         """A password-free name for logs and evidence."""
         where = "embedded" if self.embedded else f"{self.host}:{self.port}"
         return f"{self.side} {self.user}@{where}/{self.dbname}"
+
+    @property
+    def env_prefix(self) -> str:
+        """Where this target's settings come from (`POSTGRES_`, `MODERNIZED_POSTGRES_`)."""
+        return TARGET_ENV_PREFIXES[self.side]
 
 
 @dataclass(frozen=True)
@@ -242,13 +249,13 @@ class _Target(_Variables):
 
 
 class _Legacy(_Target):
-    model_config = SettingsConfigDict(env_prefix="POSTGRES_")
+    model_config = SettingsConfigDict(env_prefix=TARGET_ENV_PREFIXES["legacy"])
     port: Port = 5432
     db: str = "opendolphin"
 
 
 class _Modernized(_Target):
-    model_config = SettingsConfigDict(env_prefix="MODERNIZED_POSTGRES_")
+    model_config = SettingsConfigDict(env_prefix=TARGET_ENV_PREFIXES["modernized"])
     port: Port = 55432
     db: str = "opendolphin_modern"
 

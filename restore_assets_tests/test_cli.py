@@ -150,3 +150,36 @@ def test_ops_request_names_what_is_missing(secrets_dir):
     assert f"{secrets_dir / LEGACY_SEED_FILE}" in done.stdout and "(missing)" in done.stdout
     for needed in ("Gate #40", "Deadline:", "Target: Legacy", "Evidence:"):
         assert needed in done.stdout
+
+
+def test_blocked_run_starts_no_server_and_prints_the_gates_it_stopped(tmp_path, monkeypatch):
+    """Intake comes first: with no Secrets not even the embedded server is started."""
+    state = tmp_path / "fresh-state"
+    monkeypatch.setenv("RESTORE_STATE_DIR", str(state))
+    monkeypatch.setenv("RESTORE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "empty"))
+    done = run_cli("run")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert not (state / "pgdata").exists()
+    gate_lines = [line for line in done.stdout.splitlines() if line.startswith("db_restore")]
+    assert gate_lines and "FAILED" in gate_lines[0] and "not reached" in gate_lines[0]
+    assert evidence_line(done.stdout).is_dir()
+
+
+def test_unexpected_step_error_still_names_the_evidence_folder(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 1
+    folder = evidence_line(done.stdout)
+    assert (folder / "legacy_psql.log").is_file()
+
+
+def test_flyway_command_on_an_unreachable_target_says_so_without_a_traceback(monkeypatch):
+    monkeypatch.setenv("MODERNIZED_POSTGRES_HOST", "127.0.0.1")
+    monkeypatch.setenv("MODERNIZED_POSTGRES_PORT", "1")  # nothing listens there
+    done = run_cli("flyway", "info")  # in-process: an uncaught error would fail the test
+    assert done.returncode == 1
+    assert "ERROR: cannot connect to the modernized" in done.stdout
+    assert "MODERNIZED_POSTGRES_HOST" in done.stdout  # what to check

@@ -46,15 +46,19 @@ def test_every_job_carries_the_sides_it_restores():
 
 
 def test_the_runbook_core_imports_without_dagster():
-    """The core, the Flyway engine and the CLI's non-run commands never import Dagster."""
+    """The core (runbook/, pg/, flyway/, settings, errors) and the CLI's non-run commands never
+    import Dagster."""
     script = (
         "import sys, pkgutil, importlib\n"
         "sys.modules['dagster'] = None\n"
-        "import restore_assets.runbook as core\n"
-        "names = [m.name for m in pkgutil.iter_modules(core.__path__, core.__name__ + '.')]\n"
-        "for name in names + ['restore_assets.flyway.cli', 'restore_assets.cli']:\n"
+        "import restore_assets.runbook, restore_assets.pg, restore_assets.flyway\n"
+        "names = []\n"
+        "for package in (restore_assets.runbook, restore_assets.pg, restore_assets.flyway):\n"
+        "    prefix = package.__name__ + '.'\n"
+        "    names += [m.name for m in pkgutil.walk_packages(package.__path__, prefix)]\n"
+        "for name in names + ['restore_assets.settings', 'restore_assets.cli']:\n"
         "    importlib.import_module(name)\n"
-        "print(len(names))\n"
+        "print(sum(n.startswith('restore_assets.runbook.') for n in names))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -75,7 +75,9 @@ def legacy_restore(
     result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
     settings = secrets.config.settings()
     verification = verify_legacy(legacy_db.target, settings, result.reset_schemas, store)
-    yield MaterializeResult(asset_key=SCHEMA, metadata={**metadata, "tables": verification.tables})
+    yield MaterializeResult(
+        asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
+    )
     counts = [{"table": t, "rows": n} for t, n in verification.counts.items()]
     yield MaterializeResult(
         asset_key=SEED,

@@ -13,7 +13,7 @@ from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.resources.targets import PostgresResource
-from restore_assets.runbook.migrate import load_flyway_config, run_flyway
+from restore_assets.runbook.migrate import flyway_schemas, history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
 
@@ -22,7 +22,6 @@ from .shell import check_results, evidence_metadata, fail, restore_step, table
 
 SCHEMA = AssetKey(["modernized", "schema"])
 HISTORY = AssetKey(["modernized", "flyway_history"])
-HISTORY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum")
 
 
 @asset(
@@ -39,15 +38,14 @@ def modernized_schema(
     secrets: SecretsResource,
     evidence: EvidenceResource,
 ):
-    try:  # only the conf is read here: intake must come before any connection
-        config = load_flyway_config(secrets.config.settings(), modernized_db.target)
-    except RestoreError as exc:
-        raise fail(evidence.for_run(context), "modernized/schema", exc) from None
-    # The restore also drops the schemas Flyway owns (the runbook's real restores did).
-    owned = [s for s in (*config.schemas, config.default_schema) if s]
-    _, _, metadata = restore_step(
-        context, "modernized/schema", modernized_db, secrets, evidence, owned
-    )
+
+    def flyway_owned() -> list[str]:
+        # The restore also drops the schemas Flyway owns (the runbook's real restores did).
+        names, default = flyway_schemas(secrets.config.settings(), modernized_db.target)
+        return [*names, default]
+
+    step = "modernized/schema"
+    _, _, metadata = restore_step(context, step, modernized_db, secrets, evidence, flyway_owned)
     return MaterializeResult(metadata=metadata)
 
 
@@ -104,9 +102,7 @@ def modernized_flyway_history(
             "versions": [r.version for r in step.history if r.version],
         },
     )
-    history = [
-        {c: r.as_dict()[c] for c in HISTORY_COLUMNS} | {"success": r.success} for r in step.history
-    ]
+    history = history_summary(step.history)
     counts = [{"table": t, "rows before sync": n} for t, n in verification.counts.items()]
     yield MaterializeResult(
         metadata={

@@ -1,8 +1,9 @@
-"""Translating runbook results into Dagster's terms — nothing else lives here.
+"""Translating runbook results into Dagster's terms, shared by the assets.
 
 A core `Check` becomes an `AssetCheckResult`; rows become `MetadataValue.table`; a `RestoreError`
 becomes a `Failure` carrying the CLI exit code, after the step and an "unreached" gate report are
-written to the evidence folder, so a run stopped half-way still says why.
+written to the evidence folder, so a run stopped half-way still says why. `restore_step` is the
+one restore both sides share: intake, then the core's `restore_side`, then its metadata.
 """
 
 from __future__ import annotations
@@ -84,12 +85,15 @@ def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: obje
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
     evidence.record_step(step, status, {"error": str(exc)})
     reason = f"not reached: {step} stopped the run: {exc}"
-    write_report(evidence, unreached_report(evidence.label, status, reason))
+    report = unreached_report(evidence.label, status, reason)
+    write_report(evidence, report)
+    gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
     return Failure(
         description=str(exc),
         metadata={
             "exit_code": exc.exit_code,
             "error": str(exc),
+            "gates": table(gates),
             "evidence": MetadataValue.path(str(evidence.folder)),
             **metadata,
         },
@@ -97,9 +101,10 @@ def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: obje
     )
 
 
-def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_schemas=()):
+def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_schemas=None):
     """Intake (every side of the run) → the side's all-or-nothing restore, recorded in the
-    evidence; returns the core result, the evidence store and the asset metadata."""
+    evidence; returns the core result, the evidence store and the asset metadata.
+    `extra_reset_schemas` is called only after intake passed: nothing connects before that."""
     from restore_assets.runbook.restore import restore_side
 
     target = db.target
@@ -111,7 +116,7 @@ def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_sc
             settings=secrets.config.settings(),
             files=files,
             evidence=evidence,
-            extra_reset_schemas=extra_reset_schemas,
+            extra_reset_schemas=extra_reset_schemas() if extra_reset_schemas else (),
             log=context.log.info,
         )
     except RestoreError as exc:

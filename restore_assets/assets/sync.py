@@ -49,7 +49,13 @@ def sync_facility_users(
     store.record_step(
         "sync/facility_users",
         "ok" if check.passed else "failed",
-        {name: counts for name, counts in result.tables.items()},
+        {
+            **result.tables,
+            "Modernized facility_num (unchanged)": {
+                "last_value": result.facility_num_modernized[0],
+                "is_called": result.facility_num_modernized[1],
+            },
+        },
     )
     rows = [{"table": name, **counts} for name, counts in result.tables.items()]
     last_value, is_called = result.facility_num_modernized

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restore_assets.errors import EXIT_FAILED, EXIT_OK, RestoreError
-from restore_assets.flyway.errors import FlywayError
-from restore_assets.pg.targets import PostgresTarget
-from restore_assets.runbook.migrate import (
-    cli_command,
-    diagnose,
-    info_table,
-    load_flyway_config,
-    native_engine,
-    run_cli,
-)
-from restore_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from restore_assets.settings import Settings
 
 COMMANDS = ("info", "validate", "baseline", "migrate", "repair")
 
@@ -32,6 +25,21 @@ def add_parser(sub) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    # Imported here: `restore-assets --help` builds this parser and should not load psycopg.
+    import psycopg
+
+    from restore_assets.flyway.errors import FlywayError
+    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.runbook.migrate import (
+        DOCKER_NEEDS_DAGSTER,
+        cli_command,
+        diagnose,
+        info_table,
+        load_flyway_config,
+        native_engine,
+        run_cli,
+    )
+
     target = PostgresTarget(settings.modernized, settings)
     conf = Path(args.conf).expanduser() if args.conf else None
     engine = None
@@ -39,10 +47,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         config = load_flyway_config(settings, target, conf, args.locations)
         engine = native_engine(config, target, log=print)
         if settings.flyway_runner == "docker":
-            raise FlywayError(
-                "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run); "
-                "use FLYWAY_RUNNER=native or cli for these commands"
-            )
+            raise FlywayError(DOCKER_NEEDS_DAGSTER)
         if settings.flyway_runner == "cli":
             print(run_cli(cli_command(settings, config, target, args.action), target.redact))
             if args.action == "info":
@@ -51,11 +56,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         code = _native(engine, args.action)
         print(info_table(engine.info()))
         return code
-    except RestoreError as exc:
+    except (RestoreError, psycopg.Error) as exc:  # psycopg: e.g. no privilege on the history
         history = []
         try:
             history = engine.history_rows() if engine else []
-        except RestoreError:
+        except (RestoreError, psycopg.Error):
             pass  # the diagnosis is a bonus; the error is what matters
         hint = diagnose(exc, history, settings.secrets_dir)
         if hint:

@@ -2,8 +2,7 @@
 PostgreSQL (flyway-compat.md), behind one object so callers hold the config and connection once.
 
 The work is elsewhere: `planning` (pure decisions), `database`/`history` (PostgreSQL access) and
-`commands/` (one module per command). `InfoRow`, `MigrateResult` and the errors are re-exported
-here because callers import them from this module.
+`commands/` (one module per command).
 """
 
 from __future__ import annotations
@@ -11,12 +10,11 @@ from __future__ import annotations
 from restore_assets.flyway.commands import baseline, info, migrate, repair, validate
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import Connect, Log, open_connection, read_history, schemas
-from restore_assets.flyway.errors import FlywayError, MigrationFailed
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.planning import InfoRow, MigrateResult
 from restore_assets.flyway.resolver import ResolvedMigration, resolve
 
-__all__ = ["Flyway", "FlywayError", "InfoRow", "MigrateResult", "MigrationFailed"]
+__all__ = ["Flyway"]
 
 
 class Flyway:

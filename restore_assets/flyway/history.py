@@ -1,6 +1,6 @@
 """The `flyway_schema_history` table: Flyway's exact DDL, its rows, and the advisory-lock key.
 
-`HistoryRow` lives in `history_row` (pure); it is imported here for the callers that use this path.
+`HistoryRow` (the rows it reads) lives in `history_row`, so pure code can use it without psycopg.
 """
 
 from __future__ import annotations

@@ -140,16 +140,19 @@ class PostgresTarget:
     def redact(self, text: str) -> str:
         return redact(text, self.settings.passwords)
 
+    def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
+        """A new connection; any failure is a redacted `TargetError` saying what to check."""
+        try:
+            return psycopg.connect(autocommit=autocommit, **self.conninfo(dbname))
+        except psycopg.Error as exc:
+            raise TargetError(
+                self.redact(f"cannot connect to the {self.describe()}: {exc}".strip())
+                + f" — {self._connect_hint()}"
+            ) from None
+
     @contextmanager
     def connect(self, *, autocommit: bool = False, dbname: str | None = None):
-        try:
-            conn = psycopg.connect(autocommit=autocommit, **self.conninfo(dbname))
-        except psycopg.OperationalError as exc:
-            raise TargetError(
-                self.redact(
-                    f"cannot connect to the {self.describe()}: {exc}".strip() + self._connect_hint()
-                )
-            ) from None
+        conn = self.open(autocommit=autocommit, dbname=dbname)
         try:
             yield conn
         finally:
@@ -157,9 +160,9 @@ class PostgresTarget:
 
     def _connect_hint(self) -> str:
         if self.embedded:
-            return f"\n  (embedded server data: {self.settings.state_dir / 'pgdata'})"
-        prefix = "POSTGRES" if self.side == "legacy" else "MODERNIZED_POSTGRES"
-        return f"\n  check {prefix}_HOST/_PORT/_DB/_USER/_PASSWORD and that the server is up"
+            return f"embedded server data: {self.settings.state_dir / 'pgdata'}"
+        prefix = self.target.env_prefix
+        return f"check {prefix}HOST/_PORT/_DB/_USER/_PASSWORD and that the server is up"
 
     def client_env(self, dbname: str | None = None) -> dict[str, str]:
         """Environment for psql/pg_dump: the same connection, password never on argv."""

@@ -1,5 +1,6 @@
 """The evidence store as a resource: every step of a run writes into the same folder, named
-after the run's start (tag set by the CLI or sensor, else the run record)."""
+after the run's start (tag set by the CLI, else the run record); the folder is recorded as a tag
+of the run."""
 
 import datetime as dt
 
@@ -10,6 +11,7 @@ from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.evidence import EvidenceStore
 
 EVIDENCE_TAG = "restore_assets/started"
+EVIDENCE_FOLDER_TAG = "restore_assets/evidence"
 
 
 class EvidenceResource(ConfigurableResource):
@@ -23,9 +25,15 @@ class EvidenceResource(ConfigurableResource):
         else:
             record = context.instance.get_run_record_by_id(context.run.run_id)
             started = record.create_timestamp if record else dt.datetime.now(dt.UTC)
-        return EvidenceStore.for_run(
+        store = EvidenceStore.for_run(
             settings.artifacts_dir,
             context.run.run_id,
             started,
             lambda text: redact(text, settings.passwords),
         )
+        if context.run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
+            # On the run itself, so the CLI and the UI find the folder without searching.
+            context.instance.add_run_tags(
+                context.run.run_id, {EVIDENCE_FOLDER_TAG: str(store.folder)}
+            )
+        return store

@@ -1,5 +1,6 @@
 """A database target as a resource: the embedded server is started (and the runbook's databases
-created) once when the run sets the resource up, not on every call."""
+created) at most once per run, on first use — not on every call, and not at all for a run that
+intake stops before any database is touched."""
 
 from dagster import ConfigurableResource, InitResourceContext, ResourceDependency
 from pydantic import PrivateAttr
@@ -22,5 +23,4 @@ class PostgresResource(ConfigurableResource):
         if self._target is None:
             settings = self.config.settings()
             self._target = PostgresTarget(getattr(settings, self.side), settings)
-            self._target.endpoint()  # embedded: start it now, once
         return self._target

@@ -56,8 +56,12 @@ class EvidenceStore:
     @property
     def label(self) -> str:
         """The folder as the runbook writes it (`artifacts/parity-manual/db-restore/<UTC>`):
-        relative, so paste-ready lines stay true on another machine."""
-        return (Path(self.artifacts_dir.name) / EVIDENCE_SUBDIR / self.folder.name).as_posix()
+        relative to the working directory (the repository checkout), so paste-ready lines stay
+        true on another machine; absolute only when the artifacts live elsewhere."""
+        try:
+            return self.folder.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return str(self.folder)
 
     def path(self, name: str) -> Path:
         return self.folder / name

@@ -26,7 +26,8 @@ INCREMENT_SQL = (
 FACILITY_NUMBER = r"(regexp_match(facilityid, '^1\.3\.6\.1\.4\.1\.9414\.72\.(\d+)$'))[1]::bigint"
 MAX_FACILITY_SQL = f"SELECT max({FACILITY_NUMBER}) FROM d_facility"
 PREVIEW = (STATE_SQL, "SELECT nextval('facility_num');")
-PUT_BACK = ("SELECT setval('facility_num', :'last_value', :'is_called');", STATE_SQL)
+# :last_value/:is_called are our own typed int and bool (read just before), not text from data.
+PUT_BACK = ("SELECT setval('facility_num', :last_value, :is_called);", STATE_SQL)
 REALIGN = (
     # The runbook's statement; its value computed by the server inside psql (\gset).
     f"SELECT max({FACILITY_NUMBER}) + 1 AS restart_with FROM d_facility \\gset",

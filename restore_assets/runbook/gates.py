@@ -12,15 +12,15 @@ from collections.abc import Mapping, Sequence
 
 from psycopg import sql
 
-from restore_assets.flyway.history import HistoryRow
+from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.gate_report import Gate, GateReport, write_report
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.migrate import load_flyway_config, native_engine
-from restore_assets.runbook.sync import missing_after_sync
+from restore_assets.runbook.migrate import history_summary, load_flyway_config, native_engine
+from restore_assets.runbook.sync import missing_after_sync, sync_check
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
     app_search_path,
@@ -100,16 +100,7 @@ def db_restore_gate(
     except Exception as exc:  # noqa: BLE001
         checks.append(Check("facility_num_nextval", False, legacy.redact(f"facility_num: {exc}")))
     try:
-        absent = missing_after_sync(legacy, modern)
-        checks.append(
-            Check(
-                "facility_user_sync",
-                not absent,
-                "every Legacy facility and user is on Modernized"
-                if not absent
-                else f"not synced: {', '.join(absent[:5])}",
-            )
-        )
+        checks.append(sync_check("facility_user_sync", missing_after_sync(legacy, modern)))
     except Exception as exc:  # noqa: BLE001
         checks.append(Check("facility_user_sync", False, modern.redact(str(exc))))
     checks.append(facility_api(settings.facility_api_url))
@@ -254,12 +245,7 @@ def run_gates(
     audit = audit_capture_gate(modern, schema)
     jms = jms_claim_gate(legacy, modern, [db, audit])
     inputs = [f.as_evidence() for f in SecretsStore(settings).inspect_all()]
-    flyway = [
-        {k: r.as_dict()[k] for k in ("version", "description", "type", "script", "checksum")}
-        | {"success": r.success}
-        for r in history
-        if r.type != "SCHEMA"
-    ]
+    flyway = [row for row in history_summary(history) if row["type"] != "SCHEMA"]
     report = GateReport(
         [db, audit, jms], inputs, flyway, [legacy.describe(), modern.describe()], evidence.label
     )

@@ -24,10 +24,10 @@ from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,
     MODERN_SCHEMA_FILE,
+    SIDES,
     Settings,
 )
 
-SIDES = ("legacy", "modernized")
 SIDE_FILES = {
     "legacy": (LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE),
     "modernized": (MODERN_SCHEMA_FILE,),
@@ -203,6 +203,6 @@ def intake(settings: Settings, sides: Iterable[str], evidence: EvidenceStore) ->
         names = ", ".join(f"{f.relpath} ({f.status})" for f in blocked)
         raise SecretsBlocked(
             f"Secrets not usable: {names}. Nothing was touched; the request to Ops is in "
-            f"{evidence.path('baseline_search.log')}"
+            f"{evidence.label}/baseline_search.log"
         )
     return Intake(found)

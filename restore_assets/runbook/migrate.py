@@ -15,11 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
 from restore_assets.flyway import Flyway, FlywayConfig, FlywayError, MigrationFailed, load_conf
-from restore_assets.flyway.engine import InfoRow
-from restore_assets.flyway.history import HistoryRow
+from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.planning import InfoRow
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.evidence import EvidenceStore
@@ -60,7 +58,7 @@ def load_flyway_config(
 def native_engine(
     config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]
 ) -> Flyway:
-    return Flyway(config, lambda: psycopg.connect(**target.conninfo()), log=log)
+    return Flyway(config, target.open, log=log)
 
 
 @dataclass(frozen=True)
@@ -177,12 +175,24 @@ def info_table(rows: Sequence[InfoRow]) -> str:
     return "\n".join([rule, line(INFO_COLUMNS), rule, *(line(c) for c in cells), rule])
 
 
+HISTORY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum")
+
+
+def history_summary(rows: Sequence[HistoryRow]) -> list[dict[str, object]]:
+    """The history as the evidence and the UI show it (no installer, no timestamps)."""
+    return [{c: r.as_dict()[c] for c in HISTORY_COLUMNS} | {"success": r.success} for r in rows]
+
+
 HISTORY_QUERY = (
     "SELECT installed_rank, version, description, type, script, checksum, success "
     'FROM :"schema".:"table" ORDER BY installed_rank;'
 )
 
 ContainerRunner = Callable[[ExternalCommand], str]
+DOCKER_NEEDS_DAGSTER = (
+    "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run, or the UI); "
+    "use FLYWAY_RUNNER=native or cli for these commands"
+)
 
 
 @dataclass
@@ -194,7 +204,6 @@ class FlywayStep:
     history: list[HistoryRow] = field(default_factory=list)
     schema: str = "public"  # the default schema: history table, application search_path
     seconds: float = 0.0
-    error: str | None = None
 
 
 def run_flyway(
@@ -253,8 +262,5 @@ def _run(
     if settings.flyway_runner == "cli":
         return [run_cli(cli_command(settings, config, target, c), target.redact) for c in commands]
     if run_container is None:
-        raise FlywayError(
-            "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run); "
-            "use FLYWAY_RUNNER=native or cli here"
-        )
+        raise FlywayError(DOCKER_NEEDS_DAGSTER)
     return [run_container(docker_command(settings, config, target, c)) for c in commands]

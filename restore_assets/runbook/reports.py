@@ -38,7 +38,6 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
 class Inventory:
     files: Rows
     migrations: Rows
-    path: str
 
 
 def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: EvidenceStore) -> Inventory:
@@ -74,7 +73,7 @@ def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: Evidence
         ]
     )
     evidence.write("ddl_inventory.md", text)
-    return Inventory(files, migrations, "ddl_inventory.md")
+    return Inventory(files, migrations)
 
 
 def required_objects(settings: Settings) -> list[tuple[str, str, str]]:

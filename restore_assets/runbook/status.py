@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import psycopg
+
 from restore_assets.errors import RestoreError
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR, RUN_MARKER
@@ -63,7 +65,7 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     target = PostgresTarget(settings.modernized, settings)
     try:
         rows = native_engine(load_flyway_config(settings, target), target, print).info()
-    except RestoreError as exc:
+    except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table
         return f"unavailable ({target.redact(str(exc)).splitlines()[0]})"
     states = Counter(r.state for r in rows)
     latest = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]

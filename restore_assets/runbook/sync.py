@@ -118,16 +118,17 @@ class SyncResult:
     missing: list[str] = field(default_factory=list)
 
     def check(self) -> Check:
-        if not self.missing:
-            return Check(
-                "facilities_present", True, "every Legacy facility and user is on Modernized"
-            )
-        return Check(
-            "facilities_present",
-            False,
-            f"missing on Modernized: {', '.join(self.missing[:10])}",
-            {"missing": len(self.missing)},
-        )
+        return sync_check("facilities_present", self.missing)
+
+
+def sync_check(check_id: str, missing: Sequence[str]) -> Check:
+    """The one verdict on §4.5 (the sync's own check and the db_restore gate)."""
+    if not missing:
+        return Check(check_id, True, "every Legacy facility and user is on Modernized")
+    shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+    return Check(
+        check_id, False, f"{len(missing)} missing on Modernized: {shown}", {"missing": len(missing)}
+    )
 
 
 def sync_facility_users(
@@ -137,8 +138,8 @@ def sync_facility_users(
     evidence: EvidenceStore,
     schema: str,
 ) -> SyncResult:
-    """§4.5 as the chain runs it: copy, check every account arrived, and re-take the Modernized
-    count transcripts so they show the state after the sync."""
+    """§4.5 as the chain runs it: copy, check every account arrived, and add the Modernized
+    counts after the sync to the count transcripts (below the "before" ones)."""
     started = time.monotonic()
     try:
         result = sync_tables(legacy, modern, settings.sync_tables)
@@ -151,7 +152,9 @@ def sync_facility_users(
     result.seconds = round(time.monotonic() - started, 3)
     result.missing = missing_after_sync(legacy, modern)
     note = "after the §4.5 account sync"
-    write_count_transcripts(modern, settings.legacy_count_tables, evidence, schema, note)
+    write_count_transcripts(
+        modern, settings.legacy_count_tables, evidence, schema, note, append=True
+    )
     return result
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from restore_assets.flyway import Version
-from restore_assets.flyway.history import HistoryRow
+from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
@@ -36,9 +36,13 @@ PATIENT_COUNT_SQL = "SELECT count(*) FROM d_patient WHERE facilityid = %s"
 SET_PATH_SQL = "SELECT set_config('search_path', %s, false)"
 
 
+APP_PATH_TAIL = '"$user", public'
+SET_APP_PATH_PSQL = f'SET search_path TO :"schema", {APP_PATH_TAIL};'  # schema: a psql variable
+
+
 def app_search_path(schema: str) -> str:
     """The application's search_path: the Flyway schema first (`opendolphin, "$user", public`)."""
-    return f'{sql.Identifier(schema).as_string(None)}, "$user", public'
+    return f"{sql.Identifier(schema).as_string(None)}, {APP_PATH_TAIL}"
 
 
 def find_object(conn, kind: str, name: str) -> str:
@@ -77,10 +81,13 @@ def count_rows(conn, tables: Sequence[str]) -> dict[str, int | None]:
 
 
 def write_dt_transcript(target: PostgresTarget, schemas: Sequence[str], evidence) -> None:
-    """`psql_dt_<side>.log`: `\\dt <schema>.*` per schema, names passed as psql variables."""
+    """`psql_dt_<side>.log`: `\\dt <schema>.*` per schema. Names reach psql only as variables;
+    psql itself echoes each command with the name it quoted."""
     names = {f"schema{i}": s for i, s in enumerate(dict.fromkeys(schemas))}
-    commands = [f'\\dt :"{var}".*' for var in names]
-    text = psql_transcript(target, *commands, variables=names)
+    commands = []
+    for var in names:
+        commands += [f"\\echo '=> \\\\dt' :\"{var}\".*", f'\\dt :"{var}".*']
+    text = psql_transcript(target, *commands, variables=names, echo="none")
     evidence.write(f"psql_dt_{target.side}.log", text)
 
 
@@ -90,16 +97,18 @@ def write_count_transcripts(
     evidence: EvidenceStore,
     search_path_schema: str | None = None,
     note: str = "",
+    append: bool = False,
 ) -> None:
-    """`psql_count_<table>_<side>.log` for each table."""
+    """`psql_count_<table>_<side>.log` for each table (`append`: after what is there)."""
+    save = evidence.append if append else evidence.write
     for table in tables:
         commands = ['SELECT count(*) FROM :"table";']
         variables: dict[str, object] = {"table": table}
         if search_path_schema:
-            commands.insert(0, 'SET search_path TO :"schema", "$user", public;')
+            commands.insert(0, SET_APP_PATH_PSQL)
             variables["schema"] = search_path_schema
         text = psql_transcript(target, *commands, variables=variables, note=note, echo="queries")
-        evidence.write(f"psql_count_{table}_{target.side}.log", text)
+        save(f"psql_count_{table}_{target.side}.log", text)
 
 
 @dataclass
@@ -107,8 +116,8 @@ class Verification:
     """A side's verification: its checks, and the facts they were judged on."""
 
     checks: list[Check]
-    tables: int = 0
     counts: dict[str, int | None] = field(default_factory=dict)
+    user_tables: int | None = None
     facts: dict[str, object] = field(default_factory=dict)
 
     def check(self, check_id: str) -> Check:
@@ -158,7 +167,7 @@ def verify_legacy(
         ),
     ]
     facts = {f"patients in facility {facility}": patients}
-    return Verification(checks, len(tables), counts, facts)
+    return Verification(checks, counts, len(tables), facts)
 
 
 def missing_versions(required: Sequence[str], rows: Sequence[HistoryRow]) -> list[str]:
@@ -216,4 +225,4 @@ def verify_modernized(
         ),
         Check("pg_trgm", bool(trgm), f"{trgm} installed" if trgm else "pg_trgm is missing (V0002)"),
     ]
-    return Verification(checks, len(tables), counts)
+    return Verification(checks, counts)
