@@ -43,24 +43,6 @@ class RunOutcome:
     evidence: Path | None = None
 
 
-def prepare_instance(settings: Settings):
-    """The Dagster instance the CLI records runs in (DAGSTER_HOME, else RESTORE_STATE_DIR)."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(settings.state_dir / "dagster_home")
-        os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
-    config = Path(home) / "dagster.yaml"
-    if not config.exists():
-        # Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
-        config.write_text(
-            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
-        )
-    from dagster import DagsterInstance
-
-    return DagsterInstance.get()
-
-
 def run_chain(
     settings: Settings, sides: tuple[str, ...], allow_reset: bool, verbose: bool = False
 ) -> RunOutcome:
@@ -68,7 +50,7 @@ def run_chain(
     read the outcome from the run's own events."""
     from restore_assets.assets.shell import SIDES_TAG
     from restore_assets.definitions import defs
-    from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE
+    from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, prepare_instance
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
 
     instance = prepare_instance(settings)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+import os
+from pathlib import Path
+
+from dagster import AssetSelection, DagsterInstance, define_asset_job
 
 from restore_assets.assets.secrets import SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG
-from restore_assets.runbook.intake import SIDE_FILES
+from restore_assets.runbook.baseline_files import SIDE_FILES
+from restore_assets.settings import Settings
 
 LEGACY_JOB = "restore_legacy"
 MODERNIZED_JOB = "restore_modernized"
@@ -43,3 +47,19 @@ restore_all_job = define_asset_job(
 
 JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
 all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job]
+
+
+def prepare_instance(settings: Settings):
+    """The Dagster instance the CLI records runs in (DAGSTER_HOME, else RESTORE_STATE_DIR)."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(settings.state_dir / "dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():
+        # Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
+        config.write_text(
+            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+        )
+    return DagsterInstance.get()

@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from restore_assets.resources.secrets import SecretsResource
-from restore_assets.runbook.intake import FILE_ROLES
+from restore_assets.runbook.baseline_files import FILE_ROLES
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SECRET_KEYS = {

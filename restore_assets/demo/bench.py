@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from dagster import DagsterEventType
 
-    from restore_assets.cli import prepare_instance
     from restore_assets.definitions import defs
     from restore_assets.demo.build import build_demo_secrets
+    from restore_assets.jobs import prepare_instance
     from restore_assets.settings import LEGACY_SEED_FILE, load_settings
 
     settings = load_settings()

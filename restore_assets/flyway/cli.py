@@ -29,8 +29,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
     from restore_assets.flyway.errors import FlywayError
-    from restore_assets.pg.targets import PostgresTarget
-    from restore_assets.runbook.migrate import (
+    from restore_assets.flyway.runners import (
         DOCKER_NEEDS_DAGSTER,
         cli_command,
         diagnose,
@@ -39,6 +38,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         native_engine,
         run_cli,
     )
+    from restore_assets.pg.targets import PostgresTarget
 
     target = PostgresTarget(settings.modernized, settings)
     conf = Path(args.conf).expanduser() if args.conf else None

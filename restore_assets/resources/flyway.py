@@ -5,8 +5,8 @@ PipesDockerClient passed in, so the container's logs and status show up in the r
 from dagster import ConfigurableResource, ResourceDependency
 from dagster_docker import PipesDockerClient
 
+from restore_assets.flyway.runners import ContainerRunner, ExternalCommand
 from restore_assets.resources.config import RestoreConfig
-from restore_assets.runbook.migrate import ContainerRunner, ExternalCommand
 
 
 class FlywayResource(ConfigurableResource):

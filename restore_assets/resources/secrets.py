@@ -5,8 +5,9 @@ from collections.abc import Iterable
 from dagster import ConfigurableResource, ResourceDependency
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.intake import Intake, SecretFile, SecretsStore, intake
+from restore_assets.runbook.intake import Intake, SecretsStore, intake
 
 
 class SecretsResource(ConfigurableResource):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.files import sha256_file
-from restore_assets.runbook.intake import SIDE_FILES
 from restore_assets.runbook.preflight import inside_secrets
 from restore_assets.runbook.restore import dump_to
 from restore_assets.settings import Settings

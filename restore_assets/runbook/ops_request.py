@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.settings import Settings
-
-if TYPE_CHECKING:
-    from restore_assets.runbook.intake import SecretFile
 
 
 def ops_request(

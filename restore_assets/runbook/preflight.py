@@ -11,7 +11,7 @@ from restore_assets.errors import PreflightFailed, RestoreError
 from restore_assets.pg.clients import major_version, parse_major
 from restore_assets.pg.locks import advisory_lock
 from restore_assets.pg.targets import PostgresTarget
-from restore_assets.runbook.intake import SecretFile
+from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.settings import Settings
 
 # One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).

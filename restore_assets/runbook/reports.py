@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from restore_assets.flyway import ResolvedMigration
+from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.migrate import flyway_schemas, load_flyway_config, native_engine
+from restore_assets.runbook.migrate import flyway_schemas
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
     app_search_path,

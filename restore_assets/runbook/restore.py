@@ -23,9 +23,9 @@ from restore_assets.errors import PreflightFailed, ResetRefused
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.psql import check_script, run_psql
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.files import sha256_file, write_private
-from restore_assets.runbook.intake import SecretFile
 from restore_assets.runbook.preflight import inside_secrets, preflight, restore_lock
 from restore_assets.settings import Settings
 

@@ -1,0 +1,173 @@
+"""How Flyway is run against a project target: the conf with the runbook's `${DB_*}` filled from
+the Modernized target, the native engine on the target's connections, the command lines of the
+`cli` and `docker` runners, the runbook's diagnosis of a failure, and Flyway's `info` table.
+Used by the §4.3 step (`runbook/migrate.py`) and the `restore-assets flyway` commands alike.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from restore_assets.flyway.conf import FlywayConfig, load_conf
+from restore_assets.flyway.engine import Flyway
+from restore_assets.flyway.errors import FlywayError, MigrationFailed
+from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.planning import InfoRow
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.settings import MODERN_SCHEMA_FILE, Settings
+
+CONTAINER_CONF_DIR = "/flyway/conf"
+CONTAINER_SQL_DIR = "/flyway/sql"
+
+
+def db_env(target: PostgresTarget) -> dict[str, str]:
+    """The runbook's `DB_*` variables, filled from the Modernized target."""
+    info = target.conninfo()
+    env = {
+        "DB_HOST": str(info["host"]),
+        "DB_PORT": str(info["port"]),
+        "DB_NAME": str(info["dbname"]),
+        "DB_USER": str(info["user"]),
+        "DB_PASSWORD": target.target.password or "",
+    }
+    if "sslmode" in info:
+        env["DB_SSLMODE"] = str(info["sslmode"])
+    return env
+
+
+def load_flyway_config(
+    settings: Settings,
+    target: PostgresTarget,
+    conf: Path | None = None,
+    locations: str | None = None,
+) -> FlywayConfig:
+    env = {**os.environ, **db_env(target)}
+    overrides = {}
+    if locations or settings.flyway_locations:
+        overrides["flyway.locations"] = locations or settings.flyway_locations
+    return load_conf(conf or settings.flyway_conf, env=env, overrides=overrides)
+
+
+def native_engine(
+    config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]
+) -> Flyway:
+    return Flyway(config, target.open, log=log)
+
+
+@dataclass(frozen=True)
+class ExternalCommand:
+    """What the cli/docker runners execute; built separately so it can be checked without Docker."""
+
+    argv: list[str]
+    env: dict[str, str]
+    volumes: dict[str, dict[str, str]]
+    image: str | None = None
+
+
+def _single_location(config: FlywayConfig) -> Path:
+    dirs = config.location_dirs()
+    if len(dirs) != 1:
+        raise FlywayError("the cli/docker runners take exactly one filesystem: location")
+    return dirs[0]
+
+
+def cli_command(
+    settings: Settings, config: FlywayConfig, target: PostgresTarget, command: str
+) -> ExternalCommand:
+    """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
+    argv = [
+        settings.flyway_bin,
+        f"-configFiles={settings.flyway_conf}",
+        f"-locations=filesystem:{_single_location(config)}",
+        command,
+    ]
+    return ExternalCommand(argv=argv, env=db_env(target), volumes={})
+
+
+def docker_command(
+    settings: Settings, config: FlywayConfig, target: PostgresTarget, command: str
+) -> ExternalCommand:
+    """The container the runbook starts by hand: conf and migrations mounted read-only."""
+    if target.embedded:
+        raise FlywayError(
+            "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
+            "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
+        )
+    conf = settings.flyway_conf.resolve()
+    argv = [
+        f"-configFiles={CONTAINER_CONF_DIR}/{conf.name}",
+        f"-locations=filesystem:{CONTAINER_SQL_DIR}",
+        command,
+    ]
+    volumes = {
+        str(conf.parent): {"bind": CONTAINER_CONF_DIR, "mode": "ro"},
+        str(_single_location(config).resolve()): {"bind": CONTAINER_SQL_DIR, "mode": "ro"},
+    }
+    return ExternalCommand(
+        argv=argv, env=db_env(target), volumes=volumes, image=settings.flyway_docker_image
+    )
+
+
+def run_cli(spec: ExternalCommand, redact: Callable[[str], str]) -> str:
+    env = {**os.environ, **spec.env}
+    try:
+        done = subprocess.run(spec.argv, env=env, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise FlywayError(
+            f"FLYWAY_RUNNER=cli but {spec.argv[0]!r} is not on PATH; install Flyway or set "
+            "FLYWAY_BIN, or use FLYWAY_RUNNER=native"
+        ) from None
+    output = redact(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise FlywayError(f"flyway {spec.argv[-1]} exited {done.returncode}:\n{output}")
+    return output
+
+
+def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path) -> str | None:
+    """Runbook §4.3/§4.4: say what went wrong in the runbook's words, not only SQL's."""
+    if isinstance(error, MigrationFailed) and error.sqlstate == "42P01":
+        baselined = any(r.type == "BASELINE" for r in history)
+        return (
+            f"baseline missing: migration {error.script} needs relation "
+            f'"{error.relation}", which comes from the Modernized baseline, not from a '
+            f"migration. Restore {secrets_dir / MODERN_SCHEMA_FILE} first (restore-assets run "
+            "--only modernized)"
+            + (
+                "; the history holds a baseline row although the baseline objects are absent"
+                if baselined
+                else ""
+            )
+            + "."
+        )
+    if isinstance(error, FlywayError) and "Detected failed migration" in str(error):
+        return (
+            "a failed migration is recorded in flyway_schema_history: remove its half-completed "
+            "changes, run `restore-assets flyway repair`, then `restore-assets flyway migrate`."
+        )
+    return None
+
+
+INFO_COLUMNS = ("Category", "Version", "Description", "Type", "Installed On", "State")
+
+
+def info_table(rows: Sequence[InfoRow]) -> str:
+    """Flyway's own `info` layout: a boxed text table (CLI output and flyway_migrate.log)."""
+    cells = [tuple(str(v) for v in r.as_dict().values()) for r in rows]
+    widths = [max(len(c) for c in column) for column in zip(INFO_COLUMNS, *cells, strict=True)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    return "\n".join([rule, line(INFO_COLUMNS), rule, *(line(c) for c in cells), rule])
+
+
+ContainerRunner = Callable[[ExternalCommand], str]
+DOCKER_NEEDS_DAGSTER = (
+    "FLYWAY_RUNNER=docker runs inside Dagster (restore-assets run, or the UI); "
+    "use FLYWAY_RUNNER=native or cli for these commands"
+)
