@@ -12,6 +12,7 @@ from restore_assets.pg.lexer import (
     PSQL,
     Lexer,
     MetaCommand,
+    Span,
     lex,
     split_lines,
 )
@@ -57,6 +58,8 @@ def test_the_scanner_streams_its_input():
 @pytest.mark.parametrize(
     "line",
     [
+        "\\restrict `touch /tmp/pwned`",
+        "\\connect -reuse-previous=on \"dbname='opendolphin'\" `touch /tmp/pwned`",
         "\\c opendolphin \\! touch /tmp/pwned",
         "-- comment\r\\! touch /tmp/pwned",
     ],
@@ -113,3 +116,18 @@ def test_a_copy_sent_with_a_previous_statement_still_reads_data():
     assert metas("SELECT 1 \\; COPY c FROM stdin;\n\\echo in-data\n\\.\n\\echo after\n") == [
         (4, "echo", "after")
     ]
+
+
+def test_psql_reads_copy_data_after_a_statement_without_identifiers_that_follows_a_copy(tmp_path):
+    # psql 18.6 keeps a statement's first identifiers until the next one; check_script refuses
+    # this, as psql before 18.6 runs those lines.
+    text = "COPY t FROM stdin;\nx\n\\.\n;\n\\! in data\n\\.\n\\echo after\n"
+    path = tmp_path / "x.sql"
+    path.write_text(text)
+    with pytest.raises(UnsafeScriptError, match="older psql runs them") as err:
+        check_script(path, "x.sql", "db")
+    assert err.value.line == 4
+    assert metas(text) == [(7, "echo", "after")]
+    spans = [s for s in lex(split_lines(text), PSQL) if isinstance(s, Span)]
+    inherited = [s for s in spans if s.copy_inherited]
+    assert [(s.line, text[slice(*s.copy_data)]) for s in inherited] == [(4, "\\! in data\n")]

@@ -60,9 +60,12 @@ def check_script(path: Path, relpath: str, target_dbname: str) -> ScriptScan:
 
     def check(events: list[MetaCommand | Span]) -> None:
         for event in events:
-            if isinstance(event, MetaCommand):
-                if not _allowed(event, target_dbname):
-                    raise UnsafeScriptError(relpath, event.line, event.text)
+            if isinstance(event, Span):
+                if event.copy_inherited:
+                    raise UnsafeScriptError(relpath, event.line, _INHERITED_COPY, _INHERITED_WHY)
+            elif not _allowed(event, target_dbname):
+                raise UnsafeScriptError(relpath, event.line, event.text)
+            else:
                 scan.meta_commands += 1
 
     with path.open("rb") as handle:
@@ -79,9 +82,16 @@ def check_script(path: Path, relpath: str, target_dbname: str) -> ScriptScan:
     return scan
 
 
+_INHERITED_COPY = "a statement without identifiers right after a COPY"
+_INHERITED_WHY = (
+    "psql 18.6+ reads the lines after it as COPY data, older psql runs them, and pg_dump never "
+    "writes it"
+)
+
+
 def _allowed(meta: MetaCommand, target_dbname: str) -> bool:
-    if meta.name not in ALLOWED_META:
-        return False
+    if meta.name not in ALLOWED_META or "`" in meta.argument:
+        return False  # psql runs a backquoted argument as a shell command
     return meta.name not in ("connect", "c") or _connect_target(meta.argument) == target_dbname
 
 
