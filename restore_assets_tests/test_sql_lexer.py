@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from restore_assets.flyway.statements import split_statements
 from restore_assets.pg.lexer import (
     FLYWAY_POSTGRES,
     PSQL,
@@ -19,8 +20,62 @@ from restore_assets.pg.lexer import (
 from restore_assets.resources.psql_runner import UnsafeScriptError, check_script, iter_meta_commands
 
 
+def sqls(text: str) -> list[str]:
+    return [s.sql for s in split_statements(text)]
+
+
 def metas(text: str) -> list[tuple[int, str, str]]:
     return [(m.line, m.name, m.argument) for m in iter_meta_commands(io.StringIO(text))]
+
+
+# Flyway dialect: where statements end.
+
+
+def test_case_end_inside_begin_atomic_does_not_end_the_body():
+    body = (
+        "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n"
+        "  SELECT CASE WHEN x > 0 THEN 1 ELSE 2 END;\n"
+        "  SELECT CASE x WHEN 1 THEN CASE WHEN true THEN 3 END END;\n"
+        "END;"
+    )
+    assert sqls(body + "\nSELECT 4;") == [body, "SELECT 4;"]
+
+
+def test_copy_data_is_part_of_its_statement_not_split_at_semicolons():
+    text = (
+        "COPY t (a, b) FROM stdin; -- Flyway drops the rest of this line\n"
+        "1\ta;b\n"
+        "2\t'; DROP TABLE t; --\n"
+        "  \\.  \r\n"
+        "SELECT 1;\n"
+    )
+    copy, select = split_statements(text)
+    assert copy.sql == "COPY t (a, b) FROM stdin;" and copy.line == 1
+    assert copy.copy_data == "1\ta;b\n2\t'; DROP TABLE t; --\n"
+    assert (select.sql, select.line, select.copy_data) == ("SELECT 1;", 5, None)
+
+
+def test_semicolons_inside_parentheses_stay_in_the_statement():
+    rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY a, ';'; NOTIFY b);"
+    assert sqls(f"{rule}\nSELECT (1);") == [rule, "SELECT (1);"]
+
+
+def test_a_dash_dash_comment_ends_at_a_carriage_return():
+    found = split_statements("-- one\rSELECT 1;\r-- two\rSELECT 2;\r")
+    assert [(s.code, s.line) for s in found] == [("SELECT 1;", 1), ("SELECT 2;", 1)]
+
+
+def test_leading_comments_nest_and_are_not_code():
+    (found,) = split_statements("/* a /* b; */ c; */ -- d;\nSELECT 1;")
+    assert found.code == "SELECT 1;" and found.line == 1
+    assert sqls("/* only */ ; -- comments\n;") == []
+
+
+def test_an_e_string_continues_across_a_newline_for_the_server_but_not_for_psql():
+    text = "SELECT E'a'\n'\\'; \\echo X\n';\n"
+    assert sqls(text) == ["SELECT E'a'\n'\\'; \\echo X\n';"]
+    assert metas(text) == [(2, "echo", "X")]
 
 
 # psql dialect: which meta-commands psql runs.
