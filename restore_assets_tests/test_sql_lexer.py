@@ -1,11 +1,19 @@
 """The one SQL lexer (restore_assets.pg.lexer) in its two dialects: the cases the old hand-written
-lexers got wrong."""
+lexers got wrong, then properties checked against PostgreSQL's and psql's own answers."""
 
 from __future__ import annotations
 
 import io
+import re
+import subprocess
+from collections import Counter
 
+import hypothesis
+import psycopg
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from psycopg import sql
 
 from restore_assets.flyway.statements import split_statements
 from restore_assets.pg.lexer import (
@@ -17,6 +25,7 @@ from restore_assets.pg.lexer import (
     lex,
     split_lines,
 )
+from restore_assets.resources.postgres import PostgresTarget, client_binary, embedded_admin
 from restore_assets.resources.psql_runner import UnsafeScriptError, check_script, iter_meta_commands
 
 
@@ -186,3 +195,247 @@ def test_psql_reads_copy_data_after_a_statement_without_identifiers_that_follows
     spans = [s for s in lex(split_lines(text), PSQL) if isinstance(s, Span)]
     inherited = [s for s in spans if s.copy_inherited]
     assert [(s.line, text[slice(*s.copy_data)]) for s in inherited] == [(4, "\\! in data\n")]
+
+
+# Properties, with PostgreSQL and psql themselves as the oracle.
+#
+# Texts are built from atoms `(text, slot)`; the slot says where a psql meta-command inserted just
+# before the atom lands: "sql" between tokens, "in" inside a string, quoted identifier, block
+# comment or COPY data, "line" inside a `--` comment (so it must not bring a newline), "none" for
+# nowhere.
+
+Atoms = list[tuple[str, str]]
+
+PLAIN = [*"aZé;$():E-", " ", '"', "$$", "--", "/*", "*/", "\n", "\r"]
+STANDARD = [*PLAIN, "''", "\\"]  # inside '...' a backslash is plain text
+ESCAPED = [*PLAIN, "''", "\\\\", "\\'", "\\n", "\\;", "\\\n"]  # inside E'...'
+SEPARATORS = [" ", "\n", "\t", "\r\n", "\r", "\f", "\v", " /* ; ' */ ", "-- ; '\n", "-- c\r"]
+GAPS = ["\n", " \n ", "\r", " -- c\n", "\n-- c\n  ", "\t\r\n", "\v\n"]  # may continue a string
+
+
+def text_of(atoms: Atoms) -> str:
+    return "".join(text for text, _ in atoms)
+
+
+def quoted(opening: str, units: list[str], closing: str) -> Atoms:
+    return [(opening, "sql"), *((u, "in") for u in units), (closing, "in")]
+
+
+def units_of(choices: list[str], min_size: int = 0) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(choices), min_size=min_size, max_size=6)
+
+
+@st.composite
+def dollar_quoted(draw: st.DrawFn) -> Atoms:
+    tag = "$" + draw(st.sampled_from(["", "a", "tag", "_x1", "é"])) + "$"
+    body = draw(units_of([*PLAIN, "'", "\\"]))
+    assume(("".join(body) + tag).find(tag) == len("".join(body)))
+    return quoted(tag, body, tag)
+
+
+@st.composite
+def continued(draw: st.DrawFn, prefix: str, choices: list[str]) -> Atoms:
+    """'...' then blanks holding a newline then '...': one string to the server (scan.l xqs)."""
+    first = quoted(prefix, draw(units_of(choices)), "'")
+    second = quoted("'", draw(units_of(choices)), "'")
+    return [*first, (draw(st.sampled_from(GAPS)), "sql"), *second]
+
+
+def string_literal() -> st.SearchStrategy[Atoms]:
+    return st.one_of(
+        units_of(STANDARD).map(lambda u: quoted("'", u, "'")),
+        units_of(ESCAPED).map(lambda u: quoted("E'", u, "'")),
+        dollar_quoted(),
+        continued("'", STANDARD),
+        continued("E'", ESCAPED),
+    )
+
+
+def literal() -> st.SearchStrategy[Atoms]:
+    others = st.sampled_from(["1", "1.5e3", ".5", "B'0101'", "X'1F'", "N'x;'"])
+    return st.one_of(string_literal(), others.map(lambda t: [(t, "sql")]))
+
+
+def quoted_identifier() -> st.SearchStrategy[Atoms]:
+    choices = [u for u in PLAIN if u != '"'] + ['""', "'", "\\"]
+    return units_of(choices, min_size=1).map(lambda u: quoted('"', u, '"'))
+
+
+def comment() -> st.SearchStrategy[Atoms]:
+    line_text = [u for u in PLAIN if u not in ("\n", "\r")] + ["'", "\\"]
+    line_comment = st.builds(
+        lambda body, end: [("--", "sql"), *((u, "line") for u in body), (end, "line")],
+        units_of(line_text),
+        st.sampled_from(["\n", "\r", "\r\n"]),
+    )
+    block_text = [u for u in line_text if u not in ("/*", "*/")] + ["\n", " * ", " / "]
+    nested = units_of(block_text).map(lambda u: ["/*", *u, "*/"])
+    block_comment = st.builds(
+        lambda a, inner, b: quoted("/*", [*a, *inner, *b], "*/"),
+        units_of(block_text),
+        st.one_of(st.just([]), nested),
+        units_of(block_text),
+    )
+    return st.one_of(line_comment, block_comment)
+
+
+def separator() -> st.SearchStrategy[Atoms]:
+    return st.one_of(st.sampled_from(SEPARATORS).map(lambda s: [(s, "sql")]), comment())
+
+
+@st.composite
+def migration(draw: st.DrawFn) -> str:
+    """Valid statements (or comments only) whose text hides `;`, quotes, comment marks."""
+
+    def sep() -> str:
+        return text_of(draw(separator()))
+
+    statements = []
+    for k in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["select", "paren", "function", "rule", "empty"]))
+        value = text_of(draw(literal()))
+        alias = text_of(draw(quoted_identifier()))
+        if kind == "select" or k == 0:
+            statements.append(f"SELECT{sep()}{value}{sep()}AS{sep()}{alias}")
+        elif kind == "paren":
+            statements.append(f"SELECT ({value}) AS {alias}")
+        elif kind == "function":
+            statements.append(
+                f"CREATE FUNCTION pg_temp.lex_f{k}() RETURNS int LANGUAGE sql{sep()}BEGIN"
+                f"{sep()}ATOMIC SELECT CASE WHEN {value} IS NULL THEN 1 ELSE CASE WHEN true"
+                f" THEN 2 END END;{sep()}END"
+            )
+            statements.append(f"SELECT pg_temp.lex_f{k}()")
+        elif kind == "rule":
+            payload = text_of(draw(string_literal()))
+            statements.append(f"CREATE TEMP TABLE lex_t{k} (a text)")
+            statements.append(
+                f"CREATE RULE lex_r{k} AS ON INSERT TO lex_t{k} DO ALSO"
+                f" (NOTIFY lex, {payload};{sep()}NOTIFY lex)"
+            )
+        else:
+            statements.append(draw(st.sampled_from(["", "-- only a comment\n", "/* ; */"])))
+    text = "".join(f"{statement};{sep()}" for statement in statements)
+    return text.removesuffix(";") if draw(st.booleans()) else text
+
+
+@pytest.fixture(scope="module")
+def scratch_db(settings):
+    """A throw-away database on the embedded server: what the properties run may leave there."""
+    target = PostgresTarget(settings.legacy, settings)
+    name = "lexer_properties"
+    with embedded_admin(target.endpoint()) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(settings.legacy.user)
+            )
+        )
+    yield target, name
+    with embedded_admin(target.endpoint()) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def results(cur: psycopg.Cursor) -> list[tuple[str | None, list[str] | None, list | None]]:
+    """Every result of the last execute: command tag, column names, rows."""
+    found = []
+    while True:
+        columns = None if cur.description is None else [c.name for c in cur.description]
+        found.append((cur.statusmessage, columns, None if columns is None else cur.fetchall()))
+        if not cur.nextset():
+            return found
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@given(text=migration())
+def test_flyway_split_gives_what_postgresql_gives_for_the_whole_text(scratch_db, text):
+    target, name = scratch_db
+    with target.connect(dbname=name) as conn, conn.cursor() as cur:
+        cur.execute(text)  # no parameters: one simple query, split by the server itself
+        whole = results(cur)
+        conn.rollback()
+        split = []
+        for statement in split_statements(text):
+            cur.execute(statement.sql)
+            split += results(cur)
+        conn.rollback()
+    assert split == whole
+
+
+WORDS = ["SELECT", "x", "CREATE", "OR", "REPLACE", "FUNCTION", "PROCEDURE", "BEGIN", "ATOMIC"]
+WORDS += ["CASE", "END", "COPY", "FROM", "stdin", "(", ")", ";", "::", "1", "\\;", "\\:", "\\zz"]
+GLUED = [":", "xE", "1", "$1", "a$"]  # glued to what follows: psql variables, identifiers...
+DATA = [u for u in PLAIN if u not in ("\n", "\r")] + ["'"]  # COPY text: no tab, CR, backslash
+
+
+def copy_block() -> st.SearchStrategy[Atoms]:
+    head = [("COPY", "sql"), (" lex_copy ", "sql"), ("FROM", "sql"), (" stdin", "sql")]
+    line = units_of(DATA).map(lambda u: [*((x, "in") for x in u), ("\n", "in")])
+    return st.lists(line, max_size=3).map(
+        lambda lines: [*head, (";", "sql"), ("\n", "sql"), *sum(lines, []), ("\\.\n", "in")]
+    )
+
+
+def psql_piece() -> st.SearchStrategy[Atoms]:
+    return st.one_of(
+        st.sampled_from(WORDS).map(lambda w: [(w, "sql")]),
+        literal(),
+        quoted_identifier(),
+        st.tuples(st.sampled_from(GLUED), literal()).map(lambda t: [(t[0], "sql"), *t[1]]),
+        copy_block(),
+    )
+
+
+@st.composite
+def psql_script(draw: st.DrawFn) -> tuple[str, dict[int, int]]:
+    """Random SQL-ish text with `\\echo MARK<n>` put in at random places; returns the text and
+    the line each mark was put on."""
+    atoms = [("CREATE TEMP TABLE lex_copy (a text);\n", "none")]
+    for _ in range(draw(st.integers(1, 8))):
+        atoms += draw(psql_piece()) + draw(separator())
+    text, lines = "", {}
+    for atom, slot in atoms:
+        if slot != "none" and draw(st.integers(0, 5)) == 0:
+            lines[len(lines)] = text.count("\n") + 1
+            newline = slot != "line" and draw(st.booleans())
+            text += f"\\echo MARK{len(lines) - 1}" + ("\n" if newline else " \\\\")
+        text += atom
+    return text, lines
+
+
+def what_ran(names_and_arguments) -> Counter:
+    return Counter(
+        ("mark", int(m.group(1)))
+        if name == "echo" and (m := re.fullmatch(r"MARK(\d+)", arg))
+        else (name, arg if name == "echo" else "")
+        for name, arg in names_and_arguments
+    )
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@given(script=psql_script())
+def test_psql_scanner_finds_exactly_the_meta_commands_psql_runs(
+    scratch_db, tmp_path_factory, script
+):
+    text, lines = script
+    target, name = scratch_db
+    path = tmp_path_factory.mktemp("psql") / "script.sql"
+    path.write_bytes(text.encode())
+    ran = subprocess.run(
+        [client_binary("psql"), "-X", "-q", "-o", "/dev/null", "-f", str(path)],
+        env=target.client_env(dbname=name),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    printed = ran.stdout.decode().splitlines()
+    invalid = re.findall(r"error: invalid command \\(.*)", ran.stderr.decode())
+    psql_ran = what_ran([("echo", line) for line in printed] + [(c, "") for c in invalid])
+    found = list(iter_meta_commands(split_lines(text)))
+    assert what_ran((m.name, m.argument) for m in found) == psql_ran
+    found_lines = {m.argument: m.line for m in found if m.name == "echo"}
+    assert {n: found_lines[f"MARK{n}"] for n in lines if ("mark", n) in psql_ran} == {
+        n: line for n, line in lines.items() if ("mark", n) in psql_ran
+    }
