@@ -47,13 +47,14 @@ class TargetError(RestoreError):
 
 
 class UnsafeScriptError(RestoreError):
-    """A Secrets file contains a psql meta-command that pg_dump never emits."""
+    """A Secrets file contains a psql meta-command (or a construct) that pg_dump never emits."""
 
-    def __init__(self, relpath: str, line: int, command: str):
+    def __init__(self, relpath: str, line: int, command: str, why: str | None = None):
         self.relpath, self.line, self.command = relpath, line, command
+        what = f"psql meta-command `{command}`" if why is None else command
+        why = why or "pg_dump never writes it, and psql would execute it on this host"
         super().__init__(
-            f"{relpath}:{line}: refused psql meta-command `{command}` — pg_dump never writes it, "
-            "and psql would execute it on this host. Ask Ops for a clean pg_dump file."
+            f"{relpath}:{line}: refused {what} — {why}. Ask Ops for a clean pg_dump file."
         )
 
 

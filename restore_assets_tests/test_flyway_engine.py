@@ -357,6 +357,26 @@ def test_placeholders_in_migrations(db, tmp_path):
     assert rows(db)[0][5] == checksum((sql_dir / "V1__p.sql").read_bytes())
 
 
+def test_copy_from_stdin_sends_the_data_that_follows_it(db, tmp_path):
+    sql_dir = tmp_path / "sql"
+    write(
+        sql_dir,
+        "V1__copy.sql",
+        "CREATE TABLE c (id int, note text);\n"
+        "COPY c (id, note) FROM stdin;\n"
+        "1\tsemi; colon\n"
+        "2\tit's -- not a comment\n"
+        "\\.\n"
+        "INSERT INTO c VALUES (3, 'after');\n",
+    )
+    flyway(db, sql_dir).migrate()
+    assert run(db, "SELECT id, note FROM c ORDER BY id") == [
+        (1, "semi; colon"),
+        (2, "it's -- not a comment"),
+        (3, "after"),
+    ]
+
+
 def test_repeatable_migrations_run_after_versioned_and_again_when_changed(db, tmp_path):
     sql_dir = tmp_path / "sql"
     write(sql_dir, "V1__t.sql", "CREATE TABLE t (id int);")

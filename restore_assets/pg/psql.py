@@ -10,16 +10,14 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from restore_assets.errors import PsqlError, UnsafeScriptError
+from restore_assets.pg.lexer import PSQL, Lexer, MetaCommand, Span, lex
 
 ALLOWED_META = ("restrict", "unrestrict", "connect", "c")
-_COPY_FROM_STDIN = re.compile(r"^\s*COPY\s.+\sFROM\s+stdin\b.*;\s*$", re.IGNORECASE)
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
-_META = re.compile(r"\\([A-Za-z]+|[^A-Za-z\s]?)(.*)")
 _DBNAME_ARG = re.compile(r"dbname\s*=\s*'?([^'\s\"]+)")
 _CREATE_SCHEMA = re.compile(r'^CREATE SCHEMA (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)\s*;')
 _CREATE_EXTENSION = re.compile(r'^CREATE EXTENSION (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)')
@@ -28,100 +26,12 @@ _PSQL_ERROR = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class MetaCommand:
-    line: int
-    name: str
-    argument: str
-
-    @property
-    def text(self) -> str:
-        return f"\\{self.name} {self.argument}".strip()
-
-
-def iter_meta_commands(lines: Iterator[str]) -> Iterator[MetaCommand]:
-    """Yield every psql meta-command psql would see, skipping quoted text, comments and COPY data.
-
-    Tracks the lexer state across lines the way psql's own scanner does: single-quoted and
-    E'' strings, double-quoted identifiers, dollar quotes, nested block comments.
-    """
-    state: str | None = None  # None, "'", "e'", '"', "$", "/*"
-    dollar_tag = ""
-    comment_depth = 0
-    in_copy = False
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r\n")
-        if in_copy:
-            if line == "\\.":
-                in_copy = False
-            continue
-        if state is None and _COPY_FROM_STDIN.match(line):
-            in_copy = True
-            continue
-        i, n = 0, len(line)
-        while i < n:
-            ch = line[i]
-            if state is None:
-                prev = line[i - 1] if i else " "
-                if ch == "\\":
-                    m = _META.match(line, i)
-                    name, rest = m.group(1), m.group(2)
-                    # A meta-command runs to the end of the line or to a `\\` separator.
-                    argument = rest.split("\\\\", 1)[0].strip()
-                    yield MetaCommand(number, name, argument)
-                    break
-                if ch == "-" and line.startswith("--", i):
-                    break
-                if ch == "/" and line.startswith("/*", i):
-                    state, comment_depth = "/*", 1
-                    i += 2
-                    continue
-                if ch == "'":
-                    state = "e'" if prev in "eE" and not _ident_char(line, i - 2) else "'"
-                elif ch == '"':
-                    state = '"'
-                elif ch == "$" and not _ident_char(line, i - 1):
-                    m = _DOLLAR_TAG.match(line, i)
-                    if m:
-                        state, dollar_tag = "$", m.group(0)
-                        i = m.end()
-                        continue
-                i += 1
-            elif state == "'":
-                if ch == "'":
-                    state = None  # `''` re-enters on the next quote
-                i += 1
-            elif state == "e'":
-                if ch == "\\":
-                    i += 2
-                    continue
-                if ch == "'":
-                    state = None
-                i += 1
-            elif state == '"':
-                if ch == '"':
-                    state = None
-                i += 1
-            elif state == "$":
-                end = line.find(dollar_tag, i)
-                if end < 0:
-                    break
-                state, i = None, end + len(dollar_tag)
-            else:  # block comment; PostgreSQL's nest
-                if line.startswith("/*", i):
-                    comment_depth += 1
-                    i += 2
-                elif line.startswith("*/", i):
-                    comment_depth -= 1
-                    i += 2
-                    if comment_depth == 0:
-                        state = None
-                else:
-                    i += 1
-
-
-def _ident_char(line: str, index: int) -> bool:
-    return index >= 0 and (line[index].isalnum() or line[index] in "_$")
+def iter_meta_commands(lines: Iterable[str]) -> Iterator[MetaCommand]:
+    """Yield every psql meta-command psql would see, skipping quoted text, comments and COPY data
+    (`lines` split at `\\n` only, as psql reads them; see `restore_assets.pg.lexer`)."""
+    for event in lex(lines, PSQL):
+        if isinstance(event, MetaCommand):
+            yield event
 
 
 @dataclass
@@ -140,26 +50,49 @@ def _unquote(identifier: str) -> str:
 
 
 def check_script(path: Path, relpath: str, target_dbname: str) -> ScriptScan:
-    """Refuse any meta-command except pg_dump's own; note the schemas and extensions created."""
-    scan = ScriptScan()
+    """Refuse any meta-command except pg_dump's own; note the schemas and extensions created.
 
-    def lines(handle) -> Iterator[str]:
-        for line in handle:
-            if line.startswith("CREATE "):  # pg_dump writes each DDL statement at line start
+    Read as bytes and split at `\\n` only, the way psql reads the file, so line numbers and
+    what counts as one line are psql's.
+    """
+    scan = ScriptScan()
+    lexer = Lexer(PSQL)
+
+    def check(events: list[MetaCommand | Span]) -> None:
+        for event in events:
+            if isinstance(event, Span):
+                if event.copy_inherited:
+                    raise UnsafeScriptError(relpath, event.line, _INHERITED_COPY, _INHERITED_WHY)
+            elif not _allowed(event, target_dbname):
+                raise UnsafeScriptError(relpath, event.line, event.text)
+            else:
+                scan.meta_commands += 1
+
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", errors="replace")
+            # pg_dump writes each DDL statement at line start; data and strings must not count.
+            if line.startswith("CREATE ") and lexer.at_statement_start:
                 if m := _CREATE_SCHEMA.match(line):
                     scan.schemas.append(_unquote(m.group(1)))
                 elif m := _CREATE_EXTENSION.match(line):
                     scan.extensions.append(_unquote(m.group(1)))
-            yield line
-
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        for meta in iter_meta_commands(lines(handle)):
-            if meta.name not in ALLOWED_META:
-                raise UnsafeScriptError(relpath, meta.line, meta.text)
-            if meta.name in ("connect", "c") and _connect_target(meta.argument) != target_dbname:
-                raise UnsafeScriptError(relpath, meta.line, meta.text)
-            scan.meta_commands += 1
+            check(lexer.feed(line))
+        check(lexer.finish())
     return scan
+
+
+_INHERITED_COPY = "a statement without identifiers right after a COPY"
+_INHERITED_WHY = (
+    "psql 18.6+ reads the lines after it as COPY data, older psql runs them, and pg_dump never "
+    "writes it"
+)
+
+
+def _allowed(meta: MetaCommand, target_dbname: str) -> bool:
+    if meta.name not in ALLOWED_META or "`" in meta.argument:
+        return False  # psql runs a backquoted argument as a shell command
+    return meta.name not in ("connect", "c") or _connect_target(meta.argument) == target_dbname
 
 
 def _connect_target(argument: str) -> str | None:

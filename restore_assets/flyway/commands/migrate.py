@@ -158,7 +158,11 @@ def _execute(
     """Run the statements; a failure names the script, the line and the missing relation."""
     for statement in statements:
         try:
-            conn.execute(statement.sql, prepare=False)
+            if statement.copy_data is None:
+                conn.execute(statement.sql, prepare=False)
+            else:  # COPY ... FROM stdin: its data follows it in the file, as with Flyway
+                with conn.cursor() as cur, cur.copy(statement.sql) as copy:
+                    copy.write(statement.copy_data)
         except psycopg.Error as exc:
             diag = exc.diag
             position = diag.statement_position
