@@ -214,6 +214,7 @@ def cmd_export_baseline(settings: Settings, args) -> int:
     target = PostgresTarget(getattr(settings, args.side), settings)
     written = export_baseline(target, settings, Path(args.output) if args.output else None)
     print(f"{written.sha256}  {written.path}  ({written.size} bytes, mode 0600)")
+    print(f"dumped: {written.target}")
     return EXIT_OK
 
 

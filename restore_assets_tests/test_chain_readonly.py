@@ -50,8 +50,16 @@ def test_whole_chain_passes_every_gate_with_complete_evidence(restored_chain):
 
 def test_export_baseline_is_reproducible_and_stays_in_the_secrets_root(restored_chain, tmp_path):
     secrets_dir = restored_chain.secrets_dir
-    first = run_cli("export-baseline", "--side", "legacy")
+    # The embedded (demo) server is not dumped into the Secrets store by default ...
+    demo = run_cli("export-baseline", "--side", "legacy")
+    assert demo.returncode == 1 and "embedded (demo) server" in demo.stderr
+    assert not (secrets_dir / "legacy-server" / "db-baseline" / "exports").exists()
+    # ... only into a file named explicitly.
+    first = run_cli(
+        "export-baseline", "--side", "legacy", "--output", str(secrets_dir / "first.sql")
+    )
     assert first.returncode == 0, first.stderr
+    assert "dumped: legacy opendolphin@embedded/opendolphin" in first.stdout
     sha1, path1 = first.stdout.split()[:2]
     second = run_cli(
         "export-baseline", "--side", "legacy", "--output", str(secrets_dir / "again.sql")

@@ -50,7 +50,7 @@ def test_check_script_refuses_shell_escape_naming_file_line_and_command(tmp_path
     path = tmp_path / "x.sql"
     path.write_text("--\n\\! touch /tmp/pwned\n\\restrict k\nSELECT 1;\n\\unrestrict k\n")
     with pytest.raises(UnsafeScriptError) as err:
-        check_script(path, "legacy-server/db-baseline/x.sql", "opendolphin")
+        check_script(path, "legacy-server/db-baseline/x.sql")
     assert err.value.line == 2
     assert "legacy-server/db-baseline/x.sql:2" in str(err.value)
     assert "\\! touch /tmp/pwned" in str(err.value)
@@ -59,8 +59,9 @@ def test_check_script_refuses_shell_escape_naming_file_line_and_command(tmp_path
 @pytest.mark.parametrize(
     ("line", "allowed"),
     [
-        ("\\connect -reuse-previous=on \"dbname='opendolphin'\"", True),
-        ("\\connect opendolphin", True),
+        ("\\unrestrict k", True),
+        ("\\connect -reuse-previous=on \"dbname='opendolphin'\"", False),  # never \connect
+        ("\\connect opendolphin", False),
         ("\\connect -reuse-previous=on \"dbname='postgres'\"", False),
         ("\\c template1", False),
         ("\\copy t from '/etc/passwd'", False),
@@ -73,10 +74,10 @@ def test_only_pg_dump_meta_commands_pass(tmp_path, line, allowed):
     path = tmp_path / "x.sql"
     path.write_text(f"\\restrict k\n{line}\nSELECT 1;\n")
     if allowed:
-        assert check_script(path, "x.sql", "opendolphin").meta_commands == 2
+        assert check_script(path, "x.sql").meta_commands == 2
     else:
         with pytest.raises(UnsafeScriptError):
-            check_script(path, "x.sql", "opendolphin")
+            check_script(path, "x.sql")
 
 
 def test_scan_reports_created_schemas_and_extensions(tmp_path):
@@ -85,6 +86,6 @@ def test_scan_reports_created_schemas_and_extensions(tmp_path):
         'CREATE SCHEMA opendolphin;\nCREATE SCHEMA "Mixed""Case";\n'
         "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\n"
     )
-    scan = check_script(path, "x.sql", "db")
+    scan = check_script(path, "x.sql")
     assert scan.schemas == ["opendolphin", 'Mixed"Case']
     assert scan.extensions == ["pg_trgm"]

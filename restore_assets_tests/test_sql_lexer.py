@@ -134,7 +134,7 @@ def test_check_script_refuses_what_psql_would_run_behind_an_allowed_command(tmp_
     path = tmp_path / "x.sql"
     path.write_bytes(f"SELECT 1;\n{line}\n".encode())
     with pytest.raises(UnsafeScriptError) as err:
-        check_script(path, "x.sql", "opendolphin")
+        check_script(path, "x.sql")
     assert err.value.line == 2
 
 
@@ -149,7 +149,7 @@ def test_check_script_ignores_create_schema_in_data_and_strings(tmp_path):
         "CREATE SCHEMA from_string;\n"
         "');\n"
     )
-    assert check_script(path, "x.sql", "db").schemas == ["real"]
+    assert check_script(path, "x.sql").schemas == ["real"]
 
 
 def test_lines_end_at_newline_only_and_offsets_are_exact():
@@ -191,7 +191,7 @@ def test_psql_reads_copy_data_after_a_statement_without_identifiers_that_follows
     path = tmp_path / "x.sql"
     path.write_text(text)
     with pytest.raises(UnsafeScriptError, match="older psql runs them") as err:
-        check_script(path, "x.sql", "db")
+        check_script(path, "x.sql")
     assert err.value.line == 4
     assert metas(text) == [(7, "echo", "after")]
     spans = [s for s in lex(split_lines(text), PSQL) if isinstance(s, Span)]

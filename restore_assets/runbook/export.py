@@ -1,7 +1,8 @@
 """Runbook §5: `pg_dump --schema-only --no-owner` of a restored target back into the Secrets store.
 
 A fixed `--restrict-key` (where pg_dump has it) makes identical schemas give identical sha256.
-Written under `exports/<UTC>/` beside the baseline, never over it, mode 600.
+Written under `exports/<UTC>/` beside the baseline, never over it, mode 600. The embedded (demo)
+server is never dumped into the Secrets store unless the file is named explicitly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from restore_assets.errors import PreflightFailed
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SIDE_FILES
@@ -24,6 +26,7 @@ EXPORT_RESTRICT_KEY = "RestoreAssetsBaseline"
 
 @dataclass(frozen=True)
 class Export:
+    target: str
     path: Path
     sha256: str
     size: int
@@ -42,6 +45,12 @@ def export_baseline(
 ) -> Export:
     now = now or dt.datetime.now(dt.UTC)
     relpath = Path(SIDE_FILES[target.side][0])
+    if output is None and target.embedded:
+        raise PreflightFailed(
+            f"the {target.describe()} is the embedded (demo) server, not a real target; its dump "
+            "does not belong in the Secrets store. Point POSTGRES_*/MODERNIZED_POSTGRES_* at the "
+            "real server, or name the file with --output if you mean it."
+        )
     if output is None:
         base = settings.secrets_dir / relpath.parent
         output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / relpath.name
@@ -50,4 +59,4 @@ def export_baseline(
     if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.pg_dump_bin)):
         options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
     dump_to(target, settings, options, path, "pg_dump")
-    return Export(path, sha256_file(path), path.stat().st_size)
+    return Export(target.describe(), path, sha256_file(path), path.stat().st_size)

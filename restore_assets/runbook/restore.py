@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
 from restore_assets.pg.clients import client_binary
-from restore_assets.pg.psql import check_script, run_psql
+from restore_assets.pg.psql import check_script
+from restore_assets.pg.session import ScriptFile, run_psql
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
@@ -56,6 +56,7 @@ class RestoreResult:
     psql_output_lines: int
     seconds: float
     content_before: dict[str, int] = field(default_factory=dict)
+    ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
 
     @property
     def backup_summary(self) -> str:
@@ -131,7 +132,7 @@ def restore_side(
     schemas: list[str] = []
     extensions: list[str] = []
     for f in files:
-        scan = check_script(f.path, f.relpath, target.target.dbname)
+        scan = check_script(f.path, f.relpath)
         log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
         schemas += scan.schemas
         extensions += scan.extensions
@@ -152,21 +153,17 @@ def restore_side(
             log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
             backup = backup_target(target, settings)
             log(f"backup: {backup.describe()}")
-        with tempfile.TemporaryDirectory(prefix="restore-", dir=_tmp_root(settings)) as tmp:
-            reset_file = Path(tmp) / f"reset-{side}.sql"
-            reset_file.write_text(
-                reset_script(reset_schemas, recreate_public="public" not in schemas)
-            )
-            log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-            lines = run_psql(
-                client_binary("psql", settings.psql_bin),
-                [reset_file, *(f.relpath for f in files)],
-                cwd=settings.secrets_dir,
-                env=target.client_env(),
-                log_path=psql_log,
-                redact=target.redact,
-                progress=log,
-            )
+        log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
+        lines, fed = run_psql(
+            client_binary("psql", settings.psql_bin),
+            [ScriptFile(f.relpath, f.path, f.sha256) for f in files],
+            prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
+            env=target.client_env(),
+            tmp_root=_tmp_root(settings),
+            log_path=psql_log,
+            redact=target.redact,
+            progress=log,
+        )
     return RestoreResult(
         side=side,
         target=target.describe(),
@@ -176,6 +173,7 @@ def restore_side(
         backup=backup,
         psql_log=psql_log,
         psql_output_lines=lines,
+        ran_sha256=fed,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
     )

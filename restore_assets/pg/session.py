@@ -1,0 +1,207 @@
+"""One psql session that restores Secrets files — psql's own restricted mode is the guard.
+
+- The session opens with `\\restrict <random key>`: from there on psql itself refuses every
+  meta-command (`\\!`, backquotes in arguments, `\\connect`, `\\i`, `\\o |…`) but `\\unrestrict`
+  with that key, which no file can know. No second lexer has to agree with psql.
+- pg_dump's own `\\restrict`/`\\unrestrict` lines become empty lines on the way in, so psql's line
+  numbers stay true; nothing else is rewritten.
+- psql reads each file through a FIFO named like the file's Secrets-relative path (so its
+  `file:line` errors name it), fed from one open descriptor while the same bytes are hashed.
+  The FIFO is closed only once the hash equals the one intake recorded: if the file changed,
+  psql is stopped before it reaches the end of the last file, where `--single-transaction`
+  would commit — the target stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from restore_assets.errors import PsqlError
+
+_PSQL_ERROR = re.compile(
+    r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL|error):\s+(?P<msg>.*)"
+)
+_DUMP_RESTRICT = re.compile(rb"^\\restrict (\S+)\r?\n?$")
+RESTRICT_FILE = "restrict-session.sql"
+
+
+@dataclass(frozen=True)
+class ScriptFile:
+    """A Secrets file to run: the name psql should report, where it is, what intake hashed."""
+
+    relpath: str
+    path: Path
+    sha256: str
+
+
+class _Feeder(threading.Thread):
+    """Streams each file into its FIFO in psql's order; stops psql if a file is not the one
+    intake vetted. `failure` says why it stopped, `sha256` what was fed."""
+
+    def __init__(self, files: Sequence[ScriptFile], fifos: Sequence[Path], psql: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.files, self.fifos, self.psql = files, fifos, psql
+        self.failure: str | None = None
+        self.sha256: dict[str, str] = {}
+
+    def run(self) -> None:
+        try:
+            for file, fifo in zip(self.files, self.fifos, strict=True):
+                out = self._open_for_psql(fifo)
+                if out is None:
+                    return  # psql ended before it got here (an error earlier): nothing to feed
+                with out:
+                    digest = self._stream(file, out)
+                    self.sha256[file.relpath] = digest
+                    if digest != file.sha256:
+                        self.failure = (
+                            f"{file.relpath} changed after it was vetted (sha256 {digest[:16]}… "
+                            f"instead of {file.sha256[:16]}…); psql was stopped before commit"
+                        )
+                        self.psql.kill()  # before the FIFO closes: psql never reaches COMMIT
+                        return
+        except BrokenPipeError:
+            return  # psql stopped reading (it failed on an earlier line); its error says why
+        except OSError as exc:
+            self.failure = f"cannot read a Secrets file: {exc.strerror} ({exc.filename})"
+            self.psql.kill()
+
+    def _open_for_psql(self, fifo: Path):
+        """Open the FIFO for writing once psql opens it for reading (None if psql has ended)."""
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                if self.psql.poll() is not None:
+                    return None
+                time.sleep(0.01)
+                continue
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            return os.fdopen(fd, "wb", buffering=1 << 20)
+
+    @staticmethod
+    def _stream(file: ScriptFile, out) -> str:
+        digest = hashlib.sha256()
+        fd = os.open(file.path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb", buffering=1 << 20) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", file.relpath)
+            dump_key: bytes | None = None
+            in_header = True
+            for line in handle:
+                digest.update(line)
+                if in_header:
+                    if m := _DUMP_RESTRICT.match(line):
+                        dump_key, in_header = m.group(1), False
+                        line = b"\n"
+                    elif line.strip() and not line.startswith(b"--"):
+                        in_header = False  # pg_dump's \restrict comes before any statement
+                elif dump_key is not None and line.rstrip(b"\r\n") == b"\\unrestrict " + dump_key:
+                    line = b"\n"
+                out.write(line)
+        return digest.hexdigest()
+
+
+def run_psql(
+    psql: str,
+    files: Sequence[ScriptFile],
+    *,
+    prelude: str,
+    env: dict[str, str],
+    tmp_root: Path,
+    log_path: Path,
+    redact: Callable[[str], str],
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, dict[str, str]]:
+    """Run `prelude` (our own SQL, e.g. the reset) then `files`, in one restricted psql session and
+    one transaction. Output goes line by line, redacted, to `log_path`; a failure raises
+    `PsqlError` naming the file and line psql reported. Returns the number of output lines and
+    the sha256 of what psql was fed, per file."""
+    key = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="psql-", dir=tmp_root) as tmp_name:
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o700)
+        (tmp / RESTRICT_FILE).write_text(f"\\restrict {key}\n", encoding="utf-8")
+        (tmp / "prelude.sql").write_text(prelude, encoding="utf-8")
+        fifos = []
+        for file in files:
+            fifo = tmp / file.relpath
+            fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.mkfifo(fifo, 0o600)
+            fifos.append(fifo)
+        cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files)):
+            cmd += ["-f", name]
+        return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+
+
+def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, dict[str, str]]:
+    started = last_report = time.monotonic()
+    first_error: re.Match[str] | None = None
+    lines = 0
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        feeder = _Feeder(files, fifos, proc)
+        feeder.start()
+        try:
+            assert proc.stdout is not None
+            for out in proc.stdout:
+                out = redact(out)
+                log.write(out)
+                lines += 1
+                if first_error is None:
+                    first_error = _PSQL_ERROR.match(out)
+                now = time.monotonic()
+                if progress and now - last_report >= 5:
+                    progress(f"psql running for {now - started:.0f}s, {lines} output lines")
+                    last_report = now
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
+                proc.kill()
+                proc.wait()
+            feeder.join(timeout=10)
+        log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
+    if feeder.failure:
+        raise PsqlError(
+            feeder.failure + "; the transaction was rolled back, the target is as it was"
+        )
+    if code != 0:
+        if first_error:
+            relpath, line = first_error.group("file"), int(first_error.group("line"))
+            level, message = first_error.group("level").upper(), first_error.group("msg")
+            raise PsqlError(
+                f"{relpath}:{line}: {level}: {message}"
+                " — the transaction was rolled back; the target is as it was",
+                relpath,
+                line,
+            )
+        tail = log_path.read_text(encoding="utf-8").splitlines()[-5:]
+        raise PsqlError(f"psql exited with code {code}: " + " | ".join(tail))
+    return lines, feeder.sha256
