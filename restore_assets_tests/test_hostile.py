@@ -1,14 +1,19 @@
-"""Hostile Secrets files against the REAL psql: its restricted mode is what refuses them.
+"""Hostile and damaged Secrets files, against the REAL psql and PostgreSQL.
+
+First part: psql's restricted mode is what refuses what a dump must not do.
 
 These call the psql session runner directly, without the early scanner, so they prove the
 guard that does not depend on a second lexer: every file runs after `\\restrict <random key>`,
 through a FIFO fed from one descriptor and hashed on the way. Each case asserts that no marker
 file appears on the host and that the target is exactly as it was.
+
+Second part: damaged or misplaced deliveries are refused at intake, both sides untouched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,13 @@ import pytest
 from restore_assets.errors import PsqlError
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.session import ScriptFile, run_psql
+from restore_assets.settings import (
+    LEGACY_SCHEMA_FILE,
+    LEGACY_SEED_FILE,
+    MODERN_SCHEMA_FILE,
+    load_settings,
+)
+from restore_assets_tests.conftest import run_cli
 from restore_assets_tests.helpers import database_fingerprint, legacy_target
 
 # {marker} is replaced by a path the test watches.
@@ -96,3 +108,126 @@ def test_a_clean_file_commits_and_reports_the_sha256_of_what_ran(tmp_path, setti
     dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", "SELECT 1;\n")
     lines, ran = run(tmp_path, [dump], prelude="DROP TABLE IF EXISTS public.hostile_canary;\n")
     assert ran == {dump.relpath: dump.sha256} and lines > 0
+
+
+# Damaged or misplaced deliveries: refused at intake, before either side is touched.
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _swap_in(other: str):
+    def put(path: Path) -> None:
+        path.write_bytes((path.parents[2] / other).read_bytes())
+
+    return put
+
+
+DAMAGE = {
+    "truncated seed": (LEGACY_SEED_FILE, _truncate, "truncated"),
+    "schema dump in the seed slot": (
+        LEGACY_SEED_FILE,
+        _swap_in(LEGACY_SCHEMA_FILE),
+        "schema dump in the seed slot",
+    ),
+    "seed in the schema slot": (
+        LEGACY_SCHEMA_FILE,
+        _swap_in(LEGACY_SEED_FILE),
+        "data dump in the schema slot",
+    ),
+    "not a pg_dump file": (
+        MODERN_SCHEMA_FILE,
+        lambda path: path.write_text("DROP TABLE d_users;\n"),
+        "not a pg_dump plain-format file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_delivery_blocks_both_sides_before_anything_is_touched(
+    case, secrets_dir, artifacts_dir
+):
+    relpath, damage, reason = DAMAGE[case]
+    damage(secrets_dir / relpath)
+    (secrets_dir / relpath).chmod(0o600)
+    done = run_cli("run")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert reason in done.stdout
+    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+    names = {p.name for p in folder.iterdir()}
+    assert "legacy_psql.log" not in names and "modern_psql.log" not in names
+
+
+def test_an_in_place_edit_with_the_mtime_put_back_is_hashed_again(secrets_dir, settings):
+    from restore_assets.runbook.intake import SecretsStore
+
+    path = secrets_dir / LEGACY_SEED_FILE
+    store = SecretsStore(load_settings())
+    before = store.inspect(LEGACY_SEED_FILE).sha256
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-40] = ord("X") if data[-40] != ord("X") else ord("Y")  # same size
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime put back
+    assert store.inspect(LEGACY_SEED_FILE).sha256 == hashlib.sha256(bytes(data)).hexdigest()
+    assert store.inspect(LEGACY_SEED_FILE).sha256 != before
+
+
+def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_dir):
+    """psql runs with VERBOSITY=terse: PostgreSQL's CONTEXT line (the whole row) stays out."""
+    seed = secrets_dir / LEGACY_SEED_FILE
+    lines = seed.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("COPY public.d_patient "))
+    fields = lines[start + 1].rstrip("\n").split("\t")
+    lines[start + 1] = "\t".join([*fields, "one-field-too-many"]) + "\n"
+    seed.write_text("".join(lines), encoding="utf-8")
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 1
+    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+    evidence = "".join(p.read_text(errors="replace") for p in folder.iterdir() if p.is_file())
+    assert "extra data after last expected column" in evidence  # the error is there ...
+    for value in fields[1:]:
+        if len(value) > 3 and value != "\\N":
+            assert value not in evidence  # ... but no other field of the row
+
+
+def test_evidence_is_private(secrets_dir, artifacts_dir):
+    done = run_cli("run", "--only", "legacy")
+    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+    assert folder.stat().st_mode & 0o777 == 0o700
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes and set(modes.values()) == {0o600}, modes
+
+
+def test_a_psql_without_restricted_mode_is_refused_before_anything_is_touched(
+    secrets_dir, artifacts_dir, tmp_path, monkeypatch
+):
+    old = tmp_path / "bin" / "psql"
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho 'psql (PostgreSQL) 17.5'\n")  # before 17.6: no \restrict
+    old.chmod(0o755)
+    monkeypatch.setenv("RESTORE_PSQL", str(old))
+    before = database_fingerprint()
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "no restricted mode" in done.stdout and "RESTORE_PSQL" in done.stdout
+    assert database_fingerprint() == before
+
+
+def test_the_dt_transcript_names_no_schema_in_a_meta_command(secrets_dir, artifacts_dir):
+    """Schema names come from the server's catalogue, never typed into `\\dt`."""
+    (secrets_dir / LEGACY_SCHEMA_FILE).write_text(
+        (secrets_dir / LEGACY_SCHEMA_FILE)
+        .read_text(encoding="utf-8")
+        .replace(
+            "CREATE SCHEMA opendolphin;",
+            'CREATE SCHEMA opendolphin;\nCREATE SCHEMA "x;\\! touch /tmp/pwned-dt";',
+        ),
+        encoding="utf-8",
+    )
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+    assert not Path("/tmp/pwned-dt").exists()
+    transcript = (folder / "psql_dt_legacy.log").read_text()
+    assert transcript.count("\\dt") == 1  # one fixed command, no argument

@@ -74,7 +74,7 @@ def legacy_restore(
 ):
     result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
     settings = secrets.config.settings()
-    verification = verify_legacy(legacy_db.target, settings, result.reset_schemas, store)
+    verification = verify_legacy(legacy_db.target, settings, store)
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
     )

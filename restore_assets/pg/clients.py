@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -54,3 +55,29 @@ def parse_major(version_text: str) -> int | None:
     """Major number of a version string like `18.0` or `16.10 (Debian 16.10-1.pgdg120+1)`."""
     match = _VERSION_RE.search(version_text)
     return int(match.group(0)) if match else None
+
+
+# psql's restricted mode (`\\restrict`) came with these minor releases (2025-08) and with 18.0.
+RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6, 18: 0}
+
+
+def psql_version(psql: str) -> tuple[int, int] | None:
+    """(major, minor) from `psql --version`, e.g. `psql (PostgreSQL) 18.6` -> (18, 6)."""
+    done = subprocess.run([psql, "--version"], capture_output=True, text=True)
+    match = re.search(r"\)\s*(\d+)\.(\d+)", done.stdout)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def require_restricted_mode(psql: str) -> None:
+    """A psql without `\\restrict` cannot be trusted with a Secrets file: refuse it."""
+    version = psql_version(psql)
+    if version is None:
+        raise ConfigError(f"RESTORE_PSQL={psql}: cannot tell its version from `psql --version`")
+    major, minor = version
+    since = RESTRICT_SINCE.get(major, 0 if major > 18 else None)
+    if since is None or minor < since:
+        raise ConfigError(
+            f"RESTORE_PSQL={psql} is psql {major}.{minor}, which has no restricted mode "
+            "(\\restrict, from 13.22/14.19/15.14/16.10/17.6/18.0): a dump could run commands on "
+            "this host. Use a newer psql, or unset RESTORE_PSQL for the bundled one."
+        )

@@ -144,7 +144,8 @@ def run_psql(
             fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.mkfifo(fifo, 0o600)
             fifos.append(fifo)
-        cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+        # VERBOSITY=terse: no CONTEXT lines, which would echo a whole seed row (medical data).
+        cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--single-transaction"]
         for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files)):
             cmd += ["-f", name]
         return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
@@ -154,7 +155,8 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
-    with log_path.open("w", encoding="utf-8") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # evidence: 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as log:
         log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
         proc = subprocess.Popen(
             cmd,

@@ -3,6 +3,7 @@ what is known of one file (presence, mode, size, sha256, the pg_dump version tha
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +65,80 @@ class SecretFile:
         }
 
 
-def read_dump_header(path: Path) -> tuple[str | None, str | None]:
-    """`Dumped from database version` and `Dumped by pg_dump version` from a dump's first lines."""
+# What a slot must hold: pg_dump --schema-only output, or --data-only output.
+SLOT_KINDS = {LEGACY_SCHEMA_FILE: "schema", LEGACY_SEED_FILE: "data", MODERN_SCHEMA_FILE: "schema"}
+_DUMP_START = b"-- PostgreSQL database dump"
+_DUMP_COMPLETE = b"-- PostgreSQL database dump complete"
+_DATA_ENTRY = b"-- Data for Name: "
+_TABLE_ENTRY = b"; Type: TABLE; Schema: "
+
+
+@dataclass(frozen=True)
+class DumpFacts:
+    """What one streamed pass over a dump learns: its sha256 and what pg_dump wrote into it."""
+
+    sha256: str
+    dumped_from: str | None
+    dumped_by: str | None
+    starts_as_dump: bool  # pg_dump's "-- PostgreSQL database dump" header
+    complete: bool  # pg_dump's "dump complete" footer, nothing but comments/\unrestrict after it
+    data_entries: int  # "-- Data for Name: …" (table data)
+    table_entries: int  # "-- Name: …; Type: TABLE; …" (table definitions)
+
+    def problems(self, relpath: str) -> list[str]:
+        """Why this file cannot be the one its slot expects (empty: it can)."""
+        if not self.starts_as_dump or self.dumped_by is None:
+            return ["not a pg_dump plain-format file (its header is missing or malformed)"]
+        problems = []
+        if not self.complete:
+            problems.append("truncated: pg_dump's 'dump complete' footer is missing")
+        kind = SLOT_KINDS[relpath]
+        if kind == "schema" and self.data_entries:
+            problems.append(
+                f"holds table data ({self.data_entries} data entries): a data dump in the "
+                "schema slot"
+            )
+        if kind == "data" and (self.table_entries or not self.data_entries):
+            problems.append(
+                "holds table definitions, not table data: a schema dump in the seed slot"
+                if self.table_entries
+                else "holds no table data (pg_dump --data-only expected)"
+            )
+        return problems
+
+
+def read_dump(path: Path) -> DumpFacts:
+    """sha256 and pg_dump's own markers in one streamed pass (dumps are gigabytes)."""
+    digest = hashlib.sha256()
     dumped_from = dumped_by = None
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for _, line in zip(range(_HEADER_LINES), handle, strict=False):
-            if m := _DUMPED_FROM.match(line):
-                dumped_from = m.group(1)
-            elif m := _DUMPED_BY.match(line):
-                dumped_by = m.group(1)
-    return dumped_from, dumped_by
+    first = b""  # the first line that is more than "--": pg_dump's title
+    complete = False
+    data_entries = table_entries = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle):
+            digest.update(line)
+            if number < _HEADER_LINES:
+                if not first and line.strip() not in (b"", b"--"):
+                    first = line.strip()
+                text = line.decode("utf-8", "replace")
+                if m := _DUMPED_FROM.match(text):
+                    dumped_from = m.group(1)
+                elif m := _DUMPED_BY.match(text):
+                    dumped_by = m.group(1)
+            if line.startswith(b"--"):
+                if line.startswith(_DATA_ENTRY):
+                    data_entries += 1
+                elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
+                    table_entries += 1
+                complete = complete or line.rstrip() == _DUMP_COMPLETE
+            elif line.strip() and not line.startswith(b"\\unrestrict "):
+                complete = False  # something after the footer: not where pg_dump ends
+    return DumpFacts(
+        digest.hexdigest(),
+        dumped_from,
+        dumped_by,
+        first == _DUMP_START,
+        complete,
+        data_entries,
+        table_entries,
+    )

@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from restore_assets.runbook.files import write_private
+
 EVIDENCE_SUBDIR = Path("parity-manual") / "db-restore"
 RUN_MARKER = ".run_id"
 STEPS_FILE = ".steps.json"
@@ -44,12 +46,12 @@ class EvidenceStore:
             folder = base / (name if attempt == 1 else f"{name}-{attempt}")
             marker = folder / RUN_MARKER
             try:
-                folder.mkdir()
+                folder.mkdir(mode=0o700)  # hashes, hostnames, counts: for the auditor only
             except FileExistsError:
                 if marker.exists() and marker.read_text().strip() == run_id:
                     return cls(folder, redact, artifacts_dir)
                 continue
-            marker.write_text(run_id + "\n")
+            write_private(marker, lambda out: out.write(f"{run_id}\n".encode()))
             return cls(folder, redact, artifacts_dir)
         raise RuntimeError(f"could not create an evidence folder under {base}")
 
@@ -67,10 +69,10 @@ class EvidenceStore:
         return self.folder / name
 
     def write(self, name: str, text: str) -> Path:
+        """Write `name` (redacted), mode 0600, atomically."""
         target = self.path(name)
-        tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(self._redact(text), encoding="utf-8")
-        tmp.replace(target)
+        data = self._redact(text).encode("utf-8")
+        write_private(target, lambda out: out.write(data))
         return target
 
     def append(self, name: str, text: str) -> Path:
@@ -81,7 +83,8 @@ class EvidenceStore:
     def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
         """Add one step's outcome and re-render README.md (sides may run in parallel
         processes, hence the file lock)."""
-        with self.path(STEPS_FILE).open("a+", encoding="utf-8") as handle:
+        fd = os.open(self.path(STEPS_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             text = handle.read()

@@ -1,9 +1,11 @@
 """Runbook §0/§1: find the baseline files in the Secrets store and decide whether they are usable.
 
 A file is usable when it is a regular file inside the Secrets root (no symlink escaping it), mode
-600 or stricter and non-empty; its sha256 is streamed (cached by inode, size and mtime, so large
-dumps hash once) and its pg_dump version header read. Intake vets every side of a run before any
-side touches a database: a missing file stops everything with a request to Ops.
+600 or stricter, non-empty, and a whole pg_dump file of the kind its slot expects (header and
+"dump complete" footer present; schema dumps hold no table data, the seed no table definitions).
+One streamed pass gives the sha256 and those facts, cached by inode, size, mtime and ctime.
+Intake vets every side of a run before any side touches a database: a missing, loose, truncated
+or misplaced file stops everything with a request to Ops.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from restore_assets.errors import SecretsBlocked
 from restore_assets.runbook.baseline_files import (
     SIDE_FILES,
+    DumpFacts,
     SecretFile,
-    read_dump_header,
+    read_dump,
 )
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.files import sha256_file
 from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import (
     SIDES,
@@ -69,8 +71,13 @@ class SecretsStore:
         if st.st_size == 0:
             info.problems.append("empty file")
             return info
-        info.sha256 = self._sha256(real, st)
-        info.dumped_from, info.dumped_by = read_dump_header(real)
+        facts = self._facts(real, st)
+        info.sha256, info.dumped_from, info.dumped_by = (
+            facts.sha256,
+            facts.dumped_from,
+            facts.dumped_by,
+        )
+        info.problems += facts.problems(relpath)
         return info
 
     def inspect_side(self, side: str) -> list[SecretFile]:
@@ -79,24 +86,29 @@ class SecretsStore:
     def inspect_all(self) -> list[SecretFile]:
         return [f for side in SIDES for f in self.inspect_side(side)]
 
-    def _sha256(self, path: Path, st: os.stat_result) -> str:
-        key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    def _facts(self, path: Path, st: os.stat_result) -> DumpFacts:
+        """`read_dump`, cached by inode, size, mtime and ctime: an in-place edit with the mtime
+        put back still changes the ctime, so it is read again."""
+        key = f"{path}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
         cache = self._load_cache()
-        if key in cache:
-            return cache[key]
-        value = sha256_file(path)
+        if isinstance(cache.get(key), dict):
+            try:
+                return DumpFacts(**cache[key])
+            except TypeError:
+                pass  # an older cache layout: read the file again
+        facts = read_dump(path)
         cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
-        cache[key] = value
+        cache[key] = asdict(facts)
         self._save_cache(cache)
-        return value
+        return facts
 
-    def _load_cache(self) -> dict[str, str]:
+    def _load_cache(self) -> dict[str, dict]:
         try:
             return json.loads(self.cache_path.read_text())
         except (OSError, ValueError):
             return {}
 
-    def _save_cache(self, cache: dict[str, str]) -> None:
+    def _save_cache(self, cache: dict[str, dict]) -> None:
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
-from restore_assets.pg.clients import client_binary
+from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import ScriptFile, run_psql
 from restore_assets.pg.targets import PostgresTarget
@@ -136,6 +136,8 @@ def restore_side(
         log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
         schemas += scan.schemas
         extensions += scan.extensions
+    psql = client_binary("psql", settings.psql_bin)
+    require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
     reset_schemas = list(dict.fromkeys(["public", *extra_reset_schemas, *schemas]))
     psql_log = evidence.path(PSQL_LOGS[side])
@@ -155,7 +157,7 @@ def restore_side(
             log(f"backup: {backup.describe()}")
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
-            client_binary("psql", settings.psql_bin),
+            psql,
             [ScriptFile(f.relpath, f.path, f.sha256) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
             env=target.client_env(),

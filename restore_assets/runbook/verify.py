@@ -80,14 +80,19 @@ def count_rows(conn, tables: Sequence[str]) -> dict[str, int | None]:
     return counts
 
 
-def write_dt_transcript(target: PostgresTarget, schemas: Sequence[str], evidence) -> None:
-    """`psql_dt_<side>.log`: `\\dt <schema>.*` per schema. Names reach psql only as variables;
-    psql itself echoes each command with the name it quoted."""
-    names = {f"schema{i}": s for i, s in enumerate(dict.fromkeys(schemas))}
-    commands = []
-    for var in names:
-        commands += [f"\\echo '=> \\\\dt' :\"{var}\".*", f'\\dt :"{var}".*']
-    text = psql_transcript(target, *commands, variables=names, echo="none")
+# `\\dt` with no argument lists what the search_path shows: put every non-system schema on it,
+# chosen by the server from its catalogue, so no name is ever typed into a meta-command.
+DT_ALL_USER_SCHEMAS = (
+    "SELECT set_config('search_path', string_agg(quote_ident(nspname), ', ' ORDER BY nspname), "
+    'false) AS "schemas listed" FROM pg_namespace '
+    "WHERE nspname !~ '^pg_' AND nspname <> 'information_schema';",
+    "\\dt",
+)
+
+
+def write_dt_transcript(target: PostgresTarget, evidence: EvidenceStore) -> None:
+    """`psql_dt_<side>.log`: the tables of every user schema, as `\\dt` prints them."""
+    text = psql_transcript(target, *DT_ALL_USER_SCHEMAS)
     evidence.write(f"psql_dt_{target.side}.log", text)
 
 
@@ -125,11 +130,11 @@ class Verification:
 
 
 def verify_legacy(
-    target: PostgresTarget, settings: Settings, schemas: Sequence[str], evidence: EvidenceStore
+    target: PostgresTarget, settings: Settings, evidence: EvidenceStore
 ) -> Verification:
     """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
     tables = user_tables(target)
-    write_dt_transcript(target, schemas, evidence)
+    write_dt_transcript(target, evidence)
     expected = [
         {"expected": p, "present": bool(m), "found": ", ".join(m)}
         for p in settings.legacy_expected_tables
@@ -197,7 +202,7 @@ def verify_modernized(
     evidence: EvidenceStore,
 ) -> Verification:
     """§4.3/§4.4, resolving names through the application's search_path."""
-    write_dt_transcript(target, [schema, "public"], evidence)
+    write_dt_transcript(target, evidence)
     with target.connect(autocommit=True) as conn:
         conn.execute(SET_PATH_SQL, (app_search_path(schema),))
         tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
