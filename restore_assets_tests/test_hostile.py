@@ -231,3 +231,65 @@ def test_the_dt_transcript_names_no_schema_in_a_meta_command(secrets_dir, artifa
     assert not Path("/tmp/pwned-dt").exists()
     transcript = (folder / "psql_dt_legacy.log").read_text()
     assert transcript.count("\\dt") == 1  # one fixed command, no argument
+
+
+def test_a_password_with_backslash_and_quote_reaches_flyway_unaltered(tmp_path):
+    from restore_assets.flyway.conf import load_conf
+
+    conf = tmp_path / "flyway.conf"
+    conf.write_text("flyway.password=${DB_PASSWORD}\nflyway.placeholders.pw=x${DB_PASSWORD}\n")
+    password = 'p\\"w\\n#!x'
+    config = load_conf(conf, env={"DB_PASSWORD": password})
+    assert config.password == password and config.placeholders["pw"] == "x" + password
+
+
+def test_a_failing_migration_never_shows_the_password(
+    secrets_dir, artifacts_dir, external_modernized, tmp_path, monkeypatch
+):
+    """A placeholder filled from ${DB_PASSWORD} lands in PostgreSQL's error message; the CLI
+    output, the evidence and Dagster's storage must still not hold the password."""
+    import shutil
+
+    from restore_assets.settings import DEMO_FLYWAY_CONF
+    from restore_assets_tests.conftest import EXTERNAL_PASSWORD
+
+    flyway = tmp_path / "flyway"
+    shutil.copytree(DEMO_FLYWAY_CONF.parent, flyway)
+    conf = flyway / "flyway.conf"
+    conf.write_text(conf.read_text() + "\nflyway.placeholders.secret=${DB_PASSWORD}\n")
+    (flyway / "sql" / "V0222__leak.sql").write_text("SELECT '${secret}'::int;\n")
+    monkeypatch.setenv("FLYWAY_CONF", str(conf))
+    done = run_cli("run", "--only", "modernized", "--allow-reset")
+    assert done.returncode == 1 and "V0222__leak.sql" in done.stdout
+    assert EXTERNAL_PASSWORD not in done.stdout + done.stderr
+    state = Path(os.environ["RESTORE_STATE_DIR"]) / "dagster_home"
+    for root in (artifacts_dir, state):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert EXTERNAL_PASSWORD.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    "only",
+    [
+        "CREATE TYPE public.mood AS ENUM ('ok', 'not ok')",
+        "CREATE DOMAIN public.positive AS int CHECK (VALUE > 0)",
+        "CREATE TEXT SEARCH CONFIGURATION public.jp (COPY = pg_catalog.simple)",
+        "CREATE SCHEMA keep_me",
+    ],
+)
+def test_a_target_holding_only_other_kinds_of_objects_is_not_empty(
+    only, secrets_dir, artifacts_dir, external_legacy
+):
+    """Types, domains, text-search objects, a bare schema: not empty, so no reset without
+    consent (and then a backup first)."""
+    from restore_assets_tests.helpers import execute, query
+
+    execute(only)
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "--allow-reset" in done.stdout
+    assert query("SELECT count(*) FROM pg_namespace WHERE nspname = 'keep_me'") == [
+        (1 if "keep_me" in only else 0,)
+    ]
+    assert not (secrets_dir / "backups").exists()

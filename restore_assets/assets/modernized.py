@@ -13,7 +13,7 @@ from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.resources.targets import PostgresResource
-from restore_assets.runbook.migrate import flyway_schemas, history_summary, run_flyway
+from restore_assets.runbook.migrate import history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
 
@@ -39,13 +39,8 @@ def modernized_schema(
     evidence: EvidenceResource,
 ):
 
-    def flyway_owned() -> list[str]:
-        # The restore also drops the schemas Flyway owns (the runbook's real restores did).
-        names, default = flyway_schemas(secrets.config.settings(), modernized_db.target)
-        return [*names, default]
-
     step = "modernized/schema"
-    _, _, metadata = restore_step(context, step, modernized_db, secrets, evidence, flyway_owned)
+    _, _, metadata = restore_step(context, step, modernized_db, secrets, evidence)
     return MaterializeResult(metadata=metadata)
 
 

@@ -83,16 +83,17 @@ def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: obje
     """Record the failed step, write the gate report (every gate not reached, naming the step
     that stopped the run) and return the Failure to raise."""
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
-    evidence.record_step(step, status, {"error": str(exc)})
-    reason = f"not reached: {step} stopped the run: {exc}"
+    error = evidence.redact(str(exc))  # Dagster stores the Failure: no password may be in it
+    evidence.record_step(step, status, {"error": error})
+    reason = f"not reached: {step} stopped the run: {error}"
     report = unreached_report(evidence.label, status, reason)
     write_report(evidence, report)
     gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
     return Failure(
-        description=str(exc),
+        description=error,
         metadata={
             "exit_code": exc.exit_code,
-            "error": str(exc),
+            "error": error,
             "gates": table(gates),
             "evidence": MetadataValue.path(str(evidence.folder)),
             **metadata,
@@ -101,10 +102,9 @@ def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: obje
     )
 
 
-def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_schemas=None):
+def restore_step(context, step: str, db, secrets, evidence_store):
     """Intake (every side of the run) → the side's all-or-nothing restore, recorded in the
-    evidence; returns the core result, the evidence store and the asset metadata.
-    `extra_reset_schemas` is called only after intake passed: nothing connects before that."""
+    evidence; returns the core result, the evidence store and the asset metadata."""
     from restore_assets.runbook.restore import restore_side
 
     target = db.target
@@ -116,7 +116,6 @@ def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_sc
             settings=secrets.config.settings(),
             files=files,
             evidence=evidence,
-            extra_reset_schemas=extra_reset_schemas() if extra_reset_schemas else (),
             log=context.log.info,
         )
     except RestoreError as exc:
@@ -129,6 +128,7 @@ def restore_step(context, step: str, db, secrets, evidence_store, extra_reset_sc
             "server": result.server_version,
             "seconds": result.seconds,
             "backup": result.backup_summary,
+            "schemas reset": result.reset_schemas,
         },
     )
     metadata = {

@@ -219,7 +219,9 @@ def load_conf(
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
-        props = parse_properties(substitute_env(text, env))
+        # ${ENV} is filled into the parsed values, so a password with `\` or `"` in it arrives
+        # exactly as set (substituted first, the properties parser would unescape it).
+        props = {k: substitute_env(v, env) for k, v in parse_properties(text).items()}
         base_dir = path.resolve().parent
     for name, key in ENV_KEYS.items():
         if env.get(name):

@@ -187,28 +187,53 @@ class PostgresTarget:
             return int(conn.execute("SHOW server_version_num").fetchone()[0])
 
     def user_schemas_content(self) -> dict[str, int]:
-        """Objects per user schema (tables, views, sequences, functions); empty dict = empty DB."""
+        """User objects per non-system schema, of ANY kind (tables, views, sequences, functions,
+        types, domains, text-search objects, operators, extensions, a schema itself): an empty
+        dict means an empty database, the only kind dropped without consent or backup."""
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(_USER_OBJECTS_SQL).fetchall()
+            rows = conn.execute(USER_OBJECTS_SQL).fetchall()
         return {schema: count for schema, count in rows if count}
 
+    def user_schemas(self) -> list[str]:
+        """Every non-system schema of the database, as the server lists it: the reset set."""
+        with self.connect(autocommit=True) as conn:
+            return [r[0] for r in conn.execute(USER_SCHEMAS_SQL).fetchall()]
 
-# Relations and functions outside the system schemas, excluding objects owned by extensions.
-_USER_OBJECTS_SQL = """
-WITH user_objects AS (
-    SELECT n.nspname, c.oid, 'pg_class'::regclass AS classid
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-    UNION ALL
-    SELECT n.nspname, p.oid, 'pg_proc'::regclass
-      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+
+USER_SCHEMAS_SQL = """
+SELECT nspname FROM pg_namespace
+ WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'
+ ORDER BY nspname
+"""
+
+# Objects in user schemas that an extension does not own. A schema other than public counts as
+# an object itself; `public` only for what is in it.
+USER_OBJECTS_SQL = """
+WITH objects(nsp, oid, classid) AS (
+    SELECT relnamespace, oid, 'pg_class'::regclass FROM pg_class WHERE relkind <> 't'
+    UNION ALL SELECT pronamespace, oid, 'pg_proc'::regclass FROM pg_proc
+    UNION ALL SELECT typnamespace, oid, 'pg_type'::regclass FROM pg_type
+               WHERE typrelid = 0 AND typcategory <> 'A'
+    UNION ALL SELECT connamespace, oid, 'pg_constraint'::regclass FROM pg_constraint
+               WHERE conrelid = 0
+    UNION ALL SELECT oprnamespace, oid, 'pg_operator'::regclass FROM pg_operator
+    UNION ALL SELECT opfnamespace, oid, 'pg_opfamily'::regclass FROM pg_opfamily
+    UNION ALL SELECT collnamespace, oid, 'pg_collation'::regclass FROM pg_collation
+    UNION ALL SELECT connamespace, oid, 'pg_conversion'::regclass FROM pg_conversion
+    UNION ALL SELECT cfgnamespace, oid, 'pg_ts_config'::regclass FROM pg_ts_config
+    UNION ALL SELECT dictnamespace, oid, 'pg_ts_dict'::regclass FROM pg_ts_dict
+    UNION ALL SELECT prsnamespace, oid, 'pg_ts_parser'::regclass FROM pg_ts_parser
+    UNION ALL SELECT tmplnamespace, oid, 'pg_ts_template'::regclass FROM pg_ts_template
+    UNION ALL SELECT stxnamespace, oid, 'pg_statistic_ext'::regclass FROM pg_statistic_ext
+    UNION ALL SELECT extnamespace, oid, 'pg_extension'::regclass FROM pg_extension
+               WHERE extname <> 'plpgsql'
+    UNION ALL SELECT oid, oid, 'pg_namespace'::regclass FROM pg_namespace WHERE nspname <> 'public'
 )
-SELECT o.nspname, count(*)
-  FROM user_objects o
- WHERE o.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-   AND o.nspname NOT LIKE 'pg_temp%' AND o.nspname NOT LIKE 'pg_toast_temp%'
+SELECT n.nspname, count(*)
+  FROM objects o JOIN pg_namespace n ON n.oid = o.nsp
+ WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
- GROUP BY o.nspname
- ORDER BY o.nspname
+ GROUP BY n.nspname
+ ORDER BY n.nspname
 """

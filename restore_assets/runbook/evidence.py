@@ -65,6 +65,10 @@ class EvidenceStore:
         except ValueError:
             return str(self.folder)
 
+    def redact(self, text: str) -> str:
+        """The one choke point for secrets: evidence, and the failures the shells report."""
+        return self._redact(text)
+
     def path(self, name: str) -> Path:
         return self.folder / name
 

@@ -123,7 +123,6 @@ def restore_side(
     settings: Settings,
     files: list[SecretFile],
     evidence: EvidenceStore,
-    extra_reset_schemas: Iterable[str] = (),
     log: Callable[[str], None] = print,
 ) -> RestoreResult:
     """Scan, preflight, consent, backup, then reset + every file in one psql transaction."""
@@ -139,10 +138,12 @@ def restore_side(
     psql = client_binary("psql", settings.psql_bin)
     require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
-    reset_schemas = list(dict.fromkeys(["public", *extra_reset_schemas, *schemas]))
     psql_log = evidence.path(PSQL_LOGS[side])
 
     with restore_lock(target):
+        # The reset set is what the server lists, never names read from a file: every user
+        # schema goes (that is "restore this database to the baseline"), public is recreated.
+        reset_schemas = list(dict.fromkeys(["public", *target.user_schemas()]))
         content = target.user_schemas_content()
         backup = None
         if content:
