@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench dev clean install
+.PHONY: demo test lint format bench dev clean install security-table
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 ## Whole-chain timing and peak memory at two demo sizes (measures, asserts nothing).
 bench: $(STAMP)
 	$(BIN)/python -m restore_assets.demo.bench --patients 300 20000
+
+## docs/security-corpus.md from a real run of the hostile-input tests.
+security-table: $(STAMP)
+	SECURITY_TABLE=$(CURDIR)/docs/security-corpus.md $(BIN)/python -m pytest -q restore_assets_tests/test_hostile.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check restore_assets restore_assets_tests

@@ -293,3 +293,17 @@ def test_a_target_holding_only_other_kinds_of_objects_is_not_empty(
         (1 if "keep_me" in only else 0,)
     ]
     assert not (secrets_dir / "backups").exists()
+
+
+def test_a_superuser_target_role_is_written_in_the_evidence(
+    secrets_dir, artifacts_dir, external_legacy, monkeypatch
+):
+    from restore_assets_tests.conftest import SUPERUSER_PASSWORD
+
+    monkeypatch.setenv("POSTGRES_USER", "postgres")
+    monkeypatch.setenv("POSTGRES_PASSWORD", SUPERUSER_PASSWORD)
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+    assert "role is superuser: true" in (folder / "README.md").read_text()
+    assert SUPERUSER_PASSWORD not in done.stdout + done.stderr

@@ -129,6 +129,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
             "seconds": result.seconds,
             "backup": result.backup_summary,
             "schemas reset": result.reset_schemas,
+            "role is superuser": result.superuser,
         },
     )
     metadata = {
@@ -140,6 +141,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
             [{"schema": s, "objects": n} for s, n in result.content_before.items()]
         ),
         "backup": result.backup_summary,
+        "role_is_superuser": result.superuser,
         "psql_output_lines": result.psql_output_lines,
         "duration_s": result.seconds,
         **evidence_metadata(evidence, result.psql_log.name),

@@ -194,6 +194,12 @@ class PostgresTarget:
             rows = conn.execute(USER_OBJECTS_SQL).fetchall()
         return {schema: count for schema, count in rows if count}
 
+    def role_is_superuser(self) -> bool:
+        """Allowed, but an auditor should know: a superuser restore can do anything a dump asks."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            return bool(row.fetchone()[0])
+
     def user_schemas(self) -> list[str]:
         """Every non-system schema of the database, as the server lists it: the reset set."""
         with self.connect(autocommit=True) as conn:

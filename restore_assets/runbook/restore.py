@@ -57,6 +57,7 @@ class RestoreResult:
     seconds: float
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
+    superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
 
     @property
     def backup_summary(self) -> str:
@@ -138,6 +139,9 @@ def restore_side(
     psql = client_binary("psql", settings.psql_bin)
     require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
+    superuser = target.role_is_superuser()
+    if superuser:
+        log(f"note: the {target.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.path(PSQL_LOGS[side])
 
     with restore_lock(target):
@@ -177,6 +181,7 @@ def restore_side(
         psql_log=psql_log,
         psql_output_lines=lines,
         ran_sha256=fed,
+        superuser=superuser,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
     )
