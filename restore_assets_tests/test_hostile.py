@@ -16,7 +16,10 @@ import hashlib
 import os
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from restore_assets.errors import PsqlError
 from restore_assets.pg.clients import client_binary
@@ -307,3 +310,49 @@ def test_a_superuser_target_role_is_written_in_the_evidence(
     folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
     assert "role is superuser: true" in (folder / "README.md").read_text()
     assert SUPERUSER_PASSWORD not in done.stdout + done.stderr
+
+
+# Property: whatever quoting, comment or COPY context a meta-command is wrapped in, nothing runs.
+_CONTEXTS = st.sampled_from(
+    [
+        "SELECT '{p}';",  # inside a string
+        "SELECT E'\\\\'{p}';",  # after an escaped backslash in an E-string
+        "SELECT $x${p}$x$;",  # inside a dollar quote
+        "SELECT 'é'$$;\n{p}",  # after non-ASCII next to a dollar
+        "-- {p}",  # inside a comment
+        "/* {p} */ SELECT 1;",  # inside a block comment
+        "-- note\r{p}",  # after a comment ended by CR
+        "COPY t (a) FROM stdin;\nrow\n{p}\n\\.",  # inside COPY data
+        "COPY t (a) FROM stdin;\nrow\n\\.\n{p}",  # right after COPY data
+        "SELECT 1 {p}",  # after SQL on the same line
+        "{p}",  # on its own
+        'SELECT "{p}";',  # inside a quoted identifier
+    ]
+)
+_PAYLOADS = st.sampled_from(
+    [
+        "\\! touch {marker}",
+        "\\setenv X 1 \\! touch {marker}",
+        "\\set v `touch {marker}`",
+        "\\o |touch {marker}",
+        "\\restrict k \\! touch {marker}",
+    ]
+)
+
+
+@hypothesis.settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@given(contexts=st.lists(_CONTEXTS, min_size=1, max_size=4), payload=_PAYLOADS, data=st.data())
+def test_no_wrapping_makes_psql_run_a_meta_command(contexts, payload, data, tmp_path, settings):
+    marker = tmp_path / f"pwned-{data.draw(st.integers(0, 10**9))}"
+    command = payload.format(marker=marker)
+    text = "\n".join(c.format(p=command) for c in contexts) + "\nSELECT 1;\n"
+    dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", text)
+    try:
+        run(tmp_path, [dump], prelude="CREATE TEMP TABLE t (a text);\n")
+    except PsqlError:
+        pass  # refused or a syntax error: either way, the point is what did NOT run
+    assert not marker.exists(), text
