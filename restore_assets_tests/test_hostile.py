@@ -356,3 +356,30 @@ def test_no_wrapping_makes_psql_run_a_meta_command(contexts, payload, data, tmp_
     except PsqlError:
         pass  # refused or a syntax error: either way, the point is what did NOT run
     assert not marker.exists(), text
+
+
+def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifacts_dir):
+    """A restore holds the target's lock exclusively (from any process or state directory); the
+    gates take it shared, so they wait until the restore is over instead of interleaving."""
+    import threading
+    import time
+
+    from restore_assets.runbook.preflight import restore_lock
+    from restore_assets_tests.helpers import gates_only, run_all
+
+    assert run_all().success
+    held, released = threading.Event(), []
+
+    def restore_elsewhere():
+        with restore_lock(legacy_target()):
+            held.set()
+            time.sleep(3)
+            released.append(time.time())
+
+    holder = threading.Thread(target=restore_elsewhere)
+    holder.start()
+    held.wait(timeout=30)
+    result = gates_only()  # alone it takes well under the 3 s the lock is held
+    finished = time.time()
+    holder.join()
+    assert result.success and finished >= released[0]  # it waited for the "restore" to end

@@ -21,12 +21,15 @@ def advisory_lock(
     busy: Callable[[], RestoreError],
     on_wait: Callable[[], None] = lambda: None,
     poll_seconds: float = 0.2,
+    shared: bool = False,
 ) -> Iterator[None]:
-    """Hold `pg_advisory_lock(key)` on `conn` (autocommit) for the block; raise `busy()` when
-    another session still holds it after `wait_seconds`. `on_wait` runs once if we must wait."""
+    """Hold `pg_advisory_lock(key)` on `conn` (autocommit) for the block — `shared`: the shared
+    form, which many holders may take at once but not beside an exclusive one; raise `busy()`
+    when it is still held after `wait_seconds`. `on_wait` runs once if we must wait."""
+    try_lock, unlock = _FUNCTIONS[shared]
     deadline = time.monotonic() + wait_seconds
     waited = False
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+    while not conn.execute(try_lock, (key,)).fetchone()[0]:
         if not waited:
             on_wait()
             waited = True
@@ -36,4 +39,10 @@ def advisory_lock(
     try:
         yield
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        conn.execute(unlock, (key,))
+
+
+_FUNCTIONS = {
+    False: ("SELECT pg_try_advisory_lock(%s)", "SELECT pg_advisory_unlock(%s)"),
+    True: ("SELECT pg_try_advisory_lock_shared(%s)", "SELECT pg_advisory_unlock_shared(%s)"),
+}

@@ -16,6 +16,7 @@ from restore_assets.pg.targets import PostgresTarget
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.preflight import reading_lock
 
 FACILITY_PREFIX = "1.3.6.1.4.1.9414.72."
 STATE_SQL = "SELECT last_value, is_called FROM facility_num;"
@@ -105,40 +106,43 @@ def preview_facility_num(
     """Preview nextval, put it back exactly, and (with `realign`; the gate only looks)
     move the sequence past the highest facility number. The gate's look is appended to the
     transcripts, so the §3.3 step's own (a realignment included) stays readable."""
-    save = evidence.write if realign else evidence.append
-    with target.connect(autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
-            return FacilityNum(exists=False)
-        before = _state(conn)
-        increment = conn.execute(INCREMENT_SQL).fetchone()[0]
-        highest = conn.execute(MAX_FACILITY_SQL).fetchone()[0]
-        try:
-            note = "" if realign else "gates/report re-check"
-            save(
-                "psql_nextval_facility_num_legacy.log",
-                psql_transcript(target, *PREVIEW, note=note, echo="queries", check=True),
-            )
-            preview = _state(conn)[0]  # nextval leaves last_value at the value it returned
-        finally:
-            # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
-            variables = {"last_value": before[0], "is_called": "true" if before[1] else "false"}
-            transcript = psql_transcript(
-                target, *PUT_BACK, variables=variables, note=note, echo="queries", check=True
-            )
-        restored = _state(conn)
-        realigned = realign and highest is not None and highest >= preview
-        if realigned:
-            note = f"highest facility number {highest} >= next value {preview}: realign"
-            transcript += psql_transcript(target, *REALIGN, note=note, echo="queries", check=True)
-        save("psql_setval_facility_num_legacy.log", transcript)
-        after = _state(conn)
-    return FacilityNum(
-        exists=True,
-        before=before,
-        preview_nextval=preview,
-        put_back=restored == before,
-        max_facility_number=highest,
-        realigned_to=highest + 1 if realigned else None,
-        after=after,
-        next_value=after[0] + (increment if after[1] else 0),
-    )
+    with reading_lock(target):
+        save = evidence.write if realign else evidence.append
+        with target.connect(autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
+                return FacilityNum(exists=False)
+            before = _state(conn)
+            increment = conn.execute(INCREMENT_SQL).fetchone()[0]
+            highest = conn.execute(MAX_FACILITY_SQL).fetchone()[0]
+            try:
+                note = "" if realign else "gates/report re-check"
+                save(
+                    "psql_nextval_facility_num_legacy.log",
+                    psql_transcript(target, *PREVIEW, note=note, echo="queries", check=True),
+                )
+                preview = _state(conn)[0]  # nextval leaves last_value at the value it returned
+            finally:
+                # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
+                variables = {"last_value": before[0], "is_called": "true" if before[1] else "false"}
+                transcript = psql_transcript(
+                    target, *PUT_BACK, variables=variables, note=note, echo="queries", check=True
+                )
+            restored = _state(conn)
+            realigned = realign and highest is not None and highest >= preview
+            if realigned:
+                note = f"highest facility number {highest} >= next value {preview}: realign"
+                transcript += psql_transcript(
+                    target, *REALIGN, note=note, echo="queries", check=True
+                )
+            save("psql_setval_facility_num_legacy.log", transcript)
+            after = _state(conn)
+        return FacilityNum(
+            exists=True,
+            before=before,
+            preview_nextval=preview,
+            put_back=restored == before,
+            max_facility_number=highest,
+            realigned_to=highest + 1 if realigned else None,
+            after=after,
+            next_value=after[0] + (increment if after[1] else 0),
+        )

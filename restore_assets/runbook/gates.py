@@ -21,6 +21,7 @@ from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.gate_report import Gate, GateReport, write_report
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.migrate import history_summary
+from restore_assets.runbook.preflight import reading_lock
 from restore_assets.runbook.sync import missing_after_sync, sync_check
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
@@ -239,16 +240,17 @@ def run_gates(
     settings: Settings, legacy: PostgresTarget, modern: PostgresTarget, evidence: EvidenceStore
 ) -> GateReport:
     """All three gates, and the report files (gate_report.json/.md, table row, snippet)."""
-    engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
-    schema = engine.schemas()[1]
-    history = engine.history_rows()
-    db = db_restore_gate(settings, legacy, modern, schema, history, evidence)
-    audit = audit_capture_gate(modern, schema)
-    jms = jms_claim_gate(legacy, modern, [db, audit])
-    inputs = [f.as_evidence() for f in SecretsStore(settings).inspect_all()]
-    flyway = [row for row in history_summary(history) if row["type"] != "SCHEMA"]
-    report = GateReport(
-        [db, audit, jms], inputs, flyway, [legacy.describe(), modern.describe()], evidence.label
-    )
-    write_report(evidence, report)
-    return report
+    with reading_lock(legacy, modern):
+        engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
+        schema = engine.schemas()[1]
+        history = engine.history_rows()
+        db = db_restore_gate(settings, legacy, modern, schema, history, evidence)
+        audit = audit_capture_gate(modern, schema)
+        jms = jms_claim_gate(legacy, modern, [db, audit])
+        inputs = [f.as_evidence() for f in SecretsStore(settings).inspect_all()]
+        flyway = [row for row in history_summary(history) if row["type"] != "SCHEMA"]
+        report = GateReport(
+            [db, audit, jms], inputs, flyway, [legacy.describe(), modern.describe()], evidence.label
+        )
+        write_report(evidence, report)
+        return report

@@ -30,6 +30,7 @@ from restore_assets.flyway.runners import (
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.preflight import reading_lock
 from restore_assets.settings import Settings
 
 
@@ -74,34 +75,37 @@ def run_flyway(
     """`flyway baseline` (when there is no history yet) then `flyway migrate`; writes
     `flyway_migrate.log` (runner output + info table) and `psql_flyway_schema_history.log`.
     On failure the log says what went wrong in the runbook's words and FlywayError is raised."""
-    step = FlywayStep(settings.flyway_runner, [])
+    with reading_lock(target):
+        step = FlywayStep(settings.flyway_runner, [])
 
-    def note(message: str) -> None:
-        step.lines.append(message)
-        log(message)
+        def note(message: str) -> None:
+            step.lines.append(message)
+            log(message)
 
-    config = load_flyway_config(settings, target)
-    engine = native_engine(config, target, note)
-    started = time.monotonic()
-    try:
-        step.lines += _run(settings, config, target, engine, run_container)
-    except FlywayError as exc:
-        diagnosis = diagnose(exc, engine.history_rows(), settings.secrets_dir)
-        step.lines += [f"ERROR: {exc}", *([f"DIAGNOSIS: {diagnosis}"] if diagnosis else [])]
+        config = load_flyway_config(settings, target)
+        engine = native_engine(config, target, note)
+        started = time.monotonic()
+        try:
+            step.lines += _run(settings, config, target, engine, run_container)
+        except FlywayError as exc:
+            diagnosis = diagnose(exc, engine.history_rows(), settings.secrets_dir)
+            step.lines += [f"ERROR: {exc}", *([f"DIAGNOSIS: {diagnosis}"] if diagnosis else [])]
+            evidence.write(
+                "flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info())
+            )
+            raise FlywayError(f"{diagnosis}\n{exc}" if diagnosis else str(exc)) from None
+        step.seconds = round(time.monotonic() - started, 3)
+        step.history = engine.history_rows()
         evidence.write(
             "flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info())
         )
-        raise FlywayError(f"{diagnosis}\n{exc}" if diagnosis else str(exc)) from None
-    step.seconds = round(time.monotonic() - started, 3)
-    step.history = engine.history_rows()
-    evidence.write("flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info()))
-    step.schema = engine.schemas()[1]
-    variables = {"schema": step.schema, "table": config.table}
-    evidence.write(
-        "psql_flyway_schema_history.log",
-        psql_transcript(target, HISTORY_QUERY, variables=variables, echo="queries"),
-    )
-    return step
+        step.schema = engine.schemas()[1]
+        variables = {"schema": step.schema, "table": config.table}
+        evidence.write(
+            "psql_flyway_schema_history.log",
+            psql_transcript(target, HISTORY_QUERY, variables=variables, echo="queries"),
+        )
+        return step
 
 
 def _run(

@@ -4,7 +4,7 @@ extensions the dump creates; and only one restore per target runs at a time."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from restore_assets.errors import PreflightFailed, RestoreError
@@ -50,14 +50,33 @@ def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[
 
 @contextmanager
 def restore_lock(target: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
-    """Hold a session advisory lock on the target so two restores never overlap."""
+    """The target's lock, held exclusively: two restores never overlap, and no verification
+    or gate reads the target half-way through one (they hold it shared)."""
+    with _target_lock(target, wait_seconds, shared=False, what="restore"):
+        yield
+
+
+@contextmanager
+def reading_lock(*targets: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
+    """The targets' locks, shared: verifications, the sync and the gates of any number of runs
+    (from any state directory) may read at once, never while a restore drops and reloads."""
+    with ExitStack() as stack:
+        for target in targets:
+            stack.enter_context(_target_lock(target, wait_seconds, shared=True, what="check"))
+        yield
+
+
+@contextmanager
+def _target_lock(target: PostgresTarget, wait_seconds: float, shared: bool, what: str):
     with target.connect(autocommit=True) as conn:
         with advisory_lock(
             conn,
             RESTORE_LOCK_KEY,
             wait_seconds=wait_seconds,
+            shared=shared,
             busy=lambda: PreflightFailed(
-                f"another restore holds the lock on the {target.describe()}; try again later"
+                f"the {target.describe()} is still locked by another run after {wait_seconds:.0f}s "
+                f"(a {what} waits for a restore to finish); try again later"
             ),
         ):
             yield

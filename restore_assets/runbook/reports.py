@@ -16,6 +16,7 @@ from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.migrate import flyway_schemas
+from restore_assets.runbook.preflight import reading_lock
 from restore_assets.runbook.verify import (
     SET_PATH_SQL,
     app_search_path,
@@ -42,39 +43,40 @@ class Inventory:
 
 
 def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: EvidenceStore) -> Inventory:
-    files: Rows = [
-        {**f.as_evidence(), "role": f.role} for f in SecretsStore(settings).inspect_all()
-    ]
-    engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
-    migrations: Rows = [
-        {
-            "version": r.version or "",
-            "description": r.description,
-            "script": r.script,
-            "checksum": "" if r.checksum is None else str(r.checksum),
-            "state": r.state,
-        }
-        for r in engine.info()
-    ]
-    locations = ", ".join(map(str, engine.config.location_dirs()))
-    text = "\n".join(
-        [
-            "# DDL inventory",
-            "",
-            f"Secrets root: `{settings.secrets_dir}`",
-            "",
-            "## Baseline files",
-            "",
-            markdown_table(files),
-            "",
-            f"## Flyway migrations ({locations})",
-            "",
-            markdown_table(migrations),
-            "",
+    with reading_lock(modern):
+        files: Rows = [
+            {**f.as_evidence(), "role": f.role} for f in SecretsStore(settings).inspect_all()
         ]
-    )
-    evidence.write("ddl_inventory.md", text)
-    return Inventory(files, migrations)
+        engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
+        migrations: Rows = [
+            {
+                "version": r.version or "",
+                "description": r.description,
+                "script": r.script,
+                "checksum": "" if r.checksum is None else str(r.checksum),
+                "state": r.state,
+            }
+            for r in engine.info()
+        ]
+        locations = ", ".join(map(str, engine.config.location_dirs()))
+        text = "\n".join(
+            [
+                "# DDL inventory",
+                "",
+                f"Secrets root: `{settings.secrets_dir}`",
+                "",
+                "## Baseline files",
+                "",
+                markdown_table(files),
+                "",
+                f"## Flyway migrations ({locations})",
+                "",
+                markdown_table(migrations),
+                "",
+            ]
+        )
+        evidence.write("ddl_inventory.md", text)
+        return Inventory(files, migrations)
 
 
 def required_objects(settings: Settings) -> list[tuple[str, str, str]]:
@@ -132,54 +134,60 @@ class MissingObjects:
 def missing_objects(
     settings: Settings, legacy: PostgresTarget, modern: PostgresTarget, evidence: EvidenceStore
 ) -> MissingObjects:
-    config = load_flyway_config(settings, modern)
-    migrations: list[tuple[ResolvedMigration, str]] = [
-        (m, m.read_text(config.encoding))
-        for m in native_engine(config, modern, lambda _: None).resolved()
-    ]
-    baselines = {
-        "legacy": (LEGACY_SCHEMA_FILE, legacy, None),
-        "modernized": (
-            MODERN_SCHEMA_FILE,
-            modern,
-            app_search_path(flyway_schemas(settings, modern)[1]),
-        ),
-    }
-    tables = {side: user_tables(target) for side, (_, target, _) in baselines.items()}
-    texts = {}
-    for side, (relpath, _, _) in baselines.items():
-        path = settings.secrets_dir / relpath
-        texts[side] = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-    rows: Rows = []
-    with legacy.connect(autocommit=True) as legacy_conn, modern.connect(autocommit=True) as mconn:
-        conns = {"legacy": legacy_conn, "modernized": mconn}
-        mconn.execute(SET_PATH_SQL, (baselines["modernized"][2],))
-        for side, kind, name in required_objects(settings):
-            if "*" in name:
-                found = ", ".join(matching(name, tables[side]))
-            else:
-                found = find_object(conns[side], kind, name)
-            relpath = baselines[side][0]
-            rows.append(
-                {
-                    "side": side,
-                    "kind": kind,
-                    "object": name,
-                    "status": "present" if found else "MISSING",
-                    "found as": found,
-                    "comes from": origin(kind, name, texts[side], relpath, migrations),
-                }
-            )
-    result = MissingObjects(rows)
-    text = "\n".join(
-        [
-            "# Objects the gates need",
-            "",
-            f"{len(rows) - result.missing} present, {result.missing} missing.",
-            "",
-            markdown_table(rows),
-            "",
+    with reading_lock(legacy, modern):
+        config = load_flyway_config(settings, modern)
+        migrations: list[tuple[ResolvedMigration, str]] = [
+            (m, m.read_text(config.encoding))
+            for m in native_engine(config, modern, lambda _: None).resolved()
         ]
-    )
-    evidence.write("missing_objects.md", text)
-    return result
+        baselines = {
+            "legacy": (LEGACY_SCHEMA_FILE, legacy, None),
+            "modernized": (
+                MODERN_SCHEMA_FILE,
+                modern,
+                app_search_path(flyway_schemas(settings, modern)[1]),
+            ),
+        }
+        tables = {side: user_tables(target) for side, (_, target, _) in baselines.items()}
+        texts = {}
+        for side, (relpath, _, _) in baselines.items():
+            path = settings.secrets_dir / relpath
+            texts[side] = (
+                path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+            )
+        rows: Rows = []
+        with (
+            legacy.connect(autocommit=True) as legacy_conn,
+            modern.connect(autocommit=True) as mconn,
+        ):
+            conns = {"legacy": legacy_conn, "modernized": mconn}
+            mconn.execute(SET_PATH_SQL, (baselines["modernized"][2],))
+            for side, kind, name in required_objects(settings):
+                if "*" in name:
+                    found = ", ".join(matching(name, tables[side]))
+                else:
+                    found = find_object(conns[side], kind, name)
+                relpath = baselines[side][0]
+                rows.append(
+                    {
+                        "side": side,
+                        "kind": kind,
+                        "object": name,
+                        "status": "present" if found else "MISSING",
+                        "found as": found,
+                        "comes from": origin(kind, name, texts[side], relpath, migrations),
+                    }
+                )
+        result = MissingObjects(rows)
+        text = "\n".join(
+            [
+                "# Objects the gates need",
+                "",
+                f"{len(rows) - result.missing} present, {result.missing} missing.",
+                "",
+                markdown_table(rows),
+                "",
+            ]
+        )
+        evidence.write("missing_objects.md", text)
+        return result

@@ -17,6 +17,7 @@ from restore_assets.errors import RestoreError, SyncError
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.preflight import reading_lock
 from restore_assets.runbook.verify import write_count_transcripts
 from restore_assets.settings import Settings
 
@@ -140,22 +141,23 @@ def sync_facility_users(
 ) -> SyncResult:
     """§4.5 as the chain runs it: copy, check every account arrived, and add the Modernized
     counts after the sync to the count transcripts (below the "before" ones)."""
-    started = time.monotonic()
-    try:
-        result = sync_tables(legacy, modern, settings.sync_tables)
-    except RestoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a database error, rolled back: say so
-        raise SyncError(
-            modern.redact(f"account sync failed and was rolled back: {exc}".strip())
-        ) from None
-    result.seconds = round(time.monotonic() - started, 3)
-    result.missing = missing_after_sync(legacy, modern)
-    note = "after the §4.5 account sync"
-    write_count_transcripts(
-        modern, settings.legacy_count_tables, evidence, schema, note, append=True
-    )
-    return result
+    with reading_lock(legacy, modern):
+        started = time.monotonic()
+        try:
+            result = sync_tables(legacy, modern, settings.sync_tables)
+        except RestoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a database error, rolled back: say so
+            raise SyncError(
+                modern.redact(f"account sync failed and was rolled back: {exc}".strip())
+            ) from None
+        result.seconds = round(time.monotonic() - started, 3)
+        result.missing = missing_after_sync(legacy, modern)
+        note = "after the §4.5 account sync"
+        write_count_transcripts(
+            modern, settings.legacy_count_tables, evidence, schema, note, append=True
+        )
+        return result
 
 
 def sync_tables(legacy: PostgresTarget, modern: PostgresTarget, names: Sequence[str]) -> SyncResult:

@@ -18,6 +18,7 @@ from restore_assets.pg.targets import PostgresTarget
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.preflight import reading_lock
 from restore_assets.settings import Settings
 
 USER_TABLES_SQL = """
@@ -133,46 +134,49 @@ def verify_legacy(
     target: PostgresTarget, settings: Settings, evidence: EvidenceStore
 ) -> Verification:
     """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
-    tables = user_tables(target)
-    write_dt_transcript(target, evidence)
-    expected = [
-        {"expected": p, "present": bool(m), "found": ", ".join(m)}
-        for p in settings.legacy_expected_tables
-        for m in [matching(p, tables)]
-    ]
-    with target.connect(autocommit=True) as conn:
-        counts = count_rows(conn, settings.legacy_count_tables)
-        patients = None
-        if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
-            patients = conn.execute(PATIENT_COUNT_SQL, (settings.patient_facility,)).fetchone()[0]
-    write_count_transcripts(target, settings.legacy_count_tables, evidence)
-    missing = [row["expected"] for row in expected if not row["present"]]
-    absent = [t for t, n in counts.items() if n is None]
-    facility = settings.patient_facility
-    checks = [
-        Check(
-            "expected_tables",
-            not missing,
-            "all expected tables exist" if not missing else f"missing: {', '.join(missing)}",
-            {"tables": expected},
-        ),
-        Check(
-            "patient_count",
-            patients is not None and patients > 0,
-            f"{patients} patient(s) in facility {facility}"
-            if patients is not None
-            else "d_patient is missing",
-            {"facility": facility, "patients": patients or 0},
-        ),
-        Check(
-            "row_counts",
-            not absent,
-            "counted " + ", ".join(f"{t}={n}" for t, n in counts.items()),
-            {"counts": counts},
-        ),
-    ]
-    facts = {f"patients in facility {facility}": patients}
-    return Verification(checks, counts, len(tables), facts)
+    with reading_lock(target):
+        tables = user_tables(target)
+        write_dt_transcript(target, evidence)
+        expected = [
+            {"expected": p, "present": bool(m), "found": ", ".join(m)}
+            for p in settings.legacy_expected_tables
+            for m in [matching(p, tables)]
+        ]
+        with target.connect(autocommit=True) as conn:
+            counts = count_rows(conn, settings.legacy_count_tables)
+            patients = None
+            if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
+                patients = conn.execute(PATIENT_COUNT_SQL, (settings.patient_facility,)).fetchone()[
+                    0
+                ]
+        write_count_transcripts(target, settings.legacy_count_tables, evidence)
+        missing = [row["expected"] for row in expected if not row["present"]]
+        absent = [t for t, n in counts.items() if n is None]
+        facility = settings.patient_facility
+        checks = [
+            Check(
+                "expected_tables",
+                not missing,
+                "all expected tables exist" if not missing else f"missing: {', '.join(missing)}",
+                {"tables": expected},
+            ),
+            Check(
+                "patient_count",
+                patients is not None and patients > 0,
+                f"{patients} patient(s) in facility {facility}"
+                if patients is not None
+                else "d_patient is missing",
+                {"facility": facility, "patients": patients or 0},
+            ),
+            Check(
+                "row_counts",
+                not absent,
+                "counted " + ", ".join(f"{t}={n}" for t, n in counts.items()),
+                {"counts": counts},
+            ),
+        ]
+        facts = {f"patients in facility {facility}": patients}
+        return Verification(checks, counts, len(tables), facts)
 
 
 def missing_versions(required: Sequence[str], rows: Sequence[HistoryRow]) -> list[str]:
@@ -202,32 +206,35 @@ def verify_modernized(
     evidence: EvidenceStore,
 ) -> Verification:
     """§4.3/§4.4, resolving names through the application's search_path."""
-    write_dt_transcript(target, evidence)
-    with target.connect(autocommit=True) as conn:
-        conn.execute(SET_PATH_SQL, (app_search_path(schema),))
-        tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
-        columns = {c: find_object(conn, "column", c) for c in settings.modern_expected_columns}
-        trgm = find_object(conn, "extension", "pg_trgm")
-        counts = count_rows(conn, settings.legacy_count_tables)
-    # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
-    note = "before the §4.5 account sync"
-    write_count_transcripts(target, settings.legacy_count_tables, evidence, schema, note)
-    missing_tables = [t for t, where in tables.items() if not where]
-    missing_columns = [c for c, where in columns.items() if not where]
-    checks = [
-        versions_check("history_versions", settings.required_versions, rows),
-        Check(
-            "expected_tables",
-            not missing_tables,
-            "all present" if not missing_tables else f"missing: {', '.join(missing_tables)}",
-            {"found": tables},
-        ),
-        Check(
-            "expected_columns",
-            not missing_columns,
-            "all present" if not missing_columns else f"missing: {', '.join(missing_columns)}",
-            {"found": columns},
-        ),
-        Check("pg_trgm", bool(trgm), f"{trgm} installed" if trgm else "pg_trgm is missing (V0002)"),
-    ]
-    return Verification(checks, counts)
+    with reading_lock(target):
+        write_dt_transcript(target, evidence)
+        with target.connect(autocommit=True) as conn:
+            conn.execute(SET_PATH_SQL, (app_search_path(schema),))
+            tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
+            columns = {c: find_object(conn, "column", c) for c in settings.modern_expected_columns}
+            trgm = find_object(conn, "extension", "pg_trgm")
+            counts = count_rows(conn, settings.legacy_count_tables)
+        # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
+        note = "before the §4.5 account sync"
+        write_count_transcripts(target, settings.legacy_count_tables, evidence, schema, note)
+        missing_tables = [t for t, where in tables.items() if not where]
+        missing_columns = [c for c, where in columns.items() if not where]
+        checks = [
+            versions_check("history_versions", settings.required_versions, rows),
+            Check(
+                "expected_tables",
+                not missing_tables,
+                "all present" if not missing_tables else f"missing: {', '.join(missing_tables)}",
+                {"found": tables},
+            ),
+            Check(
+                "expected_columns",
+                not missing_columns,
+                "all present" if not missing_columns else f"missing: {', '.join(missing_columns)}",
+                {"found": columns},
+            ),
+            Check(
+                "pg_trgm", bool(trgm), f"{trgm} installed" if trgm else "pg_trgm is missing (V0002)"
+            ),
+        ]
+        return Verification(checks, counts)
