@@ -13,6 +13,7 @@ from restore_assets.assets.sync import sync_facility_users
 from restore_assets.console import brief_console_logger
 from restore_assets.jobs import all_jobs
 from restore_assets.resources import restore_resources
+from restore_assets.sensors import secrets_sensor
 
 defs = Definitions(
     assets=[
@@ -27,6 +28,7 @@ defs = Definitions(
         gates_report,
     ],
     jobs=all_jobs,
+    sensors=[secrets_sensor],
     resources=restore_resources(),
     loggers={"console": brief_console_logger},
 )

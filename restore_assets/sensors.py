@@ -1,0 +1,84 @@
+"""The sensor that starts restores by itself when the Secrets land (runbook §0 unattended).
+
+It translates `runbook.watch.look` into run requests: both sides new → `restore_all` (both
+restores, the account sync, the gates); one side → that side's job. `run_key` carries the
+content, so unchanged files never ask again. The skip reason says exactly what it waits for,
+and `baseline_search.log` in the evidence root gets a line whenever that changes.
+"""
+
+import datetime as dt
+import json
+import os
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from restore_assets.assets.shell import SIDES_TAG
+from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, all_jobs
+from restore_assets.resources.secrets import SecretsResource
+from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
+from restore_assets.runbook.watch import WatchState, look
+from restore_assets.settings import SIDES
+
+INTERVAL_VARIABLE = "RESTORE_SENSOR_INTERVAL_SECONDS"
+
+
+def _interval() -> int:
+    raw = os.environ.get(INTERVAL_VARIABLE) or "30"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{INTERVAL_VARIABLE}={raw!r} is not a number of seconds (e.g. 30)")
+    return int(raw)
+
+
+@sensor(
+    jobs=all_jobs,
+    minimum_interval_seconds=_interval(),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches the Secrets store; restores a side when its files have landed, settled "
+    "and passed intake; both sides → the whole chain with the sync and the gates.",
+)
+def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
+    previous = WatchState.from_json(json.loads(context.cursor) if context.cursor else None)
+    seen = look(secrets.store(), previous)
+    requests = []
+    if len(seen.restore) == len(SIDES):
+        key = "|".join(seen.restore[side] for side in SIDES)
+        requests.append(
+            RunRequest(
+                run_key=f"{ALL_JOB}:{key}", job_name=ALL_JOB, tags={SIDES_TAG: ",".join(SIDES)}
+            )
+        )
+    else:
+        for side, key in seen.restore.items():
+            requests.append(
+                RunRequest(
+                    run_key=f"{side}:{key}", job_name=JOBS_BY_SIDE[side], tags={SIDES_TAG: side}
+                )
+            )
+    status = (
+        seen.status if not requests else "requested: " + ", ".join(r.job_name for r in requests)
+    )
+    if status != previous.status:
+        _log(secrets, f"{secrets.store().root}: {status}")
+    seen.state.status = status
+    cursor = json.dumps(seen.state.as_json())
+    if requests:
+        return SensorResult(run_requests=requests, cursor=cursor)
+    return SensorResult(
+        skip_reason=SkipReason(f"watching {secrets.store().root}: {status}"), cursor=cursor
+    )
+
+
+def _log(secrets: SecretsResource, line: str) -> None:
+    """A line in `<artifacts>/parity-manual/db-restore/baseline_search.log` per state change."""
+    folder = secrets.config.settings().artifacts_dir / EVIDENCE_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with (folder / "baseline_search.log").open("a", encoding="utf-8") as log:
+        log.write(f"{stamp} {line}\n")

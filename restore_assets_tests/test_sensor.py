@@ -1,0 +1,97 @@
+"""The Secrets sensor across ticks (`build_sensor_context`, cursor carried from tick to tick)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+
+from restore_assets.definitions import defs
+from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.secrets import SecretsResource
+from restore_assets.sensors import secrets_sensor
+from restore_assets.settings import LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
+
+
+class Watcher:
+    """Ticks the sensor like the daemon does: same instance, the cursor handed on."""
+
+    def __init__(self):
+        self.instance = DagsterInstance.ephemeral()
+        self.cursor = None
+        self.secrets = SecretsResource(config=RestoreConfig())
+
+    def tick(self):
+        with build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"secrets": self.secrets}
+        ) as context:
+            result = secrets_sensor(context)
+        self.cursor = result.cursor
+        requests = [(r.job_name, r.run_key) for r in result.run_requests or []]
+        reason = result.skip_reason.skip_message if result.skip_reason else ""
+        return requests, reason
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, artifacts_dir):
+    root = tmp_path / "Secrets"
+    root.mkdir()
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    return root
+
+
+def test_the_sensor_is_in_the_code_location_and_on_by_default():
+    sensor = defs.resolve_sensor_def("secrets_sensor")
+    assert sensor.default_status.value == "RUNNING"
+    assert {j.name for j in sensor.jobs} >= {"restore_all", "restore_legacy", "restore_modernized"}
+
+
+def test_empty_store_asks_nothing_and_says_what_is_missing(store):
+    requests, reason = Watcher().tick()
+    assert requests == []
+    assert "legacy: " in reason and f"{LEGACY_SEED_FILE} missing" in reason
+    assert f"{MODERN_SCHEMA_FILE} missing" in reason
+
+
+def test_landed_files_are_restored_once_when_settled(store, demo_secrets, artifacts_dir):
+    watcher = Watcher()
+    watcher.tick()
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    requests, reason = watcher.tick()  # just landed: not settled yet
+    assert requests == [] and "still changing or new" in reason
+    requests, _ = watcher.tick()  # unchanged since the last look: the whole chain, once
+    assert [job for job, _ in requests] == ["restore_all"]
+    requests, reason = watcher.tick()
+    assert requests == [] and "up to date" in reason
+    assert watcher.tick()[0] == []
+    log = (artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log").read_text()
+    # one line per change of state: missing, landing, requested, up to date (not per tick)
+    assert len(log.splitlines()) == 4 and "requested: restore_all" in log
+
+
+def test_a_growing_file_or_half_a_side_asks_nothing_for_that_side(store, demo_secrets):
+    watcher = Watcher()
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    watcher.tick()
+    with (store / LEGACY_SEED_FILE).open("a") as seed:
+        seed.write("-- still arriving\n")
+    requests, reason = watcher.tick()
+    assert requests == [("restore_modernized", requests[0][1])]  # only the settled side
+    assert "legacy: " in reason or reason == ""
+
+
+def test_changed_content_asks_once_more_and_a_bad_mode_is_named(store, demo_secrets):
+    watcher = Watcher()
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    watcher.tick()
+    ((_, first_key),) = watcher.tick()[0]
+    modern = store / MODERN_SCHEMA_FILE
+    modern.write_text(modern.read_text() + "-- re-delivered\n")
+    assert watcher.tick()[0] == []  # changed: wait until it settles
+    ((job, key),) = watcher.tick()[0]
+    assert job == "restore_modernized" and key != first_key
+    modern.chmod(0o644)
+    watcher.tick()
+    requests, reason = watcher.tick()
+    assert requests == [] and "mode 0644" in reason
