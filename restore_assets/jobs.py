@@ -45,8 +45,15 @@ restore_all_job = define_asset_job(
     description="The whole chain: both sides, the account sync, the reports and the gates (§6).",
 )
 
+FOLLOWUP_JOB = "restore_followup"
+restore_followup_job = define_asset_job(
+    FOLLOWUP_JOB,
+    selection=AssetSelection.groups("sync", "reports", "gates"),  # restores nothing
+    description="After one side was restored again: §4.5 sync, §2 reports and the §6 gates.",
+)
+
 JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
-all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job]
+all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job, restore_followup_job]
 
 
 def prepare_instance(settings: Settings):

@@ -11,16 +11,28 @@ import json
 import os
 
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
+    RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_status_sensor,
     sensor,
 )
 
 from restore_assets.assets.shell import SIDES_TAG
-from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, all_jobs
+from restore_assets.jobs import (
+    ALL_JOB,
+    FOLLOWUP_JOB,
+    JOBS_BY_SIDE,
+    all_jobs,
+    restore_followup_job,
+    restore_legacy_job,
+    restore_modernized_job,
+)
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.watch import WatchState, look
@@ -37,7 +49,7 @@ def _interval() -> int:
 
 
 @sensor(
-    jobs=all_jobs,
+    jobs=[job for job in all_jobs if job.name != FOLLOWUP_JOB],
     minimum_interval_seconds=_interval(),
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches the Secrets store; restores a side when its files have landed, settled "
@@ -82,3 +94,24 @@ def _log(secrets: SecretsResource, line: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with (folder / "baseline_search.log").open("a", encoding="utf-8") as log:
         log.write(f"{stamp} {line}\n")
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[restore_legacy_job, restore_modernized_job],
+    request_job=restore_followup_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="When one side was restored on its own and the other side has been restored "
+    "before, the account sync and the gates follow without a click.",
+)
+def followup_sensor(context: RunStatusSensorContext):
+    restored = context.dagster_run.job_name
+    other = next(job for job in JOBS_BY_SIDE.values() if job != restored)
+    latest = context.instance.get_runs(
+        filters=RunsFilter(job_name=other, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+    ) or context.instance.get_runs(
+        filters=RunsFilter(job_name=ALL_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+    )
+    if not latest:
+        return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
+    return RunRequest(run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}")

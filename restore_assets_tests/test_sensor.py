@@ -95,3 +95,51 @@ def test_changed_content_asks_once_more_and_a_bad_mode_is_named(store, demo_secr
     watcher.tick()
     requests, reason = watcher.tick()
     assert requests == [] and "mode 0644" in reason
+
+
+def _run(instance, job_name):
+    from dagster import DagsterEventType
+
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"resources": {"restore": {"config": {"allow_reset": True}}}},
+        raise_on_error=False,
+    )
+    assert result.success
+    (event,) = [e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS]
+    return result.dagster_run, event
+
+
+def _followup(instance, run, event):
+    from dagster import build_run_status_sensor_context
+
+    from restore_assets.sensors import followup_sensor
+
+    context = build_run_status_sensor_context(
+        sensor_name="followup_sensor",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=event,
+    )
+    return followup_sensor(context)
+
+
+def test_one_side_restored_again_brings_the_sync_and_gates(secrets_dir, artifacts_dir):
+    from dagster import RunRequest, SkipReason
+
+    instance = DagsterInstance.ephemeral()
+    first = _followup(instance, *_run(instance, "restore_legacy"))
+    assert isinstance(first, SkipReason) and "never restored" in first.skip_message
+    _run(instance, "restore_modernized")
+    again = _followup(instance, *_run(instance, "restore_legacy"))
+    assert isinstance(again, RunRequest)
+    followup = defs.resolve_job_def("restore_followup")
+    keys = {k.to_user_string() for k in followup.asset_layer.executable_asset_keys}
+    assert keys == {
+        "sync/facility_users",
+        "reports/ddl_inventory",
+        "reports/missing_objects",
+        "gates/report",
+    }
+    assert _run(instance, "restore_followup")[0].is_success
