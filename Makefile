@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench dev clean install security-table
+.PHONY: demo test lint format bench dev ui clean install security-table
 
 install: $(STAMP)
 
@@ -41,9 +41,16 @@ format: $(STAMP)
 	$(BIN)/ruff format restore_assets restore_assets_tests
 	$(BIN)/ruff check --fix restore_assets restore_assets_tests
 
-## Dagster UI on http://127.0.0.1:3000 with the same code location.
-dev: $(STAMP)
+## Dagster UI on http://127.0.0.1:3000 (daemon on: the sensors tick), on the Dagster home the CLI
+## uses; with SECRETS_DIR unset and `make demo` done, it watches the demo's Secrets.
+ui: $(STAMP)
+	@mkdir -p .restore_state/dagster_home
+	@if [ -z "$$SECRETS_DIR" ] && [ -d .restore_state/demo/Secrets ]; then \
+	  echo "watching the demo Secrets: $(CURDIR)/.restore_state/demo/Secrets (set SECRETS_DIR to change)"; \
+	  export SECRETS_DIR=$(CURDIR)/.restore_state/demo/Secrets; fi; \
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.restore_state/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+
+dev: ui
 
 clean:
 	rm -rf $(VENV) .restore_state .pytest_cache .ruff_cache
