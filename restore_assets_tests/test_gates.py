@@ -6,6 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+from dagster import AssetKey, DagsterInstance
+
+from restore_assets.definitions import defs
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.sync import sync_tables
 from restore_assets.settings import (
@@ -211,3 +214,26 @@ def test_gate_reports_facility_num_behind_without_changing_it(secrets_dir, artif
     assert not passed and "facility_num_nextval" in detail and "160" in detail
     with legacy.connect(autocommit=True) as conn:
         assert conn.execute("SELECT last_value, is_called FROM facility_num").fetchone() == before
+
+
+def test_a_stopped_run_leaves_gates_report_saying_so_not_an_older_passed(
+    secrets_dir, artifacts_dir
+):
+    """The UI shows the latest gates/report materialisation: after a blocked run it must say
+    'blocked' and why, not keep the 'passed' of the run before."""
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("restore_all")
+    config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
+    assert job.execute_in_process(instance=instance, run_config=config).success
+    key = AssetKey(["gates", "report"])
+
+    def latest_status():
+        event = instance.get_latest_materialization_event(key)
+        return event.asset_materialization.metadata["status"].value
+
+    assert latest_status() == "passed"
+    (secrets_dir / MODERN_SCHEMA_FILE).unlink()
+    job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    assert latest_status() == "blocked"
+    event = instance.get_latest_materialization_event(key)
+    assert MODERN_SCHEMA_FILE in event.asset_materialization.metadata["reason"].value

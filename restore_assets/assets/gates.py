@@ -8,7 +8,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -23,10 +22,10 @@ from restore_assets.runbook.gates import run_gates
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .reports import DDL_INVENTORY, MISSING_OBJECTS
-from .shell import evidence_metadata, table
+from .shell import GATES_REPORT, evidence_metadata, table
 from .sync import SYNC
 
-REPORT = AssetKey(["gates", "report"])
+REPORT = GATES_REPORT
 
 
 @asset(

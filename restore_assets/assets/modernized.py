@@ -85,7 +85,9 @@ def modernized_flyway_history(
             settings, target, store, context.log.info, flyway.container_runner(context)
         )
     except RestoreError as exc:
-        raise fail(store, "modernized/flyway_history", exc, target=target.describe()) from None
+        raise fail(
+            context, store, "modernized/flyway_history", exc, target=target.describe()
+        ) from None
     verification = verify_modernized(target, settings, step.schema, step.history, store)
     passed = all(c.passed for c in verification.checks)
     store.record_step(

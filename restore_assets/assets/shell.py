@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dagster import (
     AssetCheckResult,
     AssetKey,
+    AssetMaterialization,
     Failure,
     MetadataValue,
     TableColumn,
@@ -26,6 +27,7 @@ from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import unreached_report, write_report
 
 SIDES_TAG = "restore_assets/sides"
+GATES_REPORT = AssetKey(["gates", "report"])
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 
 
@@ -79,9 +81,12 @@ def evidence_metadata(evidence: EvidenceStore, *files: str) -> dict[str, Metadat
     return {"evidence": MetadataValue.path(str(evidence.folder)), **paths}
 
 
-def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: object) -> Failure:
+def fail(
+    context, evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: object
+) -> Failure:
     """Record the failed step, write the gate report (every gate not reached, naming the step
-    that stopped the run) and return the Failure to raise."""
+    that stopped the run), tell Dagster the same about `gates/report` so its page never keeps an
+    older "passed", and return the Failure to raise."""
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
     error = evidence.redact(str(exc))  # Dagster stores the Failure: no password may be in it
     evidence.record_step(step, status, {"error": error})
@@ -89,6 +94,13 @@ def fail(evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: obje
     report = unreached_report(evidence.label, status, reason)
     write_report(evidence, report)
     gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
+    context.log_event(
+        AssetMaterialization(
+            asset_key=GATES_REPORT,
+            description=f"{status}: {step} stopped the run",
+            metadata={"status": status, "stopped_by": step, "reason": error, "gates": table(gates)},
+        )
+    )
     return Failure(
         description=error,
         metadata={
@@ -119,7 +131,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
             log=context.log.info,
         )
     except RestoreError as exc:
-        raise fail(evidence, step, exc, target=target.describe()) from None
+        raise fail(context, evidence, step, exc, target=target.describe()) from None
     evidence.record_step(
         step,
         "ok",

@@ -44,7 +44,7 @@ def sync_facility_users(
         schema = flyway_schemas(settings, modern)[1]
         result = run_sync(settings, legacy_db.target, modern, store, schema)
     except RestoreError as exc:
-        raise fail(store, "sync/facility_users", exc) from None
+        raise fail(context, store, "sync/facility_users", exc) from None
     check = result.check()
     store.record_step(
         "sync/facility_users",
