@@ -92,7 +92,9 @@ def _log(secrets: SecretsResource, line: str) -> None:
     folder = secrets.config.settings().artifacts_dir / EVIDENCE_SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with (folder / "baseline_search.log").open("a", encoding="utf-8") as log:
+    # Evidence is 0600 like every other evidence file (it names the Secrets files and why).
+    fd = os.open(folder / "baseline_search.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as log:
         log.write(f"{stamp} {line}\n")
 
 

@@ -65,7 +65,9 @@ def test_landed_files_are_restored_once_when_settled(store, demo_secrets, artifa
     requests, reason = watcher.tick()
     assert requests == [] and "up to date" in reason
     assert watcher.tick()[0] == []
-    log = (artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log").read_text()
+    log_path = artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log"
+    assert log_path.stat().st_mode & 0o777 == 0o600
+    log = log_path.read_text()
     # one line per change of state: missing, landing, requested, up to date (not per tick)
     assert len(log.splitlines()) == 4 and "requested: restore_all" in log
 

@@ -25,6 +25,7 @@ from restore_assets.errors import EXIT_BLOCKED, RestoreError
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import unreached_report, write_report
+from restore_assets.runbook.restore import restore_side
 
 SIDES_TAG = "restore_assets/sides"
 GATES_REPORT = AssetKey(["gates", "report"])
@@ -117,8 +118,6 @@ def fail(
 def restore_step(context, step: str, db, secrets, evidence_store):
     """Intake (every side of the run) → the side's all-or-nothing restore, recorded in the
     evidence; returns the core result, the evidence store and the asset metadata."""
-    from restore_assets.runbook.restore import restore_side
-
     target = db.target
     evidence = evidence_store.for_run(context)
     try:
