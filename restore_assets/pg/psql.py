@@ -18,6 +18,16 @@ from restore_assets.pg.lexer import PSQL, Lexer, MetaCommand, Span, lex
 ALLOWED_META = ("restrict", "unrestrict")  # pg_dump's own; never \connect
 _CREATE_SCHEMA = re.compile(r'^CREATE SCHEMA (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)\s*;')
 _CREATE_EXTENSION = re.compile(r'^CREATE EXTENSION (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)')
+# psql's --single-transaction is undone by a file's own transaction control: after a COMMIT
+# (or ROLLBACK) every later statement commits on its own, and a failure no longer rolls back.
+_TRANSACTION_CONTROL = re.compile(
+    r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK|ABORT|PREPARE\s+TRANSACTION)\b(?!\s+ATOMIC)",
+    re.IGNORECASE,
+)
+_TRANSACTION_WHY = (
+    "pg_dump never writes it, and it would end the restore's single transaction early, so a "
+    "later failure could no longer roll the target back"
+)
 
 
 def iter_meta_commands(lines: Iterable[str]) -> Iterator[MetaCommand]:
@@ -66,11 +76,14 @@ def check_script(path: Path, relpath: str) -> ScriptScan:
         for raw in handle:
             line = raw.decode("utf-8", errors="replace")
             # pg_dump writes each DDL statement at line start; data and strings must not count.
-            if line.startswith("CREATE ") and lexer.at_statement_start:
+            if lexer.at_statement_start:
                 if m := _CREATE_SCHEMA.match(line):
                     scan.schemas.append(_unquote(m.group(1)))
                 elif m := _CREATE_EXTENSION.match(line):
                     scan.extensions.append(_unquote(m.group(1)))
+                elif m := _TRANSACTION_CONTROL.match(line):
+                    what = f"transaction control `{m.group(1).upper()}`"
+                    raise UnsafeScriptError(relpath, lexer.line + 1, what, _TRANSACTION_WHY)
             check(lexer.feed(line))
         check(lexer.finish())
     return scan

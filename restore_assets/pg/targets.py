@@ -7,6 +7,7 @@ A `PostgresTarget` knows how to connect with psycopg and how to hand the same co
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,50 @@ def start_embedded(state_dir: Path) -> Endpoint:
     server = get_server(pgdata, cleanup_mode="stop")
     info = server.get_postmaster_info()
     return Endpoint(host=str(info.socket_dir), port=int(info.port or 5432))
+
+
+# The wheel's initdb trusts every local connection, and its socket directory is world-writable
+# when it runs as root: any local user could log in as `postgres`. Peer authentication through
+# this map lets in only the OS user running the project, and only as the roles it uses.
+PEER_MAP = "restore_assets"
+HBA_CONF = f"""# Written by restore_assets: peer authentication on the Unix socket only, mapped in
+# pg_ident.conf to the OS user that runs restore_assets. No trust, no TCP, no replication.
+local all all peer map={PEER_MAP}
+"""
+
+
+def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str]) -> None:
+    """Make the embedded server accept only this OS user, as `postgres` or the project's roles.
+
+    Idempotent: rewritten and reloaded only when the files differ, so concurrent processes agree.
+    """
+    os_user = pwd.getpwuid(os.geteuid()).pw_name
+    ident = "".join(
+        f"{PEER_MAP} {os_user} {role}\n" for role in sorted({EMBEDDED_SUPERUSER, *roles})
+    )
+    wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": ident}
+    changed = False
+    for name, text in wanted.items():
+        path = pgdata / name
+        if path.exists() and path.read_text() == text:
+            continue
+        owner = pgdata.stat()
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)
+        if os.geteuid() == 0:  # the server runs as the wheel's own system user
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+        os.replace(tmp, path)
+        changed = True
+    if changed:
+        with embedded_admin(endpoint) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+            errors = conn.execute(
+                "SELECT error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+                " UNION ALL SELECT error FROM pg_ident_file_mappings WHERE error IS NOT NULL"
+            ).fetchall()
+        if errors:
+            raise TargetError(f"embedded server: {pgdata}/pg_hba.conf rejected: {errors[0][0]}")
 
 
 def embedded_admin(endpoint: Endpoint) -> psycopg.Connection:
@@ -111,6 +156,11 @@ class PostgresTarget:
         if self._endpoint is None:
             if self.embedded:
                 endpoint = start_embedded(self.settings.state_dir)
+                restrict_embedded_auth(
+                    self.settings.state_dir / "pgdata",
+                    endpoint,
+                    self.settings.embedded_roles(),
+                )
                 ensure_embedded_databases(
                     endpoint,
                     self.target.user,

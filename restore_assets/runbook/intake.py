@@ -81,7 +81,26 @@ class SecretsStore:
         return info
 
     def inspect_side(self, side: str) -> list[SecretFile]:
-        return [self.inspect(rel) for rel in SIDE_FILES[side]]
+        files = [self.inspect(rel) for rel in SIDE_FILES[side]]
+        for f in files:
+            if twin := self._same_bytes_on_another_side(side, f):
+                f.problems.append(
+                    f"the same bytes as {twin}: one of the two is in the wrong slot "
+                    "(e.g. the Legacy schema copied into the Modernized slot); ask Ops which"
+                )
+        return files
+
+    def _same_bytes_on_another_side(self, side: str, file: SecretFile) -> str | None:
+        """A Legacy dump in a Modernized slot (or the reverse) passes every per-file check:
+        both are whole schema dumps. The same content in two sides' slots gives it away."""
+        if not file.sha256:
+            return None
+        for other_side, relpaths in SIDE_FILES.items():
+            for relpath in relpaths if other_side != side else ():
+                other = self.inspect(relpath)
+                if other.sha256 == file.sha256:
+                    return relpath
+        return None
 
     def inspect_all(self) -> list[SecretFile]:
         return [f for side in SIDES for f in self.inspect_side(side)]
