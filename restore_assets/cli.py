@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from restore_assets.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_UNRECORDED,
     RestoreError,
     worse_exit,
 )
@@ -32,6 +34,9 @@ VERDICTS = {
     EXIT_FAILED: "a step or check failed",
     EXIT_BLOCKED: "blocked: Secrets missing or unusable (see baseline_search.log)",
     EXIT_CONFIG: "refused: configuration error or reset without consent",
+    EXIT_UNRECORDED: "a target WAS restored, but writing its evidence failed",
+    128 + signal.SIGINT: "interrupted (SIGINT): stopped cleanly, see the evidence",
+    128 + signal.SIGTERM: "interrupted (SIGTERM): stopped cleanly, see the evidence",
 }
 
 
@@ -47,10 +52,20 @@ def run_chain(
     settings: Settings, sides: tuple[str, ...], allow_reset: bool, verbose: bool = False
 ) -> RunOutcome:
     """Execute the side's job (or the whole chain) in-process on the CLI's Dagster instance and
-    read the outcome from the run's own events."""
+    read the outcome from the run's own events. Runs whose process died are cleaned up first;
+    SIGINT/SIGTERM stop the run cleanly (exit 130/143, evidence status `interrupted`)."""
+    from dagster import DagsterExecutionInterruptedError
+
     from restore_assets.assets.shell import SIDES_TAG
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, prepare_instance
+    from restore_assets.recovery import (
+        PROCESS_TAG,
+        job_pools,
+        process_identity,
+        signals_received,
+        wait_for_pools,
+    )
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
 
     instance = prepare_instance(settings)
@@ -61,21 +76,73 @@ def run_chain(
         "allow_reset": allow_reset or settings.allow_reset,
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    job_name = JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        tags={EVIDENCE_TAG: started.isoformat(), SIDES_TAG: ",".join(sides)},
-        run_config={
-            "resources": {"restore": {"config": overrides}},
-            "loggers": {"console": {"config": {"log_level": "INFO", "verbose": verbose}}},
-        },
-        raise_on_error=False,
-    )
-    outcome = outcome_of(result.all_events)
-    folder = instance.get_run_by_id(result.run_id).tags.get(EVIDENCE_FOLDER_TAG)
+    tags = {
+        EVIDENCE_TAG: started.isoformat(),
+        SIDES_TAG: ",".join(sides),
+        PROCESS_TAG: process_identity(),
+    }
+    job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
+    result = None
+    with signals_received() as signals:
+        try:
+            wait_for_pools(
+                instance, job_pools(job), wait_seconds=settings.wait_seconds, log=_progress
+            )
+            result = job.execute_in_process(
+                instance=instance,
+                tags=tags,
+                run_config={
+                    "resources": {"restore": {"config": overrides}},
+                    "loggers": {"console": {"config": {"log_level": "INFO", "verbose": verbose}}},
+                },
+                raise_on_error=False,
+            )
+        except (KeyboardInterrupt, DagsterExecutionInterruptedError):
+            pass  # `signals` says which signal; the run's own events say how far it got
+    run = _run_of(instance, result, tags)
+    outcome = outcome_of(result.all_events if result else [])
+    folder = run.tags.get(EVIDENCE_FOLDER_TAG) if run else None
     outcome.evidence = Path(folder) if folder else None
-    if not result.success:
+    if signals:
+        return interrupted(outcome, settings, signals[-1])
+    if result is None or not result.success:
         outcome.exit_code = worse_exit(outcome.exit_code, EXIT_FAILED)
+    return outcome
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_of(instance, result, tags: dict[str, str]):
+    """The run record: from the result, or (interrupted before it returned) by its tags."""
+    from dagster import RunsFilter
+
+    if result is not None:
+        return instance.get_run_by_id(result.run_id)
+    runs = instance.get_runs(filters=RunsFilter(tags=tags), limit=1)
+    return runs[0] if runs else None
+
+
+def interrupted(outcome: RunOutcome, settings: Settings, signo: int) -> RunOutcome:
+    """A run stopped by SIGINT/SIGTERM: say so in the evidence, in Dagster and in the exit code
+    (128 + the signal's number, as a shell reports a process killed by it)."""
+    from restore_assets.assets.shell import record_stop
+    from restore_assets.pg.targets import redact
+    from restore_assets.runbook.evidence import EvidenceStore
+
+    name = signal.Signals(signo).name
+    reason = (
+        f"interrupted by {name}: psql/pg_dump were stopped and the open transaction rolled back; "
+        "steps listed as ok before this had finished"
+    )
+    if outcome.evidence:
+        store = EvidenceStore(
+            outcome.evidence, lambda text: redact(text, settings.passwords), settings.artifacts_dir
+        )
+        record_stop(None, store, "run", "interrupted", reason)
+    _add_failure(outcome, "run", reason)
+    outcome.exit_code = 128 + signo
     return outcome
 
 

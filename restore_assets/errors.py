@@ -1,7 +1,8 @@
 """One error hierarchy for the whole project, rooted in `RestoreError`.
 
 Every error carries the CLI exit code of DESIGN.md's contract (0 ok · 1 failed · 2 Secrets
-blocked · 3 configuration error or refused reset), so the CLI needs a single `except` and a
+blocked · 3 configuration error or refused reset · 4 restored but its evidence not written ·
+130/143 interrupted by SIGINT/SIGTERM), so the CLI needs a single `except` and a
 Dagster failure can carry the same code. No Dagster import here: the core and the Flyway engine
 raise these too.
 """
@@ -12,6 +13,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BLOCKED = 2
 EXIT_CONFIG = 3
+EXIT_UNRECORDED = 4
 
 
 class RestoreError(RuntimeError):
@@ -70,7 +72,17 @@ class SyncError(RestoreError):
     """The Legacy → Modernized account sync could not complete (rolled back)."""
 
 
+class EvidenceNotWritten(RestoreError):
+    """The target committed, then writing its evidence failed: the database is NOT as it was."""
+
+    exit_code = EXIT_UNRECORDED
+
+    def __init__(self, what: str, exc: BaseException):
+        super().__init__(f"the {what} WAS restored; writing evidence failed: {exc}")
+
+
 def worse_exit(current: int, new: int) -> int:
-    """The exit code that says more: blocked (2) > refused/config (3) > failed (1) > ok (0)."""
-    rank = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_CONFIG: 2, EXIT_BLOCKED: 3}
+    """The exit code that says more: restored-but-unrecorded (4) > blocked (2) >
+    refused/config (3) > failed (1) > ok (0)."""
+    rank = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_CONFIG: 2, EXIT_BLOCKED: 3, EXIT_UNRECORDED: 4}
     return new if rank.get(new, 1) > rank.get(current, 0) else current

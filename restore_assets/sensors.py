@@ -33,6 +33,7 @@ from restore_assets.jobs import (
     restore_legacy_job,
     restore_modernized_job,
 )
+from restore_assets.recovery import free_dead_runs
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.watch import WatchState, look
@@ -56,6 +57,8 @@ def _interval() -> int:
     "and passed intake; both sides → the whole chain with the sync and the gates.",
 )
 def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
+    # A run that died (SIGKILL, OOM, reboot) must not hold its pool slot for ever.
+    free_dead_runs(context.instance, context.log.info)
     previous = WatchState.from_json(json.loads(context.cursor) if context.cursor else None)
     seen = look(secrets.store(), previous)
     requests = []

@@ -105,6 +105,7 @@ class Settings:
     modern_expected_columns: tuple[str, ...]
     sync_tables: tuple[str, ...]
     facility_api_url: str | None
+    wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -113,6 +114,10 @@ class Settings:
     def passwords(self) -> tuple[str, ...]:
         """Every secret value that must never be printed."""
         return tuple(p for p in (self.legacy.password, self.modernized.password) if p)
+
+    def embedded_roles(self) -> set[str]:
+        """The roles the project logs in as on the embedded server."""
+        return {t.user for t in (self.legacy, self.modernized) if t.embedded}
 
 
 # What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
@@ -228,6 +233,7 @@ class _Contract(_Variables):
         DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
+    wait_seconds: Annotated[int, Field(gt=0)] = Field(300, alias="RESTORE_WAIT_SECONDS")
     # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
     db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 

@@ -138,6 +138,11 @@ DAMAGE = {
         _swap_in(LEGACY_SEED_FILE),
         "data dump in the schema slot",
     ),
+    "the Legacy schema in the Modernized slot": (
+        MODERN_SCHEMA_FILE,
+        _swap_in(LEGACY_SCHEMA_FILE),
+        f"the same bytes as {LEGACY_SCHEMA_FILE}: one of the two is in the wrong slot",
+    ),
     "not a pg_dump file": (
         MODERN_SCHEMA_FILE,
         lambda path: path.write_text("DROP TABLE d_users;\n"),
@@ -383,3 +388,62 @@ def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifac
     finished = time.time()
     holder.join()
     assert result.success and finished >= released[0]  # it waited for the "restore" to end
+
+
+def test_the_embedded_server_lets_in_only_this_os_user_as_the_projects_roles(settings):
+    """No trust: a role that exists but is not the project's is refused, and no rule trusts."""
+    import psycopg
+
+    from restore_assets.pg.targets import embedded_admin
+
+    endpoint = legacy_target().endpoint()
+    with embedded_admin(endpoint) as conn:
+        conn.execute("DROP ROLE IF EXISTS intruder")
+        conn.execute("CREATE ROLE intruder LOGIN")
+        methods = {r[0] for r in conn.execute("SELECT auth_method FROM pg_hba_file_rules")}
+        kinds = {r[0] for r in conn.execute("SELECT type FROM pg_hba_file_rules")}
+    assert methods == {"peer"} and kinds == {"local"}
+    with pytest.raises(psycopg.OperationalError, match="Peer authentication failed"):
+        psycopg.connect(host=endpoint.host, port=endpoint.port, user="intruder", dbname="postgres")
+    assert legacy_target().server_version_num() > 0  # the project's own role still gets in
+
+
+def test_evidence_failing_after_commit_says_the_target_was_restored(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    """A full disk after psql committed: its own exit code and words, never "nothing happened"."""
+    import errno
+
+    from restore_assets.runbook.evidence import EvidenceStore
+    from restore_assets_tests.helpers import query
+
+    record_step = EvidenceStore.record_step
+
+    def disk_full_after_commit(self, step, status, summary):
+        if step == "legacy/restore" and status == "ok":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        record_step(self, step, status, summary)
+
+    monkeypatch.setattr(EvidenceStore, "record_step", disk_full_after_commit)
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "WAS restored; writing evidence failed: [Errno 28] No space left" in done.stdout
+    assert query("SELECT count(*) > 0 FROM d_patient") == [(True,)]  # really committed
+
+
+@pytest.mark.parametrize("statement", ["COMMIT;", "rollback;", "END;", "BEGIN;"])
+def test_a_dump_that_ends_the_transaction_itself_is_refused_untouched(
+    statement, secrets_dir, artifacts_dir
+):
+    """After its own COMMIT/ROLLBACK, psql would run the rest outside the single transaction."""
+    seed = secrets_dir / LEGACY_SEED_FILE
+    lines = seed.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("COPY public.d_patient "))
+    lines.insert(at, statement + "\n")
+    seed.write_text("".join(lines), encoding="utf-8")
+    before = database_fingerprint()
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 1, done.stdout + done.stderr
+    word = statement.rstrip(";").upper()
+    assert f"{LEGACY_SEED_FILE}:{at + 1}: refused transaction control `{word}`" in done.stdout
+    assert database_fingerprint() == before

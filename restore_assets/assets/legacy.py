@@ -22,7 +22,7 @@ from restore_assets.runbook.verify import verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .secrets import SECRET_KEYS
-from .shell import check_result, evidence_metadata, restore_step, table
+from .shell import after_commit, check_result, evidence_metadata, restore_step, table
 
 SCHEMA = AssetKey(["legacy", "schema"])
 SEED = AssetKey(["legacy", "seed"])
@@ -74,7 +74,8 @@ def legacy_restore(
 ):
     result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
     settings = secrets.config.settings()
-    verification = verify_legacy(legacy_db.target, settings, store)
+    with after_commit(context, store, "legacy/restore", legacy_db.target):
+        verification = verify_legacy(legacy_db.target, settings, store)
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
     )

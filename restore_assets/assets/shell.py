@@ -9,6 +9,7 @@ one restore both sides share: intake, then the core's `restore_side`, then its m
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 
 from dagster import (
     AssetCheckResult,
@@ -21,7 +22,7 @@ from dagster import (
     TableSchema,
 )
 
-from restore_assets.errors import EXIT_BLOCKED, RestoreError
+from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import unreached_report, write_report
@@ -85,23 +86,10 @@ def evidence_metadata(evidence: EvidenceStore, *files: str) -> dict[str, Metadat
 def fail(
     context, evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: object
 ) -> Failure:
-    """Record the failed step, write the gate report (every gate not reached, naming the step
-    that stopped the run), tell Dagster the same about `gates/report` so its page never keeps an
-    older "passed", and return the Failure to raise."""
+    """Record the failed step (see `record_stop`) and return the Failure to raise."""
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
     error = evidence.redact(str(exc))  # Dagster stores the Failure: no password may be in it
-    evidence.record_step(step, status, {"error": error})
-    reason = f"not reached: {step} stopped the run: {error}"
-    report = unreached_report(evidence.label, status, reason)
-    write_report(evidence, report)
-    gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
-    context.log_event(
-        AssetMaterialization(
-            asset_key=GATES_REPORT,
-            description=f"{status}: {step} stopped the run",
-            metadata={"status": status, "stopped_by": step, "reason": error, "gates": table(gates)},
-        )
-    )
+    gates = record_stop(context, evidence, step, status, error)
     return Failure(
         description=error,
         metadata={
@@ -113,6 +101,46 @@ def fail(
         },
         allow_retries=False,
     )
+
+
+def record_stop(context, evidence: EvidenceStore, step: str, status: str, error: str):
+    """A run stopped at `step` (blocked, failed, interrupted): record the step, write the gate
+    report (every gate not reached, naming the step), and tell Dagster the same about
+    `gates/report` so its page never keeps an older "passed" (from a step: its context; from
+    the CLI after an interrupt: the instance). Returns the gate rows."""
+    reason = f"not reached: {step} stopped the run: {error}"
+    report = unreached_report(evidence.label, status, reason)
+    try:
+        evidence.record_step(step, status, {"error": error})
+        write_report(evidence, report)
+    except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
+        logger = context.log if context is not None else None
+        if logger is not None:
+            logger.error(f"the evidence of this stop could not be written: {write_error}")
+    gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
+    event = AssetMaterialization(
+        asset_key=GATES_REPORT,
+        description=f"{status}: {step} stopped the run",
+        metadata={"status": status, "stopped_by": step, "reason": error, "gates": table(gates)},
+    )
+    if context is not None:
+        context.log_event(event)
+    else:
+        from dagster import DagsterInstance
+
+        DagsterInstance.get().report_runless_asset_event(event)
+    return gates
+
+
+@contextmanager
+def after_commit(context, evidence: EvidenceStore, step: str, target):
+    """Evidence written after the target committed: failing there must say the target WAS
+    restored (its own exit code), never read as "failed, nothing happened"."""
+    try:
+        yield
+    except OSError as exc:
+        error = EvidenceNotWritten(target.describe(), exc)
+        raise fail(context, evidence, step, error, target=target.describe()) from None
 
 
 def restore_step(context, step: str, db, secrets, evidence_store):
@@ -131,18 +159,19 @@ def restore_step(context, step: str, db, secrets, evidence_store):
         )
     except RestoreError as exc:
         raise fail(context, evidence, step, exc, target=target.describe()) from None
-    evidence.record_step(
-        step,
-        "ok",
-        {
-            "target": result.target,
-            "server": result.server_version,
-            "seconds": result.seconds,
-            "backup": result.backup_summary,
-            "schemas reset": result.reset_schemas,
-            "role is superuser": result.superuser,
-        },
-    )
+    with after_commit(context, evidence, step, target):
+        evidence.record_step(
+            step,
+            "ok",
+            {
+                "target": result.target,
+                "server": result.server_version,
+                "seconds": result.seconds,
+                "backup": result.backup_summary,
+                "schemas reset": result.reset_schemas,
+                "role is superuser": result.superuser,
+            },
+        )
     metadata = {
         "target": result.target,
         "server_version": result.server_version,

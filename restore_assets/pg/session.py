@@ -10,16 +10,22 @@
   The FIFO is closed only once the hash equals the one intake recorded: if the file changed,
   psql is stopped before it reaches the end of the last file, where `--single-transaction`
   would commit — the target stays exactly as it was.
+- psql can commit only after one more FIFO, opened by the feeder once every file was fed whole
+  and matched: if this process dies mid-file (SIGKILL, OOM), psql reads a cut-off file as its
+  end, then waits on that FIFO for a writer that never comes, and the kernel kills it
+  (`PR_SET_PDEATHSIG`); the server rolls back.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
 import os
 import re
 import secrets
+import signal
 import stat
 import subprocess
 import tempfile
@@ -36,6 +42,8 @@ _PSQL_ERROR = re.compile(
 )
 _DUMP_RESTRICT = re.compile(rb"^\\restrict (\S+)\r?\n?$")
 RESTRICT_FILE = "restrict-session.sql"
+VERIFIED_FILE = "all-files-verified.sql"  # a FIFO: written only after every hash matched
+_CHECK_CLIENT = "-c client_connection_check_interval=1000"
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,15 @@ class _Feeder(threading.Thread):
     """Streams each file into its FIFO in psql's order; stops psql if a file is not the one
     intake vetted. `failure` says why it stopped, `sha256` what was fed."""
 
-    def __init__(self, files: Sequence[ScriptFile], fifos: Sequence[Path], psql: subprocess.Popen):
+    def __init__(
+        self,
+        files: Sequence[ScriptFile],
+        fifos: Sequence[Path],
+        verified: Path,
+        psql: subprocess.Popen,
+    ):
         super().__init__(daemon=True)
-        self.files, self.fifos, self.psql = files, fifos, psql
+        self.files, self.fifos, self.verified, self.psql = files, fifos, verified, psql
         self.failure: str | None = None
         self.sha256: dict[str, str] = {}
 
@@ -73,6 +87,10 @@ class _Feeder(threading.Thread):
                         )
                         self.psql.kill()  # before the FIFO closes: psql never reaches COMMIT
                         return
+            out = self._open_for_psql(self.verified)
+            if out is not None:
+                with out:
+                    out.write(b"-- every file was fed whole and matched its vetted sha256\n")
         except BrokenPipeError:
             return  # psql stopped reading (it failed on an earlier line); its error says why
         except OSError as exc:
@@ -146,9 +164,29 @@ def run_psql(
             fifos.append(fifo)
         # VERBOSITY=terse: no CONTEXT lines, which would echo a whole seed row (medical data).
         cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--single-transaction"]
-        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files)):
+        os.mkfifo(tmp / VERIFIED_FILE, 0o600)
+        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files), VERIFIED_FILE):
             cmd += ["-f", name]
+        # If psql itself is killed mid-statement, the server notices within a second (not when
+        # the statement ends) and rolls back, releasing the target's locks.
+        env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
         return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+
+
+def _die_with_parent() -> None:
+    """In psql's process, before exec: the kernel SIGKILLs it when this process dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT first: psql then cancels the running statement on the server itself, so the
+    transaction rolls back at once instead of when a long statement ends; then SIGKILL."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, dict[str, str]]:
@@ -168,8 +206,9 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
             text=True,
             encoding="utf-8",
             errors="replace",
+            preexec_fn=_die_with_parent,
         )
-        feeder = _Feeder(files, fifos, proc)
+        feeder = _Feeder(files, fifos, cwd / VERIFIED_FILE, proc)
         feeder.start()
         try:
             assert proc.stdout is not None
@@ -186,8 +225,7 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
             code = proc.wait()
         finally:
             if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
-                proc.kill()
-                proc.wait()
+                _stop(proc)
             feeder.join(timeout=10)
         log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
     if feeder.failure:

@@ -7,6 +7,7 @@ import datetime as dt
 from dagster import ConfigurableResource, ResourceDependency
 
 from restore_assets.pg.targets import redact
+from restore_assets.recovery import tag_run_process
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.evidence import EvidenceStore
 
@@ -18,6 +19,8 @@ class EvidenceResource(ConfigurableResource):
     config: ResourceDependency[RestoreConfig]
 
     def for_run(self, context) -> EvidenceStore:
+        """Every step starts here: it also records the run's process (see `recovery`)."""
+        tag_run_process(context)
         settings = self.config.settings()
         tagged = context.run.tags.get(EVIDENCE_TAG)
         if tagged:

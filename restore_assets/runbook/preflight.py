@@ -49,7 +49,7 @@ def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[
 
 
 @contextmanager
-def restore_lock(target: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
+def restore_lock(target: PostgresTarget, wait_seconds: float | None = None) -> Iterator[None]:
     """The target's lock, held exclusively: two restores never overlap, and no verification
     or gate reads the target half-way through one (they hold it shared)."""
     with _target_lock(target, wait_seconds, shared=False, what="restore"):
@@ -57,7 +57,7 @@ def restore_lock(target: PostgresTarget, wait_seconds: float = 600) -> Iterator[
 
 
 @contextmanager
-def reading_lock(*targets: PostgresTarget, wait_seconds: float = 600) -> Iterator[None]:
+def reading_lock(*targets: PostgresTarget, wait_seconds: float | None = None) -> Iterator[None]:
     """The targets' locks, shared: verifications, the sync and the gates of any number of runs
     (from any state directory) may read at once, never while a restore drops and reloads."""
     with ExitStack() as stack:
@@ -67,7 +67,9 @@ def reading_lock(*targets: PostgresTarget, wait_seconds: float = 600) -> Iterato
 
 
 @contextmanager
-def _target_lock(target: PostgresTarget, wait_seconds: float, shared: bool, what: str):
+def _target_lock(target: PostgresTarget, wait_seconds: float | None, shared: bool, what: str):
+    if wait_seconds is None:
+        wait_seconds = target.settings.wait_seconds
     with target.connect(autocommit=True) as conn:
         with advisory_lock(
             conn,
@@ -75,11 +77,32 @@ def _target_lock(target: PostgresTarget, wait_seconds: float, shared: bool, what
             wait_seconds=wait_seconds,
             shared=shared,
             busy=lambda: PreflightFailed(
-                f"the {target.describe()} is still locked by another run after {wait_seconds:.0f}s "
-                f"(a {what} waits for a restore to finish); try again later"
+                f"the {target.describe()} is still locked after {wait_seconds:.0f}s "
+                f"(RESTORE_WAIT_SECONDS) by {_lock_holders(conn)} (a {what} waits for a "
+                "restore to finish); try again later, or end that session"
             ),
         ):
             yield
+
+
+def _lock_holders(conn) -> str:
+    """Who holds the target's lock, as the server sees it (a dead client's session is gone
+    from the server, and its lock with it: only live sessions can hold it)."""
+    high, low = (RESTORE_LOCK_KEY >> 32) & 0xFFFFFFFF, RESTORE_LOCK_KEY & 0xFFFFFFFF
+    rows = conn.execute(
+        "SELECT a.pid, a.application_name, a.client_addr, a.backend_start, l.mode"
+        "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()"
+        "   AND l.classid::bigint = %s AND l.objid::bigint = %s",
+        (high, low),
+    ).fetchall()
+    if not rows:
+        return "a session that has just ended"
+    return "; ".join(
+        f"server pid {pid} ({app or 'no application_name'}, {addr or 'local'}, since "
+        f"{start:%Y-%m-%d %H:%M:%S %Z}, {mode})"
+        for pid, app, addr, start, mode in rows
+    )
 
 
 def inside_secrets(path: Path, settings: Settings) -> Path:

@@ -1,0 +1,181 @@
+"""Crash-safe by construction (issue 8): a run that died never blocks a later one, and a run
+told to stop (SIGINT/SIGTERM) stops cleanly and says so.
+
+Dagster's pools let one step at a time touch a target, but a run killed with SIGKILL (or lost
+with its machine) keeps its slot claimed and its status `STARTED` for ever: Dagster's own run
+monitoring cannot tell, because the default run launcher has no worker health check, and a run
+executed in-process (the CLI) has no launcher at all. So every run records its process on
+itself (host, pid and the kernel's start time of that pid, so a reused pid is not mistaken for
+it); before waiting for a slot, runs whose process is gone are marked failed, saying why, and
+their slots freed. The wait itself is bounded, sleeps, and names who holds the slot.
+
+Dagster turns SIGINT and SIGTERM into an interrupt of the running step (psql and pg_dump are
+stopped on the way out, so the open transaction rolls back); `signals_received` tells the CLI
+which one came, for the exit code the shell expects (130 / 143).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from restore_assets.errors import RestoreError
+
+PROCESS_TAG = "restore_assets/process"
+_UNFINISHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+_FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+_HOLDER_EVERY_SECONDS = 5
+
+
+class PoolBusy(RestoreError):
+    """A live run still holds the pool slot after the bounded wait."""
+
+
+def process_identity(pid: int | None = None) -> str:
+    """`host:pid:start-ticks` of a process (default: this one)."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_gone(identity: str) -> bool:
+    """True only when sure: the process ran on this host and no longer exists (or its pid now
+    belongs to a younger process). A run from another host is never judged from here."""
+    host, _, rest = identity.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return _start_ticks(int(pid)) != ticks
+
+
+def tag_run_process(context) -> None:
+    """Record on the run the process that executes it (the run worker, or the CLI)."""
+    mine = process_identity()
+    if context.run.tags.get(PROCESS_TAG) != mine:
+        context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: mine})
+
+
+def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> list[str]:
+    """Mark failed every unfinished run whose process is gone, and free the pool slots of any
+    finished run that still holds one. Returns the run ids it cleaned up."""
+    cleaned = []
+    storage = instance.event_log_storage
+    for record in instance.get_run_records(RunsFilter(statuses=_UNFINISHED)):
+        run = record.dagster_run
+        identity = run.tags.get(PROCESS_TAG)
+        if not identity or not process_gone(identity):
+            continue
+        message = (
+            f"its process ({identity}) is gone: killed or crashed. Marked failed and its pool "
+            "slots freed by restore_assets, so later runs are not blocked; the target was left "
+            "as the database's own rollback left it"
+        )
+        instance.report_run_failed(run, message)
+        storage.free_concurrency_slots_for_run(run.run_id)
+        log(f"run {run.run_id[:8]} ({run.job_name}): {message}")
+        cleaned.append(run.run_id)
+    holding = storage.get_concurrency_run_ids() - set(cleaned)
+    if holding:
+        finished = instance.get_run_records(RunsFilter(run_ids=list(holding), statuses=_FINISHED))
+        for record in finished:
+            storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+            cleaned.append(record.dagster_run.run_id)
+    return cleaned
+
+
+def wait_for_pools(
+    instance: DagsterInstance,
+    pools: Iterable[str],
+    *,
+    wait_seconds: float,
+    log: Callable[[str], None],
+    poll_seconds: float = 1.0,
+) -> None:
+    """Return once no other run holds a slot of `pools`, freeing dead runs' slots first; raise
+    `PoolBusy` naming the holder after `wait_seconds`. Sleeps between looks, never spins."""
+    pools = sorted(set(pools))
+    started = time.monotonic()
+    last_said = None
+    while True:
+        free_dead_runs(instance, log)
+        holders = _holders(instance, pools)
+        if not holders:
+            return
+        waited = time.monotonic() - started
+        described = "; ".join(f"pool {pool} held by {who}" for pool, who in holders.items())
+        if waited >= wait_seconds:
+            raise PoolBusy(
+                f"{described} — still busy after {wait_seconds:.0f}s (RESTORE_WAIT_SECONDS). "
+                "Wait for that run to end, or stop it; a run whose process died is freed "
+                "automatically"
+            )
+        if last_said is None or time.monotonic() - last_said >= _HOLDER_EVERY_SECONDS:
+            log(f"waiting {waited:.0f}s/{wait_seconds:.0f}s: {described}")
+            last_said = time.monotonic()
+        time.sleep(poll_seconds)
+
+
+def _holders(instance: DagsterInstance, pools: list[str]) -> dict[str, str]:
+    """Pool → a description of the run holding its slot (only pools that are held)."""
+    held = {}
+    for pool in pools:
+        run_ids = instance.event_log_storage.get_concurrency_info(pool).active_run_ids
+        for run_id in sorted(run_ids):
+            run = instance.get_run_by_id(run_id)
+            if run is None:
+                continue
+            process = run.tags.get(PROCESS_TAG, "process unknown")
+            held[pool] = f"run {run_id[:8]} ({run.job_name}, {run.status.value}, {process})"
+            break
+    return held
+
+
+def job_pools(job) -> set[str]:
+    """The pools a job's steps claim."""
+    return {op.pool for op in job.graph.iterate_op_defs() if op.pool}
+
+
+def _interrupt(signo, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def signals_received() -> Iterator[list[int]]:
+    """The SIGINT/SIGTERM numbers received during the block (filled in when it ends).
+
+    Dagster's handler does not say which signal came, but Python writes the number of every
+    handled signal to the wakeup fd. Until Dagster takes over, SIGTERM interrupts like SIGINT
+    (nothing has been touched yet, and the exit code still says which)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
+    received: list[int] = []
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.set_wakeup_fd(previous_fd)
+        try:
+            data = os.read(read_end, 1024)
+        except BlockingIOError:
+            data = b""
+        received += [n for n in data if n in (signal.SIGINT, signal.SIGTERM)]
+        os.close(read_end)
+        os.close(write_end)
