@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
@@ -105,14 +105,21 @@ class Settings:
     modern_expected_columns: tuple[str, ...]
     sync_tables: tuple[str, ...]
     facility_api_url: str | None
+    secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
     @property
     def passwords(self) -> tuple[str, ...]:
-        """Every secret value that must never be printed."""
-        return tuple(p for p in (self.legacy.password, self.modernized.password) if p)
+        """Every secret value that must never be printed (the redaction choke point's list)."""
+        zip_password = self.secrets_zip_password
+        candidates = (
+            self.legacy.password,
+            self.modernized.password,
+            zip_password.get_secret_value() if zip_password else None,
+        )
+        return tuple(p for p in candidates if p)
 
 
 # What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
@@ -228,6 +235,7 @@ class _Contract(_Variables):
         DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
+    secrets_zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
     # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
     db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 
@@ -300,7 +308,10 @@ def _read(model: type[_Variables], env: Mapping[str, str | None], problems: list
             name = f"{prefix}{error['loc'][0]}".upper()
             value = str(error["input"])
             hidden = name.endswith("_PASSWORD") or any(p in value for p in passwords)
-            problems.append(f"{name}{'' if hidden else f'={value!r}'} {error['msg']}")
+            message = error["msg"]
+            for password in passwords:  # a message may quote the value (RESTORE_SYNC_TABLES)
+                message = message.replace(password, "********")
+            problems.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
         return None
 
 
