@@ -35,6 +35,7 @@ from restore_assets.jobs import (
 )
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
+from restore_assets.runbook.files import append_private
 from restore_assets.runbook.watch import WatchState, look
 from restore_assets.settings import SIDES
 
@@ -90,12 +91,8 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
 def _log(secrets: SecretsResource, line: str) -> None:
     """A line in `<artifacts>/parity-manual/db-restore/baseline_search.log` per state change."""
     folder = secrets.config.settings().artifacts_dir / EVIDENCE_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # Evidence is 0600 like every other evidence file (it names the Secrets files and why).
-    fd = os.open(folder / "baseline_search.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as log:
-        log.write(f"{stamp} {line}\n")
+    append_private(folder / "baseline_search.log", f"{stamp} {line}\n")
 
 
 @run_status_sensor(
