@@ -1,8 +1,9 @@
 """`restore-assets`: the command line. Thin by design — it parses arguments and either calls the
-runbook core (status, ops-request, export-baseline, flyway) or launches the same Dagster jobs the
-UI does, recorded in a Dagster instance under RESTORE_STATE_DIR. The gate table and the evidence
-folder come from the run's own events; exit codes follow DESIGN.md (0 ok · 1 failed · 2 Secrets
-blocked · 3 configuration error or refused reset), carried by the error hierarchy.
+runbook core (status, ops-request, intake-zip, export-baseline, flyway) or launches the same
+Dagster jobs the UI does, recorded in a Dagster instance under RESTORE_STATE_DIR. The gate table
+and the evidence folder come from the run's own events; exit codes follow DESIGN.md (0 ok ·
+1 failed · 2 Secrets blocked · 3 configuration error or refused reset), carried by the error
+hierarchy.
 
 Dagster is imported lazily so `status`, `ops-request`, `flyway` and `--help` stay fast.
 """
@@ -23,6 +24,7 @@ from restore_assets.errors import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNRECORDED,
+    ConfigError,
     RestoreError,
     worse_exit,
 )
@@ -285,6 +287,22 @@ def cmd_export_baseline(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_intake_zip(settings: Settings, args) -> int:
+    """Runbook §0 by hand: unpack the encrypted ZIPs in `<Secrets>/inbox/` now."""
+    from restore_assets.runbook.inbox import INBOX, unpack_inbox
+
+    if settings.secrets_zip_password is None:
+        raise ConfigError("SECRETS_ZIP_PASSWORD is not set: it is the encrypted ZIPs' password")
+    results = unpack_inbox(settings)
+    if not results:
+        print(f"no ZIP in {settings.secrets_dir / INBOX}")
+    for result in results:
+        print(result.line())
+    if any(r.status == "refused" for r in results):
+        return EXIT_BLOCKED
+    return EXIT_OK if all(r.status == "unpacked" for r in results) else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restore-assets",
@@ -312,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")
     ops.set_defaults(func=cmd_ops_request)
+    intake_zip = sub.add_parser(
+        "intake-zip", help="unpack the encrypted ZIPs in <Secrets>/inbox/ into place (§0)"
+    )
+    intake_zip.set_defaults(func=cmd_intake_zip)
     export = sub.add_parser(
         "export-baseline", help="pg_dump --schema-only --no-owner into the Secrets store (§5)"
     )

@@ -2,8 +2,10 @@
 
 It translates `runbook.watch.look` into run requests: both sides new → `restore_all` (both
 restores, the account sync, the gates); one side → that side's job. `run_key` carries the
-content, so unchanged files never ask again. The skip reason says exactly what it waits for,
-and `baseline_search.log` in the evidence root gets a line whenever that changes.
+content, so unchanged files never ask again. Encrypted ZIPs in `<Secrets>/inbox/` are unpacked
+first (`runbook.inbox`) once settled. The skip reason says exactly what it waits for and what was
+unpacked or refused, and `baseline_search.log` in the evidence root gets a line whenever that
+changes.
 """
 
 import datetime as dt
@@ -36,6 +38,8 @@ from restore_assets.jobs import (
 from restore_assets.recovery import free_dead_runs
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
+from restore_assets.runbook.files import append_private
+from restore_assets.runbook.inbox import unpack_inbox
 from restore_assets.runbook.watch import WatchState, look
 from restore_assets.settings import SIDES
 
@@ -60,7 +64,10 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
     # A run that died (SIGKILL, OOM, reboot) must not hold its pool slot for ever.
     free_dead_runs(context.instance, context.log.info)
     previous = WatchState.from_json(json.loads(context.cursor) if context.cursor else None)
+    # Encrypted deliveries first: what they unpack is then seen (and settles) like a copied file.
+    inbox = unpack_inbox(secrets.config.settings(), previous.inbox)
     seen = look(secrets.store(), previous)
+    seen.state.inbox = {r.name: r.seen for r in inbox if r.seen}
     requests = []
     if len(seen.restore) == len(SIDES):
         key = "|".join(seen.restore[side] for side in SIDES)
@@ -76,8 +83,9 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
                     run_key=f"{side}:{key}", job_name=JOBS_BY_SIDE[side], tags={SIDES_TAG: side}
                 )
             )
-    status = (
-        seen.status if not requests else "requested: " + ", ".join(r.job_name for r in requests)
+    status = "; ".join(
+        [r.line() for r in inbox]
+        + [seen.status if not requests else "requested: " + ", ".join(r.job_name for r in requests)]
     )
     if status != previous.status:
         _log(secrets, f"{secrets.store().root}: {status}")
@@ -93,12 +101,8 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
 def _log(secrets: SecretsResource, line: str) -> None:
     """A line in `<artifacts>/parity-manual/db-restore/baseline_search.log` per state change."""
     folder = secrets.config.settings().artifacts_dir / EVIDENCE_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    # Evidence is 0600 like every other evidence file (it names the Secrets files and why).
-    fd = os.open(folder / "baseline_search.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as log:
-        log.write(f"{stamp} {line}\n")
+    append_private(folder / "baseline_search.log", f"{stamp} {line}\n")
 
 
 @run_status_sensor(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
@@ -106,14 +106,21 @@ class Settings:
     sync_tables: tuple[str, ...]
     facility_api_url: str | None
     wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
+    secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
     @property
     def passwords(self) -> tuple[str, ...]:
-        """Every secret value that must never be printed."""
-        return tuple(p for p in (self.legacy.password, self.modernized.password) if p)
+        """Every secret value that must never be printed (the redaction choke point's list)."""
+        zip_password = self.secrets_zip_password
+        candidates = (
+            self.legacy.password,
+            self.modernized.password,
+            zip_password.get_secret_value() if zip_password else None,
+        )
+        return tuple(p for p in candidates if p)
 
     def embedded_roles(self) -> set[str]:
         """The roles the project logs in as on the embedded server."""
@@ -234,6 +241,7 @@ class _Contract(_Variables):
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
     wait_seconds: Annotated[int, Field(gt=0)] = Field(300, alias="RESTORE_WAIT_SECONDS")
+    secrets_zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
     # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
     db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 
@@ -306,7 +314,10 @@ def _read(model: type[_Variables], env: Mapping[str, str | None], problems: list
             name = f"{prefix}{error['loc'][0]}".upper()
             value = str(error["input"])
             hidden = name.endswith("_PASSWORD") or any(p in value for p in passwords)
-            problems.append(f"{name}{'' if hidden else f'={value!r}'} {error['msg']}")
+            message = error["msg"]
+            for password in passwords:  # a message may quote the value (RESTORE_SYNC_TABLES)
+                message = message.replace(password, "********")
+            problems.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
         return None
 
 

@@ -65,6 +65,7 @@ def test_defaults(tmp_path):
     assert settings.modern_expected_columns == DEFAULT_MODERN_EXPECTED_COLUMNS
     assert settings.sync_tables == DEFAULT_SYNC_TABLES
     assert settings.facility_api_url is None
+    assert settings.secrets_zip_password is None
 
 
 def test_every_variable_is_read(tmp_path):
@@ -91,6 +92,7 @@ def test_every_variable_is_read(tmp_path):
             "RESTORE_MODERN_EXPECTED_COLUMNS": "a.x",
             "RESTORE_SYNC_TABLES": "d_users",
             "RESTORE_FACILITY_API_URL": "http://api.example/health",
+            "SECRETS_ZIP_PASSWORD": PASSWORD,
         },
         cwd=tmp_path,
     )
@@ -114,6 +116,9 @@ def test_every_variable_is_read(tmp_path):
     assert settings.modern_expected_columns == ("a.x",)
     assert settings.sync_tables == ("d_users",)
     assert settings.facility_api_url == "http://api.example/health"
+    # the ZIP password is a secret: hidden from repr, and on the redaction list
+    assert settings.secrets_zip_password.get_secret_value() == PASSWORD
+    assert PASSWORD not in repr(settings) and settings.passwords == (PASSWORD,)
 
 
 @pytest.mark.parametrize(
@@ -255,11 +260,14 @@ def test_a_refusal_never_shows_a_password(tmp_path):
             "POSTGRES_PORT": "abc",
             "MODERNIZED_POSTGRES_PASSWORD": "Other-pw-never-print",
             "MODERNIZED_POSTGRES_PORT": "Other-pw-never-print",  # pasted into the wrong variable
+            "SECRETS_ZIP_PASSWORD": "Zip-pw-never-print",
+            "RESTORE_SYNC_TABLES": "Zip-pw-never-print",
         },
         tmp_path,
     )
     assert "POSTGRES_PORT='abc' is not" in text and "MODERNIZED_POSTGRES_PORT is not" in text
     assert PASSWORD not in text and "Other-pw-never-print" not in text
+    assert "RESTORE_SYNC_TABLES" in text and "Zip-pw-never-print" not in text
 
 
 def test_sync_tables_are_limited_to_the_runbook_tables(tmp_path):

@@ -43,3 +43,11 @@ def write_private(path: Path, writer: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_private(path: Path, text: str) -> None:
+    """Append to a log that is mode 0600 from its first line (evidence names Secrets files)."""
+    make_private_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as log:
+        log.write(text)

@@ -24,15 +24,24 @@ class WatchState:
     seen: dict[str, list[int]] = field(default_factory=dict)  # relpath -> [size, mtime_ns]
     requested: dict[str, str] = field(default_factory=dict)  # side -> content key
     status: str = ""  # the last "why nothing was requested", to log only its changes
+    inbox: dict[str, list[int]] = field(default_factory=dict)  # ZIP name -> [size, mtime_ns]
 
     def as_json(self) -> dict[str, object]:
-        return {"seen": self.seen, "requested": self.requested, "status": self.status}
+        return {
+            "seen": self.seen,
+            "requested": self.requested,
+            "status": self.status,
+            "inbox": self.inbox,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object] | None) -> WatchState:
         data = data or {}
         return cls(
-            dict(data.get("seen", {})), dict(data.get("requested", {})), data.get("status", "")
+            dict(data.get("seen", {})),
+            dict(data.get("requested", {})),
+            data.get("status", ""),
+            dict(data.get("inbox", {})),
         )
 
 
