@@ -44,11 +44,7 @@ format: $(STAMP)
 ## Dagster UI on http://127.0.0.1:3000 (daemon on: the sensors tick), on the Dagster home the CLI
 ## uses; with SECRETS_DIR unset and `make demo` done, it watches the demo's Secrets.
 ui: $(STAMP)
-	@mkdir -p .restore_state/dagster_home
-	@if [ -z "$$SECRETS_DIR" ] && [ -d .restore_state/demo/Secrets ]; then \
-	  echo "watching the demo Secrets: $(CURDIR)/.restore_state/demo/Secrets (set SECRETS_DIR to change)"; \
-	  export SECRETS_DIR=$(CURDIR)/.restore_state/demo/Secrets; fi; \
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.restore_state/dagster_home} $(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/restore-assets ui
 
 dev: ui
 

@@ -257,6 +257,25 @@ def cmd_demo(settings: Settings, args) -> int:
     return outcome.exit_code
 
 
+def cmd_ui(settings: Settings, args) -> int:
+    """`make ui`: `dagster dev` (webserver + daemon, so the sensors tick) on the instance the CLI
+    records its runs in; with SECRETS_DIR unset and `make demo` done, on the demo's Secrets."""
+    from restore_assets.jobs import prepare_instance
+
+    demo = settings.state_dir / "demo" / "Secrets"
+    if not os.environ.get("SECRETS_DIR") and demo.is_dir():
+        os.environ["SECRETS_DIR"] = str(demo)
+        print(f"watching the demo Secrets: {demo} (set SECRETS_DIR to change)", flush=True)
+    else:
+        print(f"watching the Secrets store: {load_settings().secrets_dir}", flush=True)
+    prepare_instance(settings)
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    # `dagster dev` warns that `dg dev` supersedes it; dg is a separate package we do not use.
+    os.environ["PYTHONWARNINGS"] = "ignore:Function `dev_command` is superseded"
+    os.execv(dagster, [dagster, "dev", "-w", str(workspace), *args.dagster_args])
+
+
 def cmd_status(settings: Settings, args) -> int:
     from restore_assets.runbook.status import status_lines
 
@@ -326,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--verbose", action="store_true", help="Dagster's full log, stack traces included"
         )
+    ui = sub.add_parser("ui", help="the Dagster UI with its daemon (sensors on), as `make ui`")
+    ui.add_argument("dagster_args", nargs="*", help="after `--`: passed to `dagster dev`")
+    ui.set_defaults(func=cmd_ui)
     status = sub.add_parser("status", help="read-only: Secrets files, targets, last run")
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")

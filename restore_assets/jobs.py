@@ -56,17 +56,36 @@ JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
 all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job, restore_followup_job]
 
 
+# Pools serialise the steps that touch one target (restore_legacy, restore_modernized). Run
+# monitoring (the daemon, in `make ui`) fails runs stuck starting and frees the slots of runs
+# that ended; runs whose process died are freed by `recovery.free_dead_runs`.
+INSTANCE_CONFIG = """# written by restore_assets (delete this line to keep your own edits)
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  free_slots_after_run_end_seconds: 30
+"""
+_OLD_INSTANCE_CONFIG = (
+    "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+)
+
+
 def prepare_instance(settings: Settings):
-    """The Dagster instance the CLI records runs in (DAGSTER_HOME, else RESTORE_STATE_DIR)."""
+    """The Dagster instance the CLI and `make ui` record runs in (DAGSTER_HOME, else
+    RESTORE_STATE_DIR/dagster_home), with the instance settings above."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(settings.state_dir / "dagster_home")
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
-    if not config.exists():
-        # Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
-        config.write_text(
-            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
-        )
+    current = config.read_text() if config.exists() else None
+    ours = current is None or current == _OLD_INSTANCE_CONFIG or current.startswith("# written by")
+    if ours and current != INSTANCE_CONFIG:
+        config.write_text(INSTANCE_CONFIG)
     return DagsterInstance.get()

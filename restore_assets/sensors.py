@@ -25,6 +25,7 @@ from dagster import (
     sensor,
 )
 
+from restore_assets.assets.secrets import watched_root
 from restore_assets.assets.shell import SIDES_TAG
 from restore_assets.jobs import (
     ALL_JOB,
@@ -57,8 +58,9 @@ def _interval() -> int:
     jobs=[job for job in all_jobs if job.name != FOLLOWUP_JOB],
     minimum_interval_seconds=_interval(),
     default_status=DefaultSensorStatus.RUNNING,
-    description="Watches the Secrets store; restores a side when its files have landed, settled "
-    "and passed intake; both sides → the whole chain with the sync and the gates.",
+    description=f"Watches the Secrets store `{watched_root()}`; restores a side when its files "
+    "have landed, settled and passed intake; both sides → the whole chain with the sync and the "
+    "gates.",
 )
 def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
     # A run that died (SIGKILL, OOM, reboot) must not hold its pool slot for ever.

@@ -81,3 +81,19 @@ def test_dagster_definitions_validate():
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_instance_config_is_ours_upgraded_and_a_users_own_is_kept(tmp_path, monkeypatch):
+    from restore_assets.jobs import _OLD_INSTANCE_CONFIG, INSTANCE_CONFIG, prepare_instance
+    from restore_assets.settings import load_settings
+
+    config = tmp_path / "dagster.yaml"
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    config.write_text(_OLD_INSTANCE_CONFIG)  # written by an older version: upgraded
+    prepare_instance(load_settings())
+    assert config.read_text() == INSTANCE_CONFIG
+    assert "free_slots_after_run_end_seconds" in INSTANCE_CONFIG
+    own = "telemetry:\n  enabled: true\n"  # a user's own: kept
+    config.write_text(own)
+    prepare_instance(load_settings())
+    assert config.read_text() == own

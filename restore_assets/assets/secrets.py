@@ -11,9 +11,15 @@ from dagster import (
     observable_source_asset,
 )
 
+from restore_assets.errors import ConfigError
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import FILE_ROLES
-from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
+from restore_assets.settings import (
+    LEGACY_SCHEMA_FILE,
+    LEGACY_SEED_FILE,
+    MODERN_SCHEMA_FILE,
+    load_settings,
+)
 
 SECRET_KEYS = {
     LEGACY_SCHEMA_FILE: AssetKey(["secrets", "legacy_schema_sql"]),
@@ -22,11 +28,21 @@ SECRET_KEYS = {
 }
 
 
+def watched_root() -> str:
+    """The Secrets root this code location reads, for descriptions in the UI (a bad setting
+    must not stop the UI from loading: every run reports it with its variable name)."""
+    try:
+        return str(load_settings().secrets_dir)
+    except ConfigError:
+        return "SECRETS_DIR (currently invalid: see any run's error)"
+
+
 def _observable(relpath: str):
     @observable_source_asset(
         key=SECRET_KEYS[relpath],
         group_name="secrets",
-        description=f"{FILE_ROLES[relpath]}: `{relpath}` under the Secrets root.",
+        description=f"{FILE_ROLES[relpath]}: `{relpath}` under the Secrets root "
+        f"`{watched_root()}`.",
     )
     def _observe(secrets: SecretsResource) -> ObserveResult:
         info = secrets.inspect(relpath)
