@@ -56,6 +56,10 @@ JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
 all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job, restore_followup_job]
 
 
+# Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
+INSTANCE_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+
+
 def prepare_instance(settings: Settings):
     """The Dagster instance the CLI records runs in (DAGSTER_HOME, else RESTORE_STATE_DIR)."""
     home = os.environ.get("DAGSTER_HOME")
@@ -65,8 +69,5 @@ def prepare_instance(settings: Settings):
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     if not config.exists():
-        # Pools serialise the steps that touch one target (restore_legacy, restore_modernized).
-        config.write_text(
-            "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
-        )
+        config.write_text(INSTANCE_YAML)
     return DagsterInstance.get()
