@@ -62,6 +62,8 @@ all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job, restore
 INSTANCE_CONFIG = """# written by restore_assets (delete this line to keep your own edits)
 telemetry:
   enabled: false
+nux:
+  enabled: false
 concurrency:
   pools:
     default_limit: 1
