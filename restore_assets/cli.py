@@ -51,14 +51,18 @@ class RunOutcome:
 
 
 def run_chain(
-    settings: Settings, sides: tuple[str, ...], allow_reset: bool, verbose: bool = False
+    settings: Settings,
+    sides: tuple[str, ...],
+    allow_reset: bool,
+    verbose: bool = False,
+    target: str | None = None,
 ) -> RunOutcome:
     """Execute the side's job (or the whole chain) in-process on the CLI's Dagster instance and
     read the outcome from the run's own events. Runs whose process died are cleaned up first;
     SIGINT/SIGTERM stop the run cleanly (exit 130/143, evidence status `interrupted`)."""
     from dagster import DagsterExecutionInterruptedError
 
-    from restore_assets.assets.shell import SIDES_TAG
+    from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, prepare_instance
     from restore_assets.recovery import (
@@ -83,6 +87,9 @@ def run_chain(
         SIDES_TAG: ",".join(sides),
         PROCESS_TAG: process_identity(),
     }
+    if target:
+        overrides["target"] = target
+        tags[TARGET_TAG] = target
     job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
     result = None
     with signals_received() as signals:
@@ -235,10 +242,30 @@ def print_outcome(outcome: RunOutcome) -> None:
 
 
 def cmd_run(settings: Settings, args) -> int:
+    from restore_assets.named_targets import chosen_targets
+
     sides = (args.only,) if args.only else SIDES
-    outcome = run_chain(settings, sides, args.allow_reset, args.verbose)
-    print_outcome(outcome)
-    return outcome.exit_code
+    chosen = chosen_targets(settings, args.target, args.all)
+    if chosen is None:  # the environment's single target, exactly as before named targets
+        outcome = run_chain(settings, sides, args.allow_reset, args.verbose)
+        print_outcome(outcome)
+        return outcome.exit_code
+    code, summary = EXIT_OK, []
+    for name, target_settings in chosen.items():
+        print(f"== target {name} ==", flush=True)
+        outcome = run_chain(target_settings, sides, args.allow_reset, args.verbose, name)
+        print_outcome(outcome)
+        print()
+        code = worse_exit(code, outcome.exit_code)
+        summary.append((name, outcome))
+        if outcome.exit_code >= 128:
+            break  # interrupted: the other targets are not started
+    if len(summary) > 1 or args.all:
+        width = max(len(name) for name, _ in summary)
+        print(f"{'target':<{width}}  exit  result")
+        for name, outcome in summary:
+            print(f"{name:<{width}}  {outcome.exit_code:>4}  {VERDICTS[outcome.exit_code]}")
+    return code
 
 
 def cmd_demo(settings: Settings, args) -> int:
@@ -277,9 +304,11 @@ def cmd_ui(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
-    from restore_assets.runbook.status import status_lines
+    from restore_assets.named_targets import load_targets
+    from restore_assets.runbook.status import status_lines, targets_table
 
-    print("\n".join(status_lines(settings)))
+    named = load_targets(settings)
+    print("\n".join(targets_table(named) if named else status_lines(settings)))
     return EXIT_OK
 
 
@@ -335,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     run = sub.add_parser("run", help="materialise the chain (or one side)")
     run.add_argument("--only", choices=SIDES, help="restore one side only")
+    chosen = run.add_mutually_exclusive_group()
+    chosen.add_argument("--target", help="a named target of RESTORE_TARGETS (targets.yaml)")
+    chosen.add_argument(
+        "--all", action="store_true", help="every target of RESTORE_TARGETS, one after another"
+    )
     run.add_argument(
         "--allow-reset",
         action="store_true",

@@ -26,7 +26,7 @@ from dagster import (
 )
 
 from restore_assets.assets.secrets import watched_root
-from restore_assets.assets.shell import SIDES_TAG
+from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
 from restore_assets.jobs import (
     ALL_JOB,
     FOLLOWUP_JOB,
@@ -36,13 +36,15 @@ from restore_assets.jobs import (
     restore_legacy_job,
     restore_modernized_job,
 )
+from restore_assets.named_targets import load_targets
 from restore_assets.recovery import free_dead_runs
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import unpack_inbox
+from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import WatchState, look
-from restore_assets.settings import SIDES
+from restore_assets.settings import SIDES, Settings, load_settings
 
 INTERVAL_VARIABLE = "RESTORE_SENSOR_INTERVAL_SECONDS"
 
@@ -65,24 +67,55 @@ def _interval() -> int:
 def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
     # A run that died (SIGKILL, OOM, reboot) must not hold its pool slot for ever.
     free_dead_runs(context.instance, context.log.info)
-    previous = WatchState.from_json(json.loads(context.cursor) if context.cursor else None)
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    named = load_targets(load_settings())
+    if not named:  # the environment's single target, as before named targets
+        requests, status, state = _watch(secrets.config.settings(), WatchState.from_json(cursor))
+        new_cursor: dict[str, object] = state.as_json()
+    else:  # RESTORE_TARGETS: each target's Secrets sub-root, its own cursor and run keys
+        previous = cursor.get("targets", {})
+        requests, statuses, states = [], [], {}
+        for name, settings in named.items():
+            found, status, state = _watch(settings, WatchState.from_json(previous.get(name)))
+            requests += found
+            statuses.append(f"[{name}] {status}")
+            states[name] = state.as_json()
+        status, new_cursor = "; ".join(statuses), {"targets": states}
+    if requests:
+        return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
+    return SensorResult(skip_reason=SkipReason(status), cursor=json.dumps(new_cursor))
+
+
+def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], str, WatchState]:
+    """One target's look: its run requests, what it waits for, and the next cursor."""
+    target = settings.target_name
     # Encrypted deliveries first: what they unpack is then seen (and settles) like a copied file.
-    inbox = unpack_inbox(secrets.config.settings(), previous.inbox)
-    seen = look(secrets.store(), previous)
+    inbox = unpack_inbox(settings, previous.inbox)
+    store = SecretsStore(settings)
+    seen = look(store, previous)
     seen.state.inbox = {r.name: r.seen for r in inbox if r.seen}
+    tags = {TARGET_TAG: target} if target else {}
+    config = {"resources": {"restore": {"config": {"target": target}}}} if target else None
+    prefix = f"{target}:" if target else ""
     requests = []
     if len(seen.restore) == len(SIDES):
         key = "|".join(seen.restore[side] for side in SIDES)
         requests.append(
             RunRequest(
-                run_key=f"{ALL_JOB}:{key}", job_name=ALL_JOB, tags={SIDES_TAG: ",".join(SIDES)}
+                run_key=f"{prefix}{ALL_JOB}:{key}",
+                job_name=ALL_JOB,
+                run_config=config,
+                tags={**tags, SIDES_TAG: ",".join(SIDES)},
             )
         )
     else:
         for side, key in seen.restore.items():
             requests.append(
                 RunRequest(
-                    run_key=f"{side}:{key}", job_name=JOBS_BY_SIDE[side], tags={SIDES_TAG: side}
+                    run_key=f"{prefix}{side}:{key}",
+                    job_name=JOBS_BY_SIDE[side],
+                    run_config=config,
+                    tags={**tags, SIDES_TAG: side},
                 )
             )
     status = "; ".join(
@@ -90,19 +123,15 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
         + [seen.status if not requests else "requested: " + ", ".join(r.job_name for r in requests)]
     )
     if status != previous.status:
-        _log(secrets, f"{secrets.store().root}: {status}")
+        _log(settings, f"{store.root}: {status}")
     seen.state.status = status
-    cursor = json.dumps(seen.state.as_json())
-    if requests:
-        return SensorResult(run_requests=requests, cursor=cursor)
-    return SensorResult(
-        skip_reason=SkipReason(f"watching {secrets.store().root}: {status}"), cursor=cursor
-    )
+    return requests, f"watching {store.root}: {status}", seen.state
 
 
-def _log(secrets: SecretsResource, line: str) -> None:
-    """A line in `<artifacts>/parity-manual/db-restore/baseline_search.log` per state change."""
-    folder = secrets.config.settings().artifacts_dir / EVIDENCE_SUBDIR
+def _log(settings: Settings, line: str) -> None:
+    """A line in `<artifacts>/parity-manual/db-restore/[<target>/]baseline_search.log` per
+    state change (mode 600, like all evidence)."""
+    folder = settings.artifacts_dir / EVIDENCE_SUBDIR / (settings.target_name or "")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     append_private(folder / "baseline_search.log", f"{stamp} {line}\n")
 
@@ -117,12 +146,19 @@ def _log(secrets: SecretsResource, line: str) -> None:
 )
 def followup_sensor(context: RunStatusSensorContext):
     restored = context.dagster_run.job_name
+    target = context.dagster_run.tags.get(TARGET_TAG)
+    same_target = {TARGET_TAG: target} if target else None
     other = next(job for job in JOBS_BY_SIDE.values() if job != restored)
+    success = [DagsterRunStatus.SUCCESS]
     latest = context.instance.get_runs(
-        filters=RunsFilter(job_name=other, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+        filters=RunsFilter(job_name=other, statuses=success, tags=same_target), limit=1
     ) or context.instance.get_runs(
-        filters=RunsFilter(job_name=ALL_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+        filters=RunsFilter(job_name=ALL_JOB, statuses=success, tags=same_target), limit=1
     )
     if not latest:
         return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
-    return RunRequest(run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}")
+    return RunRequest(
+        run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}",
+        run_config={"resources": {"restore": {"config": {"target": target}}}} if target else None,
+        tags=same_target or {},
+    )

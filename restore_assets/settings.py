@@ -64,6 +64,7 @@ class TargetSettings:
     user: str
     password: str | None = field(default=None, repr=False)
     sslmode: str = "prefer"
+    origin: str | None = None  # where it was configured, if not the environment (targets.yaml)
 
     @property
     def embedded(self) -> bool:
@@ -105,6 +106,7 @@ class Settings:
     modern_expected_columns: tuple[str, ...]
     sync_tables: tuple[str, ...]
     facility_api_url: str | None
+    target_name: str | None = None  # a named target of RESTORE_TARGETS; None: the environment's
     wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
     secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
 

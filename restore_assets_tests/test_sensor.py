@@ -145,3 +145,34 @@ def test_one_side_restored_again_brings_the_sync_and_gates(secrets_dir, artifact
         "gates/report",
     }
     assert _run(instance, "restore_followup")[0].is_success
+
+
+def test_named_targets_are_watched_each_in_its_own_sub_root(
+    store, demo_secrets, tmp_path, monkeypatch, artifacts_dir
+):
+    (tmp_path / "targets.yaml").write_text(
+        "targets:\n"
+        "  clinic-a: {secrets_dir: clinic-a, legacy: {db: s_a}, modernized: {db: s_a_m}}\n"
+        "  clinic-b: {secrets_dir: clinic-b, legacy: {db: s_b}, modernized: {db: s_b_m}}\n"
+    )
+    monkeypatch.setenv("RESTORE_TARGETS", str(tmp_path / "targets.yaml"))
+    watcher = Watcher()
+    watcher.tick()
+    shutil.copytree(demo_secrets, store / "clinic-a")
+    assert watcher.tick()[0] == []  # landed, not settled yet
+    with build_sensor_context(
+        instance=watcher.instance, cursor=watcher.cursor, resources={"secrets": watcher.secrets}
+    ) as context:
+        result = secrets_sensor(context)
+    (request,) = result.run_requests
+    assert request.job_name == "restore_all" and request.run_key.startswith("clinic-a:")
+    assert request.tags["restore_assets/target"] == "clinic-a"
+    assert request.run_config == {"resources": {"restore": {"config": {"target": "clinic-a"}}}}
+    watcher.cursor = result.cursor
+    requests, reason = watcher.tick()
+    assert requests == []
+    assert "[clinic-a] watching" in reason and "up to date" in reason
+    assert f"[clinic-b] watching {store / 'clinic-b'}" in reason
+    logs = artifacts_dir / "parity-manual" / "db-restore"
+    assert "requested: restore_all" in (logs / "clinic-a" / "baseline_search.log").read_text()
+    assert "requested" not in (logs / "clinic-b" / "baseline_search.log").read_text()

@@ -29,6 +29,7 @@ from restore_assets.runbook.gate_report import unreached_report, write_report
 from restore_assets.runbook.restore import restore_side
 
 SIDES_TAG = "restore_assets/sides"
+TARGET_TAG = "restore_assets/target"  # a named target of RESTORE_TARGETS
 GATES_REPORT = AssetKey(["gates", "report"])
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 

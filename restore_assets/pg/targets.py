@@ -72,9 +72,15 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
     Idempotent: rewritten and reloaded only when the files differ, so concurrent processes agree.
     """
     os_user = pwd.getpwuid(os.geteuid()).pw_name
-    ident = "".join(
-        f"{PEER_MAP} {os_user} {role}\n" for role in sorted({EMBEDDED_SUPERUSER, *roles})
-    )
+    ident_path = pgdata / "pg_ident.conf"
+    ours = f"{PEER_MAP} {os_user} "
+    # Roles already mapped stay: named targets may log in as different roles (one at a time).
+    mapped = {
+        line.removeprefix(ours).strip()
+        for line in (ident_path.read_text().splitlines() if ident_path.exists() else [])
+        if line.startswith(ours)
+    }
+    ident = "".join(f"{ours}{role}\n" for role in sorted({EMBEDDED_SUPERUSER, *mapped, *roles}))
     wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": ident}
     changed = False
     for name, text in wanted.items():
@@ -211,6 +217,8 @@ class PostgresTarget:
     def _connect_hint(self) -> str:
         if self.embedded:
             return f"embedded server data: {self.settings.state_dir / 'pgdata'}"
+        if self.target.origin:
+            return f"check host/port/db/user/password_env of {self.target.origin}"
         prefix = self.target.env_prefix
         return f"check {prefix}HOST/_PORT/_DB/_USER/_PASSWORD and that the server is up"
 

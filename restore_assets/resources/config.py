@@ -6,22 +6,27 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from restore_assets.settings import Settings, load_settings
+from restore_assets.named_targets import settings_for
+from restore_assets.settings import Settings
 
 
 class RestoreConfig(ConfigurableResource):
     """Overrides of the environment contract; unset: the environment variable applies.
     Passwords are never config: they are read from the environment when the run starts."""
 
+    target: str | None = None  # a named target of RESTORE_TARGETS (else the run's partition)
     secrets_dir: str | None = None
     artifacts_dir: str | None = None
     state_dir: str | None = None
     allow_reset: bool | None = None
 
     _settings: Settings | None = PrivateAttr(default=None)
+    _partition: str | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._settings = None  # a new run reads the environment afresh
+        run = context.run
+        self._partition = run.tags.get("dagster/partition") if run is not None else None
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -32,6 +37,6 @@ class RestoreConfig(ConfigurableResource):
                     changes[name] = Path(value).expanduser().resolve()
             if self.allow_reset is not None:
                 changes["allow_reset"] = self.allow_reset
-            settings = load_settings()
+            settings = settings_for(self.target or self._partition)
             self._settings = settings.with_overrides(**changes) if changes else settings
         return self._settings

@@ -33,6 +33,7 @@ class EvidenceResource(ConfigurableResource):
             context.run.run_id,
             started,
             lambda text: redact(text, settings.passwords),
+            settings.target_name,
         )
         if context.run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
             # On the run itself, so the CLI and the UI find the folder without searching.

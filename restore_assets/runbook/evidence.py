@@ -36,10 +36,16 @@ class EvidenceStore:
 
     @classmethod
     def for_run(
-        cls, artifacts_dir: Path, run_id: str, started: dt.datetime, redact: Callable[[str], str]
+        cls,
+        artifacts_dir: Path,
+        run_id: str,
+        started: dt.datetime,
+        redact: Callable[[str], str],
+        target: str | None = None,
     ) -> EvidenceStore:
-        """The run's folder, created once; a second run in the same second gets a suffix."""
-        base = artifacts_dir / EVIDENCE_SUBDIR
+        """The run's folder, created once; a second run in the same second gets a suffix. A
+        named target's runs go into a folder of their own (`db-restore/<target>/<UTC>`)."""
+        base = artifacts_dir / EVIDENCE_SUBDIR / (target or "")
         base.mkdir(parents=True, exist_ok=True)
         name = folder_name(started)
         for attempt in range(1, 100):

@@ -46,6 +46,31 @@ def status_lines(settings: Settings) -> list[str]:
     return lines
 
 
+def targets_table(named: dict[str, Settings]) -> list[str]:
+    """`status` with RESTORE_TARGETS: one row per named target (read-only, like status)."""
+    rows = [("target", "Secrets files", "legacy", "modernized", "last gates")]
+    for name, settings in named.items():
+        files = SecretsStore(settings).inspect_all()
+        usable = f"{sum(f.usable for f in files)}/{len(files)} usable"
+        sides = [
+            f"{t.describe()}: {reachability(t)[1]}"
+            for t in (PostgresTarget(getattr(settings, side), settings) for side in SIDE_FILES)
+        ]
+        rows.append((name, usable, *sides, _last_gates(settings)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return [line.rstrip() for line in lines]
+
+
+def _last_gates(settings: Settings) -> str:
+    last = last_evidence(settings)
+    if not last or not (last / "gate_report.json").is_file():
+        return "no run yet"
+    report = json.loads((last / "gate_report.json").read_text(encoding="utf-8"))
+    return f"{report['status']} ({last.name})"
+
+
 def reachability(target: PostgresTarget) -> tuple[bool, str]:
     if target.embedded:
         # Read-only: report the embedded server without starting it.
@@ -76,5 +101,6 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
 
 
 def last_evidence(settings: Settings) -> Path | None:
-    folders = sorted((settings.artifacts_dir / EVIDENCE_SUBDIR).glob(f"*/{RUN_MARKER}"))
+    root = settings.artifacts_dir / EVIDENCE_SUBDIR / (settings.target_name or "")
+    folders = sorted(root.glob(f"*/{RUN_MARKER}"))
     return folders[-1].parent if folders else None

@@ -1,0 +1,237 @@
+"""Named targets (issue 12): several Legacy/Modernized pairs — clinics, parity, staging — from a
+`targets.yaml` whose path is `RESTORE_TARGETS`. Without it there is one target, read from the
+environment exactly as before.
+
+Each named target becomes a whole `Settings`: the environment's, with that target's Secrets
+sub-root, databases, Flyway conf and optional overrides. Everything downstream (intake, restore,
+Flyway, gates, evidence) takes a `Settings`, so a named target needs no code path of its own.
+Passwords are named by environment variable only, never written in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from restore_assets.errors import ConfigError
+from restore_assets.settings import (
+    DEFAULT_SYNC_TABLES,
+    SIDES,
+    Settings,
+    TargetSettings,
+    load_settings,
+)
+
+TARGETS_VARIABLE = "RESTORE_TARGETS"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class _Side(BaseModel):
+    """One database of a target; no host = the embedded server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    db: Annotated[str, Field(min_length=1, max_length=63)]
+    user: Annotated[str, Field(min_length=1, max_length=63)] = "opendolphin"
+    password_env: str | None = None
+    sslmode: str | None = None
+
+
+class _Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secrets_dir: Path
+    legacy: _Side
+    modernized: _Side
+    flyway_conf: Path | None = None
+    legacy_expected_tables: list[str] | None = None
+    modern_expected_tables: list[str] | None = None
+    sync_tables: list[str] | None = None
+    facility_api_url: str | None = None
+
+    @field_validator("sync_tables")
+    @classmethod
+    def _syncable(cls, tables: list[str] | None) -> list[str] | None:
+        unknown = [t for t in tables or () if t not in DEFAULT_SYNC_TABLES]
+        if unknown:
+            raise ValueError(
+                f"names {', '.join(unknown)}, which cannot be synced; choose from "
+                f"{', '.join(DEFAULT_SYNC_TABLES)}"
+            )
+        return tables
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: dict[str, _Target]
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, targets: dict[str, _Target]) -> dict[str, _Target]:
+        if not targets:
+            raise ValueError("lists no target")
+        for name in targets:
+            if not _NAME.match(name):
+                raise ValueError(
+                    f"target name {name!r}: use lower-case letters, digits, '-' and '_' "
+                    "(it names partitions, folders and run keys)"
+                )
+        return targets
+
+
+def settings_for(target: str | None) -> Settings:
+    """The settings of one run: a named target's, or (no name) the environment's single target
+    — which is refused when RESTORE_TARGETS lists several, so a run never guesses."""
+    base = load_settings()
+    named = load_targets(base)
+    if target is None:
+        if named:
+            raise ConfigError(
+                f"{TARGETS_VARIABLE} lists {len(named)} target(s) ({', '.join(named)}): "
+                "choose one (`run --target NAME`, or `run --all`)"
+            )
+        return base
+    if target not in named:
+        known = ", ".join(named) or f"none: {TARGETS_VARIABLE} is not set"
+        raise ConfigError(f"no target named {target!r} (known: {known})")
+    return named[target]
+
+
+def chosen_targets(base: Settings, target: str | None, every: bool) -> dict[str, Settings] | None:
+    """What `run --target NAME` / `run --all` / plain `run` mean: the named targets to run, or
+    None for the environment's single target (refused when RESTORE_TARGETS lists targets)."""
+    named = load_targets(base)
+    if not target and not every:
+        settings_for(None)  # raises when there are named targets: a run never guesses
+        return None
+    if not named:
+        raise ConfigError(f"--target/--all need {TARGETS_VARIABLE} (the path of a targets.yaml)")
+    if every:
+        return named
+    settings_for(target)  # raises naming the known targets
+    return {target: named[target]}
+
+
+def targets_path(env: Mapping[str, str] | None = None) -> Path | None:
+    value = (os.environ if env is None else env).get(TARGETS_VARIABLE)
+    return Path(value).expanduser() if value else None
+
+
+def load_targets(base: Settings, env: Mapping[str, str] | None = None) -> dict[str, Settings]:
+    """Every named target as its own `Settings`; `{}` when RESTORE_TARGETS is unset (the single
+    target of the environment). Any problem: `ConfigError` with one line per bad field."""
+    path = targets_path(env)
+    if path is None:
+        return {}
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{TARGETS_VARIABLE}={str(path)!r}: cannot read it ({exc.strerror})"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        parsed = _File.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_explain(path, error) for error in exc.errors())) from None
+    problems: list[str] = []
+    named = {
+        name: _settings(base, name, target, path.parent, env, problems)
+        for name, target in parsed.targets.items()
+    }
+    problems += _shared_databases(named)
+    if problems:
+        raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
+    return named
+
+
+def _explain(path: Path, error) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden" and error["loc"][-1] == "password":
+        return (
+            f"{path}: {where}: passwords are never written in the file; name the environment "
+            "variable that holds it with password_env"
+        )
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {where}: unknown field"
+    return f"{path}: {where}: {error['msg']}"
+
+
+def _settings(
+    base: Settings,
+    name: str,
+    target: _Target,
+    folder: Path,
+    env: Mapping[str, str],
+    problems: list[str],
+) -> Settings:
+    def side(side: str) -> TargetSettings:
+        spec: _Side = getattr(target, side)
+        password = None
+        if spec.password_env:
+            password = env.get(spec.password_env)
+            if not password:
+                problems.append(
+                    f"targets.{name}.{side}.password_env: {spec.password_env} is not set"
+                )
+        elif spec.host:
+            problems.append(
+                f"targets.{name}.{side}: an external server needs password_env (the name of "
+                "the environment variable holding its password)"
+            )
+        return TargetSettings(
+            side,
+            spec.host,
+            spec.port,
+            spec.db,
+            spec.user,
+            password,
+            spec.sslmode or getattr(base, side).sslmode,
+            origin=f"targets.yaml targets.{name}.{side}",
+        )
+
+    secrets_dir = target.secrets_dir.expanduser()
+    changes: dict[str, object] = {
+        "target_name": name,
+        "secrets_dir": secrets_dir if secrets_dir.is_absolute() else base.secrets_dir / secrets_dir,
+        "legacy": side("legacy"),
+        "modernized": side("modernized"),
+    }
+    if target.flyway_conf is not None:
+        conf = target.flyway_conf.expanduser()
+        conf = conf if conf.is_absolute() else folder / conf
+        if not conf.is_file():
+            problems.append(f"targets.{name}.flyway_conf: {conf} does not exist")
+        changes["flyway_conf"] = conf
+    for field in ("legacy_expected_tables", "modern_expected_tables", "sync_tables"):
+        if (value := getattr(target, field)) is not None:
+            changes[field] = tuple(value)
+    if target.facility_api_url is not None:
+        changes["facility_api_url"] = target.facility_api_url
+    return replace(base, **changes)
+
+
+def _shared_databases(named: dict[str, Settings]) -> list[str]:
+    """Two targets restoring into one database would drop each other's work."""
+    seen: dict[tuple, str] = {}
+    problems = []
+    for name, settings in named.items():
+        for side in SIDES:
+            t: TargetSettings = getattr(settings, side)
+            key = (t.host, t.port if t.host else None, t.dbname)
+            owner = seen.setdefault(key, f"{name}.{side}")
+            if owner != f"{name}.{side}":
+                problems.append(f"targets.{name}.{side} and targets.{owner} are the same database")
+    return problems

@@ -1,0 +1,176 @@
+"""Named targets (RESTORE_TARGETS → targets.yaml): validation, and real runs of two clinics."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore_assets.errors import ConfigError
+from restore_assets.named_targets import load_targets
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.settings import LEGACY_SEED_FILE, load_settings
+from restore_assets_tests.conftest import run_cli
+
+TWO_CLINICS = """
+targets:
+  clinic-a:
+    secrets_dir: clinic-a
+    legacy:     {db: od_a}
+    modernized: {db: od_a_modern}
+  clinic-b:
+    secrets_dir: clinic-b
+    legacy:     {db: od_b}
+    modernized: {db: od_b_modern}
+"""
+
+
+def targets_file(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "targets.yaml"
+    path.write_text(text)
+    return {"RESTORE_TARGETS": str(path)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x, password: hunter2}\n"
+            "    modernized: {db: y}\n",
+            "targets.a.legacy.password: passwords are never written in the file",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x, colour: red}\n"
+            "    modernized: {db: y}\n",
+            "targets.a.legacy.colour: unknown field",
+        ),
+        (
+            "targets:\n  Clinic A:\n    secrets_dir: a\n    legacy: {db: x}\n"
+            "    modernized: {db: y}\n",
+            "target name 'Clinic A': use lower-case letters",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x, port: 99999}\n"
+            "    modernized: {db: y}\n",
+            "targets.a.legacy.port: Input should be less than or equal to 65535",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {host: db1, db: x}\n"
+            "    modernized: {db: y}\n",
+            "targets.a.legacy: an external server needs password_env",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n"
+            "    legacy: {host: db1, db: x, password_env: A_PW_NOT_SET}\n"
+            "    modernized: {db: y}\n",
+            "targets.a.legacy.password_env: A_PW_NOT_SET is not set",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x}\n    modernized: {db: y}\n"
+            "  b:\n    secrets_dir: b\n    legacy: {db: x}\n    modernized: {db: z}\n",
+            "targets.b.legacy and targets.a.legacy are the same database",
+        ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x}\n    modernized: {db: y}\n"
+            "    sync_tables: [d_patient]\n",
+            "targets.a.sync_tables: Value error, names d_patient, which cannot be synced",
+        ),
+        ("targets: {}\n", "targets: Value error, lists no target"),
+        ("targets: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_targets_file_is_refused_naming_the_field(tmp_path, text, expected):
+    env = targets_file(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        load_targets(load_settings(), env)
+    assert expected in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_each_named_target_is_a_whole_settings(tmp_path, monkeypatch):
+    env = targets_file(
+        tmp_path,
+        "targets:\n  a:\n    secrets_dir: /abs/a\n"
+        "    legacy: {host: db1, port: 6543, db: x, user: u, password_env: A_PW}\n"
+        "    modernized: {db: y}\n    legacy_expected_tables: [d_users]\n",
+    )
+    named = load_targets(load_settings(), {**env, "A_PW": "s3cret"})
+    a = named["a"]
+    assert (a.target_name, a.secrets_dir, a.legacy_expected_tables) == (
+        "a",
+        Path("/abs/a"),
+        ("d_users",),
+    )
+    assert (a.legacy.host, a.legacy.port, a.legacy.dbname, a.legacy.password) == (
+        "db1",
+        6543,
+        "x",
+        "s3cret",
+    )
+    assert a.modernized.embedded and a.modernized.dbname == "y"
+    assert "s3cret" in a.passwords  # so redaction knows it
+
+
+def _dbs(settings) -> dict[str, int]:
+    """Patients per Legacy database of each named target (the restored data)."""
+    counts = {}
+    for name, target_settings in load_targets(settings).items():
+        target = PostgresTarget(target_settings.legacy, target_settings)
+        with target.connect(autocommit=True) as conn:
+            try:
+                counts[name] = conn.execute("SELECT count(*) FROM d_patient").fetchone()[0]
+            except psycopg.errors.UndefinedTable:
+                counts[name] = 0
+    return counts
+
+
+def test_run_all_restores_every_clinic_into_its_own_databases_and_evidence(
+    demo_secrets, tmp_path, monkeypatch, artifacts_dir
+):
+    root = tmp_path / "Secrets"
+    for clinic in ("clinic-a", "clinic-b"):
+        shutil.copytree(demo_secrets, root / clinic)
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    monkeypatch.setenv("RESTORE_TARGETS", targets_file(tmp_path, TWO_CLINICS)["RESTORE_TARGETS"])
+
+    plain = run_cli("run")
+    assert plain.returncode == 3
+    assert "lists 2 target(s) (clinic-a, clinic-b): choose one" in plain.stderr
+
+    done = run_cli("run", "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "== target clinic-a ==" in done.stdout and "== target clinic-b ==" in done.stdout
+    evidence = artifacts_dir / "parity-manual" / "db-restore"
+    for clinic in ("clinic-a", "clinic-b"):
+        runs = list((evidence / clinic).glob("*/gate_report.json"))
+        assert len(runs) == 1 and '"status": "passed"' in runs[0].read_text()
+    assert set(_dbs(load_settings()).values()) == {60}
+
+    status = run_cli("status")
+    assert status.returncode == 0
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:3] == ["target", "Secrets", "files"]
+    assert any(line.startswith("clinic-b") and "3/3 usable" in line for line in lines)
+
+
+def test_one_clinic_blocked_does_not_stop_the_others_and_the_exit_says_so(
+    demo_secrets, tmp_path, monkeypatch, artifacts_dir
+):
+    root = tmp_path / "Secrets"
+    for clinic in ("clinic-a", "clinic-b"):
+        shutil.copytree(demo_secrets, root / clinic)
+    (root / "clinic-a" / LEGACY_SEED_FILE).unlink()
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    monkeypatch.setenv("RESTORE_TARGETS", targets_file(tmp_path, TWO_CLINICS)["RESTORE_TARGETS"])
+
+    done = run_cli("run", "--all", "--only", "legacy")
+    assert done.returncode == 2, done.stdout + done.stderr
+    table = done.stdout[done.stdout.rindex("target    exit  result") :].splitlines()
+    assert table[1].split()[:2] == ["clinic-a", "2"] and "blocked" in table[1]
+    assert table[2].split()[:2] == ["clinic-b", "0"] and "passed" in table[2]
+    single = run_cli("run", "--target", "clinic-b", "--only", "legacy")
+    assert single.returncode == 0
+    unknown = run_cli("run", "--target", "clinic-z")
+    assert unknown.returncode == 3 and "no target named 'clinic-z'" in unknown.stderr
