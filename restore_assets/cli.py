@@ -100,6 +100,7 @@ def run_chain(
             result = job.execute_in_process(
                 instance=instance,
                 tags=tags,
+                partition_key=target if job.partitions_def else None,
                 run_config={
                     "resources": {"restore": {"config": overrides}},
                     "loggers": {"console": {"config": {"log_level": "INFO", "verbose": verbose}}},

@@ -67,6 +67,12 @@ nux:
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    tag_concurrency_limits:  # named targets (partitions): one run per target at a time
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180

@@ -25,6 +25,7 @@ from dagster import (
     sensor,
 )
 
+from restore_assets.assets.partitions import TARGETS
 from restore_assets.assets.secrets import watched_root
 from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
 from restore_assets.jobs import (
@@ -95,7 +96,7 @@ def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], 
     seen = look(store, previous)
     seen.state.inbox = {r.name: r.seen for r in inbox if r.seen}
     tags = {TARGET_TAG: target} if target else {}
-    config = {"resources": {"restore": {"config": {"target": target}}}} if target else None
+    which = for_target(target)
     prefix = f"{target}:" if target else ""
     requests = []
     if len(seen.restore) == len(SIDES):
@@ -104,7 +105,7 @@ def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], 
             RunRequest(
                 run_key=f"{prefix}{ALL_JOB}:{key}",
                 job_name=ALL_JOB,
-                run_config=config,
+                **which,
                 tags={**tags, SIDES_TAG: ",".join(SIDES)},
             )
         )
@@ -114,7 +115,7 @@ def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], 
                 RunRequest(
                     run_key=f"{prefix}{side}:{key}",
                     job_name=JOBS_BY_SIDE[side],
-                    run_config=config,
+                    **which,
                     tags={**tags, SIDES_TAG: side},
                 )
             )
@@ -159,6 +160,16 @@ def followup_sensor(context: RunStatusSensorContext):
         return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
     return RunRequest(
         run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}",
-        run_config={"resources": {"restore": {"config": {"target": target}}}} if target else None,
         tags=same_target or {},
+        **for_target(target),
     )
+
+
+def for_target(target: str | None) -> dict[str, object]:
+    """How a run request names its target: the partition when the definitions are partitioned
+    by target (RESTORE_TARGETS set when they loaded), else the run's config."""
+    if target is None:
+        return {}
+    if TARGETS is not None and target in TARGETS.get_partition_keys():
+        return {"partition_key": target}
+    return {"run_config": {"resources": {"restore": {"config": {"target": target}}}}}

@@ -174,3 +174,27 @@ def test_one_clinic_blocked_does_not_stop_the_others_and_the_exit_says_so(
     assert single.returncode == 0
     unknown = run_cli("run", "--target", "clinic-z")
     assert unknown.returncode == 3 and "no target named 'clinic-z'" in unknown.stderr
+
+
+@pytest.mark.e2e
+def test_targets_are_partitions_when_the_definitions_load_with_them(
+    demo_secrets, tmp_path, monkeypatch, artifacts_dir
+):
+    """A fresh process loads the definitions with RESTORE_TARGETS: every asset is partitioned
+    by target, and a run of one target materialises that partition only."""
+    from dagster import AssetKey, DagsterInstance
+
+    from restore_assets_tests.conftest import run_cli_process
+
+    root = tmp_path / "Secrets"
+    shutil.copytree(demo_secrets, root / "clinic-b")
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    monkeypatch.setenv("RESTORE_TARGETS", targets_file(tmp_path, TWO_CLINICS)["RESTORE_TARGETS"])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    done = run_cli_process("run", "--target", "clinic-b", "--only", "legacy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    instance = DagsterInstance.get()
+    (run,) = instance.get_runs()
+    assert run.tags["dagster/partition"] == "clinic-b"
+    seed = AssetKey(["legacy", "seed"])
+    assert instance.get_materialized_partitions(seed) == {"clinic-b"}

@@ -21,6 +21,7 @@ from restore_assets.runbook.gates import run_gates
 
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
+from .partitions import TARGETS
 from .reports import DDL_INVENTORY, MISSING_OBJECTS
 from .shell import GATES_REPORT, evidence_metadata, table
 from .sync import SYNC
@@ -44,6 +45,7 @@ REPORT = GATES_REPORT
             "jms_claim", asset=REPORT, blocking=True, description="§6.3 JMS/CLAIM may resume"
         ),
     ],
+    partitions_def=TARGETS,
 )
 def gates_report(
     context: AssetExecutionContext,

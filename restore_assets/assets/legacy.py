@@ -21,6 +21,7 @@ from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.verify import verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
+from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
 from .shell import after_commit, check_result, evidence_metadata, restore_step, table
 
@@ -64,7 +65,8 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             description="§3.5: row counts of d_users, d_audit_event, d_factor2_credential.",
         ),
     ],
-    pool="restore_legacy",
+    pool=pool("restore_legacy"),
+    partitions_def=TARGETS,
 )
 def legacy_restore(
     context: AssetExecutionContext,
@@ -109,7 +111,8 @@ def legacy_restore(
             "facility id is not already taken.",
         )
     ],
-    pool="restore_legacy",
+    pool=pool("restore_legacy"),
+    partitions_def=TARGETS,
 )
 def legacy_facility_num(
     context: AssetExecutionContext, legacy_db: PostgresResource, evidence: EvidenceResource

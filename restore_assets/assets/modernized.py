@@ -17,6 +17,7 @@ from restore_assets.runbook.migrate import history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
 
+from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
 from .shell import check_results, evidence_metadata, fail, restore_step, table
 
@@ -30,7 +31,8 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
     group_name="modernized",
     description="§4.1-4.2: reset `public` and the Flyway schema, apply the Modernized schema dump "
     "in one transaction.",
-    pool="restore_modernized",
+    pool=pool("restore_modernized"),
+    partitions_def=TARGETS,
 )
 def modernized_schema(
     context: AssetExecutionContext,
@@ -69,7 +71,8 @@ def modernized_schema(
         ),
         AssetCheckSpec("pg_trgm", asset=HISTORY, description="pg_trgm is installed (V0002)."),
     ],
-    pool="restore_modernized",
+    pool=pool("restore_modernized"),
+    partitions_def=TARGETS,
 )
 def modernized_flyway_history(
     context: AssetExecutionContext,

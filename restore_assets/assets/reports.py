@@ -8,6 +8,7 @@ from restore_assets.runbook import reports
 
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
+from .partitions import TARGETS
 from .shell import evidence_metadata, table
 
 DDL_INVENTORY = AssetKey(["reports", "ddl_inventory"])
@@ -20,6 +21,7 @@ MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
     group_name="reports",
     description="§2: the baseline files (sha256, size, mode, dump versions) and the migrations "
     "on disk with their checksums and applied state.",
+    partitions_def=TARGETS,
 )
 def ddl_inventory(
     context: AssetExecutionContext, modernized_db: PostgresResource, evidence: EvidenceResource
@@ -41,6 +43,7 @@ def ddl_inventory(
     group_name="reports",
     description="§2: every object the gates need, per side — present or missing, and where it "
     "comes from (baseline file or migration version).",
+    partitions_def=TARGETS,
 )
 def missing_objects(
     context: AssetExecutionContext,

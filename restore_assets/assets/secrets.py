@@ -6,6 +6,7 @@ from dagster import (
     AssetKey,
     BetaWarning,
     DataVersion,
+    DataVersionsByPartition,
     MetadataValue,
     ObserveResult,
     observable_source_asset,
@@ -20,6 +21,8 @@ from restore_assets.settings import (
     MODERN_SCHEMA_FILE,
     load_settings,
 )
+
+from .partitions import TARGETS
 
 SECRET_KEYS = {
     LEGACY_SCHEMA_FILE: AssetKey(["secrets", "legacy_schema_sql"]),
@@ -43,11 +46,15 @@ def _observable(relpath: str):
         group_name="secrets",
         description=f"{FILE_ROLES[relpath]}: `{relpath}` under the Secrets root "
         f"`{watched_root()}`.",
+        partitions_def=TARGETS,
     )
-    def _observe(secrets: SecretsResource) -> ObserveResult:
+    def _observe(context, secrets: SecretsResource) -> ObserveResult | DataVersionsByPartition:
         info = secrets.inspect(relpath)
+        version = DataVersion(info.sha256 or f"unusable: {info.status}")
+        if context.has_partition_key:  # a named target: Dagster takes only versions here
+            return DataVersionsByPartition({context.partition_key: version})
         return ObserveResult(
-            data_version=DataVersion(info.sha256 or f"unusable: {info.status}"),
+            data_version=version,
             metadata={
                 "path": MetadataValue.path(str(info.path)),
                 "status": info.status,

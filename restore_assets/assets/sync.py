@@ -10,6 +10,7 @@ from restore_assets.runbook.sync import sync_facility_users as run_sync
 
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
+from .partitions import TARGETS, pool
 from .shell import check_result, evidence_metadata, fail, table
 
 SYNC = AssetKey(["sync", "facility_users"])
@@ -29,7 +30,8 @@ SYNC = AssetKey(["sync", "facility_users"])
             description="every Legacy facilityid and userid exists on the Modernized side.",
         )
     ],
-    pool="restore_modernized",
+    pool=pool("restore_modernized"),
+    partitions_def=TARGETS,
 )
 def sync_facility_users(
     context: AssetExecutionContext,
