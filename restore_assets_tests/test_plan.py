@@ -15,6 +15,7 @@ from restore_assets.runbook.baseline_files import read_dump
 from restore_assets.settings import LEGACY_SEED_FILE, SIDES, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.helpers import catalog_fingerprint, state_listing
+from restore_assets_tests.test_cli import evidence_line
 
 
 def targets() -> list[PostgresTarget]:
@@ -105,3 +106,17 @@ def test_plan_runs_without_dagster(secrets_dir, external_legacy):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "# Restore plan" in done.stdout
 
+
+def test_a_blocked_run_still_starts_with_its_plan(secrets_dir, artifacts_dir, external_legacy):
+    """`run` logs the plan and keeps it as plan.md before intake stops it."""
+    (secrets_dir / LEGACY_SEED_FILE).unlink()
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "plan: a run would stop: Secrets missing or unusable" in done.stderr
+    folder = evidence_line(done.stdout)
+    plan = (folder / "plan.md").read_text()
+    assert (
+        "**Verdict: a run would stop: Secrets missing or unusable, nothing touched (exit 2)**"
+        in (plan)
+    )
+    assert f"{LEGACY_SEED_FILE} | - | 0 | - | - | missing |" in plan
