@@ -45,12 +45,19 @@ def test_plan_on_empty_external_targets_changes_nothing_and_would_proceed(
     assert EXTERNAL_PASSWORD not in out + done.stderr
 
 
-def test_plan_missing_file_exit_2(secrets_dir, external_legacy):
+def test_plan_missing_file_exit_2_asks_no_target(secrets_dir, tmp_path, monkeypatch):
+    """As in a run, intake comes first: one unusable file and no target is asked anything,
+    not even the embedded server started."""
+    state = tmp_path / "fresh-state"
+    monkeypatch.setenv("RESTORE_STATE_DIR", str(state))
     (secrets_dir / LEGACY_SEED_FILE).unlink()
-    done = run_cli("plan", "--only", "legacy")
+    done = run_cli("plan")
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"Secrets not usable: {LEGACY_SEED_FILE} (missing)" in done.stdout
-    assert "Preflight\n\nok: PostgreSQL" in done.stdout  # the other questions still answered
+    # Modernized's own file is fine, yet its target is not asked either: the run stops first.
+    assert done.stdout.count("Target: not asked: intake stops the run first") == 2
+    assert "Verdict: a run would stop: Secrets missing or unusable" in done.stdout
+    assert not (state / "pgdata").exists()
 
 
 def test_plan_external_non_empty_without_consent_exit_3(secrets_dir, external_legacy):

@@ -1,10 +1,11 @@
 """`restore-assets plan`: what a run would do to each side, read without changing anything.
 
 Per side: the baseline files with sha256 and their checks (`SecretsStore.inspect_side`, on the
-sha256 cache), the preflight (`preflight.preflight`), what the reset would drop (the server's
-own catalogue: schemas, objects, tables, estimated rows), consent and backup, and on Modernized
-the Flyway migrations pending; then the gates. The verdict is the exit code `run` would stop
-with before any gate: 0 proceed · 1 a step would fail · 2 Secrets blocked · 3 consent missing or
+sha256 cache); then, unless intake would stop the run (no target is asked anything then), the
+preflight (`preflight.preflight`), what the reset would drop (the server's own catalogue:
+schemas, objects, tables, estimated rows), consent and backup, and on Modernized the Flyway
+migrations pending; then the gates. The verdict is the exit code `run` would stop with before
+any gate: 0 proceed · 1 a step would fail · 2 Secrets blocked · 3 consent missing or
 configuration bad (the codes of `errors.py`, combined as `run` combines them).
 
 Read-only by construction: catalogue queries and `flyway info` only, no lock, no file written but
@@ -79,6 +80,7 @@ class SidePlan:
     flyway_now: list[InfoRow] | None = None  # `flyway info` on the target as it is
     flyway_after: list[str] | None = None  # scripts migrate applies after the restore
     baseline_version: str = ""
+    skipped: str = ""  # why the target was not asked anything
     stops: list[tuple[int, str]] = field(default_factory=list)  # (exit code, why)
 
     def stop(self, code: int, why: str) -> None:
@@ -97,6 +99,8 @@ class SidePlan:
 
     def summary(self) -> str:
         files = "files ok" if all(f.usable for f in self.files) else "files BLOCKED"
+        if self.skipped:
+            return f"{self.target}: {files}; target {self.skipped}"
         tables = sum(c.tables for c in self.content)
         rows = sum(c.rows for c in self.content)
         parts = [
@@ -165,22 +169,33 @@ def build_plan(
 ) -> Plan:
     """The plan for `sides` of one target pair (`targets` default to the settings' own)."""
     store = SecretsStore(settings)
+    files = {side: store.inspect_side(side) for side in sides}
+    # Intake vets every side of a run before any side touches its target: one unusable file
+    # and no target is asked anything (nor the embedded server started), as in the run.
+    blocked = [f for side in sides for f in files[side] if not f.usable]
     sides_plans = []
     for side in sides:
         target = (targets or {}).get(side) or PostgresTarget(getattr(settings, side), settings)
-        sides_plans.append(plan_side(settings, target, store))
+        plan = SidePlan(side, target.describe(), files[side])
+        if blocked:
+            plan.skipped = (
+                "not asked: intake stops the run first (Secrets not usable), before any target "
+                "is touched"
+            )
+            mine = [f for f in files[side] if not f.usable]
+            if mine:
+                names = ", ".join(f"{f.relpath} ({f.status})" for f in mine)
+                plan.stop(EXIT_BLOCKED, f"Secrets not usable: {names}")
+        else:
+            plan_target(plan, settings, target)
+        sides_plans.append(plan)
     gates = GATE_CHECKS if set(sides) == set(SIDES) else {}
     return Plan(name, settings.allow_reset, sides_plans, gates)
 
 
-def plan_side(settings: Settings, target: PostgresTarget, store: SecretsStore) -> SidePlan:
-    """One side, in the order a run meets each question (intake, preflight, consent, backup,
-    Flyway); every question is answered even when an earlier one would stop the run."""
-    plan = SidePlan(target.side, target.describe(), store.inspect_side(target.side))
-    blocked = [f for f in plan.files if not f.usable]
-    if blocked:
-        names = ", ".join(f"{f.relpath} ({f.status})" for f in blocked)
-        plan.stop(EXIT_BLOCKED, f"Secrets not usable: {names}")
+def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
+    """The target's questions, in the order a run meets them (psql, preflight, consent,
+    backup, Flyway); each is answered even when an earlier one would stop the run."""
     try:
         require_restricted_mode(client_binary("psql", settings.psql_bin))
     except RestoreError as exc:
@@ -190,7 +205,7 @@ def plan_side(settings: Settings, target: PostgresTarget, store: SecretsStore) -
     except RestoreError as exc:  # unreachable: nothing more can be read
         plan.preflight = f"FAILED: {exc}"
         plan.stop(EXIT_FAILED, plan.preflight)
-        return plan
+        return
     _preflight(plan, target, version_num)
     try:
         _reset(plan, settings, target)
@@ -198,7 +213,6 @@ def plan_side(settings: Settings, target: PostgresTarget, store: SecretsStore) -
             _flyway(plan, settings, target)
     except psycopg.Error as exc:  # e.g. no privilege on a catalogue view
         plan.stop(EXIT_FAILED, target.redact(f"could not read the {target.describe()}: {exc}"))
-    return plan
 
 
 def _preflight(plan: SidePlan, target: PostgresTarget, version_num: int) -> None:
@@ -277,6 +291,8 @@ def _side_markdown(side: SidePlan) -> list[str]:
             f"| {f.relpath} | {f.sha256 or '-'} | {f.size} | {f.mode or '-'} | "
             f"{f.dumped_by or '-'} | {_cell(f.status)} |"
         )
+    if side.skipped:
+        return [*lines, "", f"Target: {side.skipped}."]
     lines += ["", "### Preflight", "", _cell(side.preflight), "", "### Reset", ""]
     if side.reset_schemas:
         lines += [
