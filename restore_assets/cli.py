@@ -1,11 +1,12 @@
 """`restore-assets`: the command line. Thin by design — it parses arguments and either calls the
-runbook core (status, ops-request, intake-zip, export-baseline, flyway) or launches the same
+runbook core (plan, status, ops-request, intake-zip, export-baseline, flyway) or launches the same
 Dagster jobs the UI does, recorded in a Dagster instance under RESTORE_STATE_DIR. The gate table
 and the evidence folder come from the run's own events; exit codes follow DESIGN.md (0 ok ·
 1 failed · 2 Secrets blocked · 3 configuration error or refused reset), carried by the error
 hierarchy.
 
-Dagster is imported lazily so `status`, `ops-request`, `flyway` and `--help` stay fast.
+Dagster is imported lazily so `plan`, `status`, `ops-request`, `flyway` and `--help` stay fast
+(and `plan` never loads it).
 """
 
 from __future__ import annotations
@@ -313,6 +314,25 @@ def cmd_status(settings: Settings, args) -> int:
     return EXIT_OK
 
 
+def cmd_plan(settings: Settings, args) -> int:
+    """Read-only: what `run` with the same arguments would do, and the exit code it would stop
+    with before any gate (0 proceed · 1 a step would fail · 2 Secrets blocked · 3 refused)."""
+    from restore_assets.named_targets import chosen_targets
+    from restore_assets.pg.targets import redact
+    from restore_assets.runbook.plan import build_plan
+
+    sides = (args.only,) if args.only else SIDES
+    chosen = chosen_targets(settings, args.target, args.all) or {None: settings}
+    code = EXIT_OK
+    for name, target_settings in chosen.items():
+        if args.allow_reset:
+            target_settings = target_settings.with_overrides(allow_reset=True)
+        plan = build_plan(target_settings, sides, name or "default")
+        print(redact(plan.markdown(), target_settings.passwords), end="\n" if name else "")
+        code = worse_exit(code, plan.exit_code)
+    return code
+
+
 def cmd_ops_request(settings: Settings, args) -> int:
     from restore_assets.runbook.intake import SecretsStore
     from restore_assets.runbook.ops_request import ops_request
@@ -364,17 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--patients", type=int, default=300, help="demo size (default 300)")
     demo.set_defaults(func=cmd_demo)
     run = sub.add_parser("run", help="materialise the chain (or one side)")
-    run.add_argument("--only", choices=SIDES, help="restore one side only")
-    chosen = run.add_mutually_exclusive_group()
-    chosen.add_argument("--target", help="a named target of RESTORE_TARGETS (targets.yaml)")
-    chosen.add_argument(
-        "--all", action="store_true", help="every target of RESTORE_TARGETS, one after another"
-    )
-    run.add_argument(
-        "--allow-reset",
-        action="store_true",
-        help="consent to drop a non-empty external target (it is backed up first)",
-    )
     run.set_defaults(func=cmd_run)
     for command in (demo, run):
         command.add_argument(
@@ -383,6 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="the Dagster UI with its daemon (sensors on), as `make ui`")
     ui.add_argument("dagster_args", nargs="*", help="after `--`: passed to `dagster dev`")
     ui.set_defaults(func=cmd_ui)
+    plan = sub.add_parser(
+        "plan", help="read-only dry run: what `run` would check, drop, back up and migrate"
+    )
+    for command in (run, plan):
+        command.add_argument("--only", choices=SIDES, help="restore one side only")
+        command.add_argument(
+            "--allow-reset",
+            action="store_true",
+            help="consent to drop a non-empty external target (it is backed up first)",
+        )
+        chosen = command.add_mutually_exclusive_group()
+        chosen.add_argument("--target", help="a named target of RESTORE_TARGETS (targets.yaml)")
+        chosen.add_argument(
+            "--all", action="store_true", help="every target of RESTORE_TARGETS, one after another"
+        )
+    plan.set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help="read-only: Secrets files, targets, last run")
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg
@@ -9,7 +10,7 @@ from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.secrets import secret_files
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.targets import USER_SCHEMAS_SQL, PostgresTarget
 from restore_assets.resources import restore_resources
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.settings import load_settings
@@ -45,9 +46,9 @@ def execute(sql_text: str, params=None) -> None:
         conn.execute(sql_text, params)
 
 
-def database_fingerprint() -> list[tuple]:
+def database_fingerprint(target: PostgresTarget | None = None) -> list[tuple]:
     """Every user table with its row count: equal fingerprints = nothing changed."""
-    target = legacy_target()
+    target = target or legacy_target()
     with target.connect(autocommit=True) as conn:
         tables = conn.execute(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
@@ -60,6 +61,50 @@ def database_fingerprint() -> list[tuple]:
             count = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(ident))
             result.append((schema, table, count.fetchone()[0]))
         return result
+
+
+def catalog_fingerprint(target: PostgresTarget) -> dict[str, list]:
+    """A database as the catalogue and its rows show it: the schemas, every relation and its
+    kind, every table's row count, every sequence's last_value. Equal = nothing changed
+    (server-wide activity counters, which reading alone moves, are deliberately not in it)."""
+    with target.connect(autocommit=True) as conn:
+        schemas = [r[0] for r in conn.execute(USER_SCHEMAS_SQL).fetchall()]
+        relations = conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname !~ '^pg_' "
+            "AND n.nspname <> 'information_schema' ORDER BY 1, 2"
+        ).fetchall()
+        sequences = conn.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences "
+            "WHERE schemaname !~ '^pg_' ORDER BY 1, 2"
+        ).fetchall()
+    return {
+        "schemas": schemas,
+        "relations": relations,
+        "rows": database_fingerprint(target),
+        "sequences": sequences,
+    }
+
+
+def state_listing(state_dir: Path) -> dict[str, tuple[int, int] | None]:
+    """What lies under RESTORE_STATE_DIR (file: size and mtime), the sha256 cache and the
+    embedded server's data left out."""
+    listing: dict[str, tuple[int, int] | None] = {}
+    for folder, dirs, files in os.walk(state_dir):
+        here = Path(folder)
+        if here == state_dir:
+            dirs[:] = [d for d in dirs if d != "pgdata"]
+        for name in dirs:
+            listing[(here / name).relative_to(state_dir).as_posix()] = None
+        for name in files:
+            if here == state_dir and name.startswith("sha256-cache."):
+                continue
+            stat = (here / name).stat()
+            listing[(here / name).relative_to(state_dir).as_posix()] = (
+                stat.st_size,
+                stat.st_mtime_ns,
+            )
+    return listing
 
 
 def evidence_folders(artifacts: Path) -> list[Path]:

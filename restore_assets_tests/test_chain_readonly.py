@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from restore_assets.settings import LEGACY_SCHEMA_FILE, MODERN_SCHEMA_FILE
@@ -98,3 +99,70 @@ def test_facility_api_probe_counts_only_when_configured(restored_chain, monkeypa
         assert not passed and "facility_api" in detail and "503" in detail
     finally:
         server.shutdown()
+
+
+def test_plan_on_the_restored_chain_changes_nothing_and_holds_no_lock(restored_chain, monkeypatch):
+    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.runbook.preflight import restore_lock
+    from restore_assets.settings import load_settings
+    from restore_assets_tests.helpers import catalog_fingerprint, state_listing
+
+    assert restored_chain.result.success
+    settings = load_settings()
+    legacy = PostgresTarget(settings.legacy, settings)
+    modern = PostgresTarget(settings.modernized, settings)
+    before = [catalog_fingerprint(legacy), catalog_fingerprint(modern)]
+    files_before = state_listing(settings.state_dir)
+    folders_before = sorted(restored_chain.artifacts_dir.rglob("*"))
+    # Both targets' locks held as a restore holds them: a plan that waited for either would
+    # fail after RESTORE_WAIT_SECONDS instead of answering.
+    monkeypatch.setenv("RESTORE_WAIT_SECONDS", "1")
+    with restore_lock(legacy), restore_lock(modern):
+        done = run_cli("plan")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [catalog_fingerprint(legacy), catalog_fingerprint(modern)] == before
+    assert before[0]["rows"] and before[1]["sequences"]  # a real restored pair was compared
+    assert state_listing(settings.state_dir) == files_before
+    assert sorted(restored_chain.artifacts_dir.rglob("*")) == folders_before
+    out = done.stdout
+    assert "Verdict: a run would proceed (exit 0)" in out
+    assert "Consent: not needed: the embedded server is the project's own" in out
+    assert out.count("Backup: yes: pg_dump --format=custom") == 2
+    # What the reset drops is what the server holds now, and the same count the restore uses.
+    objects = legacy.user_schemas_content()
+    tables, rows, _ = legacy.table_estimates()["public"]
+    assert f"| public | {objects['public']} | {tables} | {rows} |" in out
+    assert rows > 0 and tables >= 5
+    # Flyway now: everything applied; after the restore: pending again from the baseline.
+    assert "After the restore: 5 pending from baseline 0" in out
+    assert len(re.findall(r"\| Versioned \| 0\d+ +\|.*\| Success +\|", out)) == 5
+
+
+def test_every_run_starts_with_its_plan_in_the_evidence(restored_chain):
+    from restore_assets.runbook.gates import GATE_CHECKS
+
+    folder = restored_chain.evidence
+    plan = (folder / "plan.md").read_text()
+    assert plan.startswith("# Restore plan — default")
+    assert "**Verdict: a run would proceed (exit 0)**" in plan
+    sha = hashlib.sha256((restored_chain.secrets_dir / MODERN_SCHEMA_FILE).read_bytes())
+    assert f"| {MODERN_SCHEMA_FILE} | {sha.hexdigest()} |" in plan
+    assert "After the restore: 5 pending from baseline 0" in plan
+    assert "plan.md" in (folder / "README.md").read_text()
+    # The gates the plan announces are the ones the run evaluated, sub-check by sub-check.
+    report = json.loads((folder / "gate_report.json").read_text())
+    assert {g["id"]: tuple(c["id"] for c in g["checks"]) for g in report["gates"]} == GATE_CHECKS
+    for gate, checks in GATE_CHECKS.items():
+        assert f"| {gate} | {', '.join(checks)} |" in plan
+
+
+def test_dump_extensions_come_from_pg_dumps_own_toc(restored_chain):
+    """The plan's preflight asks for the extensions a dump creates without a second read: the
+    TOC comments real pg_dump writes (after migrate, Modernized has pg_trgm)."""
+    from restore_assets.runbook.baseline_files import read_dump
+
+    output = restored_chain.secrets_dir / "toc-check.sql"
+    done = run_cli("export-baseline", "--side", "modernized", "--output", str(output))
+    assert done.returncode == 0, done.stderr
+    assert read_dump(output).extensions == ["pg_trgm"]
+    assert read_dump(restored_chain.secrets_dir / MODERN_SCHEMA_FILE).extensions == []

@@ -15,7 +15,12 @@ from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import load_conf, parse_jdbc_url, parse_properties
 from restore_assets.flyway.history import java_string_hash, lock_key
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.planning import build_info, pending_migrations, replace_placeholders
+from restore_assets.flyway.planning import (
+    build_info,
+    pending_after_baseline,
+    pending_migrations,
+    replace_placeholders,
+)
 from restore_assets.flyway.resolver import ResolvedMigration, parse_name, resolve
 from restore_assets.flyway.statements import split_statements
 
@@ -305,3 +310,22 @@ def test_info_states_baseline_below_baseline_failed_and_future():
         ("Versioned", "9", "nine", "Future"),
     ]
     assert pending_migrations(config, files, rows) == []
+
+
+def test_pending_after_a_restore_counts_from_the_baseline_version_not_the_history():
+    """After the reset the history is only the baseline row: what is pending then depends on
+    flyway.baselineVersion and the files, whatever the target's history holds today."""
+    files = [migration("0001", "a"), migration("0003", "b"), migration("0220", "c")]
+    files.append(migration(None, "view"))
+    at_zero = load_conf(None, env={}, overrides={"flyway.baselineVersion": "0"})
+    assert [m.script for m in pending_after_baseline(at_zero, files)] == [
+        "V0001__a.sql",
+        "V0003__b.sql",
+        "V0220__c.sql",
+        "R__view.sql",
+    ]
+    at_three = load_conf(None, env={}, overrides={"flyway.baselineVersion": "3"})
+    assert [m.script for m in pending_after_baseline(at_three, files)] == [
+        "V0220__c.sql",
+        "R__view.sql",
+    ]

@@ -21,6 +21,7 @@ from restore_assets_tests.helpers import evidence_folders, gate_results, gates_o
 
 COMPLETE_EVIDENCE = {
     "README.md",
+    "plan.md",
     "gate_report.json",
     "gate_report.md",
     "baseline_search.log",

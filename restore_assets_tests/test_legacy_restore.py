@@ -24,6 +24,7 @@ from restore_assets_tests.helpers import (
 
 LEGACY_EVIDENCE = [
     "README.md",
+    "plan.md",
     "investigation.log",
     "baseline_search.log",
     "legacy_psql.log",

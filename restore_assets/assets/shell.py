@@ -3,7 +3,8 @@
 A core `Check` becomes an `AssetCheckResult`; rows become `MetadataValue.table`; a `RestoreError`
 becomes a `Failure` carrying the CLI exit code, after the step and an "unreached" gate report are
 written to the evidence folder, so a run stopped half-way still says why. `restore_step` is the
-one restore both sides share: intake, then the core's `restore_side`, then its metadata.
+one restore both sides share: the plan, intake, then the core's `restore_side`, then its
+metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import unreached_report, write_report
+from restore_assets.runbook.plan import PLAN_FILE, build_plan
 from restore_assets.runbook.restore import restore_side
 
 SIDES_TAG = "restore_assets/sides"
@@ -144,16 +146,33 @@ def after_commit(context, evidence: EvidenceStore, step: str, target):
         raise fail(context, evidence, step, error, target=target.describe()) from None
 
 
+def write_plan(context, evidence: EvidenceStore, settings, sides: list[str], target) -> None:
+    """The run's first words: the dry-run plan of every side of the run, logged and kept as
+    `plan.md`, written once, by whichever side's restore starts first (before either touches
+    its target). Cheap after the observation: the files' sha256 come from the cache."""
+    if evidence.path(PLAN_FILE).exists():
+        return
+    name = settings.target_name or "default"
+    plan = build_plan(settings, sides, name, targets={target.side: target})
+    for line in plan.summary_lines():
+        context.log.info(evidence.redact(line))
+    evidence.write(PLAN_FILE, plan.markdown())
+
+
 def restore_step(context, step: str, db, secrets, evidence_store):
-    """Intake (every side of the run) → the side's all-or-nothing restore, recorded in the
-    evidence; returns the core result, the evidence store and the asset metadata."""
+    """The plan, then intake (every side of the run) → the side's all-or-nothing restore,
+    recorded in the evidence; returns the core result, the evidence store and the asset
+    metadata."""
     target = db.target
     evidence = evidence_store.for_run(context)
+    settings = secrets.config.settings()
+    sides = sides_of_run(context, target.side)
     try:
-        files = secrets.intake(sides_of_run(context, target.side), evidence).side(target.side)
+        write_plan(context, evidence, settings, sides, target)
+        files = secrets.intake(sides, evidence).side(target.side)
         result = restore_side(
             target=target,
-            settings=secrets.config.settings(),
+            settings=settings,
             files=files,
             evidence=evidence,
             log=context.log.info,

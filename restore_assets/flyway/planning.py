@@ -145,6 +145,26 @@ def pending_migrations(
     return versioned + [m for m in pending if m.version is None]
 
 
+def pending_after_baseline(
+    config: FlywayConfig, resolved: list[ResolvedMigration]
+) -> list[ResolvedMigration]:
+    """What migrate would apply to a freshly restored baseline: the history holds only the
+    baseline row `flyway baseline` writes at flyway.baselineVersion."""
+    row = HistoryRow(
+        installed_rank=1,
+        version=config.baseline_version,
+        description=config.baseline_description,
+        type="BASELINE",
+        script=config.baseline_description,
+        checksum=None,
+        installed_by="",
+        installed_on=None,
+        execution_time=0,
+        success=True,
+    )
+    return pending_migrations(config, resolved, [row])
+
+
 def validation_errors(
     config: FlywayConfig,
     resolved: list[ResolvedMigration],

@@ -258,6 +258,16 @@ class PostgresTarget:
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             return bool(row.fetchone()[0])
 
+    def table_estimates(self) -> dict[str, tuple[int, int, int]]:
+        """Per user schema: (tables, estimated rows, bytes of table data), from the catalogue
+        alone — no table is scanned, so it stays cheap on a large database. Rows are
+        `pg_class.reltuples` (set by ANALYZE, VACUUM and CREATE INDEX), or the statistics'
+        `n_live_tup` for a table never analysed; bytes are `pg_table_size` (heap + TOAST: what
+        pg_dump copies out; indexes are rebuilt from their definitions)."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(TABLE_ESTIMATES_SQL).fetchall()
+        return {schema: (tables, rows, size) for schema, tables, rows, size in rows}
+
     def user_schemas(self) -> list[str]:
         """Every non-system schema of the database, as the server lists it: the reset set."""
         with self.connect(autocommit=True) as conn:
@@ -298,6 +308,24 @@ SELECT n.nspname, count(*)
  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = o.classid AND d.objid = o.oid AND d.deptype = 'e')
+ GROUP BY n.nspname
+ ORDER BY n.nspname
+"""
+
+# Tables and materialised views in user schemas (partitions count themselves; a partitioned
+# parent holds no rows), extension members left out as in USER_OBJECTS_SQL.
+TABLE_ESTIMATES_SQL = """
+SELECT n.nspname, count(*)::int,
+       coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
+                         ELSE coalesce(s.n_live_tup, 0) END), 0)::bigint,
+       coalesce(sum(pg_table_size(c.oid)), 0)::bigint
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+ WHERE c.relkind IN ('r', 'm')
+   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                      AND d.deptype = 'e')
  GROUP BY n.nspname
  ORDER BY n.nspname
 """

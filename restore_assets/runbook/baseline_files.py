@@ -36,6 +36,7 @@ class SecretFile:
     sha256: str = ""
     dumped_from: str | None = None
     dumped_by: str | None = None
+    extensions: list[str] = field(default_factory=list)  # from pg_dump's TOC comments
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -71,6 +72,8 @@ _DUMP_START = b"-- PostgreSQL database dump"
 _DUMP_COMPLETE = b"-- PostgreSQL database dump complete"
 _DATA_ENTRY = b"-- Data for Name: "
 _TABLE_ENTRY = b"; Type: TABLE; Schema: "
+# pg_dump's TOC comment before each CREATE EXTENSION: `-- Name: pg_trgm; Type: EXTENSION; ...`
+_EXTENSION_ENTRY = re.compile(rb"^-- Name: (.+?); Type: EXTENSION; Schema: ")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class DumpFacts:
     complete: bool  # pg_dump's "dump complete" footer, nothing but comments/\unrestrict after it
     data_entries: int  # "-- Data for Name: …" (table data)
     table_entries: int  # "-- Name: …; Type: TABLE; …" (table definitions)
+    # "-- Name: …; Type: EXTENSION; …": what the dry-run plan's preflight asks the server for
+    # without a second read (the restore's own scan reads the statements themselves)
+    extensions: list[str]
 
     def problems(self, relpath: str) -> list[str]:
         """Why this file cannot be the one its slot expects (empty: it can)."""
@@ -114,6 +120,7 @@ def read_dump(path: Path) -> DumpFacts:
     first = b""  # the first line that is more than "--": pg_dump's title
     complete = False
     data_entries = table_entries = 0
+    extensions: list[str] = []
     with path.open("rb") as handle:
         for number, line in enumerate(handle):
             digest.update(line)
@@ -130,6 +137,8 @@ def read_dump(path: Path) -> DumpFacts:
                     data_entries += 1
                 elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
                     table_entries += 1
+                elif m := _EXTENSION_ENTRY.match(line):
+                    extensions.append(m.group(1).decode("utf-8", "replace"))
                 complete = complete or line.rstrip() == _DUMP_COMPLETE
             elif line.strip() and not line.startswith(b"\\unrestrict "):
                 complete = False  # something after the footer: not where pg_dump ends
@@ -141,4 +150,5 @@ def read_dump(path: Path) -> DumpFacts:
         complete,
         data_entries,
         table_entries,
+        extensions,
     )

@@ -32,6 +32,29 @@ from restore_assets.runbook.verify import (
 )
 from restore_assets.settings import Settings
 
+# Each gate's sub-checks, in report order: what the dry-run plan says would be evaluated
+# (a test holds this list to a real gate report).
+GATE_CHECKS = {
+    "db_restore": (
+        "legacy_query",
+        "modernized_query",
+        "flyway_versions",
+        "facility_num_nextval",
+        "facility_user_sync",
+        "facility_api",
+    ),
+    "audit_capture": ("table_found", "insert_returning_id", "left_nothing_behind"),
+    "jms_claim": (
+        "db_restore_passed",
+        "audit_capture_passed",
+        "legacy_d_audit_event",
+        "legacy_d_factor2_tables",
+        "modernized_d_audit_event",
+        "modernized_d_factor2_tables",
+        "legacy_claim_item",
+        "legacy_diagnosis_module",
+    ),
+}
 AUDIT_COLUMNS_SQL = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        a.atthasdef OR a.attidentity <> ''

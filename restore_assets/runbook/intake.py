@@ -72,10 +72,11 @@ class SecretsStore:
             info.problems.append("empty file")
             return info
         facts = self._facts(real, st)
-        info.sha256, info.dumped_from, info.dumped_by = (
+        info.sha256, info.dumped_from, info.dumped_by, info.extensions = (
             facts.sha256,
             facts.dumped_from,
             facts.dumped_by,
+            list(facts.extensions),
         )
         info.problems += facts.problems(relpath)
         return info

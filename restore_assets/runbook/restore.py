@@ -68,6 +68,23 @@ def describe_content(content: dict[str, int]) -> str:
     return ", ".join(f"{count} object(s) in {schema}" for schema, count in content.items())
 
 
+def reset_set(target: PostgresTarget) -> list[str]:
+    """The schemas the restore drops. What the server lists, never names read from a file:
+    every user schema goes (that is "restore this database to the baseline"), public is
+    recreated."""
+    return list(dict.fromkeys(["public", *target.user_schemas()]))
+
+
+def require_consent(target: PostgresTarget, settings: Settings, content: dict[str, int]) -> None:
+    """A non-empty external target is dropped only with consent (an embedded one is ours)."""
+    if content and not target.embedded and not settings.allow_reset:
+        raise ResetRefused(
+            f"the {target.describe()} is not empty ({describe_content(content)}); "
+            "restoring drops it. Re-run with --allow-reset (or RESTORE_ALLOW_RESET=true) "
+            "to consent; a backup is taken first."
+        )
+
+
 def backup_target(
     target: PostgresTarget, settings: Settings, now: dt.datetime | None = None
 ) -> Backup:
@@ -145,18 +162,11 @@ def restore_side(
     psql_log = evidence.path(PSQL_LOGS[side])
 
     with restore_lock(target):
-        # The reset set is what the server lists, never names read from a file: every user
-        # schema goes (that is "restore this database to the baseline"), public is recreated.
-        reset_schemas = list(dict.fromkeys(["public", *target.user_schemas()]))
+        reset_schemas = reset_set(target)
         content = target.user_schemas_content()
         backup = None
         if content:
-            if not target.embedded and not settings.allow_reset:
-                raise ResetRefused(
-                    f"the {target.describe()} is not empty ({describe_content(content)}); "
-                    "restoring drops it. Re-run with --allow-reset (or RESTORE_ALLOW_RESET=true) "
-                    "to consent; a backup is taken first."
-                )
+            require_consent(target, settings, content)
             log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
             backup = backup_target(target, settings)
             log(f"backup: {backup.describe()}")
