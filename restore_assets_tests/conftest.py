@@ -28,6 +28,11 @@ os.environ["RESTORE_ARTIFACTS_DIR"] = str(SESSION_ROOT / "artifacts")
 os.environ["SECRETS_DIR"] = str(SESSION_ROOT / "no-secrets-configured")
 os.environ["RESTORE_DOTENV"] = str(SESSION_ROOT / "no.env")  # never a developer's .env
 
+# The code location is loaded once, now, without RESTORE_TARGETS: in-process tests see the
+# single-target (unpartitioned) definitions whatever a test sets later; partitioned definitions
+# are tested in a fresh process.
+import restore_assets.definitions  # noqa: E402, F401
+
 EXTERNAL_PASSWORD = "Ext-pw-7Qz!x9-never-print"
 SUPERUSER_PASSWORD = "Super-pw-3Kd-never-print"
 DEMO_PATIENTS = 60

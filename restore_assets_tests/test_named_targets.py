@@ -148,6 +148,11 @@ def test_run_all_restores_every_clinic_into_its_own_databases_and_evidence(
         assert len(runs) == 1 and '"status": "passed"' in runs[0].read_text()
     assert set(_dbs(load_settings()).values()) == {60}
 
+    planned = run_cli("plan", "--all")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "clinic-a" in planned.stdout and "clinic-b" in planned.stdout
+    assert set(_dbs(load_settings()).values()) == {60}  # the plan changed nothing
+
     status = run_cli("status")
     assert status.returncode == 0
     lines = status.stdout.splitlines()

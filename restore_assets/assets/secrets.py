@@ -52,7 +52,9 @@ def _observable(relpath: str):
         info = secrets.inspect(relpath)
         version = DataVersion(info.sha256 or f"unusable: {info.status}")
         if context.has_partition_key:  # a named target: Dagster takes only versions here
-            return DataVersionsByPartition({context.partition_key: version})
+            with warnings.catch_warnings():  # beta in Dagster 1.13, the documented way
+                warnings.simplefilter("ignore", BetaWarning)
+                return DataVersionsByPartition({context.partition_key: version})
         return ObserveResult(
             data_version=version,
             metadata={
