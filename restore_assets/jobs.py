@@ -73,6 +73,8 @@ concurrency:
         value:
           applyLimitPerUniqueValue: true
         limit: 1
+run_queue:
+  dequeue_interval_seconds: 1  # a queued run starts within a second, not five
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
