@@ -58,8 +58,8 @@ def process_gone(identity: str) -> bool:
     belongs to a younger process). A run from another host is never judged from here."""
     host, _, rest = identity.partition(":")
     pid, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    if host != socket.gethostname() or not pid.isdigit() or _start_ticks(os.getpid()) is None:
+        return False  # another host, or no /proc here: never judged from here
     return _start_ticks(int(pid)) != ticks
 
 
