@@ -406,6 +406,7 @@ def test_the_embedded_server_lets_in_only_this_os_user_as_the_projects_roles(set
     with pytest.raises(psycopg.OperationalError, match="Peer authentication failed"):
         psycopg.connect(host=endpoint.host, port=endpoint.port, user="intruder", dbname="postgres")
     assert legacy_target().server_version_num() > 0  # the project's own role still gets in
+    assert legacy_target().role_is_superuser() is False  # and it is not a superuser
 
 
 def test_evidence_failing_after_commit_says_the_target_was_restored(
