@@ -4,6 +4,7 @@ installed_by, installed_on, execution_time), `pg_dump --schema-only`, and each c
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 import subprocess
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from restore_assets.flyway import Flyway, FlywayError
 from restore_assets.flyway.conf import load_conf
@@ -103,14 +105,15 @@ class Twin:
         ]
         return real, ours
 
-    def history(self, dbname: str) -> list[tuple]:
+    def history(self, dbname: str, schema: str = "public") -> list[tuple]:
+        table = sql.Identifier(schema, "flyway_schema_history")
         with self.connect(dbname) as conn:
-            exists = conn.execute("SELECT to_regclass('flyway_schema_history')").fetchone()[0]
-            if exists is None:
+            name = table.as_string(conn)
+            if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
                 return []
-            return conn.execute(
-                f"SELECT {', '.join(COMPARED)} FROM flyway_schema_history ORDER BY installed_rank"
-            ).fetchall()
+            columns = sql.SQL(", ").join(map(sql.Identifier, COMPARED))
+            query = sql.SQL("SELECT {} FROM {} ORDER BY installed_rank").format(columns, table)
+            return conn.execute(query).fetchall()
 
     def schema(self, dbname: str) -> str:
         env = {**os.environ, "PGPASSWORD": EXTERNAL_PASSWORD}
@@ -136,11 +139,14 @@ class Twin:
         keep = [line for line in lines if not line.startswith(("\\restrict", "\\unrestrict"))]
         return "\n".join(keep)
 
-    def assert_same(self) -> list[tuple]:
-        """Identical history rows and identical schemas; returns the rows."""
-        real = self.history(self.real)
-        assert self.history(self.ours) == real
-        assert self.schema(self.ours) == self.schema(self.real)
+    def assert_same(self, schema: str = "public") -> list[tuple]:
+        """Identical history rows (in `schema`) and identical schemas; returns the rows."""
+        real, ours = self.history(self.real, schema), self.history(self.ours, schema)
+        assert ours == real, "history differs:\n" + _diff(real, ours)
+        real_schema, ours_schema = self.schema(self.real), self.schema(self.ours)
+        assert ours_schema == real_schema, "schema differs:\n" + _diff(
+            real_schema.splitlines(), ours_schema.splitlines()
+        )
         return real
 
     def real_accepts_ours(self, **extra: str) -> None:
@@ -151,3 +157,8 @@ class Twin:
         assert answer["ok"] and answer["validate"]["successful"], answer
         answer = self.oracle.run(url, USER, EXTERNAL_PASSWORD, "migrate", props)
         assert answer == {"ok": True, "applied": 0}, answer
+
+
+def _diff(real: list, ours: list) -> str:
+    lines = difflib.unified_diff([str(r) for r in real], [str(r) for r in ours], "flyway", "engine")
+    return "\n".join(lines)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.version import Version
 
-_VERSIONED = re.compile(r"^V(?P<version>[^_]+(?:_[^_]+)*?)__(?P<description>.*)\.sql$")
-_REPEATABLE = re.compile(r"^R__(?P<description>.*)\.sql$")
+SUFFIX = ".sql"
+SEPARATOR = "__"
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,25 @@ class ResolvedMigration:
 
 def parse_name(name: str) -> tuple[str | None, str] | None:
     """(version text with `_`→`.`, description with `_`→space); None if the name is not a
-    migration (Flyway skips those)."""
-    if m := _REPEATABLE.match(name):
-        return None, m.group("description").replace("_", " ")
-    if m := _VERSIONED.match(name):
-        version_text = m.group("version").replace("_", ".")
-        try:
-            Version.parse(version_text)
-        except ValueError:
-            return None
-        return version_text, m.group("description").replace("_", " ")
-    return None
+    migration (Flyway skips those). Follows Flyway 10.17.3's Scanner.getResources
+    (StringUtils.startsAndEndsWith: prefix case-sensitive, suffix case-insensitive, something
+    between them) and ResourceNameParser.parse (split at the first `__`; a versioned name needs a
+    valid version before it, a repeatable one nothing)."""
+    if not name.upper().endswith(SUFFIX.upper()) or len(name) <= 1 + len(SUFFIX):
+        return None
+    prefix, rest = name[0], name[: -len(SUFFIX)][1:]
+    if prefix not in "VR":
+        return None
+    version_text, _, description = rest.partition(SEPARATOR)
+    description = description.replace("_", " ")
+    if prefix == "R":
+        return (None, description) if version_text == "" else None
+    version_text = version_text.replace("_", ".")
+    try:
+        Version.parse(version_text)
+    except ValueError:
+        return None
+    return version_text, description
 
 
 def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
@@ -61,7 +68,7 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
     for root in config.location_dirs():
         if not root.is_dir():
             raise FlywayError(f"migration location {root} does not exist or is not a folder")
-        for path in sorted(p for p in root.rglob("*.sql") if p.is_file()):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
             parsed = parse_name(path.name)
             if parsed is None:
                 continue
@@ -76,6 +83,12 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
                 checksum=checksum_text(text),
             )
             if migration.version is None:
+                twin = next((r for r in repeatable if r.description == description), None)
+                if twin is not None:
+                    raise FlywayError(
+                        "Found more than one repeatable migration with description "
+                        f"{description!r}: {twin.path} and {path}; rename one of them"
+                    )
                 repeatable.append(migration)
                 continue
             if migration.version in versioned:
@@ -85,6 +98,7 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
                     f"{other.path} and {path}; rename one of them"
                 )
             versioned[migration.version] = migration
+    # Repeatables by description as Java's String.compareTo orders them (UTF-16 code units).
     return sorted(versioned.values(), key=lambda m: m.version) + sorted(
-        repeatable, key=lambda m: m.description
+        repeatable, key=lambda m: m.description.encode("utf-16-be")
     )
