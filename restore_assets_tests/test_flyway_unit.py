@@ -255,7 +255,7 @@ def states(config, files, rows):
     ]
 
 
-def test_info_states_ignored_missing_pending_outdated_in_numeric_order():
+def test_info_states_ignored_missing_pending_outdated_in_flyways_order():
     config = load_conf(None, env={})
     files = [
         migration("1", "one"),
@@ -271,12 +271,14 @@ def test_info_states_ignored_missing_pending_outdated_in_numeric_order():
         applied(4, None, "view", checksum=1),  # the file changed since: Outdated
     ]
     assert states(config, files, rows) == [
+        # applied rows in rank order, then the rest by version (MigrationInfoImpl.compareTo)
         ("Versioned", "1", "one", "Success"),
-        ("Versioned", "2", "two", "Ignored"),  # below the highest applied (4)
         ("Versioned", "3", "three", "Missing"),
         ("Versioned", "4", "four", "Success"),
-        ("Versioned", "10", "ten", "Pending"),
         ("Repeatable", None, "view", "Outdated"),
+        ("Versioned", "2", "two", "Ignored"),  # below the highest applied (4)
+        ("Versioned", "10", "ten", "Pending"),
+        ("Repeatable", None, "view", "Pending"),  # the changed file, to run again
     ]
     # With outOfOrder the ignored version becomes pending, and migrate applies it first.
     out_of_order = load_conf(None, env={}, overrides={"flyway.outOfOrder": "true"})
@@ -298,8 +300,8 @@ def test_info_states_baseline_below_baseline_failed_and_future():
         applied(4, "9", "nine"),  # above every file: applied by a newer release
     ]
     assert states(config, files, rows) == [
+        ("Versioned", "1", "one", "Ignored (Baseline)"),  # files at or below it come first
         ("", "1", "<< Flyway Baseline >>", "Baseline"),
-        ("Versioned", "1", "one", "Below Baseline"),
         ("Versioned", "2", "two", "Success"),
         ("Versioned", "3", "three", "Failed"),
         ("Versioned", "9", "nine", "Future"),

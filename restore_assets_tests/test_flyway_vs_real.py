@@ -54,3 +54,128 @@ def test_line_endings(twin, newline):
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^t[0-9]'")
         assert tables.fetchone()[0] == 4
     twin.real_accepts_ours()
+
+
+def test_which_files_are_migrations(twin):
+    """ResourceNameParser: prefix `V`/`R` (case-sensitive), suffix `.sql` (any case), version
+    before the first `__` (none: empty description), MigrationVersion's numeric parts; other
+    names are not migrations."""
+    names = [
+        "V1__plain.sql",
+        "V2__upper_suffix.SQL",
+        "V3.sql",
+        "V4__.sql",
+        "V5_1__under_score.sql",
+        "V006__leading_zeros.sql",
+        "V7__two__separators.sql",
+        "V8__日本語の説明.sql",
+        "V9.1.sql",
+        "sub/dir/V10__nested.Sql",
+        "R__repeatable.sQL",
+        "R__.sql",
+        # not migrations, for Flyway as for the engine
+        "v11__lower_prefix.sql",
+        "V12__backup.sql.bak",
+        "Vx__bad_version.sql",
+        "V13 __space.sql",
+        "V1.2.__trailing_dot.sql",
+        "README.md",
+        "R1__versioned_repeatable.sql",
+    ]
+    for n, name in enumerate(names):
+        write(twin.folder, name, f"CREATE TABLE m{n} (id int);\n")
+    twin.step("migrate")
+    twin.assert_same()
+    assert twin.info()[1] == twin.info()[0]
+    twin.real_accepts_ours()
+
+
+def test_out_of_order_file_below_applied_versions(twin):
+    """A file that sorts below the applied versions: validate and migrate fail alike (Flyway's
+    default ignoreMigrationPatterns `*:future` makes it an error); with outOfOrder it is applied
+    and info marks it Out of Order."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE o1 (id int);")
+    write(twin.folder, "V3__three.SQL", "CREATE TABLE o3 (id int);")
+    twin.step("migrate")
+    write(twin.folder, "V2.sql", "CREATE TABLE o2 (id int);")
+    twin.step("validate")
+    twin.step("migrate")
+    assert twin.info()[1] == twin.info()[0]
+    twin.step("migrate", outOfOrder="true")
+    twin.assert_same()
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    assert ("Versioned", "2", "", "SQL", "Out of Order") in ours
+    twin.real_accepts_ours()
+
+
+def test_info_order_and_states(twin):
+    """MigrationInfoImpl.compareTo and the states: applied rows in rank order (Missing,
+    Outdated among them), then unapplied ones by version (Ignored, Pending), repeatables last."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE i1 (id int);")
+    write(twin.folder, "V3__three.sql", "CREATE TABLE i3 (id int);")
+    write(twin.folder, "V4__four.sql", "CREATE TABLE i4 (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT 1 AS one;")
+    twin.step("migrate")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT 3 AS one;")
+    write(twin.folder, "R__gone.sql", "CREATE OR REPLACE VIEW g AS SELECT 3 AS one;")
+    twin.step("migrate")
+    (twin.folder / "R__gone.sql").unlink()
+    (twin.folder / "V3__three.sql").unlink()
+    write(twin.folder, "V2__two.sql", "CREATE TABLE i2 (id int);")
+    write(twin.folder, "V10__ten.sql", "CREATE TABLE i10 (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT 2 AS one;")
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    assert {row[4] for row in real} >= {"Missing", "Superseded", "Outdated", "Ignored", "Pending"}
+    twin.step("validate")
+
+
+def test_baseline_then_migrate_info(twin):
+    """DbBaseline: a second baseline at the same version is a no-op; files at or below it are
+    Below Baseline and never applied; info lists them as Flyway does."""
+    for n in (1, 2, 3):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE b{n} (id int);")
+    twin.step("baseline", baselineVersion="2")
+    twin.step("baseline", baselineVersion="2")
+    twin.step("baseline", baselineVersion="3")
+    twin.step("migrate", baselineVersion="2")
+    twin.assert_same()
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.step("baseline", baselineVersion="2")
+    twin.real_accepts_ours()
+
+
+@pytest.mark.parametrize("command", ["baseline", "migrate"])
+def test_schema_created_by_flyway(twin, command):
+    """DbSchemas.create: `baseline` into a missing schema writes BASELINE rank 1 then SCHEMA
+    rank 2; `migrate` writes SCHEMA rank 0; a second baseline is a no-op."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE one (id int);")
+    write(twin.folder, "V2__two.sql", "CREATE TABLE two (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW v AS SELECT 1 AS x;")
+    props = dict(schemas="app_schema,extra", baselineVersion="1")
+    twin.step(command, **props)
+    real, ours = twin.info(**props)
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.step("baseline", **props)
+    twin.step("migrate", **props)
+    rows = twin.assert_same("app_schema")
+    assert [r[3] for r in rows][:2] == (
+        ["BASELINE", "SCHEMA"] if command == "baseline" else ["SCHEMA", "SQL"]
+    )
+    twin.real_accepts_ours(**props)
+
+
+def test_baseline_refusals(twin):
+    """DbBaseline's error cases: an existing empty history table, and version 0 after the
+    schema marker."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE one (id int);")
+    with twin.connect(twin.real) as a, twin.connect(twin.ours) as b:
+        for conn in (a, b):
+            conn.execute("CREATE TABLE flyway_schema_history (installed_rank int)")
+    twin.step("baseline")
+    props = dict(schemas="fresh", baselineVersion="0")
+    twin.step("migrate", **props)
+    twin.step("baseline", **props)
+    twin.assert_same("fresh")

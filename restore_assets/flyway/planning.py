@@ -247,52 +247,66 @@ def build_info(
     highest_applied = max(applied, default=None)
     pending = {m.script for m in pending_migrations(config, resolved, rows)}
     # SCHEMA and BASELINE rows are "synthetic" to Flyway: its info shows no category for them.
-    head = [_from_history(r, "Success", "") for r in rows if r.type == "SCHEMA"]
-    head += [_from_history(r, "Baseline", "") for r in rows if r.type == "BASELINE"]
-    versioned: list[tuple[Version, InfoRow]] = []
+    # Sort keys follow MigrationInfoImpl.compareTo: below-baseline files first, then whatever has
+    # an installed rank in rank order, then the rest by version, repeatables last.
+    out_of_order = _out_of_order(rows)
+    keyed: list[tuple[tuple, InfoRow]] = []
+    for r in rows:
+        if r.type in ("SCHEMA", "BASELINE"):
+            state = "Success" if r.type == "SCHEMA" else "Baseline"
+            keyed.append(((1, r.installed_rank), _from_history(r, state, "")))
     for version, row in applied.items():
         if not row.success:
             state = "Failed"
         elif version not in files:
             state = "Future" if highest_file is not None and version > highest_file else "Missing"
-        elif row.installed_rank != _rank_order(rows, version):
+        elif version in out_of_order:
             state = "Out of Order"
         else:
             state = "Success"
-        versioned.append((version, _from_history(row, state)))
+        keyed.append(((1, row.installed_rank), _from_history(row, state)))
     for version, m in files.items():
         if version in applied:
             continue
         if baseline is not None and version <= baseline:
-            state = "Below Baseline"
-        elif m.script in pending or highest_applied is None:
-            state = "Pending"
-        else:
-            state = "Ignored"
-        versioned.append((version, _from_file(m, state)))
-    repeatable = []
-    for m in resolved:
-        if m.version is not None:
+            state = "Ignored (Baseline)" if version == baseline else "Below Baseline"
+            keyed.append(((0, version), _from_file(m, state)))
             continue
-        runs = [
-            r
-            for r in rows
-            if r.version is None and r.type == m.type and r.description == m.description
-        ]
-        state = "Pending" if not runs else ("Outdated" if m.script in pending else "Success")
-        repeatable.append(_from_file(m, state, runs[-1].installed_on if runs else None))
-    versioned.sort(key=lambda item: item[0])
-    return head + [row for _, row in versioned] + repeatable
+        state = "Pending" if m.script in pending or highest_applied is None else "Ignored"
+        keyed.append(((2, 0, version), _from_file(m, state)))
+    # Repeatables: every run is a row of its own (the latest Success or Outdated, older ones
+    # Superseded); a new or changed file adds a Pending row at the end.
+    repeatables = {m.description: m for m in resolved if m.version is None}
+    runs = [r for r in rows if r.version is None and r.type not in ("SCHEMA", "DELETE")]
+    latest = {r.description: r.installed_rank for r in runs}
+    for r in runs:
+        m = repeatables.get(r.description)
+        if not r.success:
+            state = "Failed"
+        elif m is None:
+            state = "Missing"
+        elif r.installed_rank != latest[r.description]:
+            state = "Superseded"
+        else:
+            state = "Success" if r.checksum == m.checksum else "Outdated"
+        keyed.append(((1, r.installed_rank), _from_history(r, state, "Repeatable")))
+    for m in repeatables.values():
+        if m.script in pending:
+            keyed.append(((2, 1, m.description.encode("utf-16-be")), _from_file(m, "Pending")))
+    keyed.sort(key=lambda item: item[0])
+    return [row for _, row in keyed]
 
 
-def _rank_order(rows: list[HistoryRow], version: Version) -> int:
-    """The rank the version would have if versions had been applied in order."""
-    ordered = sorted(
-        (r for r in rows if r.version is not None and r.type not in ("SCHEMA", "BASELINE")),
-        key=lambda r: Version.parse(r.version),
-    )
-    ranks = sorted(r.installed_rank for r in ordered)
-    for row, rank in zip(ordered, ranks, strict=True):
-        if Version.parse(row.version) == version:
-            return rank
-    return -1
+def _out_of_order(rows: list[HistoryRow]) -> set[Version]:
+    """Versions applied after a higher one (MigrationInfoServiceImpl
+    .updateContextFromAppliedVersionedMigrations: walked in rank order)."""
+    last, late = None, set()
+    for row in rows:
+        if row.version is None or row.type in ("SCHEMA", "DELETE"):
+            continue
+        version = Version.parse(row.version)
+        if last is None or version > last:
+            last = version
+        else:
+            late.add(version)
+    return late

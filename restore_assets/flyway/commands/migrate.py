@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.flyway.commands.baseline import write_baseline
-from restore_assets.flyway.commands.schemas import create_history
+from restore_assets.flyway.commands.schemas import create_schemas, create_table
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import (
     Connect,
@@ -73,22 +73,25 @@ def _prepare_history(
     result: MigrateResult,
     log: Log,
 ) -> None:
-    """No history table yet: refuse a non-empty schema unless baselineOnMigrate."""
-    if history.exists(conn):
-        return
-    names, _ = schemas(conn, config)
-    non_empty = [s for s in names if schema_exists(conn, s) and not schema_empty(conn, s)]
-    if non_empty and not config.baseline_on_migrate:
-        raise FlywayError(
-            f"Found non-empty schema(s) {', '.join(non_empty)} but no schema history table. "
-            "Use baseline() or set baselineOnMigrate to true to initialize the schema history "
-            "table."
-        )
+    """Flyway.migrate before DbMigrate: create missing schemas (with the marker row), then, with
+    no history table, refuse a non-empty schema unless baselineOnMigrate, and create the table."""
     with conn.transaction():
-        result.schemas_created = create_history(conn, config, history)
+        if config.create_schemas:
+            result.schemas_created = create_schemas(conn, config, history, baseline=False)
+        if history.exists(conn):
+            return
+        names, _ = schemas(conn, config)
+        non_empty = [s for s in names if schema_exists(conn, s) and not schema_empty(conn, s)]
+        if non_empty and not config.baseline_on_migrate:
+            raise FlywayError(
+                f"Found non-empty schema(s) {', '.join(non_empty)} but no schema history table. "
+                "Use baseline() or set baselineOnMigrate to true to initialize the schema "
+                "history table."
+            )
         if non_empty:
-            write_baseline(conn, config, history, log)
-            result.baselined = True
+            result.baselined = write_baseline(conn, config, history, log)
+        else:
+            create_table(conn, config, history, baseline=False)
 
 
 def _apply(
