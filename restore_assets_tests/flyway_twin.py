@@ -69,7 +69,8 @@ class Twin:
             return Outcome(False, answer["error"])
         if action == "validate":
             verdict = answer["validate"]
-            return Outcome(True, verdict["error"] or "", verdict["successful"])
+            errors = [verdict["error"] or ""] + [i["error"] for i in verdict["invalid"]]
+            return Outcome(True, "\n".join(errors).strip(), verdict["successful"])
         return Outcome(True)
 
     def run_ours(self, action: str, **extra: str) -> Outcome:

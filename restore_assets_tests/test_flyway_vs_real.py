@@ -179,3 +179,30 @@ def test_baseline_refusals(twin):
     twin.step("migrate", **props)
     twin.step("baseline", **props)
     twin.assert_same("fresh")
+
+
+def test_long_descriptions_are_abbreviated(twin):
+    """AbbreviationUtils: a description over 200 characters is stored as 197 + `...`, and
+    validate compares it abbreviated. (A file name has at most 255 bytes.)"""
+    write(twin.folder, f"V1__{'_'.join(['word'] * 48)}.sql", "CREATE TABLE l1 (id int);")
+    write(twin.folder, f"V2__{'x' * 201}.sql", "CREATE TABLE l2 (id int);")
+    write(twin.folder, f"V3__{'y' * 200}.sql", "CREATE TABLE l3 (id int);")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert [r[2][-4:] for r in rows] == ["o...", "x...", "yyyy"]
+    twin.step("validate")
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_long_repeatable_description_is_refused(twin):
+    """Flyway stores a long repeatable description abbreviated but matches runs by the full
+    one: after its own migrate, its validate fails. The engine refuses such a file instead."""
+    write(twin.folder, f"R__{'z' * 201}.sql", "CREATE OR REPLACE VIEW lv AS SELECT 1 AS x;")
+    assert twin.run_real("migrate").ok
+    real = twin.run_real("validate")
+    assert real.valid is False and "not applied to database" in real.error
+    ours = twin.run_ours("migrate")
+    assert not ours.ok and "longer than 200 characters" in ours.error
+    assert twin.history(twin.ours) == []

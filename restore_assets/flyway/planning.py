@@ -130,7 +130,7 @@ def pending_migrations(
                 for r in rows
                 if r.version is None
                 and r.type == m.type
-                and r.description == m.description
+                and r.description == m.stored_description
                 and r.success
             ]
             if not latest or latest[-1].checksum != m.checksum:
@@ -186,7 +186,7 @@ def validation_errors(
                 "Either revert the changes to the migration, or run repair to update the schema "
                 "history."
             )
-        if row.description != file.description:
+        if row.description != file.stored_description:
             errors.append(
                 f"Migration description mismatch for migration version {row.version}\n"
                 f"-> Applied to database : {row.description}\n"
@@ -276,7 +276,7 @@ def build_info(
         keyed.append(((2, 0, version), _from_file(m, state)))
     # Repeatables: every run is a row of its own (the latest Success or Outdated, older ones
     # Superseded); a new or changed file adds a Pending row at the end.
-    repeatables = {m.description: m for m in resolved if m.version is None}
+    repeatables = {m.stored_description: m for m in resolved if m.version is None}
     runs = [r for r in rows if r.version is None and r.type not in ("SCHEMA", "DELETE")]
     latest = {r.description: r.installed_rank for r in runs}
     for r in runs:

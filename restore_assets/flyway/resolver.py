@@ -9,6 +9,7 @@ from pathlib import Path
 from restore_assets.flyway.checksum import checksum_text, decode
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.history_row import abbreviate_description
 from restore_assets.flyway.version import Version
 
 SUFFIX = ".sql"
@@ -23,6 +24,11 @@ class ResolvedMigration:
     path: Path
     checksum: int
     type: str = "SQL"
+
+    @property
+    def stored_description(self) -> str:
+        """The description as the history stores it (abbreviated past 200 characters)."""
+        return abbreviate_description(self.description)
 
     @property
     def repeatable(self) -> bool:
@@ -83,6 +89,15 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
                 checksum=checksum_text(text),
             )
             if migration.version is None:
+                if migration.stored_description != description:
+                    # Flyway matches repeatable runs by the full description but stores it
+                    # abbreviated, so it never finds this one again: validate fails and every
+                    # migrate runs it anew (test_long_repeatable_description_is_refused).
+                    raise FlywayError(
+                        f"{script}: a repeatable migration's description longer than 200 "
+                        "characters is stored abbreviated and then never matched again by "
+                        "Flyway (validate fails, migrate re-runs it); shorten the file name"
+                    )
                 twin = next((r for r in repeatable if r.description == description), None)
                 if twin is not None:
                     raise FlywayError(

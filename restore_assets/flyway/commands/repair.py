@@ -42,7 +42,7 @@ def repair(
                     continue
                 if (row.checksum, row.description, row.type) != (
                     file.checksum,
-                    file.description,
+                    file.stored_description,
                     file.type,
                 ):
                     conn.execute(
@@ -50,7 +50,7 @@ def repair(
                             'UPDATE {} SET "checksum" = %s, "description" = %s, '
                             '"type" = %s WHERE "installed_rank" = %s'
                         ).format(history.ident),
-                        (file.checksum, file.description, file.type, row.installed_rank),
+                        (file.checksum, file.stored_description, file.type, row.installed_rank),
                     )
                     realigned.append(row.version)
     return {"removed": removed, "realigned": realigned}
