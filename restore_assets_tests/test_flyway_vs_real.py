@@ -206,3 +206,57 @@ def test_long_repeatable_description_is_refused(twin):
     ours = twin.run_ours("migrate")
     assert not ours.ok and "longer than 200 characters" in ours.error
     assert twin.history(twin.ours) == []
+
+
+def test_parser_gaps(twin):
+    """PostgreSQLParser/Parser: `;` inside parentheses does not end a statement (multi-action
+    CREATE RULE), BEGIN ATOMIC bodies, dollar quotes, COPY ... FROM stdin data, and U+FEFF."""
+    write(
+        twin.folder,
+        "V1__parser.sql",
+        "\ufeffCREATE TABLE src (id int, label text);\n"
+        "CREATE TABLE log (id int);\n"
+        "CREATE RULE r AS ON INSERT TO src DO ALSO (INSERT INTO log VALUES (NEW.id);"
+        " INSERT INTO log VALUES (NEW.id + 100));\n"
+        "CREATE FUNCTION sign_label(x int) RETURNS text LANGUAGE SQL\n"
+        "BEGIN ATOMIC\n"
+        "  SELECT 'pos' WHERE x > 0;\n"
+        "  SELECT 'neg';\n"
+        "END;\n"
+        "CREATE FUNCTION f() RETURNS int AS $body$ BEGIN RETURN 1; END; $body$ LANGUAGE plpgsql;\n"
+        "COPY src (id, label) FROM stdin;\n"
+        "1\tone\n"
+        "2\t二\n"
+        "\\.\n"
+        "INSERT INTO src VALUES (3, 'th\ufeffree');\n"
+        "COMMENT ON TABLE src IS 'a\ufeffb \ufeff\ufeff\ufeff';\n",
+    )
+    twin.step("migrate")
+    twin.assert_same()
+    with twin.connect(twin.real) as real, twin.connect(twin.ours) as ours:
+        for query in (
+            "SELECT id, label FROM src ORDER BY id",
+            "SELECT id FROM log ORDER BY id",
+            "SELECT sign_label(-4), sign_label(0), sign_label(9), f()",
+        ):
+            assert ours.execute(query).fetchall() == real.execute(query).fetchall()
+        # the rule ran both actions for the INSERT (COPY does not fire rules)
+        assert ours.execute("SELECT count(*) FROM log").fetchone()[0] == 2
+    twin.real_accepts_ours()
+
+
+def test_begin_atomic_with_case_fails_alike(twin):
+    """PostgreSQLParser.adjustBlockDepth ends a BEGIN ATOMIC body at its first END, a CASE's
+    included: Flyway sends the cut statement and the server refuses it. The engine splits it
+    the same way, so it fails where real Flyway fails, and records nothing."""
+    write(
+        twin.folder,
+        "V1__atomic_case.sql",
+        "CREATE FUNCTION sign_label(x int) RETURNS text LANGUAGE SQL\n"
+        "BEGIN ATOMIC\n"
+        "  SELECT CASE WHEN x > 0 THEN 'pos' ELSE 'other' END;\n"
+        "END;\n",
+    )
+    real, ours = twin.step("migrate")
+    assert "syntax error" in real.error and "syntax error" in ours.error
+    twin.assert_same()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from restore_assets.flyway.history_row import abbreviate_description
 from restore_assets.flyway.version import Version
 
 SUFFIX = ".sql"
+_BOM_AND_NEXT = re.compile("\ufeff.?", re.DOTALL)
 SEPARATOR = "__"
 
 
@@ -39,8 +41,14 @@ class ResolvedMigration:
         return self.version.text if self.version else None
 
     def read_text(self, encoding: str) -> str:
-        """The SQL to execute: decoded strictly, a leading BOM removed as Flyway does."""
-        return decode(self.path.read_bytes(), encoding, self.script).removeprefix("\ufeff")
+        """The SQL to execute: decoded strictly, U+FEFF removed as Flyway's parser does."""
+        return strip_boms(decode(self.path.read_bytes(), encoding, self.script))
+
+
+def strip_boms(text: str) -> str:
+    """Flyway 10.17.3's BomStrippingReader.read(): a U+FEFF is dropped and the character after
+    it is returned unchecked, so of two in a row the second stays."""
+    return _BOM_AND_NEXT.sub(lambda m: m.group()[1:], text)
 
 
 def parse_name(name: str) -> tuple[str | None, str] | None:
