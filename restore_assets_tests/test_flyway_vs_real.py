@@ -260,3 +260,55 @@ def test_begin_atomic_with_case_fails_alike(twin):
     real, ours = twin.step("migrate")
     assert "syntax error" in real.error and "syntax error" in ours.error
     twin.assert_same()
+
+
+def test_repair_marks_removed_files_deleted_and_migrate_proceeds(twin):
+    """DbRepair: failed rows are removed, applied migrations whose file is gone get a DELETE row
+    (JdbcTableSchemaHistory.delete), and later runs treat them as gone, not missing
+    (MigrationInfoServiceImpl.markAsDeleted)."""
+    for n in (1, 2, 3):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE d{n} (id int);")
+    write(twin.folder, "R__keep.sql", "CREATE OR REPLACE VIEW keep AS SELECT 1 AS x;")
+    write(twin.folder, "R__gone.sql", "CREATE OR REPLACE VIEW gone AS SELECT 1 AS x;")
+    twin.step("migrate")
+    (twin.folder / "V2__v2.sql").unlink()
+    (twin.folder / "R__gone.sql").unlink()
+    twin.step("validate")
+    twin.step("migrate")
+    twin.step("repair")
+    rows = twin.assert_same()
+    assert [r[3] for r in rows].count("DELETE") == 2
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.step("validate")
+    write(twin.folder, "V4__v4.sql", "CREATE TABLE d4 (id int);")
+    twin.step("migrate")
+    twin.assert_same()
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours()
+
+
+@pytest.mark.parametrize("transactional_lock", ["true", "false"])
+def test_failed_non_transactional_migration(twin, transactional_lock):
+    """A failing CREATE INDEX CONCURRENTLY: with Flyway 10's default transactional lock the
+    failed row is rolled back with the lock's transaction (no row, the next migrate retries);
+    without it a success=false row stays until repair (DbMigrate.applyMigrations)."""
+    props = {"postgresql.transactional.lock": transactional_lock}
+    write(twin.folder, "V1__table.sql", "CREATE TABLE c1 (id int);")
+    write(twin.folder, "V2__index.sql", "CREATE INDEX CONCURRENTLY c_idx ON nowhere (id);")
+    twin.step("migrate", **props)
+    rows = twin.assert_same()
+    assert [r[6] for r in rows] == ([True] if transactional_lock == "true" else [True, False])
+    twin.step("migrate", **props)
+    twin.step("validate", **props)
+    # Real Flyway with its transactional lock would wait forever on a CONCURRENTLY that works
+    # (the index waits for Flyway's own open lock transaction), so that case fixes it without.
+    fixed = "CONCURRENTLY " if transactional_lock == "false" else ""
+    write(twin.folder, "V2__index.sql", f"CREATE INDEX {fixed}c_idx ON c1 (id);")
+    twin.step("repair", **props)
+    twin.step("migrate", **props)
+    twin.assert_same()
+    real, ours = twin.info(**props)
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours(**props)

@@ -36,6 +36,7 @@ ENV_KEYS = {
     "FLYWAY_VALIDATE_ON_MIGRATE": "flyway.validateOnMigrate",
     "FLYWAY_MIXED": "flyway.mixed",
     "FLYWAY_CREATE_SCHEMAS": "flyway.createSchemas",
+    "FLYWAY_POSTGRESQL_TRANSACTIONAL_LOCK": "flyway.postgresql.transactional.lock",
 }
 
 
@@ -152,6 +153,9 @@ class FlywayConfig:
     validate_on_migrate: bool = True
     mixed: bool = False
     create_schemas: bool = True
+    # flyway.postgresql.transactional.lock (default true in Flyway 10): the lock is held in a
+    # transaction around each migration's history write, so a failed migration leaves no row.
+    transactional_lock: bool = True
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -201,6 +205,7 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
         validate_on_migrate=_bool(props, "flyway.validateOnMigrate", True),
         mixed=_bool(props, "flyway.mixed", False),
         create_schemas=_bool(props, "flyway.createSchemas", True),
+        transactional_lock=_bool(props, "flyway.postgresql.transactional.lock", True),
         base_dir=base_dir,
     )
 

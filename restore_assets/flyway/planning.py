@@ -106,12 +106,80 @@ def _baseline_version(rows: list[HistoryRow]) -> Version | None:
     return None
 
 
+# Types Flyway calls synthetic (CoreMigrationType): markers, not migrations.
+SYNTHETIC = ("SCHEMA", "BASELINE", "DELETE")
+
+
+def deleted_ranks(rows: list[HistoryRow]) -> set[int]:
+    """Rows a later DELETE row (written by repair) marks as deleted: the latest earlier
+    migration row of its version, or of its description for a repeatable
+    (MigrationInfoServiceImpl.markAsDeleted / markRepeatableAsDeleted)."""
+    deleted: set[int] = set()
+    for index, row in enumerate(rows):
+        if row.type != "DELETE" or not row.success:
+            continue
+        for earlier in reversed(rows[:index]):
+            if earlier.type in SYNTHETIC or not _same_migration(earlier, row):
+                continue
+            if earlier.installed_rank in deleted and row.version is not None:
+                raise FlywayError(
+                    f"Corrupted schema history: multiple delete entries for version {row.version}"
+                )
+            deleted.add(earlier.installed_rank)
+            break
+    return deleted
+
+
+def _same_migration(a: HistoryRow, b: HistoryRow) -> bool:
+    if a.version is None or b.version is None:
+        return a.version is None and b.version is None and a.description == b.description
+    return Version.parse(a.version) == Version.parse(b.version)
+
+
 def _applied_versions(rows: list[HistoryRow]) -> dict[Version, HistoryRow]:
+    """Applied versioned migrations that count: not markers, not deleted by repair."""
+    deleted = deleted_ranks(rows)
     return {
         Version.parse(r.version): r
         for r in rows
-        if r.version is not None and r.type not in ("SCHEMA", "BASELINE")
+        if r.version is not None and r.type not in SYNTHETIC and r.installed_rank not in deleted
     }
+
+
+def _latest_runs(rows: list[HistoryRow]) -> dict[str, HistoryRow]:
+    """The latest row per repeatable description, DELETE rows included
+    (MigrationInfoServiceImpl.getLatestRepeatableRuns)."""
+    return {r.description: r for r in rows if r.version is None and r.type != "SCHEMA"}
+
+
+def _is_missing(version: Version, files: dict) -> bool:
+    """An applied version with no file is Missing below the highest file, else Future
+    (BaseAppliedMigration.getMissingState; with no file at all, Future)."""
+    return bool(files) and version < max(files)
+
+
+def missing_applied(resolved: list[ResolvedMigration], rows: list[HistoryRow]) -> list[HistoryRow]:
+    """Applied migrations whose file is gone (state Missing, not Future), in rank order: what
+    validate reports and repair marks deleted."""
+    files = {m.version: m for m in resolved if m.version is not None}
+    repeatables = {m.stored_description for m in resolved if m.version is None}
+    deleted = deleted_ranks(rows)
+    live = set(map(id, _applied_versions(rows).values()))
+    latest = _latest_runs(rows)
+    missing = []
+    for r in rows:
+        if r.version is not None:
+            version = Version.parse(r.version)
+            if id(r) in live and version not in files and _is_missing(version, files):
+                missing.append(r)
+        elif (
+            r.type not in SYNTHETIC
+            and r.installed_rank not in deleted
+            and latest[r.description] is r
+            and r.description not in repeatables
+        ):
+            missing.append(r)
+    return missing
 
 
 def pending_migrations(
@@ -122,18 +190,19 @@ def pending_migrations(
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     highest = max([*applied, *([baseline] if baseline else [])], default=None)
+    latest, deleted = _latest_runs(rows), deleted_ranks(rows)
     pending = []
     for m in resolved:
         if m.version is None:
-            latest = [
-                r
-                for r in rows
-                if r.version is None
-                and r.type == m.type
-                and r.description == m.stored_description
-                and r.success
-            ]
-            if not latest or latest[-1].checksum != m.checksum:
+            # Done only if its latest run is a live run of the same text
+            # (MigrationInfoServiceImpl.getPendingResolvedRepeatableMigrations).
+            run = latest.get(m.stored_description)
+            if (
+                run is None
+                or run.type == "DELETE"
+                or run.installed_rank in deleted
+                or run.checksum != m.checksum
+            ):
                 pending.append(m)
             continue
         if m.version in applied or (baseline is not None and m.version <= baseline):
@@ -157,20 +226,23 @@ def validation_errors(
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     files = {m.version: m for m in resolved if m.version is not None}
-    highest_file = max(files, default=None)
     highest_applied = max(applied, default=None)
     for row in rows:
         if not row.success:
             errors.append(failed_migration_message(row))
+    for row in missing_applied(resolved, rows):
+        if row.version is None or baseline is None or Version.parse(row.version) > baseline:
+            errors.append(
+                "Detected applied migration not resolved locally: "
+                f"{row.version or row.description}. If you removed it on purpose, run repair "
+                "to mark it as deleted."
+            )
     for version, row in sorted(applied.items()):
         if baseline is not None and version <= baseline:
             continue
         file = files.get(version)
         if file is None:
-            if highest_file is not None and version > highest_file:
-                continue  # future: applied by a newer release, ignored by default
-            errors.append(f"Detected applied migration not resolved locally: {row.version}.")
-            continue
+            continue  # missing (above) or future: applied by a newer release, ignored
         if not row.success:
             continue
         if row.type != file.type:
@@ -243,24 +315,31 @@ def build_info(
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     files = {m.version: m for m in resolved if m.version is not None}
-    highest_file = max(files, default=None)
     highest_applied = max(applied, default=None)
     pending = {m.script for m in pending_migrations(config, resolved, rows)}
     # SCHEMA and BASELINE rows are "synthetic" to Flyway: its info shows no category for them.
     # Sort keys follow MigrationInfoImpl.compareTo: below-baseline files first, then whatever has
     # an installed rank in rank order, then the rest by version, repeatables last.
-    out_of_order = _out_of_order(rows)
+    deleted = deleted_ranks(rows)
+    out_of_order = _out_of_order(rows, deleted)
     keyed: list[tuple[tuple, InfoRow]] = []
     for r in rows:
         if r.type in ("SCHEMA", "BASELINE"):
             state = "Success" if r.type == "SCHEMA" else "Baseline"
             keyed.append(((1, r.installed_rank), _from_history(r, state, "")))
-    for version, row in applied.items():
-        if not row.success:
-            state = "Failed"
+    # Versioned rows: a DELETE row is not shown, the row it deleted is (BaseAppliedMigration
+    # .getState and MigrationInfoImpl.getState, in their order of checks).
+    for row in rows:
+        if row.version is None or row.type in SYNTHETIC:
+            continue
+        version = Version.parse(row.version)
+        if row.installed_rank in deleted:
+            state = "Deleted"
         elif version not in files:
-            state = "Future" if highest_file is not None and version > highest_file else "Missing"
-        elif version in out_of_order:
+            state = "Missing" if _is_missing(version, files) else "Future"
+        elif not row.success:
+            state = "Failed"
+        elif row.installed_rank in out_of_order:
             state = "Out of Order"
         else:
             state = "Success"
@@ -274,22 +353,30 @@ def build_info(
             continue
         state = "Pending" if m.script in pending or highest_applied is None else "Ignored"
         keyed.append(((2, 0, version), _from_file(m, state)))
-    # Repeatables: every run is a row of its own (the latest Success or Outdated, older ones
-    # Superseded); a new or changed file adds a Pending row at the end.
+    # Repeatables: every run is a row of its own (the latest Success, Outdated or Missing, older
+    # ones Superseded); a repair's DELETE row shows as a synthetic Success; a new or changed file
+    # adds a Pending row at the end.
     repeatables = {m.stored_description: m for m in resolved if m.version is None}
-    runs = [r for r in rows if r.version is None and r.type not in ("SCHEMA", "DELETE")]
-    latest = {r.description: r.installed_rank for r in runs}
-    for r in runs:
+    latest = _latest_runs(rows)
+    for r in rows:
+        if r.version is not None or r.type == "SCHEMA":
+            continue
         m = repeatables.get(r.description)
-        if not r.success:
-            state = "Failed"
-        elif m is None:
+        is_latest = latest[r.description] is r
+        category = "" if r.type == "DELETE" else "Repeatable"
+        if r.installed_rank in deleted:
+            state = "Deleted"
+        elif r.type == "DELETE":
+            state = "Success"
+        elif m is None and is_latest:
             state = "Missing"
-        elif r.installed_rank != latest[r.description]:
+        elif not r.success:
+            state = "Failed"
+        elif not is_latest:
             state = "Superseded"
         else:
             state = "Success" if r.checksum == m.checksum else "Outdated"
-        keyed.append(((1, r.installed_rank), _from_history(r, state, "Repeatable")))
+        keyed.append(((1, r.installed_rank), _from_history(r, state, category)))
     for m in repeatables.values():
         if m.script in pending:
             keyed.append(((2, 1, m.description.encode("utf-16-be")), _from_file(m, "Pending")))
@@ -297,16 +384,18 @@ def build_info(
     return [row for _, row in keyed]
 
 
-def _out_of_order(rows: list[HistoryRow]) -> set[Version]:
-    """Versions applied after a higher one (MigrationInfoServiceImpl
-    .updateContextFromAppliedVersionedMigrations: walked in rank order)."""
+def _out_of_order(rows: list[HistoryRow], deleted: set[int]) -> set[int]:
+    """Ranks of versions applied after a higher one (MigrationInfoServiceImpl
+    .updateContextFromAppliedVersionedMigrations: walked in rank order; deleted rows do not
+    raise the mark)."""
     last, late = None, set()
     for row in rows:
         if row.version is None or row.type in ("SCHEMA", "DELETE"):
             continue
         version = Version.parse(row.version)
         if last is None or version > last:
-            last = version
+            if row.installed_rank not in deleted:
+                last = version
         else:
-            late.add(version)
+            late.add(row.installed_rank)
     return late

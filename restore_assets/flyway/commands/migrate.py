@@ -136,10 +136,14 @@ def _apply(
             try:
                 _execute(conn, migration, statements)
             except MigrationFailed:
-                # Autocommit work cannot be undone: record it as failed, as Flyway does.
-                elapsed = int((time.monotonic() - started) * 1000)
-                rank = history.next_rank(conn)
-                history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
+                # Autocommit work cannot be undone. Flyway 10 records it as failed only without
+                # its transactional lock: with it (the default) the failed row is written inside
+                # the lock's transaction and rolled back with it (DbMigrate.applyMigrations,
+                # PostgreSQLAdvisoryLockTemplate.execute), so the next migrate runs it again.
+                if not config.transactional_lock:
+                    elapsed = int((time.monotonic() - started) * 1000)
+                    rank = history.next_rank(conn)
+                    history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
                 raise
             elapsed = int((time.monotonic() - started) * 1000)
             rank = history.next_rank(conn)

@@ -1,4 +1,5 @@
-"""`flyway repair`: delete failed rows and realign applied rows to the files on disk."""
+"""`flyway repair` as Flyway 10.17.3's DbRepair: delete failed rows, mark applied migrations
+whose file is gone as deleted (a DELETE row each), realign applied rows to the files on disk."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from restore_assets.flyway.database import (
     Log,
     advisory_lock,
     history_table,
+    installed_by,
     open_connection,
 )
+from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, missing_applied
 from restore_assets.flyway.resolver import resolve
 from restore_assets.flyway.version import Version
 
@@ -19,13 +22,14 @@ from restore_assets.flyway.version import Version
 def repair(
     config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seconds: float
 ) -> dict[str, list[str]]:
-    """Delete failed rows; realign description/type/checksum of applied rows to the files."""
-    resolved = {m.version: m for m in resolve(config) if m.version is not None}
-    removed, realigned = [], []
+    """What was done: failed rows removed, missing migrations deleted, applied rows realigned."""
+    resolved = resolve(config)
+    files = {m.version: m for m in resolved if m.version is not None}
+    done: dict[str, list[str]] = {"removed": [], "deleted": [], "realigned": []}
     with open_connection(connect) as conn:
         history = history_table(conn, config)
         if not history.exists(conn):
-            return {"removed": removed, "realigned": realigned}
+            return done
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
             for row in history.rows(conn):
                 if not row.success:
@@ -33,11 +37,31 @@ def repair(
                         sql.SQL('DELETE FROM {} WHERE "installed_rank" = %s').format(history.ident),
                         (row.installed_rank,),
                     )
-                    removed.append(row.version or row.description)
+                    done["removed"].append(row.version or row.description)
+            rows = history.rows(conn)
+            # JdbcTableSchemaHistory.delete: a copy of the row, type DELETE, at the next rank.
+            rank = rows[-1].installed_rank + 1 if rows else 1
+            user = installed_by(conn, config)
+            for row in missing_applied(resolved, rows):
+                history.insert(
+                    conn,
+                    rank=rank,
+                    version=row.version,
+                    description=row.description,
+                    type="DELETE",
+                    script=row.script,
+                    checksum=row.checksum,
+                    installed_by=user,
+                    execution_time=0,
+                    success=row.success,
+                )
+                rank += 1
+                done["deleted"].append(row.version or row.description)
+            deleted = deleted_ranks(rows)
+            for row in rows:
+                if row.type in SYNTHETIC or row.version is None or row.installed_rank in deleted:
                     continue
-                if row.type in ("SCHEMA", "BASELINE") or row.version is None:
-                    continue
-                file = resolved.get(Version.parse(row.version))
+                file = files.get(Version.parse(row.version))
                 if file is None:
                     continue
                 if (row.checksum, row.description, row.type) != (
@@ -47,10 +71,10 @@ def repair(
                 ):
                     conn.execute(
                         sql.SQL(
-                            'UPDATE {} SET "checksum" = %s, "description" = %s, '
-                            '"type" = %s WHERE "installed_rank" = %s'
+                            'UPDATE {} SET "description" = %s, "type" = %s, "checksum" = %s '
+                            'WHERE "installed_rank" = %s'
                         ).format(history.ident),
-                        (file.checksum, file.stored_description, file.type, row.installed_rank),
+                        (file.stored_description, file.type, file.checksum, row.installed_rank),
                     )
-                    realigned.append(row.version)
-    return {"removed": removed, "realigned": realigned}
+                    done["realigned"].append(row.version)
+    return done
