@@ -74,8 +74,8 @@ class Twin:
         return Outcome(True)
 
     def run_ours(self, action: str, **extra: str) -> Outcome:
-        engine = self.engine(**extra)
         try:
+            engine = self.engine(**extra)
             if action == "validate":
                 errors = engine.validate()
                 return Outcome(True, "\n".join(errors), not errors)

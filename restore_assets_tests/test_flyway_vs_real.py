@@ -312,3 +312,59 @@ def test_failed_non_transactional_migration(twin, transactional_lock):
     real, ours = twin.info(**props)
     assert ours == real, f"\nflyway {real}\nengine {ours}"
     twin.real_accepts_ours(**props)
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("target", "1"),
+        ("ignoreMigrationPatterns", "*:missing"),
+        ("sqlMigrationPrefix", "M"),
+        ("sqlMigrationSeparator", "--"),
+        ("sqlMigrationSuffixes", ".psql"),
+        ("repeatableSqlMigrationPrefix", "X"),
+        ("placeholderPrefix", "#{"),
+    ],
+)
+def test_unsupported_settings_are_refused_by_name(twin, setting, value):
+    """Settings that change what real Flyway applies: the engine refuses them, naming the
+    setting, and writes nothing (ignoring them would apply something else than Flyway)."""
+    for name in ("V1__one.sql", "V2__two.sql", "M3__three.sql", "V4--four.sql", "V5__five.psql"):
+        write(twin.folder, name, f"CREATE TABLE t_{name[1]} (id int);")
+    write(twin.folder, "X__x.sql", "CREATE TABLE t_x (id int);")
+    write(twin.folder, "V6__six.sql", "CREATE TABLE t_6 (note text DEFAULT '#{p}');")
+    real = twin.run_real("migrate", **{setting: value})
+    ours = twin.run_ours("migrate", **{setting: value})
+    assert not ours.ok and f"flyway.{setting}" in ours.error
+    assert twin.history(twin.ours) == []
+    if setting != "ignoreMigrationPatterns":  # that one matters to validate, not here
+        assert twin.run_ours("migrate").ok
+        assert not real.ok or twin.history(twin.ours) != twin.history(twin.real)
+
+
+def test_settings_at_their_defaults_and_unknown_ones(twin):
+    """Explicit default values change nothing; a setting neither knows is refused by both."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE one (id int);")
+    defaults = dict(target="latest", sqlMigrationPrefix="V", ignoreMigrationPatterns="*:future")
+    twin.step("migrate", noSuchSetting="1")
+    twin.step("migrate", **defaults)
+    twin.assert_same()
+
+
+def test_sql_callbacks_and_script_conf_files(twin):
+    """A SQL callback file (Event ids, e.g. afterMigrate.sql) is run by real Flyway: the engine
+    refuses it unless skipDefaultCallbacks, which both honour. A `<script>.conf` is refused."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE one (id int);")
+    write(twin.folder, "afterMigrate.sql", "CREATE TABLE IF NOT EXISTS called_back (id int);")
+    assert twin.run_real("migrate", db=twin.ours).ok  # Flyway runs it...
+    with twin.connect(twin.ours) as conn:
+        assert conn.execute("SELECT to_regclass('called_back')").fetchone()[0] is not None
+        conn.execute("DROP TABLE called_back; DROP TABLE one; DROP TABLE flyway_schema_history")
+    ours = twin.run_ours("migrate")  # ... so the engine refuses it
+    assert not ours.ok and "afterMigrate.sql" in ours.error and "callback" in ours.error
+    twin.step("migrate", skipDefaultCallbacks="true")
+    twin.assert_same()
+    write(twin.folder, "V2__two.sql", "CREATE TABLE two (id int);")
+    write(twin.folder, "V2__two.sql.conf", "executeInTransaction=false\n")
+    ours = twin.run_ours("migrate", skipDefaultCallbacks="true")
+    assert not ours.ok and "V2__two.sql.conf" in ours.error

@@ -40,6 +40,12 @@ ENV_KEYS = {
 }
 
 
+def _env_name(setting: str) -> str:
+    """Flyway's environment variable for a setting: `sqlMigrationPrefix` is
+    FLYWAY_SQL_MIGRATION_PREFIX."""
+    return "FLYWAY_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", setting).upper()
+
+
 def substitute_env(text: str, env: Mapping[str, str]) -> str:
     """`${NAME}` → the environment variable (empty if unset); `${flyway:...}` is left alone."""
     return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), text)
@@ -156,6 +162,7 @@ class FlywayConfig:
     # flyway.postgresql.transactional.lock (default true in Flyway 10): the lock is held in a
     # transaction around each migration's history write, so a failed migration leaves no row.
     transactional_lock: bool = True
+    skip_default_callbacks: bool = False
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -178,7 +185,79 @@ class FlywayConfig:
         return dirs
 
 
+# Flyway settings the engine honours (see config_from_properties), and those that change
+# nothing it applies or records (connection retries, reporting, clean, which it never runs).
+HONOURED = {
+    "url", "user", "password", "schemas", "defaultSchema", "table", "locations",
+    "baselineOnMigrate", "baselineVersion", "baselineDescription", "installedBy", "encoding",
+    "placeholderReplacement", "outOfOrder", "validateOnMigrate", "mixed", "createSchemas",
+    "postgresql.transactional.lock", "skipDefaultCallbacks",
+}  # fmt: skip
+HARMLESS = {
+    "driver", "connectRetries", "connectRetriesInterval", "lockRetryCount", "cleanDisabled",
+    "outputType", "color", "loggers", "reportEnabled", "reportFilename", "outputQueryResults",
+    "failOnMissingLocations", "licenseKey", "workingDirectory", "environment",
+    "jarDirs", "outputFile", "configFiles", "configFileEncoding", "kerberosConfigFile",
+}  # fmt: skip
+# Settings that change what Flyway applies or records: accepted only at Flyway's default value,
+# since the engine does not implement them (a silently ignored one would apply the wrong thing).
+DEFAULT_ONLY = {
+    "target": "latest",
+    "ignoreMigrationPatterns": "*:future",
+    "sqlMigrationPrefix": "V",
+    "repeatableSqlMigrationPrefix": "R",
+    "sqlMigrationSeparator": "__",
+    "sqlMigrationSuffixes": ".sql",
+    "callbacks": "",
+    "resolvers": "",
+    "skipDefaultResolvers": "false",
+    "group": "false",
+    "cherryPick": "",
+    "skipExecutingMigrations": "false",
+    "placeholderPrefix": "${",
+    "placeholderSuffix": "}",
+    "placeholderSeparator": ":",
+    "scriptPlaceholderPrefix": "FP__",
+    "scriptPlaceholderSuffix": "__",
+    "initSql": "",
+    "cleanOnValidationError": "false",
+    "validateMigrationNaming": "false",
+    "detectEncoding": "false",
+    "executeInTransaction": "true",
+    "batch": "false",
+    "stream": "false",
+}
+
+
+ENV_REFUSED = {_env_name(name): f"flyway.{name}" for name in DEFAULT_ONLY}
+
+
+def check_settings(props: Mapping[str, str]) -> None:
+    """Refuse any setting the engine would otherwise ignore, naming it."""
+    for key, value in props.items():
+        name = key.removeprefix("flyway.")
+        if not key.startswith("flyway.") or name.startswith(("placeholders.", "jdbcProperties.")):
+            continue
+        if name in HONOURED or name in HARMLESS:
+            continue
+        if name in DEFAULT_ONLY:
+            default = DEFAULT_ONLY[name]
+            if value.strip().lower() == default.lower() or (
+                value.strip() == "" and name in ("callbacks", "resolvers", "cherryPick", "initSql")
+            ):
+                continue
+            raise FlywayError(
+                f"{key}={value!r} is not supported by the native Flyway engine (only its default "
+                f"{default!r}); remove it, or run real Flyway (FLYWAY_RUNNER=cli or docker)"
+            )
+        raise FlywayError(
+            f"{key} is not a setting the native Flyway engine knows; remove it, or run real "
+            "Flyway (FLYWAY_RUNNER=cli or docker)"
+        )
+
+
 def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayConfig:
+    check_settings(props)
     placeholders = {
         k.removeprefix("flyway.placeholders.").lower(): v
         for k, v in props.items()
@@ -206,6 +285,7 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
         mixed=_bool(props, "flyway.mixed", False),
         create_schemas=_bool(props, "flyway.createSchemas", True),
         transactional_lock=_bool(props, "flyway.postgresql.transactional.lock", True),
+        skip_default_callbacks=_bool(props, "flyway.skipDefaultCallbacks", False),
         base_dir=base_dir,
     )
 
@@ -231,5 +311,14 @@ def load_conf(
     for name, key in ENV_KEYS.items():
         if env.get(name):
             props[key] = env[name]
+    for name, value in env.items():
+        # Flyway's FLYWAY_<SETTING> for the settings refused above, so they are refused too.
+        key = ENV_REFUSED.get(name)
+        if key and value:
+            props[key] = value
+        elif name.startswith("FLYWAY_PLACEHOLDERS_") and len(name) > len("FLYWAY_PLACEHOLDERS_"):
+            props[f"flyway.placeholders.{name.removeprefix('FLYWAY_PLACEHOLDERS_').lower()}"] = (
+                value
+            )
     props.update(overrides or {})
     return config_from_properties(props, base_dir)

@@ -45,6 +45,28 @@ class ResolvedMigration:
         return strip_boms(decode(self.path.read_bytes(), encoding, self.script))
 
 
+# Flyway's callback events (api/callback/Event.java): `<event>.sql` or `<event>__<text>.sql`
+# in a location is a SQL callback Flyway runs around its commands.
+CALLBACK_EVENTS = frozenset(
+    "beforeClean afterClean afterCleanError beforeMigrate beforeEachMigrate "
+    "beforeEachMigrateStatement afterEachMigrateStatement afterEachMigrateStatementError "
+    "afterEachMigrate afterEachMigrateError beforeRepeatables afterVersioned afterMigrateApplied "
+    "afterMigrate afterMigrateError beforeUndo beforeEachUndo beforeEachUndoStatement "
+    "afterEachUndoStatement afterEachUndoStatementError afterEachUndo afterEachUndoError "
+    "afterUndo afterUndoError beforeValidate afterValidate afterValidateError beforeBaseline "
+    "afterBaseline afterBaselineError beforeRepair afterRepair afterRepairError beforeInfo "
+    "afterInfo afterInfoError afterInfoOperationFinish createSchema beforeConnect".split()
+)
+
+
+def is_callback(name: str) -> bool:
+    """A SQL callback file, as ResourceNameParser reads one (event prefix, nothing before `__`)."""
+    if not name.upper().endswith(SUFFIX.upper()):
+        return False
+    stem = name[: -len(SUFFIX)]
+    return any(stem == event or stem.startswith(event + SEPARATOR) for event in CALLBACK_EVENTS)
+
+
 def strip_boms(text: str) -> str:
     """Flyway 10.17.3's BomStrippingReader.read(): a U+FEFF is dropped and the character after
     it is returned unchecked, so of two in a row the second stays."""
@@ -83,9 +105,21 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
         if not root.is_dir():
             raise FlywayError(f"migration location {root} does not exist or is not a folder")
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if is_callback(path.name) and not config.skip_default_callbacks:
+                raise FlywayError(
+                    f"{path}: a Flyway SQL callback, which real Flyway would run around its "
+                    "commands; the native engine does not run callbacks. Remove it, set "
+                    "flyway.skipDefaultCallbacks=true, or run real Flyway (FLYWAY_RUNNER=cli)"
+                )
             parsed = parse_name(path.name)
             if parsed is None:
                 continue
+            if path.with_name(path.name + ".conf").exists():
+                raise FlywayError(
+                    f"{path}.conf: per-script settings (executeInTransaction, encoding, "
+                    "placeholderReplacement) are not supported by the native engine; remove "
+                    "it, or run real Flyway (FLYWAY_RUNNER=cli)"
+                )
             version_text, description = parsed
             script = path.relative_to(root).as_posix()
             text = decode(path.read_bytes(), config.encoding, script)
