@@ -172,6 +172,12 @@ def test_placeholders_are_case_insensitive_and_unknown_ones_fail():
     assert replace_placeholders("GRANT ${Role} TO x", {"role": "app"}) == "GRANT app TO x"
     with pytest.raises(FlywayError, match=r"No value provided for placeholder: \$\{missing\}"):
         replace_placeholders("SELECT '${missing}'", {})
+    # PlaceholderReplacingReader: any text up to `}` is a name; `$${x}` is passed on unchecked
+    with pytest.raises(FlywayError, match=r"placeholder: \$\{not a name\}"):
+        replace_placeholders("SELECT '${not a name}'", {})
+    assert replace_placeholders("$${x} $a ${x}", {"x": "1"}) == "$${x} $a 1"
+    with pytest.raises(FlywayError, match="default placeholder"):
+        replace_placeholders("${flyway:nope}", {})
 
 
 def test_lock_key_is_flyways_own():

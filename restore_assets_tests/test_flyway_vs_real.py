@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from restore_assets.flyway import checksum
 from restore_assets_tests.flyway_twin import Twin
 from restore_assets_tests.real_flyway import OracleUnavailable, RealFlyway
 
@@ -368,3 +369,55 @@ def test_sql_callbacks_and_script_conf_files(twin):
     write(twin.folder, "V2__two.sql.conf", "executeInTransaction=false\n")
     ours = twin.run_ours("migrate", skipDefaultCallbacks="true")
     assert not ours.ok and "V2__two.sql.conf" in ours.error
+
+
+def test_placeholders_and_repeatable_checksums(twin):
+    """PlaceholderReplacingReader: `${name}` case-insensitive, the built-ins (ParsingContext),
+    `$${x}` left alone; a repeatable's checksum is taken after replacement, so changing a
+    placeholder value re-runs it, while a versioned one keeps its raw checksum."""
+    write(
+        twin.folder,
+        "V1__placeholders.sql",
+        "CREATE TABLE p (k text, v text);\n"
+        "INSERT INTO p VALUES ('app', '${App_Name}'), ('schema', '${flyway:defaultSchema}'),"
+        " ('user', '${flyway:user}'), ('db_is_current', ('${flyway:database}' ="
+        " current_database())::text), ('table', '${flyway:table}'),"
+        " ('file', '${flyway:filename}'), ('env', '${flyway:environment}'),"
+        " ('dollars', '$${x}'), ('empty', '${empty}');\n",
+    )
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW pv AS SELECT '${app_name}' AS app;")
+    props = {"placeholders.app_name": "dolphin", "placeholders.empty": ""}
+    twin.step("migrate", **props)
+    twin.assert_same()
+    with twin.connect(twin.real) as real, twin.connect(twin.ours) as ours:
+        query = "SELECT k, v FROM p ORDER BY k"
+        assert ours.execute(query).fetchall() == real.execute(query).fetchall()
+        assert ("dollars", "$${x}") in ours.execute(query).fetchall()
+    twin.step("validate", **props)
+    props["placeholders.app_name"] = "orca"
+    real, ours = twin.info(**props)
+    assert ours == real and ours[-1][-1] == "Pending"
+    twin.step("migrate", **props)
+    rows = twin.assert_same()
+    assert [r[3] for r in rows] == ["SQL", "SQL", "SQL"]
+    twin.real_accepts_ours(**props)
+    write(twin.folder, "V2__unknown.sql", "SELECT '${nobody}';")
+    twin.step("migrate", **props)
+    twin.assert_same()
+
+
+def test_repair_realigns_a_repeatable_recorded_without_replacement(twin):
+    """DbRepair: a repeatable row holding the checksum without placeholder replacement (as an
+    older tool may have written it) is realigned to the replaced one; both agree after."""
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW pv AS SELECT '${app}' AS app;")
+    props = {"placeholders.app": "dolphin"}
+    twin.step("migrate", **props)
+    raw = checksum((twin.folder / "R__view.sql").read_bytes())
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("UPDATE flyway_schema_history SET checksum = %s", (raw,))
+    real, ours = twin.info(**props)
+    assert ours == real and real[0][-1] == "Success"  # the raw checksum still matches
+    twin.step("repair", **props)
+    rows = twin.assert_same()
+    assert rows[0][5] != raw

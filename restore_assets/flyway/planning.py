@@ -7,7 +7,6 @@ and the database side (`commands/`) only executes what this module decided."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +18,6 @@ from restore_assets.flyway.version import Version
 
 if TYPE_CHECKING:
     from restore_assets.flyway.statements import Statement
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:\-]+)\}")
 
 
 @dataclass(frozen=True)
@@ -76,18 +73,35 @@ def is_transactional(
 
 
 def replace_placeholders(text: str, values: dict[str, str]) -> str:
-    """`${name}` replaced case-insensitively; an unknown name fails rather than run as is."""
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1).lower()
-        if name not in values:
+    """Flyway 10.17.3's PlaceholderReplacingReader.read(): every `${` starts a placeholder that
+    runs to the next `}` (any characters), looked up case-insensitively; an unknown one fails
+    rather than run as is. Ported step by step, quirks included: after a `$` that does not start
+    `${`, the next character is passed on unchecked (so `$${x}` stays as it is)."""
+    prefix, suffix = "${", "}"
+    known = {k.lower(): v for k, v in values.items()}
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        buffer = text[i]  # read ahead while what was read could still begin the prefix
+        i += 1
+        while len(buffer) < len(prefix) and prefix.startswith(buffer) and i < n:
+            buffer += text[i]
+            i += 1
+        if buffer != prefix:
+            out.append(buffer)
+            continue
+        end = text.find(suffix, i)
+        name = text[i:end] if end >= 0 else text[i : -len(suffix)]
+        i = end + len(suffix) if end >= 0 else n
+        if name.lower() not in known:
+            if "flyway:" in name:
+                raise FlywayError(f"Failed to populate value for default placeholder: ${{{name}}}")
             raise FlywayError(
-                f"No value provided for placeholder: ${{{match.group(1)}}}. "
-                f"Set flyway.placeholders.{match.group(1)} or remove it from the migration"
+                f"No value provided for placeholder: ${{{name}}}. "
+                f"Set flyway.placeholders.{name} or remove it from the migration"
             )
-        return values[name]
-
-    return _PLACEHOLDER.sub(substitute, text)
+        out.append(known[name.lower()])
+    return "".join(out)
 
 
 def failed_migration_message(row: HistoryRow) -> str:
@@ -201,7 +215,7 @@ def pending_migrations(
                 run is None
                 or run.type == "DELETE"
                 or run.installed_rank in deleted
-                or run.checksum != m.checksum
+                or not m.checksum_matches(run.checksum)
             ):
                 pending.append(m)
             continue
@@ -375,7 +389,7 @@ def build_info(
         elif not is_latest:
             state = "Superseded"
         else:
-            state = "Success" if r.checksum == m.checksum else "Outdated"
+            state = "Success" if m.checksum_matches(r.checksum) else "Outdated"
         keyed.append(((1, r.installed_rank), _from_history(r, state, category)))
     for m in repeatables.values():
         if m.script in pending:

@@ -26,6 +26,14 @@ class ResolvedMigration:
     path: Path
     checksum: int
     type: str = "SQL"
+    # A repeatable's checksum without placeholder replacement, which Flyway also accepts
+    # (ResolvedMigrationImpl.checksumMatches); None for versioned migrations.
+    equivalent_checksum: int | None = None
+
+    def checksum_matches(self, applied: int | None) -> bool:
+        return applied == self.checksum or (
+            self.equivalent_checksum is not None and applied == self.equivalent_checksum
+        )
 
     @property
     def stored_description(self) -> str:
@@ -129,6 +137,7 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
                 script=script,
                 path=path,
                 checksum=checksum_text(text),
+                equivalent_checksum=None if version_text else checksum_text(text),
             )
             if migration.version is None:
                 if migration.stored_description != description:

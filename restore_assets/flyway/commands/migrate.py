@@ -3,8 +3,6 @@ migration — a transactional one in one transaction together with its history r
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import re
 import time
 
@@ -28,6 +26,7 @@ from restore_assets.flyway.database import (
 from restore_assets.flyway.errors import FlywayError, MigrationFailed
 from restore_assets.flyway.history import HistoryTable
 from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.placeholders import for_file, placeholder_values, resolve_replaced
 from restore_assets.flyway.planning import (
     MigrateResult,
     failed_migration_message,
@@ -36,7 +35,7 @@ from restore_assets.flyway.planning import (
     replace_placeholders,
     validation_errors,
 )
-from restore_assets.flyway.resolver import ResolvedMigration, resolve
+from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.statements import Statement, split_statements
 
 _RELATION = re.compile(r'relation "([^"]+)" does not exist')
@@ -47,9 +46,10 @@ def migrate(
 ) -> MigrateResult:
     started = time.monotonic()
     result = MigrateResult()
-    resolved = resolve(config)
     with open_connection(connect) as conn:
         history = history_table(conn, config)
+        placeholders = placeholder_values(conn, config, history)
+        resolved = resolve_replaced(config, placeholders)
         with advisory_lock(conn, history, lock_wait_seconds, log):
             _prepare_history(conn, config, history, result, log)
             rows = history.rows(conn)
@@ -61,7 +61,8 @@ def migrate(
             if failed:
                 raise FlywayError(failed_migration_message(failed[0]))
             for migration in pending_migrations(config, resolved, rows):
-                result.applied.append(_apply(conn, config, history, migration, log))
+                applied = _apply(conn, config, history, migration, placeholders, log)
+                result.applied.append(applied)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -99,11 +100,12 @@ def _apply(
     config: FlywayConfig,
     history: HistoryTable,
     migration: ResolvedMigration,
+    placeholders: dict[str, str],
     log: Log,
 ) -> HistoryRow:
     text = migration.read_text(config.encoding)
     if config.placeholder_replacement:
-        text = replace_placeholders(text, _placeholders(conn, config, history, migration))
+        text = replace_placeholders(text, for_file(placeholders, migration))
     statements = split_statements(text)
     transactional = is_transactional(migration, statements, config.mixed)
     label = migration.version_text or migration.description
@@ -186,26 +188,3 @@ def _execute(
                 sqlstate=diag.sqlstate,
                 relation=relation.group(1) if relation else None,
             ) from None
-
-
-def _placeholders(
-    conn: psycopg.Connection,
-    config: FlywayConfig,
-    history: HistoryTable,
-    migration: ResolvedMigration,
-) -> dict[str, str]:
-    """flyway.placeholders.* plus Flyway's built-in `flyway:*` ones, which need the database."""
-    user, database = conn.execute("SELECT current_user, current_database()").fetchone()
-    values = {k.lower(): v for k, v in config.placeholders.items()}
-    values.update(
-        {
-            "flyway:defaultschema": history.schema,
-            "flyway:user": user,
-            "flyway:database": database,
-            "flyway:timestamp": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-            "flyway:filename": migration.path.name,
-            "flyway:table": history.table,
-            "flyway:workingdirectory": os.getcwd(),
-        }
-    )
-    return values

@@ -14,8 +14,8 @@ from restore_assets.flyway.database import (
     installed_by,
     open_connection,
 )
+from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
 from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, missing_applied
-from restore_assets.flyway.resolver import resolve
 from restore_assets.flyway.version import Version
 
 
@@ -23,11 +23,11 @@ def repair(
     config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seconds: float
 ) -> dict[str, list[str]]:
     """What was done: failed rows removed, missing migrations deleted, applied rows realigned."""
-    resolved = resolve(config)
-    files = {m.version: m for m in resolved if m.version is not None}
     done: dict[str, list[str]] = {"removed": [], "deleted": [], "realigned": []}
     with open_connection(connect) as conn:
         history = history_table(conn, config)
+        resolved = resolve_replaced(config, placeholder_values(conn, config, history))
+        files = {m.version: m for m in resolved if m.version is not None}
         if not history.exists(conn):
             return done
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
@@ -57,18 +57,29 @@ def repair(
                 )
                 rank += 1
                 done["deleted"].append(row.version or row.description)
+            # DbRepair.alignAppliedMigrationsWithResolvedMigrations: versioned rows take the
+            # file's description, type and checksum; a repeatable's row only when it holds the
+            # checksum without placeholder replacement (checksumMatchesWithoutBeingIdentical).
             deleted = deleted_ranks(rows)
+            repeatables = {m.stored_description: m for m in resolved if m.repeatable}
             for row in rows:
-                if row.type in SYNTHETIC or row.version is None or row.installed_rank in deleted:
+                if row.type in SYNTHETIC or row.installed_rank in deleted:
                     continue
-                file = files.get(Version.parse(row.version))
-                if file is None:
-                    continue
-                if (row.checksum, row.description, row.type) != (
-                    file.checksum,
-                    file.stored_description,
-                    file.type,
-                ):
+                if row.version is None:
+                    file = repeatables.get(row.description)
+                    stale = (
+                        file is not None
+                        and row.checksum == file.equivalent_checksum
+                        and row.checksum != file.checksum
+                    )
+                else:
+                    file = files.get(Version.parse(row.version))
+                    stale = file is not None and (row.checksum, row.description, row.type) != (
+                        file.checksum,
+                        file.stored_description,
+                        file.type,
+                    )
+                if file is not None and stale:
                     conn.execute(
                         sql.SQL(
                             'UPDATE {} SET "description" = %s, "type" = %s, "checksum" = %s '
@@ -76,5 +87,5 @@ def repair(
                         ).format(history.ident),
                         (file.stored_description, file.type, file.checksum, row.installed_rank),
                     )
-                    done["realigned"].append(row.version)
+                    done["realigned"].append(row.version or row.description)
     return done
