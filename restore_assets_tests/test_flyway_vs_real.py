@@ -421,3 +421,33 @@ def test_repair_realigns_a_repeatable_recorded_without_replacement(twin):
     twin.step("repair", **props)
     rows = twin.assert_same()
     assert rows[0][5] != raw
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        "CREATE TABLE app.t (id int)",
+        "CREATE VIEW app.v AS SELECT 1 AS x",
+        "CREATE SEQUENCE app.s",
+        "CREATE TYPE app.mood AS ENUM ('ok')",
+        "CREATE DOMAIN app.posint AS int CHECK (VALUE > 0)",
+        "CREATE FUNCTION app.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TYPE app.pair AS (a int, b int)",
+        "CREATE MATERIALIZED VIEW app.mv AS SELECT 1 AS x",
+        "CREATE TABLE app.parted (id int) PARTITION BY RANGE (id)",
+    ],
+    ids=lambda sql_text: sql_text.split(" app.")[0].removeprefix("CREATE ").lower(),
+)
+def test_empty_schema_for_baseline_on_migrate(twin, existing):
+    """PostgreSQLSchema.doEmpty decides whether baselineOnMigrate baselines: tables, views,
+    sequences, enums, domains, functions count; composite types, materialized views and
+    partitioned tables alone do not."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE app.one (id int);")
+    write(twin.folder, "V2__two.sql", "CREATE TABLE app.two (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE SCHEMA app")
+            conn.execute(existing)
+    props = dict(schemas="app", baselineOnMigrate="true", baselineVersion="1")
+    twin.step("migrate", **props)
+    twin.assert_same("app")
