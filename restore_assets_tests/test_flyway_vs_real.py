@@ -451,3 +451,33 @@ def test_empty_schema_for_baseline_on_migrate(twin, existing):
     props = dict(schemas="app", baselineOnMigrate="true", baselineVersion="1")
     twin.step("migrate", **props)
     twin.assert_same("app")
+
+
+def test_set_role_inside_a_migration(twin):
+    """A migration that runs SET ROLE: Flyway writes its history row on its own connection and
+    resets the role before the next migration (PostgreSQLConnection.doRestoreOriginalState), so
+    the row is written as the connecting user and the next migration runs as that user."""
+    with twin.cluster.admin() as admin:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'fw_other'").fetchone():
+            admin.execute("CREATE ROLE fw_other NOLOGIN")
+        admin.execute("GRANT fw_other TO opendolphin")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("GRANT CREATE ON SCHEMA public TO fw_other")
+    write(twin.folder, "V1__as_other.sql", "SET ROLE fw_other;\nCREATE TABLE by_other (id int);")
+    write(twin.folder, "V2__as_owner.sql", "CREATE TABLE by_owner (id int);")
+    write(
+        twin.folder,
+        "V3__index.sql",
+        "SET ROLE fw_other;\nCREATE INDEX CONCURRENTLY i ON by_other (id);",
+    )
+    twin.step("migrate", **{"postgresql.transactional.lock": "false"})
+    twin.assert_same()
+    query = "SELECT tablename, tableowner FROM pg_tables WHERE tablename LIKE 'by_%' ORDER BY 1"
+    with twin.connect(twin.ours) as conn:
+        owners = conn.execute(query).fetchall()
+        installers = conn.execute("SELECT DISTINCT installed_by FROM flyway_schema_history")
+        assert installers.fetchall() == [("opendolphin",)]
+    assert owners == [("by_other", "fw_other"), ("by_owner", "opendolphin")]
+    with twin.connect(twin.real) as conn:
+        assert conn.execute(query).fetchall() == owners

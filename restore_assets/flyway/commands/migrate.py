@@ -114,6 +114,9 @@ def _apply(
         + ("" if transactional else " [non-transactional]")
     )
     user = installed_by(conn, config)
+    # Flyway writes history on its own connection and resets the role before each migration
+    # (PostgreSQLConnection.doRestoreOriginalState): a migration's SET ROLE must end with it.
+    role = conn.execute("SELECT current_user").fetchone()[0]
     # Flyway puts the default schema first, ahead of whatever the path was.
     original_path = conn.execute("SHOW search_path").fetchone()[0]
     schema_first = f"{sql.Identifier(history.schema).as_string(conn)}, {original_path}"
@@ -131,6 +134,7 @@ def _apply(
         if transactional:
             with conn.transaction():
                 _execute(conn, migration, statements)
+                _set_role(conn, role)
                 elapsed = int((time.monotonic() - started) * 1000)
                 rank = history.next_rank(conn)
                 history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
@@ -138,6 +142,7 @@ def _apply(
             try:
                 _execute(conn, migration, statements)
             except MigrationFailed:
+                _set_role(conn, role)
                 # Autocommit work cannot be undone. Flyway 10 records it as failed only without
                 # its transactional lock: with it (the default) the failed row is written inside
                 # the lock's transaction and rolled back with it (DbMigrate.applyMigrations,
@@ -147,6 +152,7 @@ def _apply(
                     rank = history.next_rank(conn)
                     history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
                 raise
+            _set_role(conn, role)
             elapsed = int((time.monotonic() - started) * 1000)
             rank = history.next_rank(conn)
             history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
@@ -159,6 +165,10 @@ def _apply(
         success=True,
         **values,
     )
+
+
+def _set_role(conn: psycopg.Connection, role: str) -> None:
+    conn.execute("SELECT set_config('role', %s, false)", (role,))
 
 
 def _execute(
