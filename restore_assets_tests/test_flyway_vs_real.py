@@ -4,9 +4,15 @@ schemas and outcomes must agree. docs/flyway.md lists each edge with the test th
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from restore_assets.flyway import checksum
+from restore_assets.pg.clients import bundled_bin_dir
+from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE
+from restore_assets_tests.conftest import EXTERNAL_PASSWORD
 from restore_assets_tests.flyway_twin import Twin
 from restore_assets_tests.real_flyway import OracleUnavailable, RealFlyway
 
@@ -481,3 +487,26 @@ def test_set_role_inside_a_migration(twin):
     assert owners == [("by_other", "fw_other"), ("by_owner", "opendolphin")]
     with twin.connect(twin.real) as conn:
         assert conn.execute(query).fetchall() == owners
+
+
+def test_demo_migrations_on_the_demo_baseline(twin, demo_secrets):
+    """The demo's own folder and flyway.conf settings, on the Modernized demo baseline restored
+    into both databases with psql: the path every demo run takes."""
+    shutil.copytree(DEMO_FLYWAY_CONF.parent / "sql", twin.folder)
+    for db in (twin.real, twin.ours):
+        subprocess.run(
+            [str(bundled_bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+             "-h", "127.0.0.1", "-p", str(twin.cluster.port), "-U", "opendolphin", "-d", db,
+             "-f", str(demo_secrets / MODERN_SCHEMA_FILE)],
+            check=True, capture_output=True, env={"PGPASSWORD": EXTERNAL_PASSWORD},
+        )  # fmt: skip
+    props = dict(
+        schemas="opendolphin", defaultSchema="opendolphin", baselineOnMigrate="true",
+        baselineVersion="0",
+    )  # fmt: skip
+    twin.step("migrate", **props)
+    rows = twin.assert_same("opendolphin")
+    assert [r[1] for r in rows] == ["0", "0001", "0002", "0003", "0220", "0221"]
+    real, ours = twin.info(**props)
+    assert ours == real
+    twin.real_accepts_ours(**props)
