@@ -510,3 +510,52 @@ def test_demo_migrations_on_the_demo_baseline(twin, demo_secrets):
     real, ours = twin.info(**props)
     assert ours == real
     twin.real_accepts_ours(**props)
+
+
+def test_hostile_corpus(twin):
+    """Empty files, comment-only files, Japanese text and identifiers, a BOM with CRLF, Latin-1
+    looking bytes in UTF-8, nested block comments, E'' strings, quoted identifiers with `;`,
+    dollar quotes with tags: same history, same schema, valid for real Flyway."""
+    write(twin.folder, "V1__empty.sql", b"")
+    write(twin.folder, "V2__comments_only.sql", "-- nothing here\n/* nor; here */\n")
+    write(
+        twin.folder,
+        "V3__日本語.sql",
+        'CREATE TABLE "患者" ("氏名" text);\nCOMMENT ON TABLE "患者" IS \'患者；一覧\';\n',
+    )
+    write(twin.folder, "V4__bom_crlf.sql", b"\xef\xbb\xbf-- x\r\nCREATE TABLE crlf (id int);\r\n")
+    write(
+        twin.folder,
+        "V5__quoting.sql",
+        "/* outer /* nested; */ still comment; */\n"
+        "CREATE TABLE \"semi;colon\" (v text DEFAULT E'it\\'s; -- not a comment');\n"
+        "CREATE FUNCTION tagged() RETURNS text AS $fn$ SELECT 'a;b' $fn$ LANGUAGE sql;\n"
+        "CREATE FUNCTION plain() RETURNS text AS $$ BEGIN RETURN $x$;$x$; END $$\n"
+        "  LANGUAGE plpgsql;\n"
+        "SELECT 1 -- no final semicolon",
+    )
+    write(
+        twin.folder, "R__日本語ビュー.sql", 'CREATE OR REPLACE VIEW "一覧" AS SELECT * FROM "患者";'
+    )
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert rows[0][5] == 0  # the empty file's checksum
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_edited_and_renamed_files_validate_and_repair(twin):
+    """An applied file edited (checksum) and renamed (description): validate and migrate fail
+    alike; repair realigns the rows to the files in both."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE e1 (id int);")
+    write(twin.folder, "V2__two.sql", "CREATE TABLE e2 (id int);")
+    twin.step("migrate")
+    write(twin.folder, "V1__one.sql", "CREATE TABLE e1 (id int); -- edited")
+    (twin.folder / "V2__two.sql").rename(twin.folder / "V2__second.sql")
+    twin.step("validate")
+    twin.step("migrate")
+    twin.step("repair")
+    twin.assert_same()
+    twin.step("validate")
+    twin.real_accepts_ours()
