@@ -559,3 +559,22 @@ def test_edited_and_renamed_files_validate_and_repair(twin):
     twin.assert_same()
     twin.step("validate")
     twin.real_accepts_ours()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("V1__a.sql", "V1.0__b.sql"),
+        ("V2__a.sql", "sub/V002__b.SQL"),
+        ("R__same.sql", "x/R__same.sql"),
+    ],
+    ids=["1-and-1.0", "2-and-002", "repeatable"],
+)
+def test_duplicate_migrations_are_refused(twin, names):
+    """Two files with one version (compared numerically) or one repeatable description: both
+    refuse to run anything."""
+    for n, name in enumerate(names):
+        write(twin.folder, name, f"CREATE TABLE dup{n} (id int);")
+    twin.step("migrate")
+    twin.step("validate")
+    twin.assert_same()
