@@ -198,6 +198,7 @@ HARMLESS = {
     "outputType", "color", "loggers", "reportEnabled", "reportFilename", "outputQueryResults",
     "failOnMissingLocations", "licenseKey", "workingDirectory", "environment",
     "jarDirs", "outputFile", "configFiles", "configFileEncoding", "kerberosConfigFile",
+    "communityDBSupportEnabled", "outputProgress",
 }  # fmt: skip
 # Settings that change what Flyway applies or records: accepted only at Flyway's default value,
 # since the engine does not implement them (a silently ignored one would apply the wrong thing).
@@ -226,6 +227,10 @@ DEFAULT_ONLY = {
     "executeInTransaction": "true",
     "batch": "false",
     "stream": "false",
+    "tablespace": "",
+    "undoSqlMigrationPrefix": "U",
+    "errorOverrides": "",
+    "dryRunOutput": "",
 }
 
 
@@ -242,9 +247,7 @@ def check_settings(props: Mapping[str, str]) -> None:
             continue
         if name in DEFAULT_ONLY:
             default = DEFAULT_ONLY[name]
-            if value.strip().lower() == default.lower() or (
-                value.strip() == "" and name in ("callbacks", "resolvers", "cherryPick", "initSql")
-            ):
+            if value.strip().lower() == default.lower():
                 continue
             raise FlywayError(
                 f"{key}={value!r} is not supported by the native Flyway engine (only its default "
