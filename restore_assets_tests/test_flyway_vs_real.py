@@ -578,3 +578,30 @@ def test_duplicate_migrations_are_refused(twin, names):
     twin.step("migrate")
     twin.step("validate")
     twin.assert_same()
+
+
+def test_validate_on_a_fresh_database_and_failed_rows(twin):
+    """`validate` before any migrate (pending files are errors for the command itself), and
+    `info` without a history table."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE f1 (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW fv AS SELECT 1 AS x;")
+    twin.step("validate")
+    real, ours = twin.info()
+    assert ours == real
+    twin.step("migrate")
+    twin.step("validate")
+
+
+def test_encodings(twin):
+    """flyway.encoding decodes the files (the checksum is over the decoded text's UTF-8); bytes
+    not valid in it stop both ("Unable to calculate checksum"), the engine naming the file."""
+    latin1 = "CREATE TABLE enc (v text DEFAULT 'café');\n".encode("latin-1")
+    write(twin.folder, "V1__latin1.sql", latin1)
+    twin.step("migrate", encoding="ISO-8859-1")
+    twin.assert_same()
+    twin.real_accepts_ours(encoding="ISO-8859-1")
+    write(twin.folder, "V2__latin1_too.sql", latin1.replace(b"enc", b"enc2"))
+    real, ours = twin.step("migrate")
+    assert "Unable to calculate checksum" in real.error
+    assert "V1__latin1.sql" in ours.error and "not valid UTF-8" in ours.error
+    twin.assert_same()
