@@ -106,6 +106,9 @@ class RealFlyway:
         request = dict(
             url=url, user=user, password=password, action=action, props=props, with_info=with_info
         )
+        return self._ask(request)
+
+    def _ask(self, request: dict) -> dict:
         assert self._process.stdin and self._process.stdout
         self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
@@ -113,6 +116,12 @@ class RealFlyway:
         if not line:
             raise OracleUnavailable("the Flyway JVM exited; run it by hand to see why")
         return json.loads(line)
+
+    def read_conf(self, path: Path) -> dict[str, str]:
+        """The settings Flyway's own reader (ConfigUtils.loadConfigurationFile) finds in `path`."""
+        answer = self._ask({"action": "conf", "file": str(path)})
+        assert answer["ok"], answer
+        return answer["conf"]
 
     def close(self) -> None:
         if self._process.stdin:

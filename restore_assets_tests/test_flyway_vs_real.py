@@ -4,6 +4,7 @@ schemas and outcomes must agree. docs/flyway.md lists each edge with the test th
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -605,3 +606,28 @@ def test_encodings(twin):
     assert "Unable to calculate checksum" in real.error
     assert "V1__latin1.sql" in ours.error and "not valid UTF-8" in ours.error
     twin.assert_same()
+
+
+def test_flyway_conf_is_read_as_flyway_reads_it(real_flyway, tmp_path):
+    """ConfigUtils.loadConfigurationFromString: lines trimmed, backslashes literal (doubled before
+    Properties.load) except a trailing one continuing onto a content line, `${ENV}` expanded."""
+    conf = tmp_path / "flyway.conf"
+    conf.write_bytes(
+        b"# comment\r\n! also a comment\r\n"
+        b"flyway.url=jdbc:postgresql://h:5432/db?ssl=false  \r\n"
+        b"flyway.user = dolphin\n"
+        b"flyway.password=pa\\ss\\tword\\u00e9\n"
+        b"flyway.locations=filesystem:C:\\sql\\dir,\\\n"
+        b"    filesystem:/second\n"
+        b"flyway.schemas:opendolphin\n"
+        b"flyway.placeholders.home=${HOME}/x\n"
+        b"flyway.placeholders.trail=ends with backslash\\\n"
+        b"\n"
+        b"   flyway.table=   history  \n"
+        b"flyway.installedBy=\xe6\x97\xa5\xe6\x9c\xac\n"
+    )
+    from restore_assets.flyway.conf import read_conf_file
+
+    ours = read_conf_file(conf, env=dict(os.environ))
+    assert ours == real_flyway.read_conf(conf)
+    assert ours["flyway.password"] == "pa\\ss\\tword\\u00e9"

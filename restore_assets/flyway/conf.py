@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 from restore_assets.flyway.errors import FlywayError
 
+_JAVA_TRIM = "".join(chr(c) for c in range(33))  # String.trim() drops every char <= ' '
 _ENV_REF = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _JDBC = re.compile(
     r"^jdbc:postgresql://(?P<host>\[[^\]]+\]|[^:/?]*)(?::(?P<port>\d+))?/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
@@ -74,7 +75,7 @@ def parse_properties(text: str) -> dict[str, str]:
     props: dict[str, str] = {}
     logical: list[str] = []
     pending = ""
-    for raw in text.splitlines():
+    for raw in re.split(r"\r\n|\r|\n", text):
         line = raw.lstrip(" \t\f")
         if not pending and (not line or line[0] in "#!"):
             continue
@@ -293,6 +294,35 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
     )
 
 
+def flyway_conf_lines(text: str) -> str:
+    """ConfigUtils.loadConfigurationFromString's preparation before Properties.load (Flyway
+    10.17.3): lines trimmed and every backslash doubled, so values are literal; a trailing
+    backslash stays a continuation when the next line has content that is not a new
+    `flyway.` setting."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    out = []
+    for i, raw in enumerate(lines):
+        line = raw.strip(_JAVA_TRIM).replace("\\", "\\\\")
+        if line.endswith("\\\\") and i < len(lines) - 1:
+            following = lines[i + 1]
+            is_setting = following.strip(_JAVA_TRIM).startswith("flyway.") and "=" in following
+            if following and not is_setting:
+                line = line[:-2] + "\\"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def read_conf_file(path: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The settings in a flyway.conf, read as Flyway reads them, `${ENV}` filled in."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
+    # ${ENV} is filled into the parsed values (Flyway fills it into the text first, so its
+    # Properties.load would eat a backslash of a password set in the environment).
+    return {k: substitute_env(v, env) for k, v in parse_properties(flyway_conf_lines(text)).items()}
+
+
 def load_conf(
     path: Path | None,
     env: Mapping[str, str] | None = None,
@@ -303,13 +333,7 @@ def load_conf(
     props: dict[str, str] = {}
     base_dir = Path.cwd()
     if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
-        # ${ENV} is filled into the parsed values, so a password with `\` or `"` in it arrives
-        # exactly as set (substituted first, the properties parser would unescape it).
-        props = {k: substitute_env(v, env) for k, v in parse_properties(text).items()}
+        props = read_conf_file(path, env)
         base_dir = path.resolve().parent
     for name, key in ENV_KEYS.items():
         if env.get(name):

@@ -19,6 +19,7 @@ import org.flywaydb.core.Flyway;
 import org.flywaydb.core.api.MigrationInfo;
 import org.flywaydb.core.api.output.ValidateOutput;
 import org.flywaydb.core.api.output.ValidateResult;
+import org.flywaydb.core.internal.configuration.ConfigUtils;
 
 public class FlywayOracle {
     public static void main(String[] args) throws Exception {
@@ -43,6 +44,13 @@ public class FlywayOracle {
     }
 
     static void handle(ObjectMapper json, JsonNode request, ObjectNode answer) {
+        if (request.get("action").asText().equals("conf")) { // how Flyway reads a flyway.conf
+            Map<String, String> conf = ConfigUtils.loadConfigurationFile(
+                    new java.io.File(request.get("file").asText()), "UTF-8", true);
+            ObjectNode values = answer.putObject("conf");
+            conf.forEach(values::put);
+            return;
+        }
         Map<String, String> props = new HashMap<>();
         for (Iterator<Map.Entry<String, JsonNode>> it = request.get("props").fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> e = it.next();
