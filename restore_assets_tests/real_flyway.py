@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
 import subprocess
 from pathlib import Path
 
 FLYWAY_VERSION = "10.17.3"  # the runbook's flyway/flyway:10.17
 PGJDBC_VERSION = "42.7.4"
+ANSWER_WAIT_SECONDS = 300
 DRIVER_SOURCE = Path(__file__).parent / "flyway_oracle" / "FlywayOracle.java"
 
 POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -112,6 +114,14 @@ class RealFlyway:
         assert self._process.stdin and self._process.stdout
         self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
+        # A safety net, not a timing: Flyway can wait forever (e.g. CREATE INDEX CONCURRENTLY
+        # under its transactional lock), and a hung session would never report.
+        ready, _, _ = select.select([self._process.stdout], [], [], ANSWER_WAIT_SECONDS)
+        if not ready:
+            self._process.kill()
+            raise OracleUnavailable(
+                f"real Flyway gave no answer in {ANSWER_WAIT_SECONDS} s to {request['action']}"
+            )
         line = self._process.stdout.readline()
         if not line:
             raise OracleUnavailable("the Flyway JVM exited; run it by hand to see why")
