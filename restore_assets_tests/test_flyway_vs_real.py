@@ -631,3 +631,26 @@ def test_flyway_conf_is_read_as_flyway_reads_it(real_flyway, tmp_path):
     ours = read_conf_file(conf, env=dict(os.environ))
     assert ours == real_flyway.read_conf(conf)
     assert ours["flyway.password"] == "pa\\ss\\tword\\u00e9"
+
+
+@pytest.mark.parametrize(
+    "statement, transactional",
+    [
+        ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ux ON r (id);", False),
+        ("DROP INDEX CONCURRENTLY ri;", False),
+        ("REINDEX (VERBOSE) SCHEMA public;", False),
+        ("VACUUM r;", False),
+        ("REINDEX TABLE CONCURRENTLY r;", True),
+        ("REINDEX INDEX ri;", True),
+    ],
+)
+def test_which_statements_run_outside_a_transaction(twin, statement, transactional):
+    """PostgreSQLParser.detectCanExecuteInTransaction's patterns decide; REINDEX ...
+    CONCURRENTLY is not among them, so Flyway runs it in a transaction, where PostgreSQL refuses
+    it: the engine does the same. (Without the transactional lock, so CONCURRENTLY can finish.)"""
+    props = {"postgresql.transactional.lock": "false"}
+    write(twin.folder, "V1__table.sql", "CREATE TABLE r (id int);\nCREATE INDEX ri ON r (id);")
+    write(twin.folder, "V2__statement.sql", statement)
+    real, ours = twin.step("migrate", **props)
+    assert real.ok == (not statement.startswith("REINDEX TABLE CONCURRENTLY"))
+    twin.assert_same()
