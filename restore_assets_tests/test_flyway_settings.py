@@ -19,10 +19,12 @@ def test_conf_settings_are_refused_by_name(tmp_path):
 
 
 def test_environment_settings_are_refused_or_honoured():
-    with pytest.raises(FlywayError, match=r"flyway\.target='5'"):
-        load_conf(None, env={"FLYWAY_TARGET": "5"})
+    with pytest.raises(FlywayError, match=r"flyway\.target='next'"):
+        load_conf(None, env={"FLYWAY_TARGET": "next"})
+    assert load_conf(None, env={"FLYWAY_TARGET": "5_1"}).target == "5.1"
+    assert load_conf(None, env={"FLYWAY_SKIP_DEFAULT_CALLBACKS": "true"}).skip_default_callbacks
     with pytest.raises(FlywayError, match=r"flyway\.sqlMigrationPrefix"):
         load_conf(None, env={"FLYWAY_SQL_MIGRATION_PREFIX": "M"})
     config = load_conf(None, env={"FLYWAY_PLACEHOLDERS_APP_NAME": "dolphin"})
     assert config.placeholders == {"app_name": "dolphin"}
-    assert load_conf(None, env={"FLYWAY_TARGET": "latest"}).out_of_order is False
+    assert load_conf(None, env={"FLYWAY_TARGET": "latest"}).target is None

@@ -325,7 +325,7 @@ def test_failed_non_transactional_migration(twin, transactional_lock):
 @pytest.mark.parametrize(
     "setting, value",
     [
-        ("target", "1"),
+        ("target", "next"),
         ("ignoreMigrationPatterns", "*:missing"),
         ("sqlMigrationPrefix", "M"),
         ("sqlMigrationSeparator", "--"),
@@ -654,3 +654,23 @@ def test_which_statements_run_outside_a_transaction(twin, statement, transaction
     real, ours = twin.step("migrate", **props)
     assert real.ok == (not statement.startswith("REINDEX TABLE CONCURRENTLY"))
     twin.assert_same()
+
+
+def test_target_version(twin):
+    """flyway.target: versions above it are Above Target (ResolvedMigration.getState), neither
+    applied nor validate errors; a target no file or row has fails (failOnMissingTarget)."""
+    for n in (1, 2, 3, 4):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE tg{n} (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW tv AS SELECT 1 AS x;")
+    twin.step("migrate", target="2")
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1", "2", None]
+    real, ours = twin.info(target="2")
+    assert ours == real and real[-1][-1] == "Above Target"
+    twin.step("validate", target="2")
+    twin.step("migrate", target="5")
+    twin.step("info", target="5")
+    twin.step("migrate", target="3")
+    twin.step("migrate", target="latest")
+    twin.assert_same()
+    twin.real_accepts_ours()

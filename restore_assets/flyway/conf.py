@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.version import Version
 
 _JAVA_TRIM = "".join(chr(c) for c in range(33))  # String.trim() drops every char <= ' '
 _ENV_REF = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -19,32 +20,12 @@ _JDBC = re.compile(
 DEFAULT_TABLE = "flyway_schema_history"
 DEFAULT_BASELINE_DESCRIPTION = "<< Flyway Baseline >>"
 
-# Flyway's environment variables for the keys we honour (FLYWAY_<UPPER_SNAKE>).
-ENV_KEYS = {
-    "FLYWAY_URL": "flyway.url",
-    "FLYWAY_USER": "flyway.user",
-    "FLYWAY_PASSWORD": "flyway.password",
-    "FLYWAY_SCHEMAS": "flyway.schemas",
-    "FLYWAY_DEFAULT_SCHEMA": "flyway.defaultSchema",
-    "FLYWAY_TABLE": "flyway.table",
-    "FLYWAY_LOCATIONS": "flyway.locations",
-    "FLYWAY_BASELINE_ON_MIGRATE": "flyway.baselineOnMigrate",
-    "FLYWAY_BASELINE_VERSION": "flyway.baselineVersion",
-    "FLYWAY_BASELINE_DESCRIPTION": "flyway.baselineDescription",
-    "FLYWAY_INSTALLED_BY": "flyway.installedBy",
-    "FLYWAY_ENCODING": "flyway.encoding",
-    "FLYWAY_OUT_OF_ORDER": "flyway.outOfOrder",
-    "FLYWAY_VALIDATE_ON_MIGRATE": "flyway.validateOnMigrate",
-    "FLYWAY_MIXED": "flyway.mixed",
-    "FLYWAY_CREATE_SCHEMAS": "flyway.createSchemas",
-    "FLYWAY_POSTGRESQL_TRANSACTIONAL_LOCK": "flyway.postgresql.transactional.lock",
-}
-
 
 def _env_name(setting: str) -> str:
     """Flyway's environment variable for a setting: `sqlMigrationPrefix` is
-    FLYWAY_SQL_MIGRATION_PREFIX."""
-    return "FLYWAY_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", setting).upper()
+    FLYWAY_SQL_MIGRATION_PREFIX, `postgresql.transactional.lock`
+    FLYWAY_POSTGRESQL_TRANSACTIONAL_LOCK."""
+    return "FLYWAY_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", setting).replace(".", "_").upper()
 
 
 def substitute_env(text: str, env: Mapping[str, str]) -> str:
@@ -164,6 +145,7 @@ class FlywayConfig:
     # transaction around each migration's history write, so a failed migration leaves no row.
     transactional_lock: bool = True
     skip_default_callbacks: bool = False
+    target: str | None = None  # a version text; None: the latest
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -192,7 +174,7 @@ HONOURED = {
     "url", "user", "password", "schemas", "defaultSchema", "table", "locations",
     "baselineOnMigrate", "baselineVersion", "baselineDescription", "installedBy", "encoding",
     "placeholderReplacement", "outOfOrder", "validateOnMigrate", "mixed", "createSchemas",
-    "postgresql.transactional.lock", "skipDefaultCallbacks",
+    "postgresql.transactional.lock", "skipDefaultCallbacks", "target",
 }  # fmt: skip
 HARMLESS = {
     "driver", "connectRetries", "connectRetriesInterval", "lockRetryCount", "cleanDisabled",
@@ -204,7 +186,6 @@ HARMLESS = {
 # Settings that change what Flyway applies or records: accepted only at Flyway's default value,
 # since the engine does not implement them (a silently ignored one would apply the wrong thing).
 DEFAULT_ONLY = {
-    "target": "latest",
     "ignoreMigrationPatterns": "*:future",
     "sqlMigrationPrefix": "V",
     "repeatableSqlMigrationPrefix": "R",
@@ -235,6 +216,9 @@ DEFAULT_ONLY = {
 }
 
 
+# Flyway's FLYWAY_* environment variables: those of honoured settings are read, those of
+# refused ones are refused like the settings.
+ENV_KEYS = {_env_name(name): f"flyway.{name}" for name in HONOURED}
 ENV_REFUSED = {_env_name(name): f"flyway.{name}" for name in DEFAULT_ONLY}
 
 
@@ -258,6 +242,22 @@ def check_settings(props: Mapping[str, str]) -> None:
             f"{key} is not a setting the native Flyway engine knows; remove it, or run real "
             "Flyway (FLYWAY_RUNNER=cli or docker)"
         )
+
+
+def _target(value: str | None) -> str | None:
+    """flyway.target: `latest` (the default) or a version; `current` and `next` are refused."""
+    text = (value or "").strip()
+    if text == "" or text.lower() == "latest":
+        return None
+    if text.lower() in ("current", "next"):
+        raise FlywayError(
+            f"flyway.target={text!r} is not supported by the native Flyway engine (a version or "
+            "'latest' is); run real Flyway (FLYWAY_RUNNER=cli or docker) for it"
+        )
+    try:
+        return Version.parse(text.replace("_", ".")).text
+    except ValueError:
+        raise FlywayError(f"flyway.target={text!r} is not a version") from None
 
 
 def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayConfig:
@@ -290,6 +290,7 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
         create_schemas=_bool(props, "flyway.createSchemas", True),
         transactional_lock=_bool(props, "flyway.postgresql.transactional.lock", True),
         skip_default_callbacks=_bool(props, "flyway.skipDefaultCallbacks", False),
+        target=_target(props.get("flyway.target")),
         base_dir=base_dir,
     )
 

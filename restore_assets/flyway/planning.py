@@ -196,11 +196,32 @@ def missing_applied(resolved: list[ResolvedMigration], rows: list[HistoryRow]) -
     return missing
 
 
+def _above_target(config: FlywayConfig, version: Version) -> bool:
+    return config.target is not None and version > Version.parse(config.target)
+
+
+def check_target(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> None:
+    """failOnMissingTarget (MigrationInfoServiceImpl.validateTarget): the target version must
+    be a file's or an applied row's."""
+    if config.target is None:
+        return
+    target = Version.parse(config.target)
+    versions = [m.version for m in resolved] + [Version.parse(r.version) for r in rows if r.version]
+    if target not in versions:
+        raise FlywayError(
+            f"No migration with a target version {config.target} could be found. Ensure "
+            "target is specified correctly and the migration exists."
+        )
+
+
 def pending_migrations(
     config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
 ) -> list[ResolvedMigration]:
-    """What migrate would apply, in order: new versions (out-of-order ones if allowed), then
-    new or changed repeatables."""
+    """What migrate would apply, in order: new versions (out-of-order ones if allowed, none
+    above flyway.target), then new or changed repeatables."""
+    check_target(config, resolved, rows)
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     highest = max([*applied, *([baseline] if baseline else [])], default=None)
@@ -221,6 +242,8 @@ def pending_migrations(
             continue
         if m.version in applied or (baseline is not None and m.version <= baseline):
             continue
+        if _above_target(config, m.version):
+            continue
         if highest is not None and m.version < highest and not config.out_of_order:
             continue
         pending.append(m)
@@ -235,7 +258,8 @@ def validation_errors(
     pending_is_error: bool,
 ) -> list[str]:
     """Flyway's validate messages; pending files only count when `pending_is_error` (the validate
-    command), not for validateOnMigrate."""
+    command), not for validateOnMigrate; files above flyway.target do not count."""
+    check_target(config, resolved, rows)
     errors = []
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
@@ -280,6 +304,8 @@ def validation_errors(
             )
     for version, file in sorted(files.items()):
         if version in applied or (baseline is not None and version <= baseline):
+            continue
+        if _above_target(config, version):
             continue
         out_of_order = highest_applied is not None and version < highest_applied
         if out_of_order and not config.out_of_order:
@@ -365,7 +391,12 @@ def build_info(
             state = "Ignored (Baseline)" if version == baseline else "Below Baseline"
             keyed.append(((0, version), _from_file(m, state)))
             continue
-        state = "Pending" if m.script in pending or highest_applied is None else "Ignored"
+        if _above_target(config, version):
+            state = "Above Target"
+        elif m.script in pending or highest_applied is None:
+            state = "Pending"
+        else:
+            state = "Ignored"
         keyed.append(((2, 0, version), _from_file(m, state)))
     # Repeatables: every run is a row of its own (the latest Success, Outdated or Missing, older
     # ones Superseded); a repair's DELETE row shows as a synthetic Success; a new or changed file

@@ -73,9 +73,7 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     # Flyway's info lists applied rows in rank order, so the latest version is the highest.
     done = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]
     latest = max(done, key=Version.parse, default="-")
-    return f"latest {latest}; " + ", ".join(
-        f"{n} {state.lower()}" for state, n in states.items()
-    )
+    return f"latest {latest}; " + ", ".join(f"{n} {state.lower()}" for state, n in states.items())
 
 
 def last_evidence(settings: Settings) -> Path | None:
