@@ -106,8 +106,10 @@ class Twin:
         ]
         return real, ours
 
-    def history(self, dbname: str, schema: str = "public") -> list[tuple]:
-        table = sql.Identifier(schema, "flyway_schema_history")
+    def history(
+        self, dbname: str, schema: str = "public", name: str = "flyway_schema_history"
+    ) -> list[tuple]:
+        table = sql.Identifier(schema, name)
         with self.connect(dbname) as conn:
             name = table.as_string(conn)
             if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:

@@ -674,3 +674,28 @@ def test_target_version(twin):
     twin.step("migrate", target="latest")
     twin.assert_same()
     twin.real_accepts_ours()
+
+
+def test_custom_table_default_schema_and_search_path(twin):
+    """flyway.table and defaultSchema: the history lives there (its DDL, index and key names
+    compared by pg_dump), and each migration runs with the default schema first on the
+    search_path (PostgreSQLConnection.changeCurrentSchemaTo)."""
+    write(twin.folder, "V1__unqualified.sql", "CREATE TABLE lands_here (id int);")
+    write(
+        twin.folder,
+        "V2__path.sql",
+        "CREATE TABLE seen AS SELECT current_setting('search_path') AS p;",
+    )
+    props = dict(schemas="first,second", defaultSchema="second", table="my_history")
+    twin.step("migrate", **props)
+    real = twin.history(twin.real, "second", "my_history")
+    assert real and real == twin.history(twin.ours, "second", "my_history")
+    assert twin.schema(twin.ours) == twin.schema(twin.real)
+    with twin.connect(twin.real) as a, twin.connect(twin.ours) as b:
+        query = (
+            "SELECT schemaname, tablename FROM pg_tables WHERE tablename IN ('lands_here', 'seen')"
+        )
+        assert sorted(b.execute(query).fetchall()) == sorted(a.execute(query).fetchall())
+        path = "SELECT p FROM second.seen"
+        assert b.execute(path).fetchall() == a.execute(path).fetchall()
+    twin.real_accepts_ours(**props)

@@ -117,10 +117,8 @@ def _apply(
     # Flyway writes history on its own connection and resets the role before each migration
     # (PostgreSQLConnection.doRestoreOriginalState): a migration's SET ROLE must end with it.
     role = conn.execute("SELECT current_user").fetchone()[0]
-    # Flyway puts the default schema first, ahead of whatever the path was.
     original_path = conn.execute("SHOW search_path").fetchone()[0]
-    schema_first = f"{sql.Identifier(history.schema).as_string(conn)}, {original_path}"
-    conn.execute("SELECT set_config('search_path', %s, false)", (schema_first,))
+    conn.execute("SELECT set_config('search_path', %s, false)", (_path(conn, history.schema),))
     values = dict(
         version=migration.version_text,
         description=migration.description,
@@ -165,6 +163,17 @@ def _apply(
         success=True,
         **values,
     )
+
+
+def _path(conn: psycopg.Connection, schema: str) -> str:
+    """The search_path a migration runs with: PostgreSQLConnection.changeCurrentSchemaTo puts
+    the default schema first (`"schema",<path>`) unless the path already starts with it or the
+    schema does not exist."""
+    original = conn.execute("SHOW search_path").fetchone()[0]
+    if schema == original or original.startswith(schema + ",") or not schema_exists(conn, schema):
+        return original
+    quoted = sql.Identifier(schema).as_string(conn)
+    return f"{quoted},{original}" if original.strip() else quoted
 
 
 def _set_role(conn: psycopg.Connection, role: str) -> None:
