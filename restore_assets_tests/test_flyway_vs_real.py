@@ -326,7 +326,6 @@ def test_failed_non_transactional_migration(twin, transactional_lock):
     "setting, value",
     [
         ("target", "next"),
-        ("ignoreMigrationPatterns", "*:missing"),
         ("sqlMigrationPrefix", "M"),
         ("sqlMigrationSeparator", "--"),
         ("sqlMigrationSuffixes", ".psql"),
@@ -345,9 +344,8 @@ def test_unsupported_settings_are_refused_by_name(twin, setting, value):
     ours = twin.run_ours("migrate", **{setting: value})
     assert not ours.ok and f"flyway.{setting}" in ours.error
     assert twin.history(twin.ours) == []
-    if setting != "ignoreMigrationPatterns":  # that one matters to validate, not here
-        assert twin.run_ours("migrate").ok
-        assert not real.ok or twin.history(twin.ours) != twin.history(twin.real)
+    assert twin.run_ours("migrate").ok
+    assert not real.ok or twin.history(twin.ours) != twin.history(twin.real)
 
 
 def test_settings_at_their_defaults_and_unknown_ones(twin):
@@ -699,3 +697,35 @@ def test_custom_table_default_schema_and_search_path(twin):
         path = "SELECT p FROM second.seen"
         assert b.execute(path).fetchall() == a.execute(path).fetchall()
     twin.real_accepts_ours(**props)
+
+
+def test_ignore_migration_patterns(twin):
+    """ValidatePattern / MigrationInfoImpl.validate: each of missing (versioned, repeatable),
+    future, ignored, pending is an error unless a pattern matches it; repair deletes missing
+    and future rows unless a pattern matches (DbRepair.deleteMissingMigrations)."""
+    for n in (1, 2, 3, 4):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE ip{n} (id int);")
+    write(twin.folder, "R__r.sql", "CREATE OR REPLACE VIEW ipr AS SELECT 1 AS x;")
+    twin.step("migrate")
+    (twin.folder / "V2__v2.sql").unlink()  # missing
+    (twin.folder / "V4__v4.sql").unlink()  # future: above every file
+    (twin.folder / "R__r.sql").unlink()  # missing repeatable
+    write(twin.folder, "V2_5__late.sql", "CREATE TABLE ip25 (id int);")  # ignored
+    write(twin.folder, "R__new.sql", "CREATE OR REPLACE VIEW ipn AS SELECT 1 AS x;")  # pending
+    every = ["versioned:missing", "repeatable:missing", "*:future", "*:ignored", "*:pending"]
+    real, _ = twin.step("validate", ignoreMigrationPatterns=",".join(every))
+    assert real.valid
+    for left_out in every:
+        patterns = ",".join(p for p in every if p != left_out)
+        real, _ = twin.step("validate", ignoreMigrationPatterns=patterns)
+        assert not real.valid, left_out
+    twin.step("migrate", ignoreMigrationPatterns="*:missing,*:ignored,*:future")
+    twin.assert_same()
+    twin.step("repair")  # the default *:future: V4 stays, V2 and R__r are marked deleted
+    rows = twin.assert_same()
+    assert [(r[1], r[2]) for r in rows if r[3] == "DELETE"] == [("2", "v2"), (None, "r")]
+    twin.step("repair", ignoreMigrationPatterns="")
+    rows = twin.assert_same()
+    assert [r[1] for r in rows if r[3] == "DELETE"] == ["2", None, "4"]
+    twin.step("migrate", ignoreMigrationPatterns="*:ignored")
+    twin.step("validate", ignoreMigrationPatterns="bad")

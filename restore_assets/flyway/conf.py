@@ -146,6 +146,8 @@ class FlywayConfig:
     transactional_lock: bool = True
     skip_default_callbacks: bool = False
     target: str | None = None  # a version text; None: the latest
+    # (type, state) pairs of flyway.ignoreMigrationPatterns, e.g. ("*", "future")
+    ignore_migration_patterns: tuple[tuple[str, str], ...] = (("*", "future"),)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -174,7 +176,7 @@ HONOURED = {
     "url", "user", "password", "schemas", "defaultSchema", "table", "locations",
     "baselineOnMigrate", "baselineVersion", "baselineDescription", "installedBy", "encoding",
     "placeholderReplacement", "outOfOrder", "validateOnMigrate", "mixed", "createSchemas",
-    "postgresql.transactional.lock", "skipDefaultCallbacks", "target",
+    "postgresql.transactional.lock", "skipDefaultCallbacks", "target", "ignoreMigrationPatterns",
 }  # fmt: skip
 HARMLESS = {
     "driver", "connectRetries", "connectRetriesInterval", "lockRetryCount", "cleanDisabled",
@@ -186,7 +188,6 @@ HARMLESS = {
 # Settings that change what Flyway applies or records: accepted only at Flyway's default value,
 # since the engine does not implement them (a silently ignored one would apply the wrong thing).
 DEFAULT_ONLY = {
-    "ignoreMigrationPatterns": "*:future",
     "sqlMigrationPrefix": "V",
     "repeatableSqlMigrationPrefix": "R",
     "sqlMigrationSeparator": "__",
@@ -244,6 +245,29 @@ def check_settings(props: Mapping[str, str]) -> None:
         )
 
 
+def _patterns(value: str) -> tuple[tuple[str, str], ...]:
+    """ValidatePattern.fromPattern for each of the comma-separated patterns."""
+    patterns = []
+    for pattern in _list(value):
+        parts = pattern.split(":")
+        if len(parts) != 2:
+            raise FlywayError(
+                f"Invalid pattern '{pattern}'. Pattern must be of the form "
+                "<migration_type>:<migration_state>"
+            )
+        kind, state = (p.strip().lower() for p in parts)
+        if kind not in ("*", "repeatable", "versioned"):
+            raise FlywayError(
+                f"Invalid migration type '{parts[0]}' in flyway.ignoreMigrationPatterns"
+            )
+        if state not in ("*", "missing", "pending", "ignored", "future"):
+            raise FlywayError(
+                f"Invalid migration state '{parts[1]}' in flyway.ignoreMigrationPatterns"
+            )
+        patterns.append((kind, state))
+    return tuple(patterns)
+
+
 def _target(value: str | None) -> str | None:
     """flyway.target: `latest` (the default) or a version; `current` and `next` are refused."""
     text = (value or "").strip()
@@ -291,6 +315,9 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
         transactional_lock=_bool(props, "flyway.postgresql.transactional.lock", True),
         skip_default_callbacks=_bool(props, "flyway.skipDefaultCallbacks", False),
         target=_target(props.get("flyway.target")),
+        ignore_migration_patterns=_patterns(
+            props.get("flyway.ignoreMigrationPatterns", "*:future")
+        ),
         base_dir=base_dir,
     )
 

@@ -172,28 +172,42 @@ def _is_missing(version: Version, files: dict) -> bool:
     return bool(files) and version < max(files)
 
 
-def missing_applied(resolved: list[ResolvedMigration], rows: list[HistoryRow]) -> list[HistoryRow]:
-    """Applied migrations whose file is gone (state Missing, not Future), in rank order: what
-    validate reports and repair marks deleted."""
+def gone_applied(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> list[HistoryRow]:
+    """Applied migrations whose file is gone, in rank order, unless flyway.ignoreMigrationPatterns
+    matches their state (Missing, or Future above the highest file): what validate reports and
+    repair marks deleted (MigrationInfoImpl.validate, DbRepair.deleteMissingMigrations)."""
     files = {m.version: m for m in resolved if m.version is not None}
     repeatables = {m.stored_description for m in resolved if m.version is None}
     deleted = deleted_ranks(rows)
     live = set(map(id, _applied_versions(rows).values()))
     latest = _latest_runs(rows)
-    missing = []
+    gone = []
     for r in rows:
         if r.version is not None:
             version = Version.parse(r.version)
-            if id(r) in live and version not in files and _is_missing(version, files):
-                missing.append(r)
+            if id(r) in live and version not in files:
+                state = "missing" if _is_missing(version, files) else "future"
+                if not ignored_by_pattern(config, True, state):
+                    gone.append(r)
         elif (
             r.type not in SYNTHETIC
             and r.installed_rank not in deleted
             and latest[r.description] is r
             and r.description not in repeatables
+            and not ignored_by_pattern(config, False, "missing")
         ):
-            missing.append(r)
-    return missing
+            gone.append(r)
+    return gone
+
+
+def ignored_by_pattern(config: FlywayConfig, versioned: bool, state: str) -> bool:
+    """ValidatePattern.matchesMigration for flyway.ignoreMigrationPatterns."""
+    return any(
+        s in ("*", state) and t in ("*", "versioned" if versioned else "repeatable")
+        for t, s in config.ignore_migration_patterns
+    )
 
 
 def _above_target(config: FlywayConfig, version: Version) -> bool:
@@ -268,7 +282,7 @@ def validation_errors(
     for row in rows:
         if not row.success:
             errors.append(failed_migration_message(row))
-    for row in missing_applied(resolved, rows):
+    for row in gone_applied(config, resolved, rows):
         if row.version is None or baseline is None or Version.parse(row.version) > baseline:
             errors.append(
                 "Detected applied migration not resolved locally: "
@@ -309,18 +323,20 @@ def validation_errors(
             continue
         out_of_order = highest_applied is not None and version < highest_applied
         if out_of_order and not config.out_of_order:
+            if ignored_by_pattern(config, True, "ignored"):
+                continue
             errors.append(
                 f"Detected resolved migration not applied to database: {file.version_text} "
                 f"({file.script}) is below the highest applied version {highest_applied}; "
                 "set flyway.outOfOrder=true to apply it, or renumber it."
             )
-        elif pending_is_error:
+        elif pending_is_error and not ignored_by_pattern(config, True, "pending"):
             errors.append(
                 f"Detected resolved migration not applied to database: {file.version_text}."
             )
     if pending_is_error:
         for m in pending_migrations(config, resolved, rows):
-            if m.version is None:
+            if m.version is None and not ignored_by_pattern(config, False, "pending"):
                 errors.append(
                     f"Detected resolved repeatable migration not applied to database: "
                     f"{m.description}."

@@ -15,7 +15,7 @@ from restore_assets.flyway.database import (
     open_connection,
 )
 from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
-from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, missing_applied
+from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, gone_applied
 from restore_assets.flyway.version import Version
 
 
@@ -42,7 +42,7 @@ def repair(
             # JdbcTableSchemaHistory.delete: a copy of the row, type DELETE, at the next rank.
             rank = rows[-1].installed_rank + 1 if rows else 1
             user = installed_by(conn, config)
-            for row in missing_applied(resolved, rows):
+            for row in gone_applied(config, resolved, rows):
                 history.insert(
                     conn,
                     rank=rank,
