@@ -729,3 +729,18 @@ def test_ignore_migration_patterns(twin):
     assert [r[1] for r in rows if r[3] == "DELETE"] == ["2", None, "4"]
     twin.step("migrate", ignoreMigrationPatterns="*:ignored")
     twin.step("validate", ignoreMigrationPatterns="bad")
+
+
+def test_mixed_scripts(twin):
+    """A script mixing transactional and non-transactional statements fails unless mixed=true
+    (ParserSqlScript), then runs outside a transaction."""
+    props = {"postgresql.transactional.lock": "false"}
+    write(
+        twin.folder,
+        "V1__mixed.sql",
+        "CREATE TABLE mx (id int);\nCREATE INDEX CONCURRENTLY mxi ON mx (id);",
+    )
+    real, ours = twin.step("migrate", **props)
+    assert "mixed" in real.error and "mixed" in ours.error
+    twin.step("migrate", mixed="true", **props)
+    twin.assert_same()
