@@ -177,6 +177,12 @@ def test_placeholders_are_case_insensitive_and_unknown_ones_fail():
     assert replace_placeholders("GRANT ${Role} TO x", {"role": "app"}) == "GRANT app TO x"
     with pytest.raises(FlywayError, match=r"No value provided for placeholder: \$\{missing\}"):
         replace_placeholders("SELECT '${missing}'", {})
+    # PlaceholderReplacingReader: any text up to `}` is a name; `$${x}` is passed on unchecked
+    with pytest.raises(FlywayError, match=r"placeholder: \$\{not a name\}"):
+        replace_placeholders("SELECT '${not a name}'", {})
+    assert replace_placeholders("$${x} $a ${x}", {"x": "1"}) == "$${x} $a 1"
+    with pytest.raises(FlywayError, match="default placeholder"):
+        replace_placeholders("${flyway:nope}", {})
 
 
 def test_lock_key_is_flyways_own():
@@ -260,7 +266,7 @@ def states(config, files, rows):
     ]
 
 
-def test_info_states_ignored_missing_pending_outdated_in_numeric_order():
+def test_info_states_ignored_missing_pending_outdated_in_flyways_order():
     config = load_conf(None, env={})
     files = [
         migration("1", "one"),
@@ -276,12 +282,14 @@ def test_info_states_ignored_missing_pending_outdated_in_numeric_order():
         applied(4, None, "view", checksum=1),  # the file changed since: Outdated
     ]
     assert states(config, files, rows) == [
+        # applied rows in rank order, then the rest by version (MigrationInfoImpl.compareTo)
         ("Versioned", "1", "one", "Success"),
-        ("Versioned", "2", "two", "Ignored"),  # below the highest applied (4)
         ("Versioned", "3", "three", "Missing"),
         ("Versioned", "4", "four", "Success"),
-        ("Versioned", "10", "ten", "Pending"),
         ("Repeatable", None, "view", "Outdated"),
+        ("Versioned", "2", "two", "Ignored"),  # below the highest applied (4)
+        ("Versioned", "10", "ten", "Pending"),
+        ("Repeatable", None, "view", "Pending"),  # the changed file, to run again
     ]
     # With outOfOrder the ignored version becomes pending, and migrate applies it first.
     out_of_order = load_conf(None, env={}, overrides={"flyway.outOfOrder": "true"})
@@ -303,8 +311,8 @@ def test_info_states_baseline_below_baseline_failed_and_future():
         applied(4, "9", "nine"),  # above every file: applied by a newer release
     ]
     assert states(config, files, rows) == [
+        ("Versioned", "1", "one", "Ignored (Baseline)"),  # files at or below it come first
         ("", "1", "<< Flyway Baseline >>", "Baseline"),
-        ("Versioned", "1", "one", "Below Baseline"),
         ("Versioned", "2", "two", "Success"),
         ("Versioned", "3", "three", "Failed"),
         ("Versioned", "9", "nine", "Future"),

@@ -92,7 +92,8 @@ def _native(engine, action: str) -> int:
         repaired = engine.repair()
         print(
             f"Repair: removed {len(repaired['removed'])} failed row(s) "
-            f"{repaired['removed'] or ''}, realigned {len(repaired['realigned'])} "
+            f"{repaired['removed'] or ''}, marked {len(repaired['deleted'])} missing as deleted "
+            f"{repaired['deleted'] or ''}, realigned {len(repaired['realigned'])} "
             f"{repaired['realigned'] or ''}".rstrip()
         )
     return EXIT_OK

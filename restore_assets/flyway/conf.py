@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from restore_assets.flyway.errors import FlywayError
+from restore_assets.flyway.version import Version
 
+_JAVA_TRIM = "".join(chr(c) for c in range(33))  # String.trim() drops every char <= ' '
 _ENV_REF = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _JDBC = re.compile(
     r"^jdbc:postgresql://(?P<host>\[[^\]]+\]|[^:/?]*)(?::(?P<port>\d+))?/(?P<db>[^?]*)(?:\?(?P<q>.*))?$"
@@ -18,25 +20,12 @@ _JDBC = re.compile(
 DEFAULT_TABLE = "flyway_schema_history"
 DEFAULT_BASELINE_DESCRIPTION = "<< Flyway Baseline >>"
 
-# Flyway's environment variables for the keys we honour (FLYWAY_<UPPER_SNAKE>).
-ENV_KEYS = {
-    "FLYWAY_URL": "flyway.url",
-    "FLYWAY_USER": "flyway.user",
-    "FLYWAY_PASSWORD": "flyway.password",
-    "FLYWAY_SCHEMAS": "flyway.schemas",
-    "FLYWAY_DEFAULT_SCHEMA": "flyway.defaultSchema",
-    "FLYWAY_TABLE": "flyway.table",
-    "FLYWAY_LOCATIONS": "flyway.locations",
-    "FLYWAY_BASELINE_ON_MIGRATE": "flyway.baselineOnMigrate",
-    "FLYWAY_BASELINE_VERSION": "flyway.baselineVersion",
-    "FLYWAY_BASELINE_DESCRIPTION": "flyway.baselineDescription",
-    "FLYWAY_INSTALLED_BY": "flyway.installedBy",
-    "FLYWAY_ENCODING": "flyway.encoding",
-    "FLYWAY_OUT_OF_ORDER": "flyway.outOfOrder",
-    "FLYWAY_VALIDATE_ON_MIGRATE": "flyway.validateOnMigrate",
-    "FLYWAY_MIXED": "flyway.mixed",
-    "FLYWAY_CREATE_SCHEMAS": "flyway.createSchemas",
-}
+
+def _env_name(setting: str) -> str:
+    """Flyway's environment variable for a setting: `sqlMigrationPrefix` is
+    FLYWAY_SQL_MIGRATION_PREFIX, `postgresql.transactional.lock`
+    FLYWAY_POSTGRESQL_TRANSACTIONAL_LOCK."""
+    return "FLYWAY_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", setting).replace(".", "_").upper()
 
 
 def substitute_env(text: str, env: Mapping[str, str]) -> str:
@@ -67,7 +56,7 @@ def parse_properties(text: str) -> dict[str, str]:
     props: dict[str, str] = {}
     logical: list[str] = []
     pending = ""
-    for raw in text.splitlines():
+    for raw in re.split(r"\r\n|\r|\n", text):
         line = raw.lstrip(" \t\f")
         if not pending and (not line or line[0] in "#!"):
             continue
@@ -152,6 +141,13 @@ class FlywayConfig:
     validate_on_migrate: bool = True
     mixed: bool = False
     create_schemas: bool = True
+    # flyway.postgresql.transactional.lock (default true in Flyway 10): the lock is held in a
+    # transaction around each migration's history write, so a failed migration leaves no row.
+    transactional_lock: bool = True
+    skip_default_callbacks: bool = False
+    target: str | None = None  # a version text; None: the latest
+    # (type, state) pairs of flyway.ignoreMigrationPatterns, e.g. ("*", "future")
+    ignore_migration_patterns: tuple[tuple[str, str], ...] = (("*", "future"),)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -174,7 +170,122 @@ class FlywayConfig:
         return dirs
 
 
+# Flyway settings the engine honours (see config_from_properties), and those that change
+# nothing it applies or records (connection retries, reporting, clean, which it never runs).
+HONOURED = {
+    "url", "user", "password", "schemas", "defaultSchema", "table", "locations",
+    "baselineOnMigrate", "baselineVersion", "baselineDescription", "installedBy", "encoding",
+    "placeholderReplacement", "outOfOrder", "validateOnMigrate", "mixed", "createSchemas",
+    "postgresql.transactional.lock", "skipDefaultCallbacks", "target", "ignoreMigrationPatterns",
+}  # fmt: skip
+HARMLESS = {
+    "driver", "connectRetries", "connectRetriesInterval", "lockRetryCount", "cleanDisabled",
+    "outputType", "color", "loggers", "reportEnabled", "reportFilename", "outputQueryResults",
+    "failOnMissingLocations", "licenseKey", "workingDirectory", "environment",
+    "jarDirs", "outputFile", "configFiles", "configFileEncoding", "kerberosConfigFile",
+    "communityDBSupportEnabled", "outputProgress",
+}  # fmt: skip
+# Settings that change what Flyway applies or records: accepted only at Flyway's default value,
+# since the engine does not implement them (a silently ignored one would apply the wrong thing).
+DEFAULT_ONLY = {
+    "sqlMigrationPrefix": "V",
+    "repeatableSqlMigrationPrefix": "R",
+    "sqlMigrationSeparator": "__",
+    "sqlMigrationSuffixes": ".sql",
+    "callbacks": "",
+    "resolvers": "",
+    "skipDefaultResolvers": "false",
+    "group": "false",
+    "cherryPick": "",
+    "skipExecutingMigrations": "false",
+    "placeholderPrefix": "${",
+    "placeholderSuffix": "}",
+    "placeholderSeparator": ":",
+    "scriptPlaceholderPrefix": "FP__",
+    "scriptPlaceholderSuffix": "__",
+    "initSql": "",
+    "cleanOnValidationError": "false",
+    "validateMigrationNaming": "false",
+    "detectEncoding": "false",
+    "executeInTransaction": "true",
+    "batch": "false",
+    "stream": "false",
+    "tablespace": "",
+    "undoSqlMigrationPrefix": "U",
+    "errorOverrides": "",
+    "dryRunOutput": "",
+}
+
+
+# Flyway's FLYWAY_* environment variables: those of honoured settings are read, those of
+# refused ones are refused like the settings.
+ENV_KEYS = {_env_name(name): f"flyway.{name}" for name in HONOURED}
+ENV_REFUSED = {_env_name(name): f"flyway.{name}" for name in DEFAULT_ONLY}
+
+
+def check_settings(props: Mapping[str, str]) -> None:
+    """Refuse any setting the engine would otherwise ignore, naming it."""
+    for key, value in props.items():
+        name = key.removeprefix("flyway.")
+        if not key.startswith("flyway.") or name.startswith(("placeholders.", "jdbcProperties.")):
+            continue
+        if name in HONOURED or name in HARMLESS:
+            continue
+        if name in DEFAULT_ONLY:
+            default = DEFAULT_ONLY[name]
+            if value.strip().lower() == default.lower():
+                continue
+            raise FlywayError(
+                f"{key}={value!r} is not supported by the native Flyway engine (only its default "
+                f"{default!r}); remove it, or run real Flyway (FLYWAY_RUNNER=cli or docker)"
+            )
+        raise FlywayError(
+            f"{key} is not a setting the native Flyway engine knows; remove it, or run real "
+            "Flyway (FLYWAY_RUNNER=cli or docker)"
+        )
+
+
+def _patterns(value: str) -> tuple[tuple[str, str], ...]:
+    """ValidatePattern.fromPattern for each of the comma-separated patterns."""
+    patterns = []
+    for pattern in _list(value):
+        parts = pattern.split(":")
+        if len(parts) != 2:
+            raise FlywayError(
+                f"Invalid pattern '{pattern}'. Pattern must be of the form "
+                "<migration_type>:<migration_state>"
+            )
+        kind, state = (p.strip().lower() for p in parts)
+        if kind not in ("*", "repeatable", "versioned"):
+            raise FlywayError(
+                f"Invalid migration type '{parts[0]}' in flyway.ignoreMigrationPatterns"
+            )
+        if state not in ("*", "missing", "pending", "ignored", "future"):
+            raise FlywayError(
+                f"Invalid migration state '{parts[1]}' in flyway.ignoreMigrationPatterns"
+            )
+        patterns.append((kind, state))
+    return tuple(patterns)
+
+
+def _target(value: str | None) -> str | None:
+    """flyway.target: `latest` (the default) or a version; `current` and `next` are refused."""
+    text = (value or "").strip()
+    if text == "" or text.lower() == "latest":
+        return None
+    if text.lower() in ("current", "next"):
+        raise FlywayError(
+            f"flyway.target={text!r} is not supported by the native Flyway engine (a version or "
+            "'latest' is); run real Flyway (FLYWAY_RUNNER=cli or docker) for it"
+        )
+    try:
+        return Version.parse(text.replace("_", ".")).text
+    except ValueError:
+        raise FlywayError(f"flyway.target={text!r} is not a version") from None
+
+
 def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayConfig:
+    check_settings(props)
     placeholders = {
         k.removeprefix("flyway.placeholders.").lower(): v
         for k, v in props.items()
@@ -201,8 +312,43 @@ def config_from_properties(props: Mapping[str, str], base_dir: Path) -> FlywayCo
         validate_on_migrate=_bool(props, "flyway.validateOnMigrate", True),
         mixed=_bool(props, "flyway.mixed", False),
         create_schemas=_bool(props, "flyway.createSchemas", True),
+        transactional_lock=_bool(props, "flyway.postgresql.transactional.lock", True),
+        skip_default_callbacks=_bool(props, "flyway.skipDefaultCallbacks", False),
+        target=_target(props.get("flyway.target")),
+        ignore_migration_patterns=_patterns(
+            props.get("flyway.ignoreMigrationPatterns", "*:future")
+        ),
         base_dir=base_dir,
     )
+
+
+def flyway_conf_lines(text: str) -> str:
+    """ConfigUtils.loadConfigurationFromString's preparation before Properties.load (Flyway
+    10.17.3): lines trimmed and every backslash doubled, so values are literal; a trailing
+    backslash stays a continuation when the next line has content that is not a new
+    `flyway.` setting."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    out = []
+    for i, raw in enumerate(lines):
+        line = raw.strip(_JAVA_TRIM).replace("\\", "\\\\")
+        if line.endswith("\\\\") and i < len(lines) - 1:
+            following = lines[i + 1]
+            is_setting = following.strip(_JAVA_TRIM).startswith("flyway.") and "=" in following
+            if following and not is_setting:
+                line = line[:-2] + "\\"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def read_conf_file(path: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The settings in a flyway.conf, read as Flyway reads them, `${ENV}` filled in."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
+    # ${ENV} is filled into the parsed values (Flyway fills it into the text first, so its
+    # Properties.load would eat a backslash of a password set in the environment).
+    return {k: substitute_env(v, env) for k, v in parse_properties(flyway_conf_lines(text)).items()}
 
 
 def load_conf(
@@ -215,16 +361,19 @@ def load_conf(
     props: dict[str, str] = {}
     base_dir = Path.cwd()
     if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
-        # ${ENV} is filled into the parsed values, so a password with `\` or `"` in it arrives
-        # exactly as set (substituted first, the properties parser would unescape it).
-        props = {k: substitute_env(v, env) for k, v in parse_properties(text).items()}
+        props = read_conf_file(path, env)
         base_dir = path.resolve().parent
     for name, key in ENV_KEYS.items():
         if env.get(name):
             props[key] = env[name]
+    for name, value in env.items():
+        # Flyway's FLYWAY_<SETTING> for the settings refused above, so they are refused too.
+        key = ENV_REFUSED.get(name)
+        if key and value:
+            props[key] = value
+        elif name.startswith("FLYWAY_PLACEHOLDERS_") and len(name) > len("FLYWAY_PLACEHOLDERS_"):
+            props[f"flyway.placeholders.{name.removeprefix('FLYWAY_PLACEHOLDERS_').lower()}"] = (
+                value
+            )
     props.update(overrides or {})
     return config_from_properties(props, base_dir)

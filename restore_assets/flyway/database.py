@@ -18,22 +18,26 @@ from restore_assets.pg.locks import advisory_lock as pg_advisory_lock
 Connect = Callable[[], psycopg.Connection]
 Log = Callable[[str], None]
 
-# Objects that make a schema "non-empty" for baselineOnMigrate, extension members excluded.
+# PostgreSQLSchema.doEmpty (Flyway 10.17.3), word for word: tables, views, sequences (not
+# partitioned tables, materialized views or foreign tables), types other than array and
+# composite ones, and functions, extension members excluded.
 SCHEMA_OBJECTS_SQL = """
-SELECT
-  (SELECT count(*) FROM pg_class c
-    WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                        AND d.objid = c.oid AND d.deptype = 'e'))
-+ (SELECT count(*) FROM pg_type t
-    WHERE t.typnamespace = n.oid AND t.typtype <> 'c' AND t.typcategory <> 'A'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                        AND d.objid = t.oid AND d.deptype = 'e'))
-+ (SELECT count(*) FROM pg_proc p
-    WHERE p.pronamespace = n.oid
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                        AND d.objid = p.oid AND d.deptype = 'e'))
-FROM pg_namespace n WHERE n.nspname = %s
+SELECT EXISTS (
+    SELECT c.oid FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
+    WHERE  n.nspname = %(schema)s AND d.objid IS NULL AND c.relkind IN ('r', 'v', 'S', 't')
+  UNION ALL
+    SELECT t.oid FROM pg_catalog.pg_type t
+    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+    LEFT JOIN pg_catalog.pg_depend d ON d.objid = t.oid AND d.deptype = 'e'
+    WHERE n.nspname = %(schema)s AND d.objid IS NULL AND t.typcategory NOT IN ('A', 'C')
+  UNION ALL
+    SELECT p.oid FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    LEFT JOIN pg_catalog.pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+    WHERE n.nspname = %(schema)s AND d.objid IS NULL
+)
 """
 
 
@@ -95,9 +99,8 @@ def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
 
 
 def schema_empty(conn: psycopg.Connection, schema: str) -> bool:
-    """Empty as baselineOnMigrate means it: no tables, views, sequences, types or functions."""
-    row = conn.execute(SCHEMA_OBJECTS_SQL, (schema,)).fetchone()
-    return row is None or row[0] == 0
+    """Empty as baselineOnMigrate means it (SCHEMA_OBJECTS_SQL)."""
+    return not conn.execute(SCHEMA_OBJECTS_SQL, {"schema": schema}).fetchone()[0]
 
 
 def installed_by(conn: psycopg.Connection, config: FlywayConfig) -> str:

@@ -66,7 +66,8 @@ class Flyway:
         )
 
     def repair(self) -> dict[str, list[str]]:
-        """Delete failed rows; realign description/type/checksum of applied rows to the files."""
+        """Delete failed rows, mark missing migrations deleted, realign applied rows to the
+        files; returns what was done under "removed", "deleted" and "realigned"."""
         return repair.repair(
             self.config, self._connect, log=self.log, lock_wait_seconds=self.lock_wait_seconds
         )

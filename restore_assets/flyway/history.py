@@ -8,7 +8,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.history_row import HistoryRow, abbreviate_description, abbreviate_script
 
 SCHEMA_MARKER_DESCRIPTION = "<< Flyway Schema Creation >>"
 LOCK_BASE = 0x466C79776179
@@ -104,9 +104,9 @@ class HistoryTable:
             (
                 rank,
                 version,
-                description,
+                abbreviate_description(description),
                 type,
-                script,
+                abbreviate_script(script),
                 checksum,
                 installed_by,
                 execution_time,

@@ -7,6 +7,32 @@ import datetime as dt
 from dataclasses import dataclass
 
 
+def _java_prefix(text: str, start: int, end: int) -> str:
+    """`text.substring(start, end)` in Java's UTF-16 units (a split pair becomes `?`, as the
+    JDBC driver would send it)."""
+    units = text.encode("utf-16-le", "surrogatepass")[2 * start : 2 * end]
+    return units.decode("utf-16-le", "surrogatepass").encode("utf-8", "replace").decode()
+
+
+def _java_length(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def abbreviate_description(description: str) -> str:
+    """AbbreviationUtils.abbreviateDescription: over 200 (UTF-16) characters, the first 197 and
+    `...` are stored; validate compares the file's description abbreviated the same way."""
+    if _java_length(description) <= 200:
+        return description
+    return _java_prefix(description, 0, 197) + "..."
+
+
+def abbreviate_script(script: str) -> str:
+    """AbbreviationUtils.abbreviateScript: over 1000 characters, `...` + characters 3 to 999."""
+    if _java_length(script) <= 1000:
+        return script
+    return "..." + _java_prefix(script, 3, 1000)
+
+
 @dataclass(frozen=True)
 class HistoryRow:
     installed_rank: int

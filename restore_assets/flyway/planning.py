@@ -7,7 +7,6 @@ and the database side (`commands/`) only executes what this module decided."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +18,6 @@ from restore_assets.flyway.version import Version
 
 if TYPE_CHECKING:
     from restore_assets.flyway.statements import Statement
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.:\-]+)\}")
 
 
 @dataclass(frozen=True)
@@ -76,18 +73,35 @@ def is_transactional(
 
 
 def replace_placeholders(text: str, values: dict[str, str]) -> str:
-    """`${name}` replaced case-insensitively; an unknown name fails rather than run as is."""
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1).lower()
-        if name not in values:
+    """Flyway 10.17.3's PlaceholderReplacingReader.read(): every `${` starts a placeholder that
+    runs to the next `}` (any characters), looked up case-insensitively; an unknown one fails
+    rather than run as is. Ported step by step, quirks included: after a `$` that does not start
+    `${`, the next character is passed on unchecked (so `$${x}` stays as it is)."""
+    prefix, suffix = "${", "}"
+    known = {k.lower(): v for k, v in values.items()}
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        buffer = text[i]  # read ahead while what was read could still begin the prefix
+        i += 1
+        while len(buffer) < len(prefix) and prefix.startswith(buffer) and i < n:
+            buffer += text[i]
+            i += 1
+        if buffer != prefix:
+            out.append(buffer)
+            continue
+        end = text.find(suffix, i)
+        name = text[i:end] if end >= 0 else text[i : -len(suffix)]
+        i = end + len(suffix) if end >= 0 else n
+        if name.lower() not in known:
+            if "flyway:" in name:
+                raise FlywayError(f"Failed to populate value for default placeholder: ${{{name}}}")
             raise FlywayError(
-                f"No value provided for placeholder: ${{{match.group(1)}}}. "
-                f"Set flyway.placeholders.{match.group(1)} or remove it from the migration"
+                f"No value provided for placeholder: ${{{name}}}. "
+                f"Set flyway.placeholders.{name} or remove it from the migration"
             )
-        return values[name]
-
-    return _PLACEHOLDER.sub(substitute, text)
+        out.append(known[name.lower()])
+    return "".join(out)
 
 
 def failed_migration_message(row: HistoryRow) -> str:
@@ -106,37 +120,143 @@ def _baseline_version(rows: list[HistoryRow]) -> Version | None:
     return None
 
 
+# Types Flyway calls synthetic (CoreMigrationType): markers, not migrations.
+SYNTHETIC = ("SCHEMA", "BASELINE", "DELETE")
+
+
+def deleted_ranks(rows: list[HistoryRow]) -> set[int]:
+    """Rows a later DELETE row (written by repair) marks as deleted: the latest earlier
+    migration row of its version, or of its description for a repeatable
+    (MigrationInfoServiceImpl.markAsDeleted / markRepeatableAsDeleted)."""
+    deleted: set[int] = set()
+    for index, row in enumerate(rows):
+        if row.type != "DELETE" or not row.success:
+            continue
+        for earlier in reversed(rows[:index]):
+            if earlier.type in SYNTHETIC or not _same_migration(earlier, row):
+                continue
+            if earlier.installed_rank in deleted and row.version is not None:
+                raise FlywayError(
+                    f"Corrupted schema history: multiple delete entries for version {row.version}"
+                )
+            deleted.add(earlier.installed_rank)
+            break
+    return deleted
+
+
+def _same_migration(a: HistoryRow, b: HistoryRow) -> bool:
+    if a.version is None or b.version is None:
+        return a.version is None and b.version is None and a.description == b.description
+    return Version.parse(a.version) == Version.parse(b.version)
+
+
 def _applied_versions(rows: list[HistoryRow]) -> dict[Version, HistoryRow]:
+    """Applied versioned migrations that count: not markers, not deleted by repair."""
+    deleted = deleted_ranks(rows)
     return {
         Version.parse(r.version): r
         for r in rows
-        if r.version is not None and r.type not in ("SCHEMA", "BASELINE")
+        if r.version is not None and r.type not in SYNTHETIC and r.installed_rank not in deleted
     }
+
+
+def _latest_runs(rows: list[HistoryRow]) -> dict[str, HistoryRow]:
+    """The latest row per repeatable description, DELETE rows included
+    (MigrationInfoServiceImpl.getLatestRepeatableRuns)."""
+    return {r.description: r for r in rows if r.version is None and r.type != "SCHEMA"}
+
+
+def _is_missing(version: Version, files: dict) -> bool:
+    """An applied version with no file is Missing below the highest file, else Future
+    (BaseAppliedMigration.getMissingState; with no file at all, Future)."""
+    return bool(files) and version < max(files)
+
+
+def gone_applied(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> list[HistoryRow]:
+    """Applied migrations whose file is gone, in rank order, unless flyway.ignoreMigrationPatterns
+    matches their state (Missing, or Future above the highest file): what validate reports and
+    repair marks deleted (MigrationInfoImpl.validate, DbRepair.deleteMissingMigrations)."""
+    files = {m.version: m for m in resolved if m.version is not None}
+    repeatables = {m.stored_description for m in resolved if m.version is None}
+    deleted = deleted_ranks(rows)
+    live = set(map(id, _applied_versions(rows).values()))
+    latest = _latest_runs(rows)
+    gone = []
+    for r in rows:
+        if r.version is not None:
+            version = Version.parse(r.version)
+            if id(r) in live and version not in files:
+                state = "missing" if _is_missing(version, files) else "future"
+                if not ignored_by_pattern(config, True, state):
+                    gone.append(r)
+        elif (
+            r.type not in SYNTHETIC
+            and r.installed_rank not in deleted
+            and latest[r.description] is r
+            and r.description not in repeatables
+            and not ignored_by_pattern(config, False, "missing")
+        ):
+            gone.append(r)
+    return gone
+
+
+def ignored_by_pattern(config: FlywayConfig, versioned: bool, state: str) -> bool:
+    """ValidatePattern.matchesMigration for flyway.ignoreMigrationPatterns."""
+    return any(
+        s in ("*", state) and t in ("*", "versioned" if versioned else "repeatable")
+        for t, s in config.ignore_migration_patterns
+    )
+
+
+def _above_target(config: FlywayConfig, version: Version) -> bool:
+    return config.target is not None and version > Version.parse(config.target)
+
+
+def check_target(
+    config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
+) -> None:
+    """failOnMissingTarget (MigrationInfoServiceImpl.validateTarget): the target version must
+    be a file's or an applied row's."""
+    if config.target is None:
+        return
+    target = Version.parse(config.target)
+    versions = [m.version for m in resolved] + [Version.parse(r.version) for r in rows if r.version]
+    if target not in versions:
+        raise FlywayError(
+            f"No migration with a target version {config.target} could be found. Ensure "
+            "target is specified correctly and the migration exists."
+        )
 
 
 def pending_migrations(
     config: FlywayConfig, resolved: list[ResolvedMigration], rows: list[HistoryRow]
 ) -> list[ResolvedMigration]:
-    """What migrate would apply, in order: new versions (out-of-order ones if allowed), then
-    new or changed repeatables."""
+    """What migrate would apply, in order: new versions (out-of-order ones if allowed, none
+    above flyway.target), then new or changed repeatables."""
+    check_target(config, resolved, rows)
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     highest = max([*applied, *([baseline] if baseline else [])], default=None)
+    latest, deleted = _latest_runs(rows), deleted_ranks(rows)
     pending = []
     for m in resolved:
         if m.version is None:
-            latest = [
-                r
-                for r in rows
-                if r.version is None
-                and r.type == m.type
-                and r.description == m.description
-                and r.success
-            ]
-            if not latest or latest[-1].checksum != m.checksum:
+            # Done only if its latest run is a live run of the same text
+            # (MigrationInfoServiceImpl.getPendingResolvedRepeatableMigrations).
+            run = latest.get(m.stored_description)
+            if (
+                run is None
+                or run.type == "DELETE"
+                or run.installed_rank in deleted
+                or not m.checksum_matches(run.checksum)
+            ):
                 pending.append(m)
             continue
         if m.version in applied or (baseline is not None and m.version <= baseline):
+            continue
+        if _above_target(config, m.version):
             continue
         if highest is not None and m.version < highest and not config.out_of_order:
             continue
@@ -172,25 +292,29 @@ def validation_errors(
     pending_is_error: bool,
 ) -> list[str]:
     """Flyway's validate messages; pending files only count when `pending_is_error` (the validate
-    command), not for validateOnMigrate."""
+    command), not for validateOnMigrate; files above flyway.target do not count."""
+    check_target(config, resolved, rows)
     errors = []
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     files = {m.version: m for m in resolved if m.version is not None}
-    highest_file = max(files, default=None)
     highest_applied = max(applied, default=None)
     for row in rows:
         if not row.success:
             errors.append(failed_migration_message(row))
+    for row in gone_applied(config, resolved, rows):
+        if row.version is None or baseline is None or Version.parse(row.version) > baseline:
+            errors.append(
+                "Detected applied migration not resolved locally: "
+                f"{row.version or row.description}. If you removed it on purpose, run repair "
+                "to mark it as deleted."
+            )
     for version, row in sorted(applied.items()):
         if baseline is not None and version <= baseline:
             continue
         file = files.get(version)
         if file is None:
-            if highest_file is not None and version > highest_file:
-                continue  # future: applied by a newer release, ignored by default
-            errors.append(f"Detected applied migration not resolved locally: {row.version}.")
-            continue
+            continue  # missing (above) or future: applied by a newer release, ignored
         if not row.success:
             continue
         if row.type != file.type:
@@ -206,7 +330,7 @@ def validation_errors(
                 "Either revert the changes to the migration, or run repair to update the schema "
                 "history."
             )
-        if row.description != file.description:
+        if row.description != file.stored_description:
             errors.append(
                 f"Migration description mismatch for migration version {row.version}\n"
                 f"-> Applied to database : {row.description}\n"
@@ -215,20 +339,24 @@ def validation_errors(
     for version, file in sorted(files.items()):
         if version in applied or (baseline is not None and version <= baseline):
             continue
+        if _above_target(config, version):
+            continue
         out_of_order = highest_applied is not None and version < highest_applied
         if out_of_order and not config.out_of_order:
+            if ignored_by_pattern(config, True, "ignored"):
+                continue
             errors.append(
                 f"Detected resolved migration not applied to database: {file.version_text} "
                 f"({file.script}) is below the highest applied version {highest_applied}; "
                 "set flyway.outOfOrder=true to apply it, or renumber it."
             )
-        elif pending_is_error:
+        elif pending_is_error and not ignored_by_pattern(config, True, "pending"):
             errors.append(
                 f"Detected resolved migration not applied to database: {file.version_text}."
             )
     if pending_is_error:
         for m in pending_migrations(config, resolved, rows):
-            if m.version is None:
+            if m.version is None and not ignored_by_pattern(config, False, "pending"):
                 errors.append(
                     f"Detected resolved repeatable migration not applied to database: "
                     f"{m.description}."
@@ -263,56 +391,92 @@ def build_info(
     baseline = _baseline_version(rows)
     applied = _applied_versions(rows)
     files = {m.version: m for m in resolved if m.version is not None}
-    highest_file = max(files, default=None)
     highest_applied = max(applied, default=None)
     pending = {m.script for m in pending_migrations(config, resolved, rows)}
     # SCHEMA and BASELINE rows are "synthetic" to Flyway: its info shows no category for them.
-    head = [_from_history(r, "Success", "") for r in rows if r.type == "SCHEMA"]
-    head += [_from_history(r, "Baseline", "") for r in rows if r.type == "BASELINE"]
-    versioned: list[tuple[Version, InfoRow]] = []
-    for version, row in applied.items():
-        if not row.success:
-            state = "Failed"
+    # Sort keys follow MigrationInfoImpl.compareTo: below-baseline files first, then whatever has
+    # an installed rank in rank order, then the rest by version, repeatables last.
+    deleted = deleted_ranks(rows)
+    out_of_order = _out_of_order(rows, deleted)
+    keyed: list[tuple[tuple, InfoRow]] = []
+    for r in rows:
+        if r.type in ("SCHEMA", "BASELINE"):
+            state = "Success" if r.type == "SCHEMA" else "Baseline"
+            keyed.append(((1, r.installed_rank), _from_history(r, state, "")))
+    # Versioned rows: a DELETE row is not shown, the row it deleted is (BaseAppliedMigration
+    # .getState and MigrationInfoImpl.getState, in their order of checks).
+    for row in rows:
+        if row.version is None or row.type in SYNTHETIC:
+            continue
+        version = Version.parse(row.version)
+        if row.installed_rank in deleted:
+            state = "Deleted"
         elif version not in files:
-            state = "Future" if highest_file is not None and version > highest_file else "Missing"
-        elif row.installed_rank != _rank_order(rows, version):
+            state = "Missing" if _is_missing(version, files) else "Future"
+        elif not row.success:
+            state = "Failed"
+        elif row.installed_rank in out_of_order:
             state = "Out of Order"
         else:
             state = "Success"
-        versioned.append((version, _from_history(row, state)))
+        keyed.append(((1, row.installed_rank), _from_history(row, state)))
     for version, m in files.items():
         if version in applied:
             continue
         if baseline is not None and version <= baseline:
-            state = "Below Baseline"
+            state = "Ignored (Baseline)" if version == baseline else "Below Baseline"
+            keyed.append(((0, version), _from_file(m, state)))
+            continue
+        if _above_target(config, version):
+            state = "Above Target"
         elif m.script in pending or highest_applied is None:
             state = "Pending"
         else:
             state = "Ignored"
-        versioned.append((version, _from_file(m, state)))
-    repeatable = []
-    for m in resolved:
-        if m.version is not None:
+        keyed.append(((2, 0, version), _from_file(m, state)))
+    # Repeatables: every run is a row of its own (the latest Success, Outdated or Missing, older
+    # ones Superseded); a repair's DELETE row shows as a synthetic Success; a new or changed file
+    # adds a Pending row at the end.
+    repeatables = {m.stored_description: m for m in resolved if m.version is None}
+    latest = _latest_runs(rows)
+    for r in rows:
+        if r.version is not None or r.type == "SCHEMA":
             continue
-        runs = [
-            r
-            for r in rows
-            if r.version is None and r.type == m.type and r.description == m.description
-        ]
-        state = "Pending" if not runs else ("Outdated" if m.script in pending else "Success")
-        repeatable.append(_from_file(m, state, runs[-1].installed_on if runs else None))
-    versioned.sort(key=lambda item: item[0])
-    return head + [row for _, row in versioned] + repeatable
+        m = repeatables.get(r.description)
+        is_latest = latest[r.description] is r
+        category = "" if r.type == "DELETE" else "Repeatable"
+        if r.installed_rank in deleted:
+            state = "Deleted"
+        elif r.type == "DELETE":
+            state = "Success"
+        elif m is None and is_latest:
+            state = "Missing"
+        elif not r.success:
+            state = "Failed"
+        elif not is_latest:
+            state = "Superseded"
+        else:
+            state = "Success" if m.checksum_matches(r.checksum) else "Outdated"
+        keyed.append(((1, r.installed_rank), _from_history(r, state, category)))
+    for m in repeatables.values():
+        if m.script in pending:
+            keyed.append(((2, 1, m.description.encode("utf-16-be")), _from_file(m, "Pending")))
+    keyed.sort(key=lambda item: item[0])
+    return [row for _, row in keyed]
 
 
-def _rank_order(rows: list[HistoryRow], version: Version) -> int:
-    """The rank the version would have if versions had been applied in order."""
-    ordered = sorted(
-        (r for r in rows if r.version is not None and r.type not in ("SCHEMA", "BASELINE")),
-        key=lambda r: Version.parse(r.version),
-    )
-    ranks = sorted(r.installed_rank for r in ordered)
-    for row, rank in zip(ordered, ranks, strict=True):
-        if Version.parse(row.version) == version:
-            return rank
-    return -1
+def _out_of_order(rows: list[HistoryRow], deleted: set[int]) -> set[int]:
+    """Ranks of versions applied after a higher one (MigrationInfoServiceImpl
+    .updateContextFromAppliedVersionedMigrations: walked in rank order; deleted rows do not
+    raise the mark)."""
+    last, late = None, set()
+    for row in rows:
+        if row.version is None or row.type in ("SCHEMA", "DELETE"):
+            continue
+        version = Version.parse(row.version)
+        if last is None or version > last:
+            if row.installed_rank not in deleted:
+                last = version
+        else:
+            late.add(row.installed_rank)
+    return late

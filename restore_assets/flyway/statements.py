@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from restore_assets.pg.lexer import FLYWAY_POSTGRES, Span, lex, split_lines
 
-# flyway-compat.md: statements PostgreSQL refuses inside a transaction block.
+# The statements Flyway 10.17.3 runs outside a transaction
+# (PostgreSQLParser.detectCanExecuteInTransaction, on the keywords outside parentheses). Not
+# REINDEX ... CONCURRENTLY: Flyway runs it in a transaction, where PostgreSQL refuses it.
 _NON_TRANSACTIONAL = re.compile(
     r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY"
-    r"|DROP\s+INDEX\s+CONCURRENTLY"
-    r"|REINDEX\s+(?:\(.*?\)\s*)?(?:SCHEMA|DATABASE|SYSTEM)\b"
-    r"|REINDEX\s+.*\bCONCURRENTLY\b"
+    r"|DROP\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY"
+    r"|REINDEX\s+(?:\(.*?\)\s*|VERBOSE\s+)?(?:SCHEMA|DATABASE|SYSTEM)\b"
     r"|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE|SUBSCRIPTION)\b"
     r"|ALTER\s+SYSTEM\b"
     r"|VACUUM\b"

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, field
 from functools import total_ordering
 
-_VERSION = re.compile(r"^\d+(\.\d+)*$")
+# MigrationVersion.tokenize: split at a dot before a digit, each part a BigInteger.
+_SPLIT = re.compile(r"\.(?=\d)")
+_PART = re.compile(r"[+-]?\d+")
 
 
 @total_ordering
@@ -18,9 +20,10 @@ class Version:
     @classmethod
     def parse(cls, text: str) -> Version:
         """`text` as Flyway stores it (underscores already turned into dots)."""
-        if not _VERSION.match(text):
+        pieces = _SPLIT.split(text)
+        if not all(_PART.fullmatch(p) for p in pieces):
             raise ValueError(f"not a version: {text!r}")
-        parts = tuple(int(p) for p in text.split("."))
+        parts = tuple(int(p) for p in pieces)
         while len(parts) > 1 and parts[-1] == 0:
             parts = parts[:-1]
         return cls(text, parts)

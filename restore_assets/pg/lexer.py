@@ -32,8 +32,8 @@ class Dialect:
     # never continues across a line break (`E'a'` then `'b'` on the next line are two strings).
     sees_newlines: bool
     # Which `;` stay inside a statement. psql: after BEGIN in CREATE [OR REPLACE]
-    # FUNCTION|PROCEDURE; Flyway: after BEGIN ATOMIC. In both, CASE opens a nested block inside
-    # one and END closes one; a `;` in parentheses never splits.
+    # FUNCTION|PROCEDURE, CASE opening a nested block inside one; Flyway: after BEGIN ATOMIC,
+    # up to the next END. END closes a block; a `;` in parentheses never splits.
     blocks: Literal["psql", "flyway"]
     # psql tells COPY ... FROM STDIN by a statement's first identifiers and keeps them until the
     # next identifier, so a following statement without any expects COPY data too.
@@ -371,7 +371,10 @@ class Lexer:
             opens = word == "begin" and routine
         else:
             opens = word == "atomic" and self._previous_word == "begin"
-        if opens or (word == "case" and self._blocks):
+        # psql nests CASE inside a body; Flyway 10.17.3 does not (PostgreSQLParser.adjustBlockDepth
+        # closes BEGIN ATOMIC at the first END, even a CASE's), so it splits such a body there.
+        nests_case = self.dialect.blocks == "psql"
+        if opens or (word == "case" and self._blocks and nests_case):
             self._blocks += 1
         elif word == "end" and self._blocks:
             self._blocks -= 1

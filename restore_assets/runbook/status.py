@@ -11,6 +11,7 @@ import psycopg
 
 from restore_assets.errors import RestoreError
 from restore_assets.flyway.runners import load_flyway_config, native_engine
+from restore_assets.flyway.version import Version
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR, RUN_MARKER
@@ -94,10 +95,10 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table
         return f"unavailable ({target.redact(str(exc)).splitlines()[0]})"
     states = Counter(r.state for r in rows)
-    latest = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]
-    return f"latest {latest[-1] if latest else '-'}; " + ", ".join(
-        f"{n} {state.lower()}" for state, n in states.items()
-    )
+    # Flyway's info lists applied rows in rank order, so the latest version is the highest.
+    done = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]
+    latest = max(done, key=Version.parse, default="-")
+    return f"latest {latest}; " + ", ".join(f"{n} {state.lower()}" for state, n in states.items())
 
 
 def last_evidence(settings: Settings) -> Path | None:

@@ -1,17 +1,17 @@
-"""`flyway baseline`: mark an existing database as being at flyway.baselineVersion."""
+"""`flyway baseline`: mark an existing database as being at flyway.baselineVersion
+(Flyway 10.17.3: Flyway.baseline, then DbBaseline.baseline)."""
 
 from __future__ import annotations
 
 import psycopg
 
-from restore_assets.flyway.commands.schemas import create_history
+from restore_assets.flyway.commands.schemas import create_schemas, create_table
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import (
     Connect,
     Log,
     advisory_lock,
     history_table,
-    installed_by,
     open_connection,
 )
 from restore_assets.flyway.errors import FlywayError
@@ -24,44 +24,54 @@ def baseline(config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seco
     with open_connection(connect) as conn:
         history = history_table(conn, config)
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
+            created = create_schemas(conn, config, history, baseline=True)
+            if created and _marker(conn, history) is not None:
+                log(f"created {', '.join(created)} and baselined at {config.baseline_version}")
+                return True
             return write_baseline(conn, config, history, log)
+
+
+def _marker(conn: psycopg.Connection, history: HistoryTable):
+    return next((r for r in history.rows(conn) if r.type == "BASELINE"), None)
 
 
 def write_baseline(
     conn: psycopg.Connection, config: FlywayConfig, history: HistoryTable, log: Log
 ) -> bool:
-    """The baseline row, in the caller's transaction and lock; migrate reuses it for
-    baselineOnMigrate."""
-    if history.exists(conn):
-        rows = history.rows(conn)
-        baselines = [r for r in rows if r.type == "BASELINE"]
-        others = [r for r in rows if r.type not in ("BASELINE", "SCHEMA")]
+    """DbBaseline.baseline, in the caller's transaction and lock (migrate reuses it for
+    baselineOnMigrate): a new table gets the baseline row; an existing one is a no-op if it holds
+    the same baseline (version compared numerically, and description), else an error."""
+    where = f"{history.schema}.{history.table}"
+    if not history.exists(conn):
+        create_table(conn, config, history, baseline=True)
+        log(f"baselined {history.schema} at version {config.baseline_version}")
+        return True
+    rows = history.rows(conn)
+    marker = _marker(conn, history)
+    wanted = (config.baseline_version, config.baseline_description)
+    if marker is not None:
         if (
-            len(baselines) == 1
-            and not others
-            and Version.parse(baselines[0].version or "0") == Version.parse(config.baseline_version)
-            and baselines[0].description == config.baseline_description
+            Version.parse(marker.version or "0") == Version.parse(config.baseline_version)
+            and marker.description == config.baseline_description
         ):
-            log(f"schema history already holds baseline {baselines[0].version}")
+            log(f"schema history already holds baseline {marker.version}")
             return False
-        if rows and (baselines or others):
-            raise FlywayError(
-                f"Unable to baseline schema history table {history.schema}.{history.table} "
-                "as it already contains migrations"
-            )
-    else:
-        create_history(conn, config, history)
-    history.insert(
-        conn,
-        rank=history.next_rank(conn),
-        version=config.baseline_version,
-        description=config.baseline_description,
-        type="BASELINE",
-        script=config.baseline_description,
-        checksum=None,
-        installed_by=installed_by(conn, config),
-        execution_time=0,
-        success=True,
+        raise FlywayError(
+            f"Unable to baseline schema history table {where} with {wanted} as it has already "
+            f"been baselined with ({marker.version}, {marker.description})"
+        )
+    if any(r.type == "SCHEMA" for r in rows) and Version.parse(
+        config.baseline_version
+    ) == Version.parse("0"):
+        raise FlywayError(
+            f"Unable to baseline schema history table {where} with version 0 as this version "
+            "was used for schema creation"
+        )
+    if not rows:
+        raise FlywayError(
+            f"Unable to baseline schema history table {where} as it already exists, and is "
+            "empty. Delete the schema history table, and run baseline again."
+        )
+    raise FlywayError(
+        f"Unable to baseline schema history table {where} as it already contains migrations"
     )
-    log(f"baselined {history.schema} at version {config.baseline_version}")
-    return True

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from restore_assets.flyway.conf import FlywayConfig
-from restore_assets.flyway.database import Connect, read_history
+from restore_assets.flyway.database import Connect, history_table, open_connection
+from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
 from restore_assets.flyway.planning import InfoRow, build_info
-from restore_assets.flyway.resolver import resolve
 
 
 def info(config: FlywayConfig, connect: Connect) -> list[InfoRow]:
     """Flyway's info table for the current files and history."""
-    rows = read_history(config, connect)
-    return build_info(config, resolve(config), rows)
+    with open_connection(connect) as conn:
+        history = history_table(conn, config)
+        resolved = resolve_replaced(config, placeholder_values(conn, config, history))
+        return build_info(config, resolved, history.rows(conn))

@@ -3,8 +3,6 @@ migration — a transactional one in one transaction together with its history r
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import re
 import time
 
@@ -12,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.flyway.commands.baseline import write_baseline
-from restore_assets.flyway.commands.schemas import create_history
+from restore_assets.flyway.commands.schemas import create_schemas, create_table
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import (
     Connect,
@@ -28,6 +26,7 @@ from restore_assets.flyway.database import (
 from restore_assets.flyway.errors import FlywayError, MigrationFailed
 from restore_assets.flyway.history import HistoryTable
 from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.placeholders import for_file, placeholder_values, resolve_replaced
 from restore_assets.flyway.planning import (
     MigrateResult,
     failed_migration_message,
@@ -36,7 +35,7 @@ from restore_assets.flyway.planning import (
     replace_placeholders,
     validation_errors,
 )
-from restore_assets.flyway.resolver import ResolvedMigration, resolve
+from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.statements import Statement, split_statements
 
 _RELATION = re.compile(r'relation "([^"]+)" does not exist')
@@ -47,9 +46,10 @@ def migrate(
 ) -> MigrateResult:
     started = time.monotonic()
     result = MigrateResult()
-    resolved = resolve(config)
     with open_connection(connect) as conn:
         history = history_table(conn, config)
+        placeholders = placeholder_values(conn, config, history)
+        resolved = resolve_replaced(config, placeholders)
         with advisory_lock(conn, history, lock_wait_seconds, log):
             _prepare_history(conn, config, history, result, log)
             rows = history.rows(conn)
@@ -61,7 +61,8 @@ def migrate(
             if failed:
                 raise FlywayError(failed_migration_message(failed[0]))
             for migration in pending_migrations(config, resolved, rows):
-                result.applied.append(_apply(conn, config, history, migration, log))
+                applied = _apply(conn, config, history, migration, placeholders, log)
+                result.applied.append(applied)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -73,22 +74,25 @@ def _prepare_history(
     result: MigrateResult,
     log: Log,
 ) -> None:
-    """No history table yet: refuse a non-empty schema unless baselineOnMigrate."""
-    if history.exists(conn):
-        return
-    names, _ = schemas(conn, config)
-    non_empty = [s for s in names if schema_exists(conn, s) and not schema_empty(conn, s)]
-    if non_empty and not config.baseline_on_migrate:
-        raise FlywayError(
-            f"Found non-empty schema(s) {', '.join(non_empty)} but no schema history table. "
-            "Use baseline() or set baselineOnMigrate to true to initialize the schema history "
-            "table."
-        )
+    """Flyway.migrate before DbMigrate: create missing schemas (with the marker row), then, with
+    no history table, refuse a non-empty schema unless baselineOnMigrate, and create the table."""
     with conn.transaction():
-        result.schemas_created = create_history(conn, config, history)
+        if config.create_schemas:
+            result.schemas_created = create_schemas(conn, config, history, baseline=False)
+        if history.exists(conn):
+            return
+        names, _ = schemas(conn, config)
+        non_empty = [s for s in names if schema_exists(conn, s) and not schema_empty(conn, s)]
+        if non_empty and not config.baseline_on_migrate:
+            raise FlywayError(
+                f"Found non-empty schema(s) {', '.join(non_empty)} but no schema history table. "
+                "Use baseline() or set baselineOnMigrate to true to initialize the schema "
+                "history table."
+            )
         if non_empty:
-            write_baseline(conn, config, history, log)
-            result.baselined = True
+            result.baselined = write_baseline(conn, config, history, log)
+        else:
+            create_table(conn, config, history, baseline=False)
 
 
 def _apply(
@@ -96,11 +100,12 @@ def _apply(
     config: FlywayConfig,
     history: HistoryTable,
     migration: ResolvedMigration,
+    placeholders: dict[str, str],
     log: Log,
 ) -> HistoryRow:
     text = migration.read_text(config.encoding)
     if config.placeholder_replacement:
-        text = replace_placeholders(text, _placeholders(conn, config, history, migration))
+        text = replace_placeholders(text, for_file(placeholders, migration))
     statements = split_statements(text)
     transactional = is_transactional(migration, statements, config.mixed)
     label = migration.version_text or migration.description
@@ -109,10 +114,11 @@ def _apply(
         + ("" if transactional else " [non-transactional]")
     )
     user = installed_by(conn, config)
-    # Flyway puts the default schema first, ahead of whatever the path was.
+    # Flyway writes history on its own connection and resets the role before each migration
+    # (PostgreSQLConnection.doRestoreOriginalState): a migration's SET ROLE must end with it.
+    role = conn.execute("SELECT current_user").fetchone()[0]
     original_path = conn.execute("SHOW search_path").fetchone()[0]
-    schema_first = f"{sql.Identifier(history.schema).as_string(conn)}, {original_path}"
-    conn.execute("SELECT set_config('search_path', %s, false)", (schema_first,))
+    conn.execute("SELECT set_config('search_path', %s, false)", (_path(conn, history.schema),))
     values = dict(
         version=migration.version_text,
         description=migration.description,
@@ -126,6 +132,7 @@ def _apply(
         if transactional:
             with conn.transaction():
                 _execute(conn, migration, statements)
+                _set_role(conn, role)
                 elapsed = int((time.monotonic() - started) * 1000)
                 rank = history.next_rank(conn)
                 history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
@@ -133,11 +140,17 @@ def _apply(
             try:
                 _execute(conn, migration, statements)
             except MigrationFailed:
-                # Autocommit work cannot be undone: record it as failed, as Flyway does.
-                elapsed = int((time.monotonic() - started) * 1000)
-                rank = history.next_rank(conn)
-                history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
+                _set_role(conn, role)
+                # Autocommit work cannot be undone. Flyway 10 records it as failed only without
+                # its transactional lock: with it (the default) the failed row is written inside
+                # the lock's transaction and rolled back with it (DbMigrate.applyMigrations,
+                # PostgreSQLAdvisoryLockTemplate.execute), so the next migrate runs it again.
+                if not config.transactional_lock:
+                    elapsed = int((time.monotonic() - started) * 1000)
+                    rank = history.next_rank(conn)
+                    history.insert(conn, rank=rank, execution_time=elapsed, success=False, **values)
                 raise
+            _set_role(conn, role)
             elapsed = int((time.monotonic() - started) * 1000)
             rank = history.next_rank(conn)
             history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
@@ -150,6 +163,21 @@ def _apply(
         success=True,
         **values,
     )
+
+
+def _path(conn: psycopg.Connection, schema: str) -> str:
+    """The search_path a migration runs with: PostgreSQLConnection.changeCurrentSchemaTo puts
+    the default schema first (`"schema",<path>`) unless the path already starts with it or the
+    schema does not exist."""
+    original = conn.execute("SHOW search_path").fetchone()[0]
+    if schema == original or original.startswith(schema + ",") or not schema_exists(conn, schema):
+        return original
+    quoted = sql.Identifier(schema).as_string(conn)
+    return f"{quoted},{original}" if original.strip() else quoted
+
+
+def _set_role(conn: psycopg.Connection, role: str) -> None:
+    conn.execute("SELECT set_config('role', %s, false)", (role,))
 
 
 def _execute(
@@ -179,26 +207,3 @@ def _execute(
                 sqlstate=diag.sqlstate,
                 relation=relation.group(1) if relation else None,
             ) from None
-
-
-def _placeholders(
-    conn: psycopg.Connection,
-    config: FlywayConfig,
-    history: HistoryTable,
-    migration: ResolvedMigration,
-) -> dict[str, str]:
-    """flyway.placeholders.* plus Flyway's built-in `flyway:*` ones, which need the database."""
-    user, database = conn.execute("SELECT current_user, current_database()").fetchone()
-    values = {k.lower(): v for k, v in config.placeholders.items()}
-    values.update(
-        {
-            "flyway:defaultschema": history.schema,
-            "flyway:user": user,
-            "flyway:database": database,
-            "flyway:timestamp": dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-            "flyway:filename": migration.path.name,
-            "flyway:table": history.table,
-            "flyway:workingdirectory": os.getcwd(),
-        }
-    )
-    return values

@@ -1,4 +1,5 @@
-"""`flyway repair`: delete failed rows and realign applied rows to the files on disk."""
+"""`flyway repair` as Flyway 10.17.3's DbRepair: delete failed rows, mark applied migrations
+whose file is gone as deleted (a DELETE row each), realign applied rows to the files on disk."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ from restore_assets.flyway.database import (
     Log,
     advisory_lock,
     history_table,
+    installed_by,
     open_connection,
 )
-from restore_assets.flyway.resolver import resolve
+from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
+from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, gone_applied
 from restore_assets.flyway.version import Version
 
 
 def repair(
     config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seconds: float
 ) -> dict[str, list[str]]:
-    """Delete failed rows; realign description/type/checksum of applied rows to the files."""
-    resolved = {m.version: m for m in resolve(config) if m.version is not None}
-    removed, realigned = [], []
+    """What was done: failed rows removed, missing migrations deleted, applied rows realigned."""
+    done: dict[str, list[str]] = {"removed": [], "deleted": [], "realigned": []}
     with open_connection(connect) as conn:
         history = history_table(conn, config)
+        resolved = resolve_replaced(config, placeholder_values(conn, config, history))
+        files = {m.version: m for m in resolved if m.version is not None}
         if not history.exists(conn):
-            return {"removed": removed, "realigned": realigned}
+            return done
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
             for row in history.rows(conn):
                 if not row.success:
@@ -33,24 +37,55 @@ def repair(
                         sql.SQL('DELETE FROM {} WHERE "installed_rank" = %s').format(history.ident),
                         (row.installed_rank,),
                     )
-                    removed.append(row.version or row.description)
+                    done["removed"].append(row.version or row.description)
+            rows = history.rows(conn)
+            # JdbcTableSchemaHistory.delete: a copy of the row, type DELETE, at the next rank.
+            rank = rows[-1].installed_rank + 1 if rows else 1
+            user = installed_by(conn, config)
+            for row in gone_applied(config, resolved, rows):
+                history.insert(
+                    conn,
+                    rank=rank,
+                    version=row.version,
+                    description=row.description,
+                    type="DELETE",
+                    script=row.script,
+                    checksum=row.checksum,
+                    installed_by=user,
+                    execution_time=0,
+                    success=row.success,
+                )
+                rank += 1
+                done["deleted"].append(row.version or row.description)
+            # DbRepair.alignAppliedMigrationsWithResolvedMigrations: versioned rows take the
+            # file's description, type and checksum; a repeatable's row only when it holds the
+            # checksum without placeholder replacement (checksumMatchesWithoutBeingIdentical).
+            deleted = deleted_ranks(rows)
+            repeatables = {m.stored_description: m for m in resolved if m.repeatable}
+            for row in rows:
+                if row.type in SYNTHETIC or row.installed_rank in deleted:
                     continue
-                if row.type in ("SCHEMA", "BASELINE") or row.version is None:
-                    continue
-                file = resolved.get(Version.parse(row.version))
-                if file is None:
-                    continue
-                if (row.checksum, row.description, row.type) != (
-                    file.checksum,
-                    file.description,
-                    file.type,
-                ):
+                if row.version is None:
+                    file = repeatables.get(row.description)
+                    stale = (
+                        file is not None
+                        and row.checksum == file.equivalent_checksum
+                        and row.checksum != file.checksum
+                    )
+                else:
+                    file = files.get(Version.parse(row.version))
+                    stale = file is not None and (row.checksum, row.description, row.type) != (
+                        file.checksum,
+                        file.stored_description,
+                        file.type,
+                    )
+                if file is not None and stale:
                     conn.execute(
                         sql.SQL(
-                            'UPDATE {} SET "checksum" = %s, "description" = %s, '
-                            '"type" = %s WHERE "installed_rank" = %s'
+                            'UPDATE {} SET "description" = %s, "type" = %s, "checksum" = %s '
+                            'WHERE "installed_rank" = %s'
                         ).format(history.ident),
-                        (file.checksum, file.description, file.type, row.installed_rank),
+                        (file.stored_description, file.type, file.checksum, row.installed_rank),
                     )
-                    realigned.append(row.version)
-    return {"removed": removed, "realigned": realigned}
+                    done["realigned"].append(row.version or row.description)
+    return done

@@ -1,5 +1,10 @@
-"""Flyway's DbSchemas step, shared by baseline and migrate: create the missing schemas (if
-flyway.createSchemas allows), the history table, and the marker row naming what was created."""
+"""Flyway's DbSchemas step and the history table's creation, shared by baseline and migrate.
+
+Flyway 10.17.3, DbSchemas.create(baseline): create the missing schemas; if it created any, create
+the history table (with the baseline row when called by `baseline`) and then add the marker row
+naming the created schemas. JdbcTableSchemaHistory.calculateInstalledRank gives that marker rank
+0 in an empty table, else the next rank: so `baseline` into a new schema writes BASELINE at rank 1
+and SCHEMA at rank 2, `migrate` writes SCHEMA at rank 0."""
 
 from __future__ import annotations
 
@@ -8,29 +13,26 @@ from psycopg import sql
 
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import installed_by, schema_exists, schemas
-from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history import SCHEMA_MARKER_DESCRIPTION, HistoryTable
 
 
-def create_history(
-    conn: psycopg.Connection, config: FlywayConfig, history: HistoryTable
+def create_schemas(
+    conn: psycopg.Connection, config: FlywayConfig, history: HistoryTable, *, baseline: bool
 ) -> list[str]:
-    """Create missing schemas (and the marker row for them) and the history table."""
+    """Create missing schemas; if any, the history table and the marker row for them."""
     names, _ = schemas(conn, config)
     created = []
     for schema in names:
         if not schema_exists(conn, schema):
-            if not config.create_schemas:
-                raise FlywayError(
-                    f"schema {schema!r} does not exist and flyway.createSchemas is false"
-                )
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             created.append(schema)
-    history.create(conn)
     if created:
+        if not history.exists(conn):
+            create_table(conn, config, history, baseline=baseline)
+        rows = history.rows(conn)
         history.insert(
             conn,
-            rank=0,
+            rank=rows[-1].installed_rank + 1 if rows else 0,
             version=None,
             description=SCHEMA_MARKER_DESCRIPTION,
             type="SCHEMA",
@@ -41,3 +43,24 @@ def create_history(
             success=True,
         )
     return created
+
+
+def create_table(
+    conn: psycopg.Connection, config: FlywayConfig, history: HistoryTable, *, baseline: bool
+) -> None:
+    """JdbcTableSchemaHistory.create: the table, with the baseline row at rank 1 if `baseline`
+    (PostgreSQLDatabase.getCreateScript)."""
+    history.create(conn)
+    if baseline:
+        history.insert(
+            conn,
+            rank=1,
+            version=config.baseline_version,
+            description=config.baseline_description,
+            type="BASELINE",
+            script=config.baseline_description,
+            checksum=None,
+            installed_by=installed_by(conn, config),
+            execution_time=0,
+            success=True,
+        )

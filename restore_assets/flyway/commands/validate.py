@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from restore_assets.flyway.conf import FlywayConfig
-from restore_assets.flyway.database import Connect, read_history
+from restore_assets.flyway.database import Connect, history_table, open_connection
+from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
 from restore_assets.flyway.planning import validation_errors
-from restore_assets.flyway.resolver import resolve
 
 
 def validate(config: FlywayConfig, connect: Connect, *, pending_is_error: bool) -> list[str]:
     """Differences between the files and the history; empty means valid."""
-    rows = read_history(config, connect)
-    return validation_errors(config, resolve(config), rows, pending_is_error)
+    with open_connection(connect) as conn:
+        history = history_table(conn, config)
+        resolved = resolve_replaced(config, placeholder_values(conn, config, history))
+        return validation_errors(config, resolved, history.rows(conn), pending_is_error)
