@@ -8,6 +8,7 @@ one restore both sides share: intake, then the core's `restore_side`, then its m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -149,7 +150,9 @@ def restore_step(context, step: str, db, secrets, evidence_store):
     target = db.target
     evidence = evidence_store.for_run(context)
     try:
+        started = time.monotonic()
         files = secrets.intake(sides_of_run(context, target.side), evidence).side(target.side)
+        intake_seconds = round(time.monotonic() - started, 3)
         result = restore_side(
             target=target,
             settings=secrets.config.settings(),
@@ -170,6 +173,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
                 "backup": result.backup_summary,
                 "schemas reset": result.reset_schemas,
                 "role is superuser": result.superuser,
+                "phases (s)": {"intake": intake_seconds, **result.phases},
             },
         )
     metadata = {

@@ -58,6 +58,7 @@ class RestoreResult:
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
 
     @property
     def backup_summary(self) -> str:
@@ -128,6 +129,7 @@ def restore_side(
 ) -> RestoreResult:
     """Scan, preflight, consent, backup, then reset + every file in one psql transaction."""
     started = time.monotonic()
+    phases = Phases()
     side = target.side
     schemas: list[str] = []
     extensions: list[str] = []
@@ -136,6 +138,7 @@ def restore_side(
         log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
         schemas += scan.schemas
         extensions += scan.extensions
+    phases.lap("scan")
     psql = client_binary("psql", settings.psql_bin)
     require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
@@ -143,6 +146,7 @@ def restore_side(
     if superuser:
         log(f"note: the {target.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.path(PSQL_LOGS[side])
+    phases.lap("preflight")
 
     with restore_lock(target):
         # The reset set is what the server lists, never names read from a file: every user
@@ -150,6 +154,7 @@ def restore_side(
         reset_schemas = list(dict.fromkeys(["public", *target.user_schemas()]))
         content = target.user_schemas_content()
         backup = None
+        phases.lap("lock and inventory")
         if content:
             if not target.embedded and not settings.allow_reset:
                 raise ResetRefused(
@@ -160,6 +165,7 @@ def restore_side(
             log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
             backup = backup_target(target, settings)
             log(f"backup: {backup.describe()}")
+        phases.lap("backup")
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
             psql,
@@ -171,6 +177,7 @@ def restore_side(
             redact=target.redact,
             progress=log,
         )
+        phases.lap("psql")
     return RestoreResult(
         side=side,
         target=target.describe(),
@@ -184,7 +191,21 @@ def restore_side(
         superuser=superuser,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
+        phases=phases.seconds,
     )
+
+
+class Phases:
+    """Seconds spent in each phase of a restore, for the evidence (and `make bench`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._since = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._since, 3)
+        self._since = now
 
 
 def _tmp_root(settings: Settings) -> Path:
