@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets.pg.psql import ScriptScan, ScriptScanner
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SIDE_FILES = {
@@ -37,6 +38,7 @@ class SecretFile:
     dumped_from: str | None = None
     dumped_by: str | None = None
     problems: list[str] = field(default_factory=list)
+    scan: ScriptScan | None = None  # the psql scan of the bytes that gave `sha256`
 
     @property
     def usable(self) -> bool:
@@ -75,7 +77,8 @@ _TABLE_ENTRY = b"; Type: TABLE; Schema: "
 
 @dataclass(frozen=True)
 class DumpFacts:
-    """What one streamed pass over a dump learns: its sha256 and what pg_dump wrote into it."""
+    """What one streamed pass over a dump learns: its sha256, what pg_dump wrote into it, and
+    the psql scan (`pg/psql.py`) of the same bytes, so a restore need not read the file again."""
 
     sha256: str
     dumped_from: str | None
@@ -84,6 +87,14 @@ class DumpFacts:
     complete: bool  # pg_dump's "dump complete" footer, nothing but comments/\unrestrict after it
     data_entries: int  # "-- Data for Name: …" (table data)
     table_entries: int  # "-- Name: …; Type: TABLE; …" (table definitions)
+    meta_commands: int
+    schemas: list[str]
+    extensions: list[str]
+    refused: list  # the scan's first refusal, [line, what, why]; empty: none
+
+    @property
+    def scan(self) -> ScriptScan:
+        return ScriptScan(self.meta_commands, self.schemas, self.extensions, self.refused)
 
     def problems(self, relpath: str) -> list[str]:
         """Why this file cannot be the one its slot expects (empty: it can)."""
@@ -108,8 +119,10 @@ class DumpFacts:
 
 
 def read_dump(path: Path) -> DumpFacts:
-    """sha256 and pg_dump's own markers in one streamed pass (dumps are gigabytes)."""
+    """sha256, pg_dump's own markers and the psql scan in one streamed pass (dumps are
+    gigabytes: each extra read of one is seconds)."""
     digest = hashlib.sha256()
+    scanner = ScriptScanner()
     dumped_from = dumped_by = None
     first = b""  # the first line that is more than "--": pg_dump's title
     complete = False
@@ -117,6 +130,7 @@ def read_dump(path: Path) -> DumpFacts:
     with path.open("rb") as handle:
         for number, line in enumerate(handle):
             digest.update(line)
+            scanner.feed(line)
             if number < _HEADER_LINES:
                 if not first and line.strip() not in (b"", b"--"):
                     first = line.strip()
@@ -133,6 +147,7 @@ def read_dump(path: Path) -> DumpFacts:
                 complete = complete or line.rstrip() == _DUMP_COMPLETE
             elif line.strip() and not line.startswith(b"\\unrestrict "):
                 complete = False  # something after the footer: not where pg_dump ends
+    scan = scanner.finish()
     return DumpFacts(
         digest.hexdigest(),
         dumped_from,
@@ -141,4 +156,8 @@ def read_dump(path: Path) -> DumpFacts:
         complete,
         data_entries,
         table_entries,
+        scan.meta_commands,
+        scan.schemas,
+        scan.extensions,
+        scan.refused,
     )

@@ -1,9 +1,9 @@
 """Runbook §3.1-3.2 / §4.1-4.2: the all-or-nothing restore of one side from its baseline files.
 
-Order is the safety story: scan (no meta-command psql would run on this host) → preflight →
-consent (a non-empty external target needs --allow-reset) → backup (pg_dump into the Secrets
-store) → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
-back and the target is exactly as it was.
+Order is the safety story: scan (no meta-command psql would run on this host; done in intake's
+read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
+into the Secrets store) → one psql transaction doing reset + schema + seed. If psql fails the
+transaction rolls back and the target is exactly as it was.
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def restore_side(
     schemas: list[str] = []
     extensions: list[str] = []
     for f in files:
-        scan = check_script(f.path, f.relpath)
+        # Intake's pass scanned the bytes it hashed (the feeder checks psql gets those bytes).
+        scan = f.scan if f.scan is not None else check_script(f.path, f.relpath)
+        scan.raise_if_refused(f.relpath)
         log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
         schemas += scan.schemas
         extensions += scan.extensions
