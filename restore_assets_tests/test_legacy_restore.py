@@ -108,6 +108,40 @@ def test_second_restore_backs_up_the_non_empty_target_first(side, secrets_dir, a
     assert str(backup.relative_to(secrets_dir)) in readme.read_text()
 
 
+def backups_of(secrets_dir) -> int:
+    return len(list((secrets_dir / "backups").glob("*/legacy-*.dump")))
+
+
+def test_backup_is_skipped_only_for_an_embedded_target_unchanged_since_the_same_files(
+    side, secrets_dir, artifacts_dir
+):
+    restored()
+    taken = backups_of(secrets_dir)
+    restored()  # the same files again, nothing written in between
+    readme = (evidence_folders(artifacts_dir)[-1] / "README.md").read_text()
+    if side == "external":  # an external server is always backed up: safety first
+        assert backups_of(secrets_dir) == taken + 1
+        return
+    assert backups_of(secrets_dir) == taken
+    assert "skipped: this embedded target was last restored from these very files" in readme
+    # Rows written since (no object added) are noticed: the next restore backs up first.
+    execute("UPDATE d_users SET email = email WHERE id = (SELECT min(id) FROM d_users)")
+    restored()
+    assert backups_of(secrets_dir) == taken + 1
+    # Other files: a backup first. A failed restore leaves no record that vouches for the target.
+    seed = secrets_dir / LEGACY_SEED_FILE
+    original = seed.read_bytes()
+    footer = (
+        seed.read_text(encoding="utf-8").splitlines().index("-- PostgreSQL database dump complete")
+    )
+    insert_line(seed, footer, "SELECT 1/0;")
+    assert not materialize_legacy(allow_reset=True).success
+    assert backups_of(secrets_dir) == taken + 2
+    seed.write_bytes(original)
+    restored()
+    assert backups_of(secrets_dir) == taken + 3
+
+
 def test_planted_shell_escape_is_refused_and_never_run(side, secrets_dir, tmp_path):
     restored()
     before = database_fingerprint()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -243,6 +244,44 @@ class PostgresTarget:
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(USER_OBJECTS_SQL).fetchall()
         return {schema: count for schema, count in rows if count}
+
+    def database_oid(self) -> int:
+        """The database's OID: a database dropped and created again under its name has another."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+            return int(row.fetchone()[0])
+
+    def rows_written(self) -> int | None:
+        """Rows inserted, updated or deleted in the database's tables, as the server counts them
+        (cumulative; a session's counts reach the server when it ends, or within seconds).
+        None when the server does not count (`track_counts` off)."""
+        with self.connect(autocommit=True) as conn:
+            if conn.execute("SHOW track_counts").fetchone()[0] != "on":
+                return None
+            row = conn.execute(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+                " FROM pg_stat_user_tables"
+            )
+            return int(row.fetchone()[0])
+
+    def other_sessions(self, *, foreign: bool = False) -> int:
+        """Sessions connected to the database besides the one asking; `foreign`: only those of
+        another application than this project's (e.g. someone's psql)."""
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if foreign:
+            query += " AND application_name IS DISTINCT FROM current_setting('application_name')"
+        with self.connect(autocommit=True) as conn:
+            return int(conn.execute(query).fetchone()[0])
+
+    def wait_for_sessions(self, at_most: int, seconds: float = 2.0) -> None:
+        """Wait, bounded, until at most `at_most` other sessions are connected (e.g. until the
+        backend of a psql that just exited has ended and counted its rows)."""
+        deadline = time.monotonic() + seconds
+        while self.other_sessions() > at_most and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def role_is_superuser(self) -> bool:
         """Allowed, but an auditor should know: a superuser restore can do anything a dump asks."""

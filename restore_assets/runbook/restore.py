@@ -2,8 +2,9 @@
 
 Order is the safety story: scan (no meta-command psql would run on this host; done in intake's
 read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
-into the Secrets store) → one psql transaction doing reset + schema + seed. If psql fails the
-transaction rolls back and the target is exactly as it was.
+into the Secrets store; skipped only for an embedded target last restored from these very files)
+→ one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
+back and the target is exactly as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.files import sha256_file, write_private
+from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import inside_secrets, preflight, restore_lock
 from restore_assets.settings import Settings
 
@@ -59,10 +61,11 @@ class RestoreResult:
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
+    backup_skipped: str = "not needed (target was empty)"  # why there is no backup
 
     @property
     def backup_summary(self) -> str:
-        return self.backup.describe() if self.backup else "not needed (target was empty)"
+        return self.backup.describe() if self.backup else self.backup_skipped
 
 
 def describe_content(content: dict[str, int]) -> str:
@@ -155,7 +158,7 @@ def restore_side(
         # schema goes (that is "restore this database to the baseline"), public is recreated.
         reset_schemas = list(dict.fromkeys(["public", *target.user_schemas()]))
         content = target.user_schemas_content()
-        backup = None
+        backup, skipped = None, "not needed (target was empty)"
         phases.lap("lock and inventory")
         if content:
             if not target.embedded and not settings.allow_reset:
@@ -164,10 +167,20 @@ def restore_side(
                     "restoring drops it. Re-run with --allow-reset (or RESTORE_ALLOW_RESET=true) "
                     "to consent; a backup is taken first."
                 )
-            log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
-            backup = backup_target(target, settings)
-            log(f"backup: {backup.describe()}")
+            if restored_from_these(settings, target, files):
+                skipped = (
+                    "skipped: this embedded target was last restored from these very files ("
+                    + ", ".join(f"{f.relpath} sha256 {f.sha256[:16]}…" for f in files)
+                    + "); what changed in it since (Flyway, the sync, by hand) is not kept"
+                )
+                log(f"backup {skipped}")
+            else:
+                log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
+                backup = backup_target(target, settings)
+                log(f"backup: {backup.describe()}")
         phases.lap("backup")
+        forget(settings, target)  # the target is about to change
+        sessions = target.other_sessions() if target.embedded else 0
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
             psql,
@@ -180,6 +193,7 @@ def restore_side(
             progress=log,
         )
         phases.lap("psql")
+        remember(settings, target, files, sessions)  # committed: it holds just these files
     return RestoreResult(
         side=side,
         target=target.describe(),
@@ -194,6 +208,7 @@ def restore_side(
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
         phases=phases.seconds,
+        backup_skipped=skipped,
     )
 
 
