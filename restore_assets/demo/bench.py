@@ -117,10 +117,7 @@ class Bench:
         self.settings = load_settings()
         self.target = PostgresTarget(self.settings.legacy, self.settings)
         self.target.endpoint()  # starts the server; held until this process exits
-        script = Path(sys.executable).with_name("restore-assets")
-        self.cli = (
-            [str(script)] if script.exists() else [sys.executable, "-m", "restore_assets.cli"]
-        )
+        self.cli = [sys.executable, "-m", "restore_assets.cli"]  # what `restore-assets` runs
 
     def seed(self, size_mb: float) -> Path:
         """Demo Secrets with a Legacy seed of about `size_mb`, built once and kept."""
