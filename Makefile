@@ -28,7 +28,8 @@ test: $(STAMP)
 
 ## The project against raw psql, 100 and 500 MB seeds (~25 min; measures, asserts nothing):
 ## writes docs/benchmarks.md + docs/benchmarks.png. BENCH_QUICK=1: 2 and 10 MB seeds (~2 min),
-## written to .restore_state/bench/quick/. BENCH_2GB=1 adds a 2 GB seed. Seeds are cached.
+## written to .restore_state/bench/quick/. BENCH_2GB=1 adds a 2 GB seed (about 40 min more).
+## Seeds are cached under .restore_state/bench/seeds/.
 bench: $(STAMP)
 	$(BIN)/python -m restore_assets.demo.bench \
 	  $(if $(BENCH_QUICK),--quick --out .restore_state/bench/quick) $(if $(BENCH_2GB),--with-2gb)

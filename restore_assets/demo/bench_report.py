@@ -186,6 +186,10 @@ def write_report(results: dict, out: Path) -> Path:
         f"| {spread(both)} |",
     ]
     lines += [f"| {name}, {proc['seed_mb']:g} MB | {spread(v)} |" for name, v in alone.items()]
+    lines.append(
+        f"| one after the other (sum of the medians alone) "
+        f"| {sum(median(v) for v in alone.values()):.2f} |"
+    )
     lines += [
         f"| `restore-assets demo` (builds 300 patients, whole chain) "
         f"| {spread(walls(results['demo']))} |",
