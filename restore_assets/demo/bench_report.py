@@ -129,7 +129,7 @@ def write_report(results: dict, out: Path) -> Path:
         "",
         "## Legacy restore: `restore-assets run --only legacy --allow-reset` against raw psql",
         "",
-        "A = `psql -X -q -1 -v ON_ERROR_STOP=1 -f schema -f seed` (the bundled psql) into an empty "
+        "A = `psql -X -1 -v ON_ERROR_STOP=1 -f schema -f seed` (the bundled psql) into an empty "
         "database of its own; B = the project as a whole process, the sha256 cache cleared first "
         "(Secrets never seen). A B A B after one unmeasured B. Peak RSS: psutil every 50 ms, "
         "the sum over B's process tree (Python, psql, pg_dump), and its largest single process.",
@@ -195,8 +195,9 @@ def write_report(results: dict, out: Path) -> Path:
         f"| {spread(walls(results['demo']))} |",
         "",
         "The chain launched from the UI (a daemon-launched run) is not measured here: it needs "
-        "`dagster dev` and a browser, which the browser test drives; compare its run's duration in "
-        "the UI with the CLI's figure above.",
+        "`dagster dev`, its daemon and a browser, which the browser test drives. Runs launched "
+        "there use the same in-process executor; compare the run's duration the UI shows (request "
+        "to success) with `restore-assets demo` above.",
         "",
         "## Goals (issue 11)",
         "",
