@@ -264,24 +264,32 @@ class PostgresTarget:
             )
             return int(row.fetchone()[0])
 
-    def other_sessions(self, *, foreign: bool = False) -> int:
-        """Sessions connected to the database besides the one asking; `foreign`: only those of
-        another application than this project's (e.g. someone's psql)."""
-        query = (
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        if foreign:
-            query += " AND application_name IS DISTINCT FROM current_setting('application_name')"
+    def foreign_sessions(self) -> int:
+        """Sessions connected to the database by another application than this project's
+        (e.g. someone's psql), or by this project's psql session."""
         with self.connect(autocommit=True) as conn:
-            return int(conn.execute(query).fetchone()[0])
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND application_name IS DISTINCT FROM current_setting('application_name')"
+            )
+            return int(row.fetchone()[0])
 
-    def wait_for_sessions(self, at_most: int, seconds: float = 2.0) -> None:
-        """Wait, bounded, until at most `at_most` other sessions are connected (e.g. until the
-        backend of a psql that just exited has ended and counted its rows)."""
+    def wait_until_gone(self, application_name: str, seconds: float = 10.0) -> bool:
+        """Wait, bounded, until no session named `application_name` is connected: a backend
+        flushes its statistics before it leaves `pg_stat_activity`. False if it stayed."""
         deadline = time.monotonic() + seconds
-        while self.other_sessions() > at_most and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with self.connect(autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (application_name,),
+                )
+                if row.fetchone()[0] == 0:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
 
     def role_is_superuser(self) -> bool:
         """Allowed, but an auditor should know: a superuser restore can do anything a dump asks."""

@@ -48,7 +48,7 @@ def restored_from_these(
         recorded = json.loads(_record(settings, target).read_text())
     except (OSError, ValueError):
         return False
-    if target.other_sessions(foreign=True):
+    if target.foreign_sessions():
         return False
     facts = _facts(target, files)
     return facts["rows_written"] is not None and recorded == facts
@@ -60,15 +60,16 @@ def forget(settings: Settings, target: PostgresTarget) -> None:
 
 
 def remember(
-    settings: Settings, target: PostgresTarget, files: list[SecretFile], sessions_before: int
+    settings: Settings, target: PostgresTarget, files: list[SecretFile], psql_application: str
 ) -> None:
-    """After psql committed these files into the embedded target (`sessions_before`: other
-    sessions before psql started). Counting too few rows here only costs a backup next time."""
+    """After psql (connected as `psql_application`) committed these files into the embedded
+    target. Recording too few rows written only costs a backup next time."""
     if not target.embedded:
         return
     path = _record(settings, target)
     try:
-        target.wait_for_sessions(sessions_before)  # psql's backend counts its rows as it ends
+        if not target.wait_until_gone(psql_application):  # its rows are counted as it ends
+            return
         data = json.dumps(_facts(target, files)).encode()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(path, lambda out: out.write(data))

@@ -180,20 +180,21 @@ def restore_side(
                 log(f"backup: {backup.describe()}")
         phases.lap("backup")
         forget(settings, target)  # the target is about to change
-        sessions = target.other_sessions() if target.embedded else 0
+        env = target.client_env()
+        env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
             psql,
             [ScriptFile(f.relpath, f.path, f.sha256) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=target.client_env(),
+            env=env,
             tmp_root=_tmp_root(settings),
             log_path=psql_log,
             redact=target.redact,
             progress=log,
         )
         phases.lap("psql")
-        remember(settings, target, files, sessions)  # committed: it holds just these files
+        remember(settings, target, files, psql_application)  # committed: just these files
     return RestoreResult(
         side=side,
         target=target.describe(),
