@@ -88,6 +88,16 @@ class ScriptScanner:
                 return
         self._check(lexer.feed(line))
 
+    @property
+    def in_copy_data(self) -> bool:
+        return self._lexer.in_copy_data and not self.scan.refused
+
+    def skip_data(self, lines: int, chars: int) -> None:
+        """`lines` lines of COPY data (`chars` characters), none starting with `\\.`: the same
+        as feeding each, at the cost of one count (seed rows are gigabytes)."""
+        if not self.scan.refused:
+            self._lexer.skip_data(lines, chars)
+
     def finish(self) -> ScriptScan:
         if not self.scan.refused:
             self._check(self._lexer.finish())

@@ -121,43 +121,137 @@ class DumpFacts:
 def read_dump(path: Path) -> DumpFacts:
     """sha256, pg_dump's own markers and the psql scan in one streamed pass (dumps are
     gigabytes: each extra read of one is seconds)."""
-    digest = hashlib.sha256()
-    scanner = ScriptScanner()
-    dumped_from = dumped_by = None
-    first = b""  # the first line that is more than "--": pg_dump's title
-    complete = False
-    data_entries = table_entries = 0
+    reader = DumpReader()
     with path.open("rb") as handle:
-        for number, line in enumerate(handle):
-            digest.update(line)
-            scanner.feed(line)
-            if number < _HEADER_LINES:
-                if not first and line.strip() not in (b"", b"--"):
-                    first = line.strip()
-                text = line.decode("utf-8", "replace")
-                if m := _DUMPED_FROM.match(text):
-                    dumped_from = m.group(1)
-                elif m := _DUMPED_BY.match(text):
-                    dumped_by = m.group(1)
-            if line.startswith(b"--"):
-                if line.startswith(_DATA_ENTRY):
-                    data_entries += 1
-                elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
-                    table_entries += 1
-                complete = complete or line.rstrip() == _DUMP_COMPLETE
-            elif line.strip() and not line.startswith(b"\\unrestrict "):
-                complete = False  # something after the footer: not where pg_dump ends
-    scan = scanner.finish()
-    return DumpFacts(
-        digest.hexdigest(),
-        dumped_from,
-        dumped_by,
-        first == _DUMP_START,
-        complete,
-        data_entries,
-        table_entries,
-        scan.meta_commands,
-        scan.schemas,
-        scan.extensions,
-        scan.refused,
-    )
+        pending: list[bytes] = []  # the start of a line not yet ended
+        while chunk := handle.read(_CHUNK):
+            reader.digest.update(chunk)
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                pending.append(chunk)
+                continue
+            reader.feed_block(b"".join([*pending, chunk[:cut]]))
+            pending = [chunk[cut:]]
+        reader.feed_block(b"".join(pending))
+    return reader.facts()
+
+
+_CHUNK = 1 << 20
+
+
+class DumpReader:
+    """`read_dump`'s state. `line` takes one line (with its `\\n`); `feed_block` takes whole
+    lines at once and counts the rows of a COPY block in bulk, which gives the same facts: a
+    row can only matter to them if it starts with `--` (those are looked at one by one) or
+    by coming after pg_dump's footer."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.scanner = ScriptScanner()
+        self.number = 0  # lines read
+        self.dumped_from: str | None = None
+        self.dumped_by: str | None = None
+        self.first = b""  # the first line that is more than "--": pg_dump's title
+        self.complete = False
+        self.data_entries = self.table_entries = 0
+
+    def feed_block(self, block: bytes) -> None:
+        pos, size = 0, len(block)
+        while pos < size:
+            if self.scanner.in_copy_data and self.number >= _HEADER_LINES:
+                end = _rows_end(block, pos)
+                if end > pos:
+                    self._rows(block, pos, end)
+                    pos = end
+                    continue
+            newline = block.find(b"\n", pos)
+            end = size if newline < 0 else newline + 1
+            self.line(block[pos:end])
+            pos = end
+
+    def line(self, line: bytes) -> None:
+        self.scanner.feed(line)
+        if self.number < _HEADER_LINES:
+            if not self.first and line.strip() not in (b"", b"--"):
+                self.first = line.strip()
+            text = line.decode("utf-8", "replace")
+            if m := _DUMPED_FROM.match(text):
+                self.dumped_from = m.group(1)
+            elif m := _DUMPED_BY.match(text):
+                self.dumped_by = m.group(1)
+        self.number += 1
+        self._marker(line)
+
+    def _marker(self, line: bytes) -> None:
+        if line.startswith(b"--"):
+            if line.startswith(_DATA_ENTRY):
+                self.data_entries += 1
+            elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
+                self.table_entries += 1
+            self.complete = self.complete or line.rstrip() == _DUMP_COMPLETE
+        elif line.strip() and not line.startswith(b"\\unrestrict "):
+            self.complete = False  # something after the footer: not where pg_dump ends
+
+    def _rows(self, block: bytes, start: int, end: int) -> None:
+        """Lines `start:end` of `block`, all COPY rows, none starting with `\\.`."""
+        lines = block.count(b"\n", start, end) + (block[end - 1 : end] != b"\n")
+        # Lines end at "\n", so decoding them together gives each line's characters.
+        self.scanner.skip_data(lines, len(block[start:end].decode("utf-8", "replace")))
+        self.number += lines
+        footer = -1
+        at = start if block.startswith(b"--", start) else _next(block.find(b"\n--", start, end))
+        while at >= 0:
+            line = block[at : _line_end(block, at, end)]
+            self._marker(line)
+            footer = at if line.rstrip() == _DUMP_COMPLETE else footer
+            at = _next(block.find(b"\n--", at, end))
+        if _last_plain_row(block, start, end) > footer:
+            self.complete = False  # a row after the footer: not where pg_dump ends
+
+    def facts(self) -> DumpFacts:
+        scan = self.scanner.finish()
+        return DumpFacts(
+            self.digest.hexdigest(),
+            self.dumped_from,
+            self.dumped_by,
+            self.first == _DUMP_START,
+            self.complete,
+            self.data_entries,
+            self.table_entries,
+            scan.meta_commands,
+            scan.schemas,
+            scan.extensions,
+            scan.refused,
+        )
+
+
+def _rows_end(block: bytes, pos: int) -> int:
+    """Where the COPY rows from `pos` end: at the next line starting with `\\.` (psql ends the
+    data only at `\\.` alone, looked at line by line), else at the end of the block."""
+    if block.startswith(b"\\.", pos):
+        return pos
+    found = block.find(b"\n\\.", pos)
+    return len(block) if found < 0 else found + 1
+
+
+def _next(newline: int) -> int:
+    """The start of the line after the `\\n` at `newline`; -1 if none was found."""
+    return newline + 1 if newline >= 0 else -1
+
+
+def _line_end(block: bytes, at: int, end: int) -> int:
+    newline = block.find(b"\n", at, end)
+    return end if newline < 0 else newline + 1
+
+
+def _last_plain_row(block: bytes, start: int, end: int) -> int:
+    """Where the last line of `start:end` that is not blank, `--` or `\\unrestrict` starts
+    (usually the very last line); -1 if there is none."""
+    line_end = end
+    while line_end > start:
+        line_start = max(block.rfind(b"\n", start, line_end - 1) + 1, start)
+        row = block[line_start:line_end]
+        if row.strip() and not row.startswith((b"--", b"\\unrestrict ")):
+            return line_start
+        line_end = line_start
+    return -1
