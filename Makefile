@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## Run the whole chain on the embedded default: demo Secrets, embedded PostgreSQL, evidence.
@@ -26,9 +26,13 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
-## Whole-chain timing and peak memory at two demo sizes (measures, asserts nothing).
+## The project against raw psql, 100 and 500 MB seeds (~25 min; measures, asserts nothing):
+## writes docs/benchmarks.md + docs/benchmarks.png. BENCH_QUICK=1: 2 and 10 MB seeds (~2 min),
+## written to .restore_state/bench/quick/. BENCH_2GB=1 adds a 2 GB seed (about 40 min more).
+## Seeds are cached under .restore_state/bench/seeds/.
 bench: $(STAMP)
-	$(BIN)/python -m restore_assets.demo.bench --patients 300 20000
+	$(BIN)/python -m restore_assets.demo.bench \
+	  $(if $(BENCH_QUICK),--quick --out .restore_state/bench/quick) $(if $(BENCH_2GB),--with-2gb)
 
 ## docs/security-corpus.md from a real run of the hostile-input tests.
 security-table: $(STAMP)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import signal
 import sys
@@ -436,5 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def console() -> None:
+    """The `restore-assets` script: `main`, then exit without the collector walking every
+    object Dagster created once more at interpreter teardown (about 0.5 s of each run; exit
+    handlers still run)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

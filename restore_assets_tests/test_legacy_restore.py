@@ -6,6 +6,7 @@ from __future__ import annotations
 import stat
 import subprocess
 
+import psycopg
 import pytest
 
 from restore_assets.assets.legacy import FACILITY_NUM
@@ -18,6 +19,7 @@ from restore_assets_tests.helpers import (
     evidence_folders,
     execute,
     failure_messages,
+    legacy_target,
     materialize_legacy,
     query,
 )
@@ -107,6 +109,57 @@ def test_second_restore_backs_up_the_non_empty_target_first(side, secrets_dir, a
     assert "TABLE public local_notes" in listing
     readme = evidence_folders(artifacts_dir)[-1] / "README.md"
     assert str(backup.relative_to(secrets_dir)) in readme.read_text()
+
+
+BY_HAND = "someone's psql"
+
+
+def someone_connected() -> psycopg.Connection:
+    """A session of another application on the Legacy target (closed by `with`)."""
+    info = {**legacy_target().conninfo(), "application_name": BY_HAND}
+    return psycopg.connect(autocommit=True, **info)
+
+
+def backups_of(secrets_dir) -> int:
+    return len(list((secrets_dir / "backups").glob("*/legacy-*.dump")))
+
+
+def test_backup_is_skipped_only_for_an_embedded_target_unchanged_since_the_same_files(
+    side, secrets_dir, artifacts_dir
+):
+    restored()
+    taken = backups_of(secrets_dir)
+    restored()  # the same files again, nothing written in between
+    readme = (evidence_folders(artifacts_dir)[-1] / "README.md").read_text()
+    if side == "external":  # an external server is always backed up: safety first
+        assert backups_of(secrets_dir) == taken + 1
+        return
+    assert backups_of(secrets_dir) == taken
+    assert "skipped: this embedded target was last restored from these very files" in readme
+    # Someone else connected (their latest writes may not be counted yet): a backup first.
+    with someone_connected():
+        restored()
+    assert backups_of(secrets_dir) == taken + 1
+    restored()
+    assert backups_of(secrets_dir) == taken + 1
+    # Rows written since (no object added), by a session now gone: a backup first.
+    with someone_connected() as conn:
+        conn.execute("UPDATE d_users SET email = email WHERE id = (SELECT min(id) FROM d_users)")
+    assert legacy_target().wait_until_gone(BY_HAND)  # its counts have reached the server
+    restored()
+    assert backups_of(secrets_dir) == taken + 2
+    # Other files: a backup first. A failed restore leaves no record that vouches for the target.
+    seed = secrets_dir / LEGACY_SEED_FILE
+    original = seed.read_bytes()
+    footer = (
+        seed.read_text(encoding="utf-8").splitlines().index("-- PostgreSQL database dump complete")
+    )
+    insert_line(seed, footer, "SELECT 1/0;")
+    assert not materialize_legacy(allow_reset=True).success
+    assert backups_of(secrets_dir) == taken + 3
+    seed.write_bytes(original)
+    restored()
+    assert backups_of(secrets_dir) == taken + 4
 
 
 def test_planted_shell_escape_is_refused_and_never_run(side, secrets_dir, tmp_path):

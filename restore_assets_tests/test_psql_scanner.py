@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
@@ -89,3 +90,37 @@ def test_scan_reports_created_schemas_and_extensions(tmp_path):
     scan = check_script(path, "x.sql")
     assert scan.schemas == ["opendolphin", 'Mixed"Case']
     assert scan.extensions == ["pg_trgm"]
+
+
+def test_intake_scans_the_bytes_it_hashes_in_the_same_pass(secrets_dir, settings):
+    """The restore reads each file once, to feed psql: intake's pass already holds the scan."""
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
+
+    store = SecretsStore(settings.with_overrides(secrets_dir=secrets_dir))
+    for relpath in (LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE):
+        info = store.inspect(relpath)
+        assert info.scan == check_script(secrets_dir / relpath, relpath)
+        assert info.scan.meta_commands == 2  # pg_dump's \restrict and \unrestrict
+    assert "opendolphin" in store.inspect(LEGACY_SCHEMA_FILE).scan.schemas
+
+
+def test_a_refusal_found_in_intake_is_kept_in_the_cache_with_file_and_line(secrets_dir, settings):
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import LEGACY_SCHEMA_FILE
+
+    path = secrets_dir / LEGACY_SCHEMA_FILE
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(6, "\\! touch /tmp/pwned\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    settings = settings.with_overrides(secrets_dir=secrets_dir)
+    store = SecretsStore(settings)
+    first = store.inspect(LEGACY_SCHEMA_FILE)
+    entries = json.loads(store.cache_path.read_text()).values()
+    assert [e["refused"] for e in entries if e["sha256"] == first.sha256] == [first.scan.refused]
+    cached = SecretsStore(settings).inspect(LEGACY_SCHEMA_FILE)  # from the sha256 cache
+    assert cached.scan == first.scan
+    assert first.usable  # the scan is no intake problem: the restore refuses, naming the line
+    with pytest.raises(UnsafeScriptError) as err:
+        cached.scan.raise_if_refused(LEGACY_SCHEMA_FILE)
+    assert f"{LEGACY_SCHEMA_FILE}:7" in str(err.value) and "\\! touch" in str(err.value)

@@ -9,6 +9,7 @@ metadata.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -169,7 +170,9 @@ def restore_step(context, step: str, db, secrets, evidence_store):
     sides = sides_of_run(context, target.side)
     try:
         write_plan(context, evidence, settings, sides, target)
+        started = time.monotonic()
         files = secrets.intake(sides, evidence).side(target.side)
+        intake_seconds = round(time.monotonic() - started, 3)
         result = restore_side(
             target=target,
             settings=settings,
@@ -190,6 +193,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
                 "backup": result.backup_summary,
                 "schemas reset": result.reset_schemas,
                 "role is superuser": result.superuser,
+                "phases (s)": {"intake": intake_seconds, **result.phases},
             },
         )
     metadata = {

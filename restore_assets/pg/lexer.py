@@ -225,6 +225,19 @@ class Lexer:
         """No statement, string, comment or COPY data is open: the next line starts afresh."""
         return self._state == _NORMAL and self._code is None and not self._waiting
 
+    @property
+    def in_copy_data(self) -> bool:
+        """Between `COPY ... FROM stdin;` and its end: only a line `\\.` means anything."""
+        return self._in_data
+
+    def skip_data(self, lines: int, chars: int) -> None:
+        """The same as feeding `lines` lines of COPY data, `chars` characters in all, that the
+        caller checked: none starts with `\\.` (enough where data ends only at `\\.` alone)."""
+        if not self._in_data or self.dialect.copy_end_trimmed:
+            raise ValueError("skip_data: only in COPY data that ends at `\\.` alone")
+        self.line += lines
+        self._offset += chars
+
     def feed(self, line: str) -> list[MetaCommand | Span]:
         self.line += 1
         base, self._offset = self._offset, self._offset + len(line)

@@ -40,11 +40,17 @@ def iter_meta_commands(lines: Iterable[str]) -> Iterator[MetaCommand]:
 
 @dataclass
 class ScriptScan:
-    """What one streaming pass over a dump found: allowed meta-commands, schemas, extensions."""
+    """What one streaming pass over a dump found: allowed meta-commands, schemas, extensions,
+    and the first thing refused ([line, what, why]; empty: nothing)."""
 
     meta_commands: int = 0
     schemas: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
+    refused: list = field(default_factory=list)
+
+    def raise_if_refused(self, relpath: str) -> None:
+        if self.refused:
+            raise UnsafeScriptError(relpath, *self.refused)
 
 
 def _unquote(identifier: str) -> str:
@@ -53,39 +59,73 @@ def _unquote(identifier: str) -> str:
     return identifier.lower()
 
 
-def check_script(path: Path, relpath: str) -> ScriptScan:
-    """Refuse any meta-command except pg_dump's own; note the schemas and extensions created.
+class ScriptScanner:
+    """The scan, fed one raw line at a time, so that intake's single read of a dump (for its
+    sha256) runs it too and no second pass is needed.
 
-    Read as bytes and split at `\\n` only, the way psql reads the file, so line numbers and
-    what counts as one line are psql's.
+    Lines are bytes split at `\\n` only, the way psql reads the file, so line numbers and what
+    counts as one line are psql's. The first refusal ends the scan.
     """
-    scan = ScriptScan()
-    lexer = Lexer(PSQL)
 
-    def check(events: list[MetaCommand | Span]) -> None:
+    def __init__(self) -> None:
+        self.scan = ScriptScan()
+        self._lexer = Lexer(PSQL)
+
+    def feed(self, raw: bytes) -> None:
+        if self.scan.refused:
+            return
+        line = raw.decode("utf-8", errors="replace")
+        lexer = self._lexer
+        # pg_dump writes each DDL statement at line start; data and strings must not count.
+        if lexer.at_statement_start:
+            if m := _CREATE_SCHEMA.match(line):
+                self.scan.schemas.append(_unquote(m.group(1)))
+            elif m := _CREATE_EXTENSION.match(line):
+                self.scan.extensions.append(_unquote(m.group(1)))
+            elif m := _TRANSACTION_CONTROL.match(line):
+                what = f"transaction control `{m.group(1).upper()}`"
+                self.scan.refused = [lexer.line + 1, what, _TRANSACTION_WHY]
+                return
+        self._check(lexer.feed(line))
+
+    @property
+    def in_copy_data(self) -> bool:
+        return self._lexer.in_copy_data and not self.scan.refused
+
+    def skip_data(self, lines: int, chars: int) -> None:
+        """`lines` lines of COPY data (`chars` characters), none starting with `\\.`: the same
+        as feeding each, at the cost of one count (seed rows are gigabytes)."""
+        if not self.scan.refused:
+            self._lexer.skip_data(lines, chars)
+
+    def finish(self) -> ScriptScan:
+        if not self.scan.refused:
+            self._check(self._lexer.finish())
+        return self.scan
+
+    def _check(self, events: list[MetaCommand | Span]) -> None:
         for event in events:
             if isinstance(event, Span):
                 if event.copy_inherited:
-                    raise UnsafeScriptError(relpath, event.line, _INHERITED_COPY, _INHERITED_WHY)
+                    self.scan.refused = [event.line, _INHERITED_COPY, _INHERITED_WHY]
+                    return
             elif not _allowed(event):
-                raise UnsafeScriptError(relpath, event.line, event.text)
+                self.scan.refused = [event.line, event.text, None]
+                return
             else:
-                scan.meta_commands += 1
+                self.scan.meta_commands += 1
 
+
+def check_script(path: Path, relpath: str) -> ScriptScan:
+    """Refuse any meta-command except pg_dump's own; note the schemas and extensions created."""
+    scanner = ScriptScanner()
     with path.open("rb") as handle:
         for raw in handle:
-            line = raw.decode("utf-8", errors="replace")
-            # pg_dump writes each DDL statement at line start; data and strings must not count.
-            if lexer.at_statement_start:
-                if m := _CREATE_SCHEMA.match(line):
-                    scan.schemas.append(_unquote(m.group(1)))
-                elif m := _CREATE_EXTENSION.match(line):
-                    scan.extensions.append(_unquote(m.group(1)))
-                elif m := _TRANSACTION_CONTROL.match(line):
-                    what = f"transaction control `{m.group(1).upper()}`"
-                    raise UnsafeScriptError(relpath, lexer.line + 1, what, _TRANSACTION_WHY)
-            check(lexer.feed(line))
-        check(lexer.finish())
+            scanner.feed(raw)
+            if scanner.scan.refused:
+                break
+    scan = scanner.finish()
+    scan.raise_if_refused(relpath)
     return scan
 
 

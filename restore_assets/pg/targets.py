@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,6 +252,52 @@ class PostgresTarget:
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(USER_OBJECTS_SQL).fetchall()
         return {schema: count for schema, count in rows if count}
+
+    def database_oid(self) -> int:
+        """The database's OID: a database dropped and created again under its name has another."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+            return int(row.fetchone()[0])
+
+    def rows_written(self) -> int | None:
+        """Rows inserted, updated or deleted in the database's tables, as the server counts them
+        (cumulative; a session's counts reach the server when it ends, or within seconds).
+        None when the server does not count (`track_counts` off)."""
+        with self.connect(autocommit=True) as conn:
+            if conn.execute("SHOW track_counts").fetchone()[0] != "on":
+                return None
+            row = conn.execute(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+                " FROM pg_stat_user_tables"
+            )
+            return int(row.fetchone()[0])
+
+    def foreign_sessions(self) -> int:
+        """Sessions connected to the database by another application than this project's
+        (e.g. someone's psql), or by this project's psql session."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND application_name IS DISTINCT FROM current_setting('application_name')"
+            )
+            return int(row.fetchone()[0])
+
+    def wait_until_gone(self, application_name: str, seconds: float = 10.0) -> bool:
+        """Wait, bounded, until no session named `application_name` is connected: a backend
+        flushes its statistics before it leaves `pg_stat_activity`. False if it stayed."""
+        deadline = time.monotonic() + seconds
+        with self.connect(autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (application_name,),
+                )
+                if row.fetchone()[0] == 0:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
 
     def role_is_superuser(self) -> bool:
         """Allowed, but an auditor should know: a superuser restore can do anything a dump asks."""

@@ -5,8 +5,6 @@ the same `RestoreConfig`, so a run's overrides (from the CLI or the launchpad) r
 
 from __future__ import annotations
 
-from dagster_docker import PipesDockerClient
-
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
@@ -24,5 +22,5 @@ def restore_resources(config: RestoreConfig | None = None) -> dict[str, object]:
         "modernized_db": PostgresResource(side="modernized", config=config),
         "secrets": SecretsResource(config=config),
         "evidence": EvidenceResource(config=config),
-        "flyway": FlywayResource(config=config, docker=PipesDockerClient()),
+        "flyway": FlywayResource(config=config),
     }

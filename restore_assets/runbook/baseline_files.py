@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets.pg.psql import ScriptScan, ScriptScanner
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SIDE_FILES = {
@@ -36,8 +37,8 @@ class SecretFile:
     sha256: str = ""
     dumped_from: str | None = None
     dumped_by: str | None = None
-    extensions: list[str] = field(default_factory=list)  # from pg_dump's TOC comments
     problems: list[str] = field(default_factory=list)
+    scan: ScriptScan | None = None  # the psql scan of the bytes that gave `sha256`
 
     @property
     def usable(self) -> bool:
@@ -72,13 +73,12 @@ _DUMP_START = b"-- PostgreSQL database dump"
 _DUMP_COMPLETE = b"-- PostgreSQL database dump complete"
 _DATA_ENTRY = b"-- Data for Name: "
 _TABLE_ENTRY = b"; Type: TABLE; Schema: "
-# pg_dump's TOC comment before each CREATE EXTENSION: `-- Name: pg_trgm; Type: EXTENSION; ...`
-_EXTENSION_ENTRY = re.compile(rb"^-- Name: (.+?); Type: EXTENSION; Schema: ")
 
 
 @dataclass(frozen=True)
 class DumpFacts:
-    """What one streamed pass over a dump learns: its sha256 and what pg_dump wrote into it."""
+    """What one streamed pass over a dump learns: its sha256, what pg_dump wrote into it, and
+    the psql scan (`pg/psql.py`) of the same bytes, so a restore need not read the file again."""
 
     sha256: str
     dumped_from: str | None
@@ -87,9 +87,14 @@ class DumpFacts:
     complete: bool  # pg_dump's "dump complete" footer, nothing but comments/\unrestrict after it
     data_entries: int  # "-- Data for Name: …" (table data)
     table_entries: int  # "-- Name: …; Type: TABLE; …" (table definitions)
-    # "-- Name: …; Type: EXTENSION; …": what the dry-run plan's preflight asks the server for
-    # without a second read (the restore's own scan reads the statements themselves)
+    meta_commands: int
+    schemas: list[str]
     extensions: list[str]
+    refused: list  # the scan's first refusal, [line, what, why]; empty: none
+
+    @property
+    def scan(self) -> ScriptScan:
+        return ScriptScan(self.meta_commands, self.schemas, self.extensions, self.refused)
 
     def problems(self, relpath: str) -> list[str]:
         """Why this file cannot be the one its slot expects (empty: it can)."""
@@ -114,41 +119,139 @@ class DumpFacts:
 
 
 def read_dump(path: Path) -> DumpFacts:
-    """sha256 and pg_dump's own markers in one streamed pass (dumps are gigabytes)."""
-    digest = hashlib.sha256()
-    dumped_from = dumped_by = None
-    first = b""  # the first line that is more than "--": pg_dump's title
-    complete = False
-    data_entries = table_entries = 0
-    extensions: list[str] = []
+    """sha256, pg_dump's own markers and the psql scan in one streamed pass (dumps are
+    gigabytes: each extra read of one is seconds)."""
+    reader = DumpReader()
     with path.open("rb") as handle:
-        for number, line in enumerate(handle):
-            digest.update(line)
-            if number < _HEADER_LINES:
-                if not first and line.strip() not in (b"", b"--"):
-                    first = line.strip()
-                text = line.decode("utf-8", "replace")
-                if m := _DUMPED_FROM.match(text):
-                    dumped_from = m.group(1)
-                elif m := _DUMPED_BY.match(text):
-                    dumped_by = m.group(1)
-            if line.startswith(b"--"):
-                if line.startswith(_DATA_ENTRY):
-                    data_entries += 1
-                elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
-                    table_entries += 1
-                elif m := _EXTENSION_ENTRY.match(line):
-                    extensions.append(m.group(1).decode("utf-8", "replace"))
-                complete = complete or line.rstrip() == _DUMP_COMPLETE
-            elif line.strip() and not line.startswith(b"\\unrestrict "):
-                complete = False  # something after the footer: not where pg_dump ends
-    return DumpFacts(
-        digest.hexdigest(),
-        dumped_from,
-        dumped_by,
-        first == _DUMP_START,
-        complete,
-        data_entries,
-        table_entries,
-        extensions,
-    )
+        pending: list[bytes] = []  # the start of a line not yet ended
+        while chunk := handle.read(_CHUNK):
+            reader.digest.update(chunk)
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                pending.append(chunk)
+                continue
+            reader.feed_block(b"".join([*pending, chunk[:cut]]))
+            pending = [chunk[cut:]]
+        reader.feed_block(b"".join(pending))
+    return reader.facts()
+
+
+_CHUNK = 1 << 20
+
+
+class DumpReader:
+    """`read_dump`'s state. `line` takes one line (with its `\\n`); `feed_block` takes whole
+    lines at once and counts the rows of a COPY block in bulk, which gives the same facts: a
+    row can only matter to them if it starts with `--` (those are looked at one by one) or
+    by coming after pg_dump's footer."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.scanner = ScriptScanner()
+        self.number = 0  # lines read
+        self.dumped_from: str | None = None
+        self.dumped_by: str | None = None
+        self.first = b""  # the first line that is more than "--": pg_dump's title
+        self.complete = False
+        self.data_entries = self.table_entries = 0
+
+    def feed_block(self, block: bytes) -> None:
+        pos, size = 0, len(block)
+        while pos < size:
+            if self.scanner.in_copy_data and self.number >= _HEADER_LINES:
+                end = _rows_end(block, pos)
+                if end > pos:
+                    self._rows(block, pos, end)
+                    pos = end
+                    continue
+            newline = block.find(b"\n", pos)
+            end = size if newline < 0 else newline + 1
+            self.line(block[pos:end])
+            pos = end
+
+    def line(self, line: bytes) -> None:
+        self.scanner.feed(line)
+        if self.number < _HEADER_LINES:
+            if not self.first and line.strip() not in (b"", b"--"):
+                self.first = line.strip()
+            text = line.decode("utf-8", "replace")
+            if m := _DUMPED_FROM.match(text):
+                self.dumped_from = m.group(1)
+            elif m := _DUMPED_BY.match(text):
+                self.dumped_by = m.group(1)
+        self.number += 1
+        self._marker(line)
+
+    def _marker(self, line: bytes) -> None:
+        if line.startswith(b"--"):
+            if line.startswith(_DATA_ENTRY):
+                self.data_entries += 1
+            elif line.startswith(b"-- Name: ") and _TABLE_ENTRY in line:
+                self.table_entries += 1
+            self.complete = self.complete or line.rstrip() == _DUMP_COMPLETE
+        elif line.strip() and not line.startswith(b"\\unrestrict "):
+            self.complete = False  # something after the footer: not where pg_dump ends
+
+    def _rows(self, block: bytes, start: int, end: int) -> None:
+        """Lines `start:end` of `block`, all COPY rows, none starting with `\\.`."""
+        lines = block.count(b"\n", start, end) + (block[end - 1 : end] != b"\n")
+        # Lines end at "\n", so decoding them together gives each line's characters.
+        self.scanner.skip_data(lines, len(block[start:end].decode("utf-8", "replace")))
+        self.number += lines
+        footer = -1
+        at = start if block.startswith(b"--", start) else _next(block.find(b"\n--", start, end))
+        while at >= 0:
+            line = block[at : _line_end(block, at, end)]
+            self._marker(line)
+            footer = at if line.rstrip() == _DUMP_COMPLETE else footer
+            at = _next(block.find(b"\n--", at, end))
+        if _last_plain_row(block, start, end) > footer:
+            self.complete = False  # a row after the footer: not where pg_dump ends
+
+    def facts(self) -> DumpFacts:
+        scan = self.scanner.finish()
+        return DumpFacts(
+            self.digest.hexdigest(),
+            self.dumped_from,
+            self.dumped_by,
+            self.first == _DUMP_START,
+            self.complete,
+            self.data_entries,
+            self.table_entries,
+            scan.meta_commands,
+            scan.schemas,
+            scan.extensions,
+            scan.refused,
+        )
+
+
+def _rows_end(block: bytes, pos: int) -> int:
+    """Where the COPY rows from `pos` end: at the next line starting with `\\.` (psql ends the
+    data only at `\\.` alone, looked at line by line), else at the end of the block."""
+    if block.startswith(b"\\.", pos):
+        return pos
+    found = block.find(b"\n\\.", pos)
+    return len(block) if found < 0 else found + 1
+
+
+def _next(newline: int) -> int:
+    """The start of the line after the `\\n` at `newline`; -1 if none was found."""
+    return newline + 1 if newline >= 0 else -1
+
+
+def _line_end(block: bytes, at: int, end: int) -> int:
+    newline = block.find(b"\n", at, end)
+    return end if newline < 0 else newline + 1
+
+
+def _last_plain_row(block: bytes, start: int, end: int) -> int:
+    """Where the last line of `start:end` that is not blank, `--` or `\\unrestrict` starts
+    (usually the very last line); -1 if there is none."""
+    line_end = end
+    while line_end > start:
+        line_start = max(block.rfind(b"\n", start, line_end - 1) + 1, start)
+        row = block[line_start:line_end]
+        if row.strip() and not row.startswith((b"--", b"\\unrestrict ")):
+            return line_start
+        line_end = line_start
+    return -1

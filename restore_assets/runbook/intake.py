@@ -3,7 +3,9 @@
 A file is usable when it is a regular file inside the Secrets root (no symlink escaping it), mode
 600 or stricter, non-empty, and a whole pg_dump file of the kind its slot expects (header and
 "dump complete" footer present; schema dumps hold no table data, the seed no table definitions).
-One streamed pass gives the sha256 and those facts, cached by inode, size, mtime and ctime.
+One streamed pass gives the sha256, those facts and the psql scan of the same bytes, cached by
+inode, size, mtime and ctime: a restore then reads each file once more only, to feed psql (which
+checks the fed bytes against this sha256).
 Intake vets every side of a run before any side touches a database: a missing, loose, truncated
 or misplaced file stops everything with a request to Ops.
 """
@@ -72,11 +74,11 @@ class SecretsStore:
             info.problems.append("empty file")
             return info
         facts = self._facts(real, st)
-        info.sha256, info.dumped_from, info.dumped_by, info.extensions = (
+        info.sha256, info.dumped_from, info.dumped_by, info.scan = (
             facts.sha256,
             facts.dumped_from,
             facts.dumped_by,
-            list(facts.extensions),
+            facts.scan,
         )
         info.problems += facts.problems(relpath)
         return info

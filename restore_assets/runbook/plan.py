@@ -216,7 +216,7 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
 
 
 def _preflight(plan: SidePlan, target: PostgresTarget, version_num: int) -> None:
-    extensions = sorted({e for f in plan.files for e in f.extensions})
+    extensions = sorted({e for f in plan.files if f.scan for e in f.scan.extensions})
     try:
         preflight(target, plan.files, extensions)
     except RestoreError as exc:

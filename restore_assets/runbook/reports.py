@@ -8,8 +8,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pandas as pd
-
 from restore_assets.flyway import ResolvedMigration
 from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.pg.targets import PostgresTarget
@@ -33,6 +31,8 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     """A markdown table of `rows` (pandas + tabulate), text kept as written."""
     if not rows:
         return "(none)"
+    import pandas as pd  # here, not at the top: a restore alone should not pay its 1 s import
+
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 

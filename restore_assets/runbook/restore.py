@@ -1,8 +1,9 @@
 """Runbook §3.1-3.2 / §4.1-4.2: the all-or-nothing restore of one side from its baseline files.
 
-Order is the safety story: scan (no meta-command psql would run on this host) → preflight →
-consent (a non-empty external target needs --allow-reset) → backup (pg_dump into the Secrets
-store) → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
+Order is the safety story: scan (no meta-command psql would run on this host; done in intake's
+read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
+into the Secrets store; skipped only for an embedded target last restored from these very files)
+→ one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
 back and the target is exactly as it was.
 """
 
@@ -26,6 +27,7 @@ from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.files import sha256_file, write_private
+from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import inside_secrets, preflight, restore_lock
 from restore_assets.settings import Settings
 
@@ -58,10 +60,12 @@ class RestoreResult:
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
+    backup_skipped: str = "not needed (target was empty)"  # why there is no backup
 
     @property
     def backup_summary(self) -> str:
-        return self.backup.describe() if self.backup else "not needed (target was empty)"
+        return self.backup.describe() if self.backup else self.backup_skipped
 
 
 def describe_content(content: dict[str, int]) -> str:
@@ -145,14 +149,18 @@ def restore_side(
 ) -> RestoreResult:
     """Scan, preflight, consent, backup, then reset + every file in one psql transaction."""
     started = time.monotonic()
+    phases = Phases()
     side = target.side
     schemas: list[str] = []
     extensions: list[str] = []
     for f in files:
-        scan = check_script(f.path, f.relpath)
+        # Intake's pass scanned the bytes it hashed (the feeder checks psql gets those bytes).
+        scan = f.scan if f.scan is not None else check_script(f.path, f.relpath)
+        scan.raise_if_refused(f.relpath)
         log(f"{f.relpath}: scanned, {scan.meta_commands} pg_dump meta-command(s), nothing else")
         schemas += scan.schemas
         extensions += scan.extensions
+    phases.lap("scan")
     psql = client_binary("psql", settings.psql_bin)
     require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
@@ -160,27 +168,43 @@ def restore_side(
     if superuser:
         log(f"note: the {target.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.path(PSQL_LOGS[side])
+    phases.lap("preflight")
 
     with restore_lock(target):
         reset_schemas = reset_set(target)
         content = target.user_schemas_content()
-        backup = None
+        backup, skipped = None, "not needed (target was empty)"
+        phases.lap("lock and inventory")
         if content:
             require_consent(target, settings, content)
-            log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
-            backup = backup_target(target, settings)
-            log(f"backup: {backup.describe()}")
+            if restored_from_these(settings, target, files):
+                skipped = (
+                    "skipped: this embedded target was last restored from these very files ("
+                    + ", ".join(f"{f.relpath} sha256 {f.sha256[:16]}…" for f in files)
+                    + "); what changed in it since (Flyway, the sync, by hand) is not kept"
+                )
+                log(f"backup {skipped}")
+            else:
+                log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
+                backup = backup_target(target, settings)
+                log(f"backup: {backup.describe()}")
+        phases.lap("backup")
+        forget(settings, target)  # the target is about to change
+        env = target.client_env()
+        env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
             psql,
             [ScriptFile(f.relpath, f.path, f.sha256) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=target.client_env(),
+            env=env,
             tmp_root=_tmp_root(settings),
             log_path=psql_log,
             redact=target.redact,
             progress=log,
         )
+        phases.lap("psql")
+        remember(settings, target, files, psql_application)  # committed: just these files
     return RestoreResult(
         side=side,
         target=target.describe(),
@@ -194,7 +218,22 @@ def restore_side(
         superuser=superuser,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
+        phases=phases.seconds,
+        backup_skipped=skipped,
     )
+
+
+class Phases:
+    """Seconds spent in each phase of a restore, for the evidence (and `make bench`)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._since = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._since, 3)
+        self._since = now
 
 
 def _tmp_root(settings: Settings) -> Path:
