@@ -323,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"whole processes on the {sizes[0]:g} MB seed", flush=True)
     results["processes"] = whole_processes(bench, seeds[sizes[0]], repeats=2)
+    print("the whole chain launched as the UI launches it", flush=True)
+    from restore_assets.demo.bench_ui import ui_chain
+
+    results["ui"] = ui_chain(bench.env_for(seeds[sizes[0]]), bench.logs / "ui.log")
     print("the demo chain from the CLI (restore-assets demo)", flush=True)
     results["demo"] = [asdict(bench.project(seeds[sizes[0]], "demo", cold=False)) for _ in range(3)]
     results["seconds"] = round(time.monotonic() - started, 1)
