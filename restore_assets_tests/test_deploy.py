@@ -115,12 +115,16 @@ def test_deploy_instance_config_is_valid_with_the_docker_launcher(tmp_path, monk
             assert "PASSWORD" not in key or str(value).startswith("${"), (key, value)
 
 
+def _dockerfile_lines() -> list[str]:
+    """deploy/Dockerfile's instructions, continuation lines joined."""
+    return (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+
+
 def _dockerfile_env() -> dict[str, str]:
-    """The ENV lines of deploy/Dockerfile (KEY=VALUE pairs, with continuations)."""
-    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    """The KEY=VALUE pairs of the Dockerfile's ENV instructions."""
     pairs = [
         word.split("=", 1)
-        for line in text.splitlines()
+        for line in _dockerfile_lines()
         if line.startswith("ENV ")
         for word in line.split()[1:]
     ]
@@ -228,6 +232,23 @@ def _test_workspace_yaml(port: int) -> str:
     return yaml.safe_dump(workspace)
 
 
+def _deploy_commands(local: dict[str, str]) -> dict[str, list[str]]:
+    """The deployment's own commands (the image's CMD, the compose services' `command`), with
+    container addresses and paths replaced by `local` and programs taken from this venv."""
+    cmd = next(line for line in _dockerfile_lines() if line.startswith("CMD "))
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    commands = {
+        "code-server": json.loads(cmd.removeprefix("CMD ")),
+        "daemon": compose["daemon"]["command"],
+        "webserver": compose["webserver"]["command"],
+    }
+    bin_dir = Path(sys.executable).parent
+    return {
+        name: [str(bin_dir / program), *(local.get(arg, arg) for arg in args)]
+        for name, (program, *args) in commands.items()
+    }
+
+
 TARGETS = {
     "solo": ("deploy_solo_legacy", "deploy_solo_modern"),
     "north": ("deploy_north_legacy", "deploy_north_modern"),
@@ -289,20 +310,14 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
         "RESTORE_DOTENV": str(tmp_path / "no.env"),
         "RESTORE_SENSOR_INTERVAL_SECONDS": "1",
     }
-    bin_dir = Path(sys.executable).parent
-    workspace = str(tmp_path / "workspace.yaml")
-    commands = {
-        "code-server": [
-            str(bin_dir / "dagster"),
-            *("code-server", "start", "-h", "127.0.0.1", "-p", str(code_port)),
-            *("-m", "restore_assets.definitions", "--location-name", "restore_assets"),
-        ],
-        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-        "webserver": [
-            str(bin_dir / "dagster-webserver"),
-            *("-h", "127.0.0.1", "-p", str(web_port), "-w", workspace),
-        ],
-    }
+    commands = _deploy_commands(
+        {
+            "0.0.0.0": "127.0.0.1",
+            "4000": str(code_port),
+            "3000": str(web_port),
+            "/opt/dagster/home/workspace.yaml": str(tmp_path / "workspace.yaml"),
+        }
+    )
     storage = {
         "host": endpoint.host,
         "port": endpoint.port,
