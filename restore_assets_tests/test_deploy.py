@@ -163,8 +163,15 @@ def test_docker_compose_config(tmp_path):
         cwd=work,
     )
     assert done.returncode == 0, done.stderr
-    services = json.loads(done.stdout)["services"]
+    rendered = json.loads(done.stdout)
+    services = rendered["services"]
     assert set(services) == {"dagster-postgres", "code", "webserver", "daemon"}
+    # Runs start from the code server's own image, with the volumes dagster.yaml names.
+    assert services["code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == services["code"]["image"]
+    names = {v.get("name") for v in rendered["volumes"].values()}
+    assert {"restore_secrets", "restore_artifacts", "restore_config"} <= names
+    for name in ("code", "webserver", "daemon"):
+        assert services[name]["environment"]["DAGSTER_POSTGRES_PASSWORD"] == "compose-check-only"
 
 
 # --- the same topology without containers -----------------------------------------------------
