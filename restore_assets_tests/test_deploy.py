@@ -1,0 +1,517 @@
+"""deploy/ (issue 12, item 4): the Docker deployment's instance settings are valid Dagster config,
+and the same topology — code server, daemon and webserver as three processes over PostgreSQL
+instance storage — restores named targets from the sensor alone, two of them in parallel.
+
+No Docker engine runs here: the topology test uses deploy/dagster.yaml with the default run
+launcher in place of the DockerRunLauncher, and `docker compose config` runs only where the
+compose plugin exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+PG_ENV = ("HOST", "PORT", "DB", "USER", "PASSWORD")  # DAGSTER_POSTGRES_<...>
+SENSOR = {
+    "repositoryName": "__repository__",
+    "repositoryLocationName": "restore_assets",
+    "sensorName": "secrets_sensor",
+}
+STARTUP_S = 180  # three processes up, the code loaded, the sensor's first look
+DONE_S = 300  # from Secrets landing to every target's gates passed
+
+
+def _deploy_config() -> dict:
+    return yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, (*path, i))
+    else:
+        yield path, node
+
+
+# --- deploy/dagster.yaml as Dagster reads it ------------------------------------------------
+
+
+def test_deploy_instance_config_is_valid_with_the_docker_launcher(tmp_path, monkeypatch):
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._serdes.config_class import ConfigurableClassData
+    from dagster_docker import DockerRunLauncher
+    from dagster_postgres import DagsterPostgresStorage
+
+    from restore_assets.jobs import INSTANCE_CONFIG
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    for name in PG_ENV:
+        monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", "5432" if name == "PORT" else f"v-{name}")
+    config, instance_class = dagster_instance_config(str(home))  # raises on any schema error
+    assert instance_class is None
+
+    # Run, event log and schedule storage: one Postgres database, password from the env only.
+    storage = process_config(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+    assert storage.success, storage.errors
+    assert storage.value["postgres_db"]["password"] == "v-PASSWORD"
+    passwords = [(p, v) for p, v in _walk(_deploy_config()) if "password" in map(str, p)]
+    assert passwords and all(p[-1] == "env" for p, _ in passwords), passwords
+
+    # The same run queue limits and run monitoring as the CLI's and `make ui`'s instance.
+    ours = yaml.safe_load(INSTANCE_CONFIG)
+    for section in ("concurrency", "run_monitoring"):
+        assert config[section] == ours[section], section
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+    # The Docker run launcher, built from its section as the daemon builds it.
+    section = config["run_launcher"]
+    launcher = ConfigurableClassData(
+        section["module"], section["class"], yaml.safe_dump(section["config"])
+    ).rehydrate(DockerRunLauncher)
+    assert isinstance(launcher, DockerRunLauncher)
+    mounts = {v.split(":")[1]: v for v in launcher.container_kwargs["volumes"]}
+    assert mounts["/secrets"].endswith(":ro"), "runs must not be able to change the Secrets"
+    assert mounts["/artifacts"].endswith(":rw")
+    image_env = _dockerfile_env()
+    assert image_env["SECRETS_DIR"] == "/secrets"
+    assert image_env["RESTORE_ARTIFACTS_DIR"] == "/artifacts"
+    assert Path(image_env["RESTORE_TARGETS"]).parent.as_posix() in mounts
+    assert all("=" not in name for name in launcher.env_vars), "values never in the file"
+    needed = {f"DAGSTER_POSTGRES_{n}" for n in PG_ENV} | _example_password_envs()
+    assert needed <= set(launcher.env_vars), needed - set(launcher.env_vars)
+
+    # What dagster.yaml names by name exists under that name in docker-compose.yml.
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    volume_names = {v.get("name") for v in compose["volumes"].values() if v}
+    assert {v.split(":")[0] for v in mounts.values()} <= volume_names
+    assert launcher.networks == [compose["networks"]["restore_assets"]["name"]]
+    for service in compose["services"].values():  # passwords only from .env / targets.env
+        for key, value in (service.get("environment") or {}).items():
+            assert "PASSWORD" not in key or str(value).startswith("${"), (key, value)
+
+
+def _dockerfile_lines() -> list[str]:
+    """deploy/Dockerfile's instructions, continuation lines joined."""
+    return (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The KEY=VALUE pairs of the Dockerfile's ENV instructions."""
+    pairs = [
+        word.split("=", 1)
+        for line in _dockerfile_lines()
+        if line.startswith("ENV ")
+        for word in line.split()[1:]
+    ]
+    return dict(pairs)
+
+
+def _example_password_envs() -> set[str]:
+    targets = yaml.safe_load((DEPLOY / "targets.example.yaml").read_text())["targets"]
+    return {
+        side["password_env"] for t in targets.values() for side in (t["legacy"], t["modernized"])
+    }
+
+
+def test_docker_compose_config(tmp_path):
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker client here: `docker compose config` is checked where one exists")
+    if subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
+        pytest.skip("the docker client here has no compose plugin: `docker compose` is missing")
+    work = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, work)
+    (work / "targets.env").write_text((work / "targets.env.example").read_text())
+    env = {
+        **os.environ,
+        "DAGSTER_POSTGRES_PASSWORD": "compose-check-only",
+        "DOCKER_GID": "999",
+        "SECRETS_HOST_DIR": str(tmp_path / "Secrets"),
+        "ARTIFACTS_HOST_DIR": str(tmp_path / "artifacts"),
+        "CONFIG_HOST_DIR": str(tmp_path / "config"),
+    }
+    done = subprocess.run(
+        [docker, "compose", "-f", str(work / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = json.loads(done.stdout)
+    services = rendered["services"]
+    assert set(services) == {"dagster-postgres", "code", "webserver", "daemon"}
+    # Runs start from the code server's own image, with the volumes dagster.yaml names.
+    assert services["code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == services["code"]["image"]
+    names = {v.get("name") for v in rendered["volumes"].values()}
+    assert {"restore_secrets", "restore_artifacts", "restore_config"} <= names
+    for name in ("code", "webserver", "daemon"):
+        assert services[name]["environment"]["DAGSTER_POSTGRES_PASSWORD"] == "compose-check-only"
+
+
+# --- the same topology without containers -----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Deployment:
+    url: str
+    root: Path
+    storage: dict[str, object]  # psycopg.connect() arguments of the instance storage
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def tails(self, lines: int = 25) -> str:
+        parts = []
+        for name in self.processes:
+            text = self.log(name).read_text(encoding="utf-8", errors="replace")
+            parts.append(f"--- tail of {name} ---\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
+
+    def fail(self, why: str) -> None:
+        pytest.fail(f"{why}\n{self.tails()}")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                self.fail(f"{name} exited with {process.returncode}")
+
+    def graphql(self, query: str, **variables) -> dict:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as exc:  # its body says why
+            raise AssertionError(f"{exc}: {exc.read()[:2000]!r}") from None
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]
+
+
+def _test_instance_yaml(socket_dir: str) -> str:
+    """deploy/dagster.yaml with the default run launcher (no Docker engine here). Same storage,
+    coordinator and limits; the embedded server listens on a Unix socket only, which libpq's
+    `host` parameter names (it wins over the URL's host)."""
+    config = _deploy_config()
+    config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    config["storage"]["postgres"]["postgres_db"]["params"] = {"host": socket_dir}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _test_workspace_yaml(port: int) -> str:
+    """deploy/workspace.yaml pointed at this test's code server."""
+    workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=port)
+    return yaml.safe_dump(workspace)
+
+
+def _deploy_commands(local: dict[str, str]) -> dict[str, list[str]]:
+    """The deployment's own commands (the image's CMD, the compose services' `command`), with
+    container addresses and paths replaced by `local` and programs taken from this venv."""
+    cmd = next(line for line in _dockerfile_lines() if line.startswith("CMD "))
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    commands = {
+        "code-server": json.loads(cmd.removeprefix("CMD ")),
+        "daemon": compose["daemon"]["command"],
+        "webserver": compose["webserver"]["command"],
+    }
+    bin_dir = Path(sys.executable).parent
+    return {
+        name: [str(bin_dir / program), *(local.get(arg, arg) for arg in args)]
+        for name, (program, *args) in commands.items()
+    }
+
+
+TARGETS = {
+    "solo": ("deploy_solo_legacy", "deploy_solo_modern"),
+    "north": ("deploy_north_legacy", "deploy_north_modern"),
+    "south": ("deploy_south_legacy", "deploy_south_modern"),
+}
+
+
+@pytest.fixture
+def deployment(tmp_path, settings) -> Iterator[Deployment]:
+    """Code server, daemon and webserver, each in its own process group over PostgreSQL storage
+    (a `dagster_storage` database on the session's embedded server); all ended afterwards."""
+    from psycopg import sql
+
+    from restore_assets.pg.targets import embedded_admin, restrict_embedded_auth, start_embedded
+
+    endpoint = start_embedded(settings.state_dir)
+    restrict_embedded_auth(settings.state_dir / "pgdata", endpoint, ["opendolphin"])
+    with embedded_admin(endpoint) as admin:
+        for name in ("dagster_storage", *(db for pair in TARGETS.values() for db in pair)):
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        admin.execute("CREATE DATABASE dagster_storage")
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(_test_instance_yaml(endpoint.host))
+    code_port, web_port = _free_port(), _free_port()
+    (tmp_path / "workspace.yaml").write_text(_test_workspace_yaml(code_port))
+    (tmp_path / "targets.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "targets": {
+                    name: {"secrets_dir": name, "legacy": {"db": a}, "modernized": {"db": b}}
+                    for name, (a, b) in TARGETS.items()
+                }
+            }
+        )
+    )
+    (tmp_path / "Secrets").mkdir()
+    (tmp_path / "tmp").mkdir()
+    # Explicit: nothing from the developer's or the test session's environment leaks in.
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "PYTHONPATH": str(REPO),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],  # the embedded server's start-up lock
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_HOST": "localhost",  # overridden by the socket dir (params above)
+        "DAGSTER_POSTGRES_PORT": str(endpoint.port),
+        "DAGSTER_POSTGRES_DB": "dagster_storage",
+        "DAGSTER_POSTGRES_USER": "postgres",
+        "DAGSTER_POSTGRES_PASSWORD": "",  # peer authentication on the socket
+        "RESTORE_TARGETS": str(tmp_path / "targets.yaml"),
+        "SECRETS_DIR": str(tmp_path / "Secrets"),
+        "RESTORE_STATE_DIR": str(settings.state_dir),  # the session's embedded server
+        "RESTORE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "RESTORE_DOTENV": str(tmp_path / "no.env"),
+        "RESTORE_SENSOR_INTERVAL_SECONDS": "1",
+    }
+    commands = _deploy_commands(
+        {
+            "0.0.0.0": "127.0.0.1",
+            "4000": str(code_port),
+            "3000": str(web_port),
+            "/opt/dagster/home/workspace.yaml": str(tmp_path / "workspace.yaml"),
+        }
+    )
+    storage = {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "user": "postgres",
+        "dbname": "dagster_storage",
+    }
+    deployment = Deployment(f"http://127.0.0.1:{web_port}", tmp_path, storage)
+    try:
+        for name, command in commands.items():
+            with deployment.log(name).open("wb") as log:
+                deployment.processes[name] = subprocess.Popen(
+                    command,
+                    cwd=tmp_path,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        yield deployment
+    finally:
+        _end_groups(list(deployment.processes.values()))
+
+
+def _end_groups(processes: list[subprocess.Popen]) -> None:
+    """Ctrl-C to each whole group (their own shutdown; a run worker is in its code server's
+    group), then SIGKILL to whatever is left."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+RUNS_QUERY = """
+query State($sensor: SensorSelector!) {
+  runsOrError {
+    ... on Runs { results {
+      runId jobName status creationTime startTime endTime tags { key value }
+    } }
+  }
+  sensorOrError(sensorSelector: $sensor) {
+    ... on Sensor { sensorState { ticks(limit: 1) { status skipReason } } }
+  }
+}
+"""
+
+
+@dataclass
+class Run:
+    id: str
+    job: str
+    status: str
+    created: float
+    start: float | None
+    end: float | None
+    tags: dict[str, str]
+
+    @property
+    def target(self) -> str | None:
+        return self.tags.get("dagster/partition")
+
+
+def _state(deployment: Deployment) -> tuple[list[Run], dict | None]:
+    data = deployment.graphql(RUNS_QUERY, sensor=SENSOR)
+    runs = [
+        Run(
+            r["runId"],
+            r["jobName"],
+            r["status"],
+            r["creationTime"],
+            r["startTime"],
+            r["endTime"],
+            {t["key"]: t["value"] for t in r["tags"]},
+        )
+        for r in data["runsOrError"].get("results", [])
+    ]
+    ticks = ((data["sensorOrError"] or {}).get("sensorState") or {}).get("ticks") or [None]
+    return runs, ticks[0]
+
+
+def _describe(runs: list[Run], tick: dict | None) -> str:
+    lines = [f"  run {r.job} [{r.target}] {r.id[:8]}: {r.status}" for r in runs]
+    return "\n".join([f"sensor's latest tick: {tick}", *lines])
+
+
+def _gate_status(deployment: Deployment, target: str) -> str | None:
+    """The status in the target's newest gate_report.json, if any."""
+    evidence = deployment.root / "artifacts" / "parity-manual" / "db-restore" / target
+    reports = sorted(evidence.glob("*/gate_report.json"))
+    return json.loads(reports[-1].read_text())["status"] if reports else None
+
+
+def _wait_until_watching(deployment: Deployment) -> None:
+    """All three up, and the sensor has looked at every target's empty sub-root."""
+    deadline = time.monotonic() + STARTUP_S
+    last = None  # what the webserver last said, for the failure message
+    while True:
+        deployment.check_alive()
+        try:
+            _, last = _state(deployment)
+            if last and all(f"[{t}]" in (last["skipReason"] or "") for t in TARGETS):
+                return
+        except (urllib.error.URLError, ConnectionError, AssertionError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            deployment.fail(
+                f"the sensor did not watch every target within {STARTUP_S}s; last: {last!r}"
+            )
+        time.sleep(1)
+
+
+def _wait_for_targets(deployment: Deployment, targets: tuple[str, ...]) -> dict[str, Run]:
+    """Until each target has a successful sensor-launched run and a passed gate report; fails at
+    once on a failed run, after DONE_S with what the sensor and the runs were doing."""
+    deadline = time.monotonic() + DONE_S
+    while True:
+        deployment.check_alive()
+        runs, tick = _state(deployment)
+        if any(r.status in ("FAILURE", "CANCELED") for r in runs):
+            deployment.fail("a run failed:\n" + _describe(runs, tick))
+        done = {r.target: r for r in runs if r.status == "SUCCESS" and r.target in targets}
+        if set(done) == set(targets) and all(_gate_status(deployment, t) for t in targets):
+            statuses = {t: _gate_status(deployment, t) for t in targets}
+            assert set(statuses.values()) == {"passed"}, statuses
+            return done
+        if time.monotonic() > deadline:
+            deployment.fail(
+                f"{', '.join(targets)} not restored {DONE_S}s after their Secrets landed\n"
+                + _describe(runs, tick)
+            )
+        time.sleep(1)
+
+
+def _land(deployment: Deployment, demo_secrets: Path, *targets: str) -> float:
+    for target in targets:
+        shutil.copytree(demo_secrets, deployment.root / "Secrets" / target)  # modes kept
+    return time.time()
+
+
+@pytest.mark.e2e
+def test_separate_processes_over_postgres_restore_two_targets_in_parallel(deployment, demo_secrets):
+    _wait_until_watching(deployment)
+
+    # One target alone first: the time to compare with.
+    solo_landed = _land(deployment, demo_secrets, "solo")
+    solo = _wait_for_targets(deployment, ("solo",))["solo"]
+    one_target_s = solo.end - solo_landed
+
+    # Two targets at once: both chains run, and at the same time.
+    landed = _land(deployment, demo_secrets, "north", "south")
+    pair = _wait_for_targets(deployment, ("north", "south"))
+    north, south = pair["north"], pair["south"]
+    two_targets_s = max(north.end, south.end) - landed
+    overlap = min(north.end, south.end) - max(north.start, south.start)
+
+    for run in (solo, north, south):
+        assert run.job == "restore_all", run
+        assert run.tags.get("dagster/sensor_name") == "secrets_sensor", run
+    assert overlap > 0, (
+        f"the two targets' runs did not overlap: north {north.start:.1f}-{north.end:.1f}, "
+        f"south {south.start:.1f}-{south.end:.1f}"
+    )
+
+    # The runs are recorded in the PostgreSQL instance storage (and no SQLite file exists).
+    with psycopg.connect(**deployment.storage) as conn:
+        stored = conn.execute(
+            "SELECT run_id FROM runs WHERE run_id = ANY(%s) AND status = 'SUCCESS'",
+            ([solo.id, north.id, south.id],),
+        ).fetchall()
+    assert len(stored) == 3, stored
+    assert not list((deployment.root / "dagster_home").glob("**/*.db"))
+
+    def timeline(run: Run) -> str:  # seconds after the Secrets landed
+        at = landed if run is not solo else solo_landed
+        return (
+            f"requested +{run.created - at:.1f}s, started +{run.start - at:.1f}s, "
+            f"ended +{run.end - at:.1f}s"
+        )
+
+    print(
+        f"\none target: gates passed {one_target_s:.1f}s after its Secrets landed "
+        f"(solo: {timeline(solo)}); two targets: {two_targets_s:.1f}s (north: "
+        f"{timeline(north)}; south: {timeline(south)}; overlapping {overlap:.1f}s)"
+    )
