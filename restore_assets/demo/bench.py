@@ -297,6 +297,39 @@ def whole_processes(bench: Bench, secrets: Path, repeats: int) -> dict[str, obje
     return out
 
 
+STARTUP_STEPS = {  # whole processes, each adding one layer of the CLI's fixed cost
+    "python alone": "pass",
+    "+ import dagster": "import dagster",
+    "+ import the code location": "import restore_assets.definitions",
+    "+ the Dagster instance (sqlite storage)": (
+        "import restore_assets.definitions; from dagster import DagsterInstance; "
+        "DagsterInstance.get()"
+    ),
+}
+
+
+def startup_anatomy(bench: Bench, repeats: int = 3) -> dict[str, list[float]]:
+    """Where the fixed cost before the first step goes, layer by layer (medians in the report)."""
+    out = {}
+    for name, code in STARTUP_STEPS.items():
+        walls = []
+        for _ in range(repeats):
+            sample, _ = measure([sys.executable, "-c", code], bench.env, bench.logs / "start.log")
+            walls.append(sample.wall)
+        out[name] = walls
+        print(f"  {name}: {walls}", flush=True)
+    return out
+
+
+def profile_restore(bench: Bench, secrets: Path, out: Path) -> Path:
+    """One `run --only legacy` under pyinstrument: the profile the report's gaps point to."""
+    path = (out / "benchmarks-profile.txt").resolve()
+    cli = ["-m", "restore_assets.cli", "run", "--only", "legacy", "--allow-reset"]
+    cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(path), *cli]
+    measure(cmd, bench.env_for(secrets), bench.logs / "profile.log")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restore-assets-bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"seeds of {QUICK_SIZES_MB} MB")
@@ -327,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     from restore_assets.demo.bench_ui import ui_chain
 
     results["ui"] = ui_chain(bench.env_for(seeds[sizes[0]]), bench.logs / "ui.log")
+    print("start-up, layer by layer", flush=True)
+    results["startup"] = startup_anatomy(bench)
+    print("one restore under pyinstrument", flush=True)
+    results["profile"] = str(profile_restore(bench, seeds[sizes[0]], Path(args.out)).name)
     print("the demo chain from the CLI (restore-assets demo)", flush=True)
     results["demo"] = [asdict(bench.project(seeds[sizes[0]], "demo", cold=False)) for _ in range(3)]
     results["seconds"] = round(time.monotonic() - started, 1)

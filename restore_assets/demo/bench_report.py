@@ -206,6 +206,27 @@ def write_report(results: dict, out: Path) -> Path:
         ]
     lines += [
         "",
+    ]
+    startup = results.get("startup") or {}
+    if startup:
+        lines += [
+            "## Where the fixed cost goes",
+            "",
+            "Each row is a whole `python -c` process adding one layer of what `restore-assets run`"
+            " does before its first step (medians); the restore itself is profiled in"
+            f" [{results.get('profile', 'benchmarks-profile.txt')}]"
+            f"({results.get('profile', 'benchmarks-profile.txt')}) (pyinstrument, one"
+            " `run --only legacy` at the smallest size).",
+            "",
+            "| process | seconds | added by this layer |",
+            "| --- | --- | --- |",
+        ]
+        previous = 0.0
+        for name, values in startup.items():
+            lines.append(f"| {name} | {median(values):.2f} | {median(values) - previous:+.2f} |")
+            previous = median(values)
+    lines += [
+        "",
         "## Goals (issue 11)",
         "",
         "| goal | measured |",
