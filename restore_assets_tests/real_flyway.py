@@ -4,6 +4,9 @@ Maven fetches flyway-core + flyway-database-postgresql + the PostgreSQL JDBC dri
 (once per machine; CI's `make test` does it on its first run), `javac` compiles the tiny driver
 `flyway_oracle/FlywayOracle.java` into a cache folder outside the repository, and one JVM serves
 the whole test session: a JSON request per line in, a JSON answer per line out.
+
+`cli_launcher` fetches the real Flyway command line (`flyway-commandline` tar.gz, no bundled JRE:
+it runs on the machine's Java 17) and extracts it into the same cache, for FLYWAY_RUNNER=cli.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import select
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 FLYWAY_VERSION = "10.17.3"  # the runbook's flyway/flyway:10.17
@@ -43,6 +47,10 @@ class OracleUnavailable(RuntimeError):
 def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "restore_assets" / f"flyway-{FLYWAY_VERSION}"
+
+
+def cli_dir() -> Path:
+    return cache_dir().parent / f"flyway-cli-{FLYWAY_VERSION}"
 
 
 def _run(argv: list[str], cwd: Path, what: str) -> None:
@@ -81,6 +89,37 @@ def classpath() -> str:
         shutil.rmtree(classes, ignore_errors=True)
         build.rename(classes)
     return os.pathsep.join([str(classes), *jars])
+
+
+def cli_launcher() -> Path:
+    """The `flyway` launcher script of the real Flyway CLI, fetched and extracted once."""
+    folder = cli_dir()
+    launcher = folder / "flyway"
+    if launcher.is_file():
+        return launcher
+    # Maven copies the archive out of its local repository (wherever settings.xml puts it) into
+    # a scratch folder beside the final one; renaming at the end means a half-extracted CLI is
+    # never taken for a whole one.
+    building = folder.with_name(folder.name + "-extracting")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    artifact = f"org.flywaydb:flyway-commandline:{FLYWAY_VERSION}:tar.gz"
+    _run(
+        ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", "-DoutputDirectory=."],
+        building,
+        f"fetching the Flyway {FLYWAY_VERSION} command line from Maven Central",
+    )
+    archive = building / f"flyway-commandline-{FLYWAY_VERSION}.tar.gz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(building / "x", filter="data")  # no absolute paths, links out, devices
+    archive.unlink()
+    (top,) = (building / "x").iterdir()  # the archive holds one folder, flyway-<version>/
+    shutil.rmtree(folder, ignore_errors=True)
+    top.rename(folder)
+    shutil.rmtree(building)
+    if not launcher.is_file():
+        raise OracleUnavailable(f"the Flyway {FLYWAY_VERSION} CLI archive has no flyway launcher")
+    return launcher
 
 
 class RealFlyway:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from restore_assets.errors import RestoreError
+
+_RELATION = re.compile(r'relation "([^"]+)" does not exist')
+
+
+def missing_relation(message: str) -> str | None:
+    """The relation PostgreSQL says does not exist (42P01), for the "baseline missing" diagnosis."""
+    found = _RELATION.search(message)
+    return found.group(1) if found else None
 
 
 class FlywayError(RestoreError):

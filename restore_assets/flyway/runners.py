@@ -7,6 +7,7 @@ Used by the §4.3 step (`runbook/migrate.py`) and the `restore-assets flyway` co
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from restore_assets.flyway.conf import FlywayConfig, load_conf
 from restore_assets.flyway.engine import Flyway
-from restore_assets.flyway.errors import FlywayError, MigrationFailed
+from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_relation
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.planning import InfoRow
 from restore_assets.pg.targets import PostgresTarget
@@ -123,8 +124,36 @@ def run_cli(spec: ExternalCommand, redact: Callable[[str], str]) -> str:
         ) from None
     output = redact(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise FlywayError(f"flyway {spec.argv[-1]} exited {done.returncode}:\n{output}")
+        raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}:\n{output}")
     return output
+
+
+# Flyway 10.17.3's CLI report of a failed script (FlywaySqlScriptException.getMessage on top of
+# FlywaySqlException's): "ERROR: Script V9999__x.sql failed", then "SQL State  : 42P01",
+# "Message    : ERROR: ...", "Line       : 2"; the version from DbMigrate's last
+# 'Migrating schema "s" to version "9999 - x"' line. Checked by test_flyway_cli_runner.
+_CLI_SCRIPT = re.compile(r"^ERROR: Script (\S+) failed$", re.M)
+_CLI_FIELD = re.compile(r"^(SQL State|Message|Line) +: (.*)$", re.M)
+_CLI_VERSION = re.compile(r'^Migrating schema "[^"]*" to version "([^" ]+)', re.M)
+
+
+def cli_failure(message: str) -> FlywayError:
+    """The CLI's failure as the native engine raises it: a failed script becomes MigrationFailed
+    (script, version, line, SQL state, missing relation), so `diagnose` says the same for both."""
+    script = _CLI_SCRIPT.search(message)
+    if script is None:
+        return FlywayError(message)
+    fields = dict(_CLI_FIELD.findall(message[script.end() :]))  # Flyway repeats the block
+    versions = _CLI_VERSION.findall(message[: script.start()])
+    line = fields.get("Line", "")
+    return MigrationFailed(
+        message,
+        script=script.group(1),
+        version=versions[-1] if versions else None,
+        line=int(line) if line.isdigit() else None,
+        sqlstate=fields.get("SQL State"),
+        relation=missing_relation(fields.get("Message", "")),
+    )
 
 
 def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path) -> str | None:

@@ -3,7 +3,6 @@ migration — a transactional one in one transaction together with its history r
 
 from __future__ import annotations
 
-import re
 import time
 
 import psycopg
@@ -23,7 +22,7 @@ from restore_assets.flyway.database import (
     schema_exists,
     schemas,
 )
-from restore_assets.flyway.errors import FlywayError, MigrationFailed
+from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_relation
 from restore_assets.flyway.history import HistoryTable
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.placeholders import for_file, placeholder_values, resolve_replaced
@@ -37,8 +36,6 @@ from restore_assets.flyway.planning import (
 )
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.statements import Statement, split_statements
-
-_RELATION = re.compile(r'relation "([^"]+)" does not exist')
 
 
 def migrate(
@@ -196,7 +193,6 @@ def _execute(
             position = diag.statement_position
             line = statement.line_of(int(position)) if position else statement.line
             message = (diag.message_primary or str(exc)).strip()
-            relation = _RELATION.search(message)
             first = statement.code.splitlines()[0] if statement.code else ""
             raise MigrationFailed(
                 f"Migration {migration.script} failed at line {line}: "
@@ -205,5 +201,5 @@ def _execute(
                 version=migration.version_text,
                 line=line,
                 sqlstate=diag.sqlstate,
-                relation=relation.group(1) if relation else None,
+                relation=missing_relation(message),
             ) from None

@@ -1,0 +1,124 @@
+"""FLYWAY_RUNNER=cli with the real Flyway 10.17.3 command line (fetched with Maven, see
+real_flyway.cli_launcher): the command line and environment runners.py builds (conf with
+${DB_*} filled by Flyway from the environment), run for real on the external TCP/password
+Modernized target, must leave the history, gates and asset metadata the native runner leaves."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from restore_assets.assets.modernized import HISTORY
+from restore_assets.jobs import prepare_instance
+from restore_assets.settings import DEMO_FLYWAY_CONF, load_settings
+from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
+from restore_assets_tests.real_flyway import FLYWAY_VERSION, OracleUnavailable, cli_launcher
+from restore_assets_tests.test_modernized import modern_rows
+
+GATES = ("history_versions", "expected_tables", "expected_columns", "pg_trgm")
+
+
+@pytest.fixture(scope="session")
+def flyway_cli() -> Path:
+    try:
+        return cli_launcher()
+    except OracleUnavailable as exc:
+        pytest.fail(f"the real Flyway CLI is needed for FLYWAY_RUNNER=cli: {exc}")
+
+
+def evidence_folder(done) -> Path:
+    return Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
+
+
+def history_metadata() -> dict[str, object]:
+    """The latest modernized/flyway_history materialisation's metadata, as the UI shows it."""
+    event = prepare_instance(load_settings()).get_latest_materialization_event(HISTORY)
+    metadata = event.asset_materialization.metadata
+    return {
+        "keys": sorted(metadata),
+        "runner": metadata["runner"].value,
+        "history": [r.data for r in metadata["history"].value.records],
+        "row_counts": [r.data for r in metadata["row_counts_before_sync"].value.records],
+    }
+
+
+def gate_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if "modernized/flyway_history:" in line]
+
+
+def test_cli_runner_leaves_what_the_native_runner_leaves(
+    secrets_dir, artifacts_dir, external_modernized, flyway_cli, monkeypatch
+):
+    native = run_cli("run", "--only", "modernized", "--allow-reset")
+    assert native.returncode == 0, native.stdout + native.stderr
+    native_rows, native_metadata = modern_rows(), history_metadata()
+
+    # Same Secrets, same database, reset with consent; now the real Flyway CLI migrates it.
+    monkeypatch.setenv("FLYWAY_RUNNER", "cli")
+    monkeypatch.setenv("FLYWAY_BIN", str(flyway_cli))
+    cli = run_cli("run", "--only", "modernized", "--allow-reset")
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    log = (evidence_folder(cli) / "flyway_migrate.log").read_text()
+    assert f"Flyway OSS Edition {FLYWAY_VERSION}" in log  # the real CLI ran, not the engine
+    assert "Successfully baselined schema with version: 0" in log
+    assert 'Successfully applied 5 migrations to schema "opendolphin"' in log
+    assert "migrate: applied" not in log  # the native runner's line
+
+    # History rows: version, description, type, script, checksum, success (and rank) identical.
+    assert len(native_rows) == 6 and modern_rows() == native_rows
+    assert gate_lines(cli.stdout) == gate_lines(native.stdout)
+    assert len(gate_lines(cli.stdout)) == len(GATES) and "FAILED" not in cli.stdout
+    cli_metadata = history_metadata()
+    assert (native_metadata["runner"], cli_metadata["runner"]) == ("native", "cli")
+    assert {**cli_metadata, "runner": "native"} == native_metadata
+    assert EXTERNAL_PASSWORD not in cli.stdout + cli.stderr + log
+
+
+def diagnosis(folder: Path) -> list[str]:
+    log = (folder / "flyway_migrate.log").read_text()
+    return [line for line in log.splitlines() if line.startswith("DIAGNOSIS: ")]
+
+
+def all_evidence(folder: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def test_failing_migration_under_the_cli_runner(
+    secrets_dir, artifacts_dir, external_modernized, flyway_cli, monkeypatch, tmp_path
+):
+    project = tmp_path / "flyway"
+    shutil.copytree(DEMO_FLYWAY_CONF.parent, project)
+    (project / "sql" / "V9999__broken.sql").write_text(
+        "SELECT 1;\nALTER TABLE no_such_table ADD COLUMN x int;\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("FLYWAY_CONF", str(project / "flyway.conf"))
+    native = run_cli("run", "--only", "modernized", "--allow-reset")
+    assert native.returncode == 1, native.stdout + native.stderr
+    native_rows, native_diagnosis = modern_rows(), diagnosis(evidence_folder(native))
+
+    monkeypatch.setenv("FLYWAY_RUNNER", "cli")
+    monkeypatch.setenv("FLYWAY_BIN", str(flyway_cli))
+    cli = run_cli("run", "--only", "modernized", "--allow-reset")
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    folder = evidence_folder(cli)
+    log = (folder / "flyway_migrate.log").read_text()
+    # The runbook's diagnosis, parsed from Flyway's report exactly as the native runner gives it.
+    assert native_diagnosis == diagnosis(folder)
+    (line,) = native_diagnosis
+    assert line.startswith(
+        'DIAGNOSIS: baseline missing: migration V9999__broken.sql needs relation "no_such_table"'
+    )
+    assert line.removeprefix("DIAGNOSIS: ") in cli.stdout
+    # Flyway's own error text, in the output and in the evidence.
+    for text in (
+        "ERROR: Script V9999__broken.sql failed",
+        "SQL State  : 42P01",
+        'Message    : ERROR: relation "no_such_table" does not exist',
+        'Migration of schema "opendolphin" to version "9999 - broken" failed!',
+    ):
+        assert text in log and text in cli.stdout, text
+    # Flyway rolled the failed migration back: the history is what the native runner left.
+    assert modern_rows() == native_rows and native_rows[-1][1] == "0221"
+    assert EXTERNAL_PASSWORD not in cli.stdout + cli.stderr + all_evidence(folder)
