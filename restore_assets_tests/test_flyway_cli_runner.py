@@ -62,6 +62,7 @@ def test_cli_runner_leaves_what_the_native_runner_leaves(
     assert cli.returncode == 0, cli.stdout + cli.stderr
     log = (evidence_folder(cli) / "flyway_migrate.log").read_text()
     assert f"Flyway OSS Edition {FLYWAY_VERSION}" in log  # the real CLI ran, not the engine
+    assert "A more recent version of Flyway" not in log  # no call home from a restore step
     assert "Successfully baselined schema with version: 0" in log
     assert 'Successfully applied 5 migrations to schema "opendolphin"' in log
     assert "migrate: applied" not in log  # the native runner's line

@@ -1,6 +1,7 @@
 """Differential tests: each Flyway edge applied by real Flyway 10.17.3 (fetched with Maven, one
 JVM for the session) and by the engine, on two databases of the password cluster; history rows,
-schemas and outcomes must agree. docs/flyway-compat.md lists each edge with the test that proves it."""
+schemas and outcomes must agree. docs/flyway-compat.md lists each edge with the test that
+proves it."""
 
 from __future__ import annotations
 

@@ -183,8 +183,10 @@ def test_cli_and_docker_runner_specs(external_modernized):
         "flyway",
         f"-configFiles={DEMO_FLYWAY_CONF}",
         f"-locations=filesystem:{DEMO_SQL}",
+        "-skipCheckForUpdate",
         "migrate",
     ]
+    assert cli.env["REDGATE_DISABLE_TELEMETRY"] == "true"
     assert cli.env["DB_HOST"] == "127.0.0.1"
     assert cli.env["DB_NAME"] == external_modernized["MODERNIZED_POSTGRES_DB"]
     assert cli.env["DB_PASSWORD"] == EXTERNAL_PASSWORD  # in the child's env only, never argv
@@ -194,6 +196,7 @@ def test_cli_and_docker_runner_specs(external_modernized):
     assert docker.argv == [
         "-configFiles=/flyway/conf/flyway.conf",
         "-locations=filesystem:/flyway/sql",
+        "-skipCheckForUpdate",
         "baseline",
     ]
     assert docker.volumes == {

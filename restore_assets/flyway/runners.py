@@ -69,6 +69,12 @@ class ExternalCommand:
     image: str | None = None
 
 
+# A restore step makes no call home: the Flyway CLI checks online for a newer version and has
+# telemetry unless told not to.
+QUIET = ["-skipCheckForUpdate"]
+QUIET_ENV = {"REDGATE_DISABLE_TELEMETRY": "true"}
+
+
 def _single_location(config: FlywayConfig) -> Path:
     dirs = config.location_dirs()
     if len(dirs) != 1:
@@ -84,9 +90,10 @@ def cli_command(
         settings.flyway_bin,
         f"-configFiles={settings.flyway_conf}",
         f"-locations=filesystem:{_single_location(config)}",
+        *QUIET,
         command,
     ]
-    return ExternalCommand(argv=argv, env=db_env(target), volumes={})
+    return ExternalCommand(argv=argv, env={**db_env(target), **QUIET_ENV}, volumes={})
 
 
 def docker_command(
@@ -102,6 +109,7 @@ def docker_command(
     argv = [
         f"-configFiles={CONTAINER_CONF_DIR}/{conf.name}",
         f"-locations=filesystem:{CONTAINER_SQL_DIR}",
+        *QUIET,
         command,
     ]
     volumes = {
@@ -109,7 +117,10 @@ def docker_command(
         str(_single_location(config).resolve()): {"bind": CONTAINER_SQL_DIR, "mode": "ro"},
     }
     return ExternalCommand(
-        argv=argv, env=db_env(target), volumes=volumes, image=settings.flyway_docker_image
+        argv=argv,
+        env={**db_env(target), **QUIET_ENV},
+        volumes=volumes,
+        image=settings.flyway_docker_image,
     )
 
 
