@@ -170,6 +170,13 @@ def cli_failure(message: str) -> FlywayError:
 def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path) -> str | None:
     """Runbook §4.3/§4.4: say what went wrong in the runbook's words, not only SQL's."""
     if isinstance(error, MigrationFailed) and error.sqlstate == "42P01":
+        baseline = secrets_dir / MODERN_SCHEMA_FILE
+        if error.relation and baseline.is_file() and not _dump_defines(baseline, error.relation):
+            return (
+                f'migration {error.script} needs relation "{error.relation}", which neither '
+                f"the Modernized baseline ({baseline}) nor an earlier migration creates: the "
+                "migration itself is wrong (or a migration it depends on is missing)."
+            )
         baselined = any(r.type == "BASELINE" for r in history)
         return (
             f"baseline missing: migration {error.script} needs relation "
@@ -189,6 +196,14 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
             "changes, run `restore-assets flyway repair`, then `restore-assets flyway migrate`."
         )
     return None
+
+
+def _dump_defines(dump: Path, relation: str) -> bool:
+    """Whether pg_dump's table of contents in `dump` names a table or view called `relation`."""
+    name = relation.rsplit(".", 1)[-1].strip('"')
+    entries = (f"-- Name: {name}; Type: TABLE;", f"-- Name: {name}; Type: VIEW;")
+    with dump.open(encoding="utf-8", errors="replace") as lines:
+        return any(line.startswith(entries) for line in lines)
 
 
 INFO_COLUMNS = ("Category", "Version", "Description", "Type", "Installed On", "State")
