@@ -56,7 +56,8 @@ def test_the_runbook_core_imports_without_dagster():
         "for package in (restore_assets.runbook, restore_assets.pg, restore_assets.flyway):\n"
         "    prefix = package.__name__ + '.'\n"
         "    names += [m.name for m in pkgutil.walk_packages(package.__path__, prefix)]\n"
-        "for name in names + ['restore_assets.settings', 'restore_assets.cli']:\n"
+        "core = ['restore_assets.settings', 'restore_assets.named_targets', 'restore_assets.cli']\n"
+        "for name in names + core:\n"
         "    importlib.import_module(name)\n"
         "print(sum(n.startswith('restore_assets.runbook.') for n in names))\n"
     )
