@@ -25,7 +25,7 @@ SELECT 1000 + u.id * 2 + r.n, (ARRAY['user', 'admin'])[r.n], u.userid, u.id
 INSERT INTO d_patient (id, facilityid, patientid, fullname, kananame, romanname, gender, birthday, telephone, memo)
 SELECT 100000 + p.n,
        CASE WHEN p.n %% 3 = 0 THEN '1.3.6.1.4.1.9414.72.101' ELSE '1.3.6.1.4.1.9414.72.103' END,
-       lpad(p.n::text, 6, '0'),
+       lpad(p.n::text, greatest(6, length(p.n::text)), '0'),  -- lpad cuts longer text
        (ARRAY['山田', '田中', '伊藤', '渡辺', '中村'])[1 + p.n %% 5] || ' ' ||
            (ARRAY['健太', '陽子', '翔', 'さくら', '大輔', '結衣'])[1 + p.n %% 6],
        (ARRAY['ヤマダ', 'タナカ', 'イトウ', 'ワタナベ', 'ナカムラ'])[1 + p.n %% 5] || ' ' ||
