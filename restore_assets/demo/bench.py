@@ -324,6 +324,7 @@ def startup_anatomy(bench: Bench, repeats: int = 3) -> dict[str, list[float]]:
 def profile_restore(bench: Bench, secrets: Path, out: Path) -> Path:
     """One `run --only legacy` under pyinstrument: the profile the report's gaps point to."""
     path = (out / "benchmarks-profile.txt").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
     cli = ["-m", "restore_assets.cli", "run", "--only", "legacy", "--allow-reset"]
     cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(path), *cli]
     measure(cmd, bench.env_for(secrets), bench.logs / "profile.log")
