@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
 # when it runs as root: any local user could log in as `postgres`. Peer authentication through
 # this map lets in only the OS user running the project, and only as the roles it uses.
 PEER_MAP = "restore_assets"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$.-]*$")
 HBA_CONF = f"""# Written by restore_assets: peer authentication on the Unix socket only, mapped in
 # pg_ident.conf to the OS user that runs restore_assets. No trust, no TCP, no replication.
 local all all peer map={PEER_MAP}
@@ -73,6 +75,13 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
     Idempotent: rewritten and reloaded only when the files differ, so concurrent processes agree.
     """
     os_user = pwd.getpwuid(os.geteuid()).pw_name
+    # pg_ident.conf is text: a role name with a space, quote, '#' or newline would add a rule.
+    for name in (os_user, *roles):
+        if not _PLAIN_NAME.match(name):
+            raise TargetError(
+                f"embedded server: role or user name {name!r} is not a plain name "
+                "(letters, digits, '_', '-', '.', '$'); choose another POSTGRES_USER"
+            )
     ident_path = pgdata / "pg_ident.conf"
     ours = f"{PEER_MAP} {os_user} "
     # Roles already mapped stay: named targets may log in as different roles (one at a time).
