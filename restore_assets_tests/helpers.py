@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -162,3 +166,19 @@ def gate_results(result) -> dict[str, tuple[bool, str]]:
             data = event.asset_check_evaluation_data
             out[data.check_name] = (data.passed, data.description or "")
     return out
+
+
+def end_groups(processes: list[subprocess.Popen]) -> None:
+    """Ctrl-C to each whole process group (dagster's own shutdown; a run worker is in its code
+    server's group), then SIGKILL to whatever is left: webservers and daemons outlive their
+    parent otherwise."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

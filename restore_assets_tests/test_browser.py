@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from restore_assets_tests.helpers import end_groups
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `.ci/run` installs it when missing
@@ -133,20 +134,8 @@ def dagster_dev(tmp_path) -> Iterator[DagsterDev]:
     try:
         yield DagsterDev(f"http://127.0.0.1:{port}", process, output)
     finally:
-        _end_group(process)
+        end_groups([process])
         _stop_orphaned_server(tmp_path / "state" / "pgdata")
-
-
-def _end_group(process: subprocess.Popen) -> None:
-    """Ctrl-C to the whole group (dagster dev's own shutdown), then SIGKILL to what is left:
-    its webserver and daemon outlive it otherwise."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def _stop_orphaned_server(pgdata: Path) -> None:

@@ -9,11 +9,9 @@ compose plugin exists.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +25,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+
+from restore_assets_tests.helpers import end_groups
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -346,22 +346,7 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
                 )
         yield deployment
     finally:
-        _end_groups(list(deployment.processes.values()))
-
-
-def _end_groups(processes: list[subprocess.Popen]) -> None:
-    """Ctrl-C to each whole group (their own shutdown; a run worker is in its code server's
-    group), then SIGKILL to whatever is left."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-    deadline = time.monotonic() + 30
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        end_groups(list(deployment.processes.values()))
 
 
 RUNS_QUERY = """
