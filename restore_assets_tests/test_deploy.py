@@ -261,6 +261,9 @@ TARGETS = {
     "north": ("deploy_north_legacy", "deploy_north_modern"),
     "south": ("deploy_south_legacy", "deploy_south_modern"),
 }
+# Where each target's Secrets sub-root is under SECRETS_DIR: north and south share a parent, so
+# one rename lands both at the same instant and the sensor sees them in the same tick.
+SUB_ROOTS = {"solo": "solo", "north": "pair/north", "south": "pair/south"}
 
 
 @pytest.fixture
@@ -289,7 +292,11 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
         yaml.safe_dump(
             {
                 "targets": {
-                    name: {"secrets_dir": name, "legacy": {"db": a}, "modernized": {"db": b}}
+                    name: {
+                        "secrets_dir": SUB_ROOTS[name],
+                        "legacy": {"db": a},
+                        "modernized": {"db": b},
+                    }
                     for name, (a, b) in TARGETS.items()
                 }
             }
@@ -450,8 +457,17 @@ def _wait_for_targets(deployment: Deployment, targets: tuple[str, ...]) -> dict[
 
 
 def _land(deployment: Deployment, demo_secrets: Path, *targets: str) -> float:
+    """Copies the demo Secrets for `targets` beside the store, then moves their common parent in
+    with one rename: every target's files appear at once, complete (a copy straight into the
+    store would be seen half-done by a tick, and the targets settle ticks apart)."""
+    parents = {Path(SUB_ROOTS[t]).parts[0] for t in targets}
+    assert len(parents) == 1, f"{targets} do not share a sub-root parent: {parents}"
+    parent = parents.pop()
+    staging = deployment.root / "staging"
     for target in targets:
-        shutil.copytree(demo_secrets, deployment.root / "Secrets" / target)  # modes kept
+        shutil.copytree(demo_secrets, staging / SUB_ROOTS[target])  # modes kept
+    (staging / parent).rename(deployment.root / "Secrets" / parent)
+    shutil.rmtree(staging)
     return time.time()
 
 
@@ -475,8 +491,9 @@ def test_separate_processes_over_postgres_restore_two_targets_in_parallel(deploy
         assert run.job == "restore_all", run
         assert run.tags.get("dagster/sensor_name") == "secrets_sensor", run
     assert overlap > 0, (
-        f"the two targets' runs did not overlap: north {north.start:.1f}-{north.end:.1f}, "
-        f"south {south.start:.1f}-{south.end:.1f}"
+        f"the two targets' runs did not overlap (seconds after landing, requested/started/ended):"
+        f" north {north.created - landed:.1f}/{north.start - landed:.1f}/{north.end - landed:.1f}"
+        f", south {south.created - landed:.1f}/{south.start - landed:.1f}/{south.end - landed:.1f}"
     )
 
     # The runs are recorded in the PostgreSQL instance storage (and no SQLite file exists).
