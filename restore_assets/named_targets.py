@@ -53,6 +53,7 @@ class _Target(BaseModel):
     legacy: _Side
     modernized: _Side
     flyway_conf: Path | None = None
+    flyway_working_directory: Path | None = None  # where its conf's relative locations start
     legacy_expected_tables: list[str] | None = None
     modern_expected_tables: list[str] | None = None
     sync_tables: list[str] | None = None
@@ -215,6 +216,12 @@ def _settings(
         if not conf.is_file():
             problems.append(f"targets.{name}.flyway_conf: {conf} does not exist")
         changes["flyway_conf"] = conf
+    if target.flyway_working_directory is not None:
+        working = target.flyway_working_directory.expanduser()
+        working = working if working.is_absolute() else folder / working
+        if not working.is_dir():
+            problems.append(f"targets.{name}.flyway_working_directory: {working} is not a folder")
+        changes["flyway_working_directory"] = working
     for field in ("legacy_expected_tables", "modern_expected_tables", "sync_tables"):
         if (value := getattr(target, field)) is not None:
             changes[field] = tuple(value)

@@ -98,6 +98,7 @@ class Settings:
     patient_facility: str
     flyway_conf: Path
     flyway_locations: str | None
+    flyway_working_directory: Path | None  # FLYWAY_WORKING_DIRECTORY, resolved; see runners
     flyway_runner: str
     flyway_bin: str
     flyway_docker_image: str
@@ -226,6 +227,7 @@ class _Contract(_Variables):
     patient_facility: str = Field(DEFAULT_PATIENT_FACILITY, alias="RESTORE_PATIENT_FACILITY")
     flyway_conf: Path = Field(DEMO_FLYWAY_CONF, alias="FLYWAY_CONF")
     flyway_locations: str | None = Field(None, alias="FLYWAY_LOCATIONS")
+    flyway_working_directory: Path | None = Field(None, alias="FLYWAY_WORKING_DIRECTORY")
     flyway_runner: Annotated[str, BeforeValidator(_runner)] = Field("native", alias="FLYWAY_RUNNER")
     flyway_bin: str = Field("flyway", alias="FLYWAY_BIN")
     flyway_docker_image: str = Field("flyway/flyway:10", alias="FLYWAY_DOCKER_IMAGE")
@@ -292,6 +294,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             name: _resolve(getattr(contract, name), cwd)
             for name in ("secrets_dir", "artifacts_dir", "state_dir", "flyway_conf")
         }
+        if contract.flyway_working_directory is not None:
+            paths["flyway_working_directory"] = _resolve(contract.flyway_working_directory, cwd)
         if not paths["flyway_conf"].is_file():
             conf = str(paths["flyway_conf"])
             problems.append(f"FLYWAY_CONF={conf!r} does not exist; point it at a flyway.conf")

@@ -95,6 +95,7 @@ def test_failing_migration_under_the_cli_runner(
         "SELECT 1;\nALTER TABLE no_such_table ADD COLUMN x int;\n", encoding="utf-8"
     )
     monkeypatch.setenv("FLYWAY_CONF", str(project / "flyway.conf"))
+    monkeypatch.setenv("FLYWAY_WORKING_DIRECTORY", str(project))  # its filesystem:sql
     native = run_cli("run", "--only", "modernized", "--allow-reset")
     assert native.returncode == 1, native.stdout + native.stderr
     native_rows, native_diagnosis = modern_rows(), diagnosis(evidence_folder(native))
@@ -124,3 +125,52 @@ def test_failing_migration_under_the_cli_runner(
     # Flyway rolled the failed migration back: the history is what the native runner left.
     assert modern_rows() == native_rows and native_rows[-1][1] == "0221"
     assert EXTERNAL_PASSWORD not in cli.stdout + cli.stderr + all_evidence(folder)
+
+
+def test_relative_locations_start_where_the_flyway_cli_starts_them(
+    external_modernized, flyway_cli, tmp_path, monkeypatch
+):
+    """`filesystem:sql` starts at the working directory, or at -workingDirectory — never at the
+    conf's folder: the real CLI and `restore-assets flyway info` find the same migration."""
+    import os
+    import subprocess
+
+    from restore_assets.flyway.runners import QUIET, QUIET_ENV, db_env
+    from restore_assets.pg.targets import PostgresTarget
+
+    beside_conf, working = tmp_path / "conf", tmp_path / "work"
+    for folder in (beside_conf, working):
+        (folder / "sql").mkdir(parents=True)
+        (folder / "sql" / f"V1__found_in_{folder.name}.sql").write_text("SELECT 1;\n")
+    conf = beside_conf / "flyway.conf"
+    conf.write_text(DEMO_FLYWAY_CONF.read_text())  # URL from DB_*; locations=filesystem:sql
+    assert "flyway.locations=filesystem:sql\n" in conf.read_text()
+    settings = load_settings()
+    env = {**os.environ, **db_env(PostgresTarget(settings.modernized, settings)), **QUIET_ENV}
+
+    def found(out: str) -> set[str]:
+        return {name for name in ("conf", "work") if f"found in {name}" in out}
+
+    monkeypatch.chdir(working)
+    for option, expected in (([], {"work"}), ([f"-workingDirectory={beside_conf}"], {"conf"})):
+        real = subprocess.run(
+            [str(flyway_cli), f"-configFiles={conf}", *option, *QUIET, "info"],
+            cwd=working, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert real.returncode == 0, real.stdout + real.stderr
+        ours = run_cli(
+            "flyway", "info", "--conf", str(conf),
+            *(["--working-directory", str(beside_conf)] if option else []),
+        )  # fmt: skip
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        assert found(real.stdout) == found(ours.stdout) == expected, (real.stdout, ours.stdout)
+
+    # FLYWAY_WORKING_DIRECTORY is the engine's -workingDirectory; a missing folder says where
+    # a relative location starts and how to move it.
+    monkeypatch.setenv("FLYWAY_WORKING_DIRECTORY", str(beside_conf))
+    assert found(run_cli("flyway", "info", "--conf", str(conf)).stdout) == {"conf"}
+    monkeypatch.setenv("FLYWAY_WORKING_DIRECTORY", str(tmp_path))
+    missing = run_cli("flyway", "info", "--conf", str(conf))
+    assert missing.returncode != 0
+    assert f"{tmp_path / 'sql'} does not exist" in missing.stdout + missing.stderr
+    assert "FLYWAY_WORKING_DIRECTORY" in missing.stdout + missing.stderr

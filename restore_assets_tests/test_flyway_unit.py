@@ -153,7 +153,9 @@ def test_conf_java_properties_and_env_substitution(tmp_path):
     assert config.schemas == ("opendolphin", "audit")
     assert config.baseline_on_migrate is True and config.baseline_version == "0"
     assert config.placeholders == {"owner": "${flyway:user}"}
-    assert config.location_dirs() == [tmp_path / "sql"]
+    # Relative locations start at the working directory, as in the Flyway CLI (not the conf's).
+    assert config.location_dirs() == [Path.cwd() / "sql"]
+    assert load_conf(conf, env=env, working_dir=tmp_path).location_dirs() == [tmp_path / "sql"]
     # Unset variables become empty, which leaves a URL that says what is wrong with it.
     with pytest.raises(FlywayError, match=r"jdbc:postgresql://:/"):
         _ = load_conf(conf, env={}).jdbc

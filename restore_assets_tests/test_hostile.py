@@ -267,6 +267,7 @@ def test_a_failing_migration_never_shows_the_password(
     conf.write_text(conf.read_text() + "\nflyway.placeholders.secret=${DB_PASSWORD}\n")
     (flyway / "sql" / "V0222__leak.sql").write_text("SELECT '${secret}'::int;\n")
     monkeypatch.setenv("FLYWAY_CONF", str(conf))
+    monkeypatch.setenv("FLYWAY_WORKING_DIRECTORY", str(flyway))  # its filesystem:sql
     done = run_cli("run", "--only", "modernized", "--allow-reset")
     assert done.returncode == 1 and "V0222__leak.sql" in done.stdout
     assert EXTERNAL_PASSWORD not in done.stdout + done.stderr

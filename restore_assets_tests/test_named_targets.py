@@ -77,6 +77,11 @@ def targets_file(tmp_path: Path, text: str) -> dict[str, str]:
             "    sync_tables: [d_patient]\n",
             "targets.a.sync_tables: Value error, names d_patient, which cannot be synced",
         ),
+        (
+            "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x}\n    modernized: {db: y}\n"
+            "    flyway_working_directory: no-such-folder\n",
+            "no-such-folder is not a folder",
+        ),
         ("targets: {}\n", "targets: Value error, lists no target"),
         ("targets: [unclosed\n", "not valid YAML"),
     ],
@@ -94,10 +99,13 @@ def test_each_named_target_is_a_whole_settings(tmp_path, monkeypatch):
         tmp_path,
         "targets:\n  a:\n    secrets_dir: /abs/a\n"
         "    legacy: {host: db1, port: 6543, db: x, user: u, password_env: A_PW}\n"
-        "    modernized: {db: y}\n    legacy_expected_tables: [d_users]\n",
+        "    modernized: {db: y}\n    legacy_expected_tables: [d_users]\n"
+        "    flyway_working_directory: migrations\n",
     )
+    (tmp_path / "migrations").mkdir()
     named = load_targets(load_settings(), {**env, "A_PW": "s3cret"})
     a = named["a"]
+    assert a.flyway_working_directory == tmp_path / "migrations"  # beside targets.yaml
     assert (a.target_name, a.secrets_dir, a.legacy_expected_tables) == (
         "a",
         Path("/abs/a"),

@@ -84,6 +84,7 @@ def test_every_variable_is_read(tmp_path):
             "RESTORE_PATIENT_FACILITY": "1.2.3",
             "FLYWAY_CONF": "flyway.conf",
             "FLYWAY_LOCATIONS": "filesystem:/sql",
+            "FLYWAY_WORKING_DIRECTORY": "flyway",
             "FLYWAY_RUNNER": " Docker ",
             "FLYWAY_BIN": "/opt/flyway",
             "FLYWAY_DOCKER_IMAGE": "flyway/flyway:11",
@@ -106,6 +107,7 @@ def test_every_variable_is_read(tmp_path):
     assert settings.patient_facility == "1.2.3"
     assert settings.flyway_conf == conf
     assert settings.flyway_locations == "filesystem:/sql"
+    assert settings.flyway_working_directory == tmp_path / "flyway"
     assert settings.flyway_runner == "docker"
     assert (settings.flyway_bin, settings.flyway_docker_image) == (
         "/opt/flyway",

@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
     flyway.add_argument("action", choices=COMMANDS)
     flyway.add_argument("--conf", help="flyway.conf (default: FLYWAY_CONF, else the demo's)")
     flyway.add_argument("--locations", help="e.g. filesystem:/path/to/sql (overrides the conf)")
+    flyway.add_argument(
+        "--working-directory",
+        help="where relative locations start, as Flyway's -workingDirectory "
+        "(default: FLYWAY_WORKING_DIRECTORY, else the current directory)",
+    )
     flyway.set_defaults(func=run)
 
 
@@ -42,6 +47,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     target = PostgresTarget(settings.modernized, settings)
     conf = Path(args.conf).expanduser() if args.conf else None
+    if args.working_directory:
+        folder = Path(args.working_directory).expanduser().resolve()
+        settings = settings.with_overrides(flyway_working_directory=folder)
     engine = None
     try:
         config = load_flyway_config(settings, target, conf, args.locations)

@@ -155,7 +155,8 @@ class FlywayConfig:
         return parse_jdbc_url(self.url) if self.url else None
 
     def location_dirs(self) -> list[Path]:
-        """`filesystem:` locations as folders (relative ones against the conf's folder)."""
+        """`filesystem:` locations as folders (relative ones against the working directory, as
+        the Flyway CLI resolves them)."""
         dirs = []
         for location in self.locations:
             prefix, _, path = location.partition(":")
@@ -355,14 +356,16 @@ def load_conf(
     path: Path | None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
+    working_dir: Path | None = None,
 ) -> FlywayConfig:
-    """Read `path` (None: defaults only), then FLYWAY_* env vars, then explicit overrides."""
+    """Read `path` (None: defaults only), then FLYWAY_* env vars, then explicit overrides.
+    Relative locations start at `working_dir` (Flyway's -workingDirectory), else the process's
+    working directory: like the Flyway CLI, not the conf's folder."""
     env = dict(os.environ if env is None else env)
     props: dict[str, str] = {}
-    base_dir = Path.cwd()
+    base_dir = (working_dir or Path.cwd()).resolve()
     if path is not None:
         props = read_conf_file(path, env)
-        base_dir = path.resolve().parent
     for name, key in ENV_KEYS.items():
         if env.get(name):
             props[key] = env[name]

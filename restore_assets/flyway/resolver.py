@@ -111,7 +111,11 @@ def resolve(config: FlywayConfig) -> list[ResolvedMigration]:
     repeatable: list[ResolvedMigration] = []
     for root in config.location_dirs():
         if not root.is_dir():
-            raise FlywayError(f"migration location {root} does not exist or is not a folder")
+            raise FlywayError(
+                f"migration location {root} does not exist or is not a folder (a relative "
+                f"location starts at the working directory {config.base_dir}, as in the Flyway "
+                "CLI: set FLYWAY_WORKING_DIRECTORY, or give an absolute location)"
+            )
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             if is_callback(path.name) and not config.skip_default_callbacks:
                 raise FlywayError(

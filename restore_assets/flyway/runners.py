@@ -19,7 +19,7 @@ from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_r
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.planning import InfoRow
 from restore_assets.pg.targets import PostgresTarget
-from restore_assets.settings import MODERN_SCHEMA_FILE, Settings
+from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, Settings
 
 CONTAINER_CONF_DIR = "/flyway/conf"
 CONTAINER_SQL_DIR = "/flyway/sql"
@@ -50,7 +50,19 @@ def load_flyway_config(
     overrides = {}
     if locations or settings.flyway_locations:
         overrides["flyway.locations"] = locations or settings.flyway_locations
-    return load_conf(conf or settings.flyway_conf, env=env, overrides=overrides)
+    conf = conf or settings.flyway_conf
+    return load_conf(conf, env=env, overrides=overrides, working_dir=working_dir(settings, conf))
+
+
+def working_dir(settings: Settings, conf: Path) -> Path:
+    """Where relative `filesystem:` locations start, as Flyway's -workingDirectory:
+    FLYWAY_WORKING_DIRECTORY, else the process's working directory. The bundled demo conf is
+    read as if Flyway ran in its folder, so the demo works from anywhere."""
+    if settings.flyway_working_directory is not None:
+        return settings.flyway_working_directory
+    if conf.resolve() == DEMO_FLYWAY_CONF.resolve():
+        return DEMO_FLYWAY_CONF.parent
+    return Path.cwd()
 
 
 def native_engine(
