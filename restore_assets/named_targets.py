@@ -210,18 +210,17 @@ def _settings(
         "legacy": side("legacy"),
         "modernized": side("modernized"),
     }
-    if target.flyway_conf is not None:
-        conf = target.flyway_conf.expanduser()
-        conf = conf if conf.is_absolute() else folder / conf
-        if not conf.is_file():
-            problems.append(f"targets.{name}.flyway_conf: {conf} does not exist")
-        changes["flyway_conf"] = conf
-    if target.flyway_working_directory is not None:
-        working = target.flyway_working_directory.expanduser()
-        working = working if working.is_absolute() else folder / working
-        if not working.is_dir():
-            problems.append(f"targets.{name}.flyway_working_directory: {working} is not a folder")
-        changes["flyway_working_directory"] = working
+    # Paths relative to targets.yaml's folder.
+    for field, usable, problem in (
+        ("flyway_conf", Path.is_file, "does not exist"),
+        ("flyway_working_directory", Path.is_dir, "is not a folder"),
+    ):
+        if (path := getattr(target, field)) is not None:
+            path = path.expanduser()
+            path = path if path.is_absolute() else folder / path
+            if not usable(path):
+                problems.append(f"targets.{name}.{field}: {path} {problem}")
+            changes[field] = path
     for field in ("legacy_expected_tables", "modern_expected_tables", "sync_tables"):
         if (value := getattr(target, field)) is not None:
             changes[field] = tuple(value)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 from psycopg import sql
 
@@ -84,6 +86,12 @@ class HistoryTable:
     def next_rank(self, conn: psycopg.Connection) -> int:
         query = sql.SQL('SELECT COALESCE(MAX("installed_rank"), 0) + 1 FROM {}').format(self.ident)
         return conn.execute(query).fetchone()[0]
+
+    def insert_row(self, conn: psycopg.Connection, row: HistoryRow) -> None:
+        """`row` as it is, but installed_on: the table's default, now(), as Flyway leaves it."""
+        fields = dataclasses.asdict(row)
+        del fields["installed_on"]
+        self.insert(conn, rank=fields.pop("installed_rank"), **fields)
 
     def insert(
         self,

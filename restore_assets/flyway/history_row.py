@@ -59,3 +59,20 @@ class HistoryRow:
             "execution_time": self.execution_time,
             "success": self.success,
         }
+
+
+def baseline_row(version: str, description: str, installed_by: str = "") -> HistoryRow:
+    """The row `flyway baseline` writes (JdbcTableSchemaHistory.create with a baseline): rank 1,
+    type BASELINE, the description as its script too, no checksum."""
+    return HistoryRow(
+        installed_rank=1,
+        version=version,
+        description=description,
+        type="BASELINE",
+        script=description,
+        checksum=None,
+        installed_by=installed_by,
+        installed_on=None,
+        execution_time=0,
+        success=True,
+    )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
-from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.history_row import HistoryRow, baseline_row
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.version import Version
 
@@ -270,18 +270,7 @@ def pending_after_baseline(
 ) -> list[ResolvedMigration]:
     """What migrate would apply to a freshly restored baseline: the history holds only the
     baseline row `flyway baseline` writes at flyway.baselineVersion."""
-    row = HistoryRow(
-        installed_rank=1,
-        version=config.baseline_version,
-        description=config.baseline_description,
-        type="BASELINE",
-        script=config.baseline_description,
-        checksum=None,
-        installed_by="",
-        installed_on=None,
-        execution_time=0,
-        success=True,
-    )
+    row = baseline_row(config.baseline_version, config.baseline_description)
     return pending_migrations(config, resolved, [row])
 
 

@@ -14,6 +14,7 @@ from psycopg import sql
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import installed_by, schema_exists, schemas
 from restore_assets.flyway.history import SCHEMA_MARKER_DESCRIPTION, HistoryTable
+from restore_assets.flyway.history_row import baseline_row
 
 
 def create_schemas(
@@ -52,15 +53,7 @@ def create_table(
     (PostgreSQLDatabase.getCreateScript)."""
     history.create(conn)
     if baseline:
-        history.insert(
-            conn,
-            rank=1,
-            version=config.baseline_version,
-            description=config.baseline_description,
-            type="BASELINE",
-            script=config.baseline_description,
-            checksum=None,
-            installed_by=installed_by(conn, config),
-            execution_time=0,
-            success=True,
+        by = installed_by(conn, config)
+        history.insert_row(
+            conn, baseline_row(config.baseline_version, config.baseline_description, by)
         )
