@@ -391,6 +391,33 @@ def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifac
     assert result.success and finished >= released[0]  # it waited for the "restore" to end
 
 
+def test_a_restore_waiting_for_the_target_lock_says_who_holds_it(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    """Another session holds the target's lock for 12 s: the restore says who, again every 5 s,
+    then goes on once it is free (named targets have no pool: this is their only wait)."""
+    import threading
+
+    from restore_assets.runbook.preflight import RESTORE_LOCK_KEY
+
+    monkeypatch.setenv("RESTORE_WAIT_SECONDS", "60")
+    with legacy_target().connect(autocommit=True) as holder:
+        holder.execute("SET application_name = 'ops-by-hand'")
+        holder.execute("SELECT pg_advisory_lock(%s)", (RESTORE_LOCK_KEY,))
+        release = threading.Timer(
+            12, lambda: holder.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
+        )
+        release.start()
+        try:
+            done = run_cli("run", "--only", "legacy", "--allow-reset")
+        finally:
+            release.join()
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "is locked by" in line]
+    assert len(said) >= 2, done.stdout + done.stderr  # at once, and again 5 s later
+    assert all("ops-by-hand" in line and "RESTORE_WAIT_SECONDS" in line for line in said), said
+
+
 def test_the_embedded_server_lets_in_only_this_os_user_as_the_projects_roles(settings):
     """No trust: a role that exists but is not the project's is refused, and no rule trusts."""
     import psycopg

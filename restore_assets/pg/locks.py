@@ -22,17 +22,19 @@ def advisory_lock(
     on_wait: Callable[[], None] = lambda: None,
     poll_seconds: float = 0.2,
     shared: bool = False,
+    report_seconds: float = 5.0,
 ) -> Iterator[None]:
     """Hold `pg_advisory_lock(key)` on `conn` (autocommit) for the block — `shared`: the shared
     form, which many holders may take at once but not beside an exclusive one; raise `busy()`
-    when it is still held after `wait_seconds`. `on_wait` runs once if we must wait."""
+    when it is still held after `wait_seconds`. `on_wait` runs when we start waiting and every
+    `report_seconds` after, so a long wait is never silent."""
     try_lock, unlock = _FUNCTIONS[shared]
     deadline = time.monotonic() + wait_seconds
-    waited = False
+    next_report = time.monotonic()
     while not conn.execute(try_lock, (key,)).fetchone()[0]:
-        if not waited:
+        if time.monotonic() >= next_report:
             on_wait()
-            waited = True
+            next_report = time.monotonic() + report_seconds
         if time.monotonic() > deadline:
             raise busy()
         time.sleep(poll_seconds)

@@ -3,7 +3,8 @@ extensions the dump creates; and only one restore per target runs at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -49,10 +50,14 @@ def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[
 
 
 @contextmanager
-def restore_lock(target: PostgresTarget, wait_seconds: float | None = None) -> Iterator[None]:
+def restore_lock(
+    target: PostgresTarget,
+    wait_seconds: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[None]:
     """The target's lock, held exclusively: two restores never overlap, and no verification
     or gate reads the target half-way through one (they hold it shared)."""
-    with _target_lock(target, wait_seconds, shared=False, what="restore"):
+    with _target_lock(target, wait_seconds, shared=False, what="restore", log=log):
         yield
 
 
@@ -67,15 +72,26 @@ def reading_lock(*targets: PostgresTarget, wait_seconds: float | None = None) ->
 
 
 @contextmanager
-def _target_lock(target: PostgresTarget, wait_seconds: float | None, shared: bool, what: str):
+def _target_lock(
+    target: PostgresTarget,
+    wait_seconds: float | None,
+    shared: bool,
+    what: str,
+    log: Callable[[str], None] | None = None,
+):
     if wait_seconds is None:
         wait_seconds = target.settings.wait_seconds
+    log = log or logging.getLogger(__name__).warning  # stderr: the CLI's, the run's compute log
     with target.connect(autocommit=True) as conn:
         with advisory_lock(
             conn,
             RESTORE_LOCK_KEY,
             wait_seconds=wait_seconds,
             shared=shared,
+            on_wait=lambda: log(
+                f"the {target.describe()} is locked by {_lock_holders(conn)}: this {what} "
+                f"waits for it, at most {wait_seconds:.0f}s (RESTORE_WAIT_SECONDS)"
+            ),
             busy=lambda: PreflightFailed(
                 f"the {target.describe()} is still locked after {wait_seconds:.0f}s "
                 f"(RESTORE_WAIT_SECONDS) by {_lock_holders(conn)} (a {what} waits for a "

@@ -170,7 +170,7 @@ def restore_side(
     psql_log = evidence.path(PSQL_LOGS[side])
     phases.lap("preflight")
 
-    with restore_lock(target):
+    with restore_lock(target, log=log):
         reset_schemas = reset_set(target)
         content = target.user_schemas_content()
         backup, skipped = None, "not needed (target was empty)"
