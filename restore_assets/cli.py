@@ -31,7 +31,7 @@ from restore_assets.errors import (
     worse_exit,
 )
 from restore_assets.flyway import cli as flyway_cli
-from restore_assets.settings import SIDES, Settings, load_settings
+from restore_assets.settings import SIDES, Settings, environment, load_settings
 
 VERDICTS = {
     EXIT_OK: "all steps and checks passed",
@@ -271,13 +271,24 @@ def cmd_run(settings: Settings, args) -> int:
     return code
 
 
+# Set empty (= unset, and the process environment wins over .env): the demo's targets are the
+# embedded server's, never a real server named in .env or the environment.
+_NOT_FOR_THE_DEMO = ("POSTGRES_HOST", "MODERNIZED_POSTGRES_HOST", "RESTORE_TARGETS")
+
+
+def use_demo(settings: Settings) -> Settings:
+    """The demo's Secrets (under the state dir) and the embedded targets, for this process and
+    every process it starts."""
+    for name in _NOT_FOR_THE_DEMO:
+        os.environ[name] = ""
+    os.environ["SECRETS_DIR"] = str(settings.state_dir / "demo" / "Secrets")
+    return load_settings()
+
+
 def cmd_demo(settings: Settings, args) -> int:
     """Build demo Secrets under the state dir and run the chain on the embedded server."""
-    for name in ("POSTGRES_HOST", "MODERNIZED_POSTGRES_HOST"):
-        os.environ.pop(name, None)  # the demo always runs on the embedded server
-    demo_secrets = settings.state_dir / "demo" / "Secrets"
-    os.environ["SECRETS_DIR"] = str(demo_secrets)
-    settings = load_settings()
+    settings = use_demo(settings)
+    demo_secrets = settings.secrets_dir
     from restore_assets.demo.build import build_demo_secrets
 
     build = build_demo_secrets(settings, demo_secrets, patients=args.patients)
@@ -289,15 +300,20 @@ def cmd_demo(settings: Settings, args) -> int:
 
 def cmd_ui(settings: Settings, args) -> int:
     """`make ui`: `dagster dev` (webserver + daemon, so the sensors tick) on the instance the CLI
-    records its runs in; with SECRETS_DIR unset and `make demo` done, on the demo's Secrets."""
+    records its runs in; with SECRETS_DIR unset (environment and .env) and `make demo` done, on
+    the demo's Secrets and the embedded targets."""
     from restore_assets.jobs import prepare_instance
 
-    demo = settings.state_dir / "demo" / "Secrets"
-    if not os.environ.get("SECRETS_DIR") and demo.is_dir():
-        os.environ["SECRETS_DIR"] = str(demo)
-        print(f"watching the demo Secrets: {demo} (set SECRETS_DIR to change)", flush=True)
+    if not environment().get("SECRETS_DIR") and (settings.state_dir / "demo" / "Secrets").is_dir():
+        settings = use_demo(settings)
+        print(
+            f"watching the demo Secrets: {settings.secrets_dir}, restoring into "
+            f"{settings.legacy.describe()} and {settings.modernized.describe()} "
+            "(set SECRETS_DIR to change)",
+            flush=True,
+        )
     else:
-        print(f"watching the Secrets store: {load_settings().secrets_dir}", flush=True)
+        print(f"watching the Secrets store: {settings.secrets_dir}", flush=True)
     prepare_instance(settings)
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     dagster = str(Path(sys.executable).with_name("dagster"))

@@ -278,12 +278,18 @@ class _Modernized(_Target):
     db: str = "opendolphin_modern"
 
 
+def environment(cwd: Path | None = None) -> dict[str, str | None]:
+    """What the settings are read from: `.env` (RESTORE_DOTENV, else in `cwd`) overlaid by the
+    process environment. An empty value counts as unset."""
+    dotenv = Path(os.environ.get("RESTORE_DOTENV") or (cwd or Path.cwd()) / ".env").expanduser()
+    return {**dotenv_values(dotenv, interpolate=False), **os.environ}
+
+
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Settings from `env` (default: `.env` in `cwd` overlaid by the process environment)."""
     cwd = cwd or Path.cwd()
     if env is None:
-        dotenv = Path(os.environ.get("RESTORE_DOTENV") or cwd / ".env").expanduser()
-        env = {**dotenv_values(dotenv, interpolate=False), **os.environ}
+        env = environment(cwd)
 
     problems: list[str] = []
     contract = _read(_Contract, env, problems)

@@ -183,3 +183,35 @@ def test_flyway_command_on_an_unreachable_target_says_so_without_a_traceback(mon
     assert done.returncode == 1
     assert "ERROR: cannot connect to the modernized" in done.stdout
     assert "MODERNIZED_POSTGRES_HOST" in done.stdout  # what to check
+
+
+@pytest.mark.e2e
+def test_ui_reads_secrets_dir_from_dotenv_and_puts_the_demo_on_the_embedded_server(tmp_path):
+    """`make ui` after `make demo`: a SECRETS_DIR in .env is the store watched; without one, the
+    demo's Secrets — and then the embedded server even when .env names a real one."""
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    (state / "demo" / "Secrets").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RESTORE_DOTENV", "DAGSTER_HOME")}
+    env |= {"RESTORE_STATE_DIR": str(state)}
+    for name in ("SECRETS_DIR", "POSTGRES_HOST", "MODERNIZED_POSTGRES_HOST", "RESTORE_TARGETS"):
+        env.pop(name, None)
+
+    def ui_with(dotenv: str) -> str:
+        (tmp_path / ".env").write_text(dotenv)
+        cli = Path(sys.executable).parent / "restore-assets"
+        done = subprocess.run(
+            [str(cli), "ui", "--", "--help"],  # `dagster dev --help`: prints and exits
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.splitlines()[0]
+
+    store = tmp_path / "ops-store"
+    assert ui_with(f"SECRETS_DIR={store}\n") == f"watching the Secrets store: {store}"
+    said = ui_with("POSTGRES_HOST=db.example\nMODERNIZED_POSTGRES_HOST=db.example\n")
+    assert said.startswith(f"watching the demo Secrets: {state / 'demo' / 'Secrets'}, "), said
+    assert "legacy opendolphin@embedded/" in said and "modernized opendolphin@embedded/" in said
+    assert "db.example" not in said
