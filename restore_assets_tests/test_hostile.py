@@ -182,7 +182,10 @@ def test_an_in_place_edit_with_the_mtime_put_back_is_hashed_again(secrets_dir, s
 
 
 def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_dir):
-    """psql runs with VERBOSITY=terse: PostgreSQL's CONTEXT line (the whole row) stays out."""
+    """psql runs with VERBOSITY=terse: PostgreSQL's CONTEXT line (the whole row) stays out of the
+    evidence, and the embedded server's own log (in RESTORE_STATE_DIR) does not keep it either."""
+    server_log = Path(os.environ["RESTORE_STATE_DIR"]) / "pgdata" / "log"
+    logged_before = server_log.stat().st_size if server_log.exists() else 0
     seed = secrets_dir / LEGACY_SEED_FILE
     lines = seed.read_text(encoding="utf-8").splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if line.startswith("COPY public.d_patient "))
@@ -194,9 +197,13 @@ def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_
     folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
     evidence = "".join(p.read_text(errors="replace") for p in folder.iterdir() if p.is_file())
     assert "extra data after last expected column" in evidence  # the error is there ...
+    with server_log.open("rb") as log:
+        log.seek(logged_before)
+        logged = log.read().decode(errors="replace")
     for value in fields[1:]:
         if len(value) > 3 and value != "\\N":
             assert value not in evidence  # ... but no other field of the row
+            assert value not in logged, logged[-2000:]
 
 
 def test_evidence_is_private(secrets_dir, artifacts_dir):

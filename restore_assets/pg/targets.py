@@ -116,6 +116,26 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
             raise TargetError(f"embedded server: {pgdata}/pg_hba.conf rejected: {errors[0][0]}")
 
 
+# The server's own log (pgdata/log, under RESTORE_STATE_DIR) would keep what a failing statement
+# was given: an ERROR quotes the bad value and its CONTEXT the whole COPY row, a patient's name.
+# psql's output, redacted and terse, is the record; the server logs only FATAL and PANIC.
+QUIET_SERVER_LOG = {"log_min_messages": "fatal", "log_min_error_statement": "panic"}
+
+
+def keep_rows_out_of_the_server_log(pgdata: Path, endpoint: Endpoint) -> None:
+    """Idempotent: ALTER SYSTEM and a reload only when postgresql.auto.conf lacks the settings."""
+    auto = pgdata / "postgresql.auto.conf"
+    text = auto.read_text() if auto.exists() else ""
+    if all(f"{name} = '{value}'" in text for name, value in QUIET_SERVER_LOG.items()):
+        return
+    with embedded_admin(endpoint) as conn:
+        for name, value in QUIET_SERVER_LOG.items():
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def embedded_admin(endpoint: Endpoint) -> psycopg.Connection:
     """The embedded server's superuser, for creating roles and databases (never used on an
     external target)."""
@@ -172,11 +192,9 @@ class PostgresTarget:
         if self._endpoint is None:
             if self.embedded:
                 endpoint = start_embedded(self.settings.state_dir)
-                restrict_embedded_auth(
-                    self.settings.state_dir / "pgdata",
-                    endpoint,
-                    self.settings.embedded_roles(),
-                )
+                pgdata = self.settings.state_dir / "pgdata"
+                restrict_embedded_auth(pgdata, endpoint, self.settings.embedded_roles())
+                keep_rows_out_of_the_server_log(pgdata, endpoint)
                 ensure_embedded_databases(
                     endpoint,
                     self.target.user,
