@@ -168,6 +168,30 @@ def test_run_all_restores_every_clinic_into_its_own_databases_and_evidence(
     assert any(line.startswith("clinic-b") and "3/3 usable" in line for line in lines)
 
 
+def test_the_plan_of_a_target_never_restored_creates_nothing(demo_secrets, tmp_path, monkeypatch):
+    """A new embedded target: the plan says the run would create its databases, and does not."""
+    from restore_assets.pg.targets import embedded_admin, start_embedded
+
+    root = tmp_path / "Secrets"
+    shutil.copytree(demo_secrets, root / "clinic-new")
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    text = (
+        "targets:\n  clinic-new:\n    secrets_dir: clinic-new\n"
+        "    legacy: {db: od_never_legacy}\n    modernized: {db: od_never_modern}\n"
+    )
+    monkeypatch.setenv("RESTORE_TARGETS", targets_file(tmp_path, text)["RESTORE_TARGETS"])
+
+    done = run_cli("plan", "--target", "clinic-new")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("does not exist yet (the run creates it, empty)") == 2
+    assert done.stdout.count("### Preflight\n\nok: PostgreSQL ") == 2
+    assert done.stdout.count("nothing to drop: the database does not exist yet") == 2
+    assert "After the restore: 5 pending from baseline 0" in done.stdout
+    with embedded_admin(start_embedded(load_settings().state_dir)) as conn:
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+    assert not {"od_never_legacy", "od_never_modern"} & names
+
+
 def test_one_clinic_blocked_does_not_stop_the_others_and_the_exit_says_so(
     demo_secrets, tmp_path, monkeypatch, artifacts_dir
 ):

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -172,9 +172,11 @@ def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[s
 class PostgresTarget:
     """One side's database, embedded or external."""
 
-    def __init__(self, target: TargetSettings, settings: Settings):
+    def __init__(self, target: TargetSettings, settings: Settings, *, create_missing: bool = True):
         self.settings = settings
         self.target = target
+        # False for a read-only look (`plan`): an embedded database not created yet stays so.
+        self.create_missing = create_missing
         self._endpoint: Endpoint | None = None
 
     @property
@@ -195,15 +197,32 @@ class PostgresTarget:
                 pgdata = self.settings.state_dir / "pgdata"
                 restrict_embedded_auth(pgdata, endpoint, self.settings.embedded_roles())
                 keep_rows_out_of_the_server_log(pgdata, endpoint)
-                ensure_embedded_databases(
-                    endpoint,
-                    self.target.user,
-                    {self.settings.legacy.dbname, self.settings.modernized.dbname},
-                )
+                if self.create_missing:
+                    ensure_embedded_databases(
+                        endpoint,
+                        self.target.user,
+                        {self.settings.legacy.dbname, self.settings.modernized.dbname},
+                    )
                 self._endpoint = endpoint
             else:
                 self._endpoint = Endpoint(host=str(self.target.host), port=self.target.port)
         return self._endpoint
+
+    def database_exists(self) -> bool:
+        """False only for an embedded database not created yet (its first run creates it)."""
+        if not self.embedded:
+            return True  # never created by us: a missing one is the preflight's error
+        with embedded_admin(self.endpoint()) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.target.dbname,)
+            ).fetchone()
+        return found is not None
+
+    def server(self) -> PostgresTarget:
+        """The same embedded server through its maintenance database, as its superuser: for
+        what is server-wide (version, extensions) when the target's database is not there."""
+        maintenance = replace(self.target, dbname="postgres", user=EMBEDDED_SUPERUSER)
+        return PostgresTarget(maintenance, self.settings, create_missing=False)
 
     def conninfo(self, dbname: str | None = None) -> dict[str, object]:
         endpoint = self.endpoint()

@@ -75,6 +75,7 @@ class SidePlan:
     preflight: str = "not run"
     reset_schemas: list[str] = field(default_factory=list)
     content: list[SchemaContent] = field(default_factory=list)
+    nothing_to_reset: str = "not read"  # shown when reset_schemas is empty
     consent: str = "not read"
     backup: str = "not read"
     flyway_now: list[InfoRow] | None = None  # `flyway info` on the target as it is
@@ -175,7 +176,9 @@ def build_plan(
     blocked = [f for side in sides for f in files[side] if not f.usable]
     sides_plans = []
     for side in sides:
-        target = (targets or {}).get(side) or PostgresTarget(getattr(settings, side), settings)
+        target = (targets or {}).get(side) or PostgresTarget(
+            getattr(settings, side), settings, create_missing=False
+        )
         plan = SidePlan(side, target.describe(), files[side])
         if blocked:
             plan.skipped = (
@@ -200,6 +203,9 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
         require_restricted_mode(client_binary("psql", settings.psql_bin))
     except RestoreError as exc:
         plan.stop(exc.exit_code, str(exc))
+    if not target.database_exists():
+        _not_created_yet(plan, settings, target)
+        return
     try:
         version_num = target.server_version_num()
     except RestoreError as exc:  # unreachable: nothing more can be read
@@ -213,6 +219,18 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
             _flyway(plan, settings, target)
     except psycopg.Error as exc:  # e.g. no privilege on a catalogue view
         plan.stop(EXIT_FAILED, target.redact(f"could not read the {target.describe()}: {exc}"))
+
+
+def _not_created_yet(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
+    """An embedded database before its first run (a new named target): the run creates it
+    empty, so nothing is dropped or backed up; the plan creates nothing."""
+    server = target.server()
+    _preflight(plan, server, server.server_version_num())
+    plan.nothing_to_reset = "nothing to drop: the database does not exist yet"
+    plan.consent = "not needed: the database does not exist yet (the run creates it, empty)"
+    plan.backup = "none: the database does not exist yet"
+    if target.side == "modernized":
+        _flyway(plan, settings, target, now=False)
 
 
 def _preflight(plan: SidePlan, target: PostgresTarget, version_num: int) -> None:
@@ -268,13 +286,13 @@ def _reset(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
         plan.stop(exc.exit_code, str(exc))
 
 
-def _flyway(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
-    """`info` on the target now, and what migrate applies after the restore: every user schema
-    is reset, so the history starts from the baseline row, not from what it holds today."""
+def _flyway(plan: SidePlan, settings: Settings, target: PostgresTarget, now: bool = True) -> None:
+    """`info` on the target now (`now`: it exists), and what migrate applies after the restore:
+    every user schema is reset, so the history starts from the baseline row, not from today's."""
     try:
         config = load_flyway_config(settings, target)
         engine = native_engine(config, target, lambda _: None)
-        plan.flyway_now = engine.info()
+        plan.flyway_now = engine.info() if now else []
         plan.flyway_after = [m.script for m in pending_after_baseline(config, engine.resolved())]
         plan.baseline_version = config.baseline_version
     except RestoreError as exc:  # FlywayError: a bad conf or location stops the run at §4.3
@@ -308,7 +326,7 @@ def _side_markdown(side: SidePlan) -> list[str]:
         ]
         lines += ["", ROWS_NOTE]
     else:
-        lines.append("not read")
+        lines.append(side.nothing_to_reset)
     lines += ["", f"Consent: {_cell(side.consent)}", "", f"Backup: {side.backup}"]
     if side.flyway_now is not None and side.flyway_after is not None:
         lines += [
