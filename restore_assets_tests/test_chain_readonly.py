@@ -38,7 +38,7 @@ def test_whole_chain_passes_every_gate_with_complete_evidence(restored_chain):
     assert "PHASE2_PROGRESS.md" in snippet and "証跡" in snippet
     assert f"`artifacts/parity-manual/db-restore/{folder.name}`" in snippet  # relative
     inventory = (folder / "ddl_inventory.md").read_text()
-    assert MODERN_SCHEMA_FILE in inventory and "V0221__document_module_flags.sql" in inventory
+    assert MODERN_SCHEMA_FILE in inventory and "V0221__doc_module_flag_columns.sql" in inventory
     objects = (folder / "missing_objects.md").read_text()
     assert "0 missing" in objects and "migration V0003" in objects
     # No seed row text in the evidence: patient names and password hashes stay in the database.

@@ -25,9 +25,9 @@ DEMO_SQL = DEMO_FLYWAY_CONF.parent / "sql"
 EXPECTED_FILES = [
     ("0001", "baseline tag", "V0001__baseline_tag.sql"),
     ("0002", "performance indexes", "V0002__performance_indexes.sql"),
-    ("0003", "security", "V0003__security.sql"),
+    ("0003", "security phase3 stage7", "V0003__security_phase3_stage7.sql"),
     ("0220", "phr async job", "V0220__phr_async_job.sql"),
-    ("0221", "document module flags", "V0221__document_module_flags.sql"),
+    ("0221", "doc module flag columns", "V0221__doc_module_flag_columns.sql"),
 ]
 
 
@@ -76,7 +76,7 @@ def test_cli_modernized_on_external_writes_flyways_history(
     ):
         assert (folder / name).is_file(), name
     assert (
-        "V0221__document_module_flags.sql"
+        "V0221__doc_module_flag_columns.sql"
         in (folder / "psql_flyway_schema_history.log").read_text()
     )
     assert EXTERNAL_PASSWORD not in done.stdout + done.stderr
@@ -108,7 +108,7 @@ def test_flyway_cli_on_the_restored_database(
     # An edited copy of the migrations: validate names the version that differs.
     edited = tmp_path / "sql"
     shutil.copytree(DEMO_SQL, edited)
-    (edited / "V0003__security.sql").write_text("-- edited\nSELECT 3;\n", encoding="utf-8")
+    (edited / "V0003__security_phase3_stage7.sql").write_text("-- edited\nSELECT 3;\n", encoding="utf-8")
     validate = run_cli("flyway", "validate", "--locations", f"filesystem:{edited}")
     assert validate.returncode == 1
     assert "checksum mismatch for migration version 0003" in validate.stdout
