@@ -8,13 +8,17 @@ from pathlib import Path
 from dagster import AssetSelection, DagsterInstance, define_asset_job
 
 from restore_assets.assets.secrets import SECRET_KEYS
-from restore_assets.assets.shell import SIDES_TAG
+from restore_assets.assets.shell import SIDES_TAG, record_unexpected_failure
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.settings import Settings
 
 LEGACY_JOB = "restore_legacy"
 MODERNIZED_JOB = "restore_modernized"
 ALL_JOB = "restore_all"
+
+
+# Every stop is recorded, unexpected failures too (shell.record_unexpected_failure).
+STOPS_RECORDED = {record_unexpected_failure}
 
 
 def _side(side: str) -> AssetSelection:
@@ -27,12 +31,14 @@ restore_legacy_job = define_asset_job(
     LEGACY_JOB,
     selection=_side("legacy"),
     tags={SIDES_TAG: "legacy"},
+    hooks=STOPS_RECORDED,
     description="Runbook §3: restore the Legacy database from its baseline and verify it.",
 )
 restore_modernized_job = define_asset_job(
     MODERNIZED_JOB,
     selection=_side("modernized"),
     tags={SIDES_TAG: "modernized"},
+    hooks=STOPS_RECORDED,
     description="Runbook §4: restore the Modernized baseline, Flyway baseline + migrate, verify.",
 )
 restore_all_job = define_asset_job(
@@ -42,6 +48,7 @@ restore_all_job = define_asset_job(
     | AssetSelection.groups("sync", "reports", "gates"),
     # Both sides' Secrets are vetted before either side touches anything (runbook §0).
     tags={SIDES_TAG: "legacy,modernized"},
+    hooks=STOPS_RECORDED,
     description="The whole chain: both sides, the account sync, the reports and the gates (§6).",
 )
 
@@ -49,6 +56,7 @@ FOLLOWUP_JOB = "restore_followup"
 restore_followup_job = define_asset_job(
     FOLLOWUP_JOB,
     selection=AssetSelection.groups("sync", "reports", "gates"),  # restores nothing
+    hooks=STOPS_RECORDED,
     description="After one side was restored again: §4.5 sync, §2 reports and the §6 gates.",
 )
 

@@ -238,3 +238,29 @@ def test_a_stopped_run_leaves_gates_report_saying_so_not_an_older_passed(
     assert latest_status() == "blocked"
     event = instance.get_latest_materialization_event(key)
     assert MODERN_SCHEMA_FILE in event.asset_materialization.metadata["reason"].value
+
+
+def test_an_unexpected_step_error_is_recorded_as_a_stop_too(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    """Not a RestoreError (here: a count over a table name the server rejects, after the commit):
+    the gate report and gates/report still say 'failed' and where, never an older 'passed'."""
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("restore_all")
+    config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
+    assert job.execute_in_process(instance=instance, run_config=config).success
+    key = AssetKey(["gates", "report"])
+
+    monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
+    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    assert not result.success
+    metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
+    assert metadata["status"].value == "failed"
+    # Both sides count that table (legacy after its restore, modernized before the sync).
+    assert metadata["stopped_by"].value in ("legacy_restore", "modernized/flyway_history")
+    assert metadata["reason"].value.startswith("unexpected SyntaxError: "), metadata
+    folder = artifacts_dir / "parity-manual" / "db-restore"
+    reports = sorted(folder.glob("*/gate_report.json"), key=lambda p: p.stat().st_mtime)
+    report = json.loads(reports[-1].read_text())
+    assert report["status"] == "failed" and len(reports) == 2
+    assert all(not gate["passed"] for gate in report["gates"])

@@ -108,7 +108,9 @@ def test_flyway_cli_on_the_restored_database(
     # An edited copy of the migrations: validate names the version that differs.
     edited = tmp_path / "sql"
     shutil.copytree(DEMO_SQL, edited)
-    (edited / "V0003__security_phase3_stage7.sql").write_text("-- edited\nSELECT 3;\n", encoding="utf-8")
+    (edited / "V0003__security_phase3_stage7.sql").write_text(
+        "-- edited\nSELECT 3;\n", encoding="utf-8"
+    )
     validate = run_cli("flyway", "validate", "--locations", f"filesystem:{edited}")
     assert validate.returncode == 1
     assert "checksum mismatch for migration version 0003" in validate.stdout

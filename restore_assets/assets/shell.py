@@ -18,10 +18,12 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     Failure,
+    HookContext,
     MetadataValue,
     TableColumn,
     TableRecord,
     TableSchema,
+    failure_hook,
 )
 
 from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
@@ -107,11 +109,14 @@ def fail(
     )
 
 
-def record_stop(context, evidence: EvidenceStore, step: str, status: str, error: str):
+def record_stop(
+    context, evidence: EvidenceStore, step: str, status: str, error: str, instance=None
+):
     """A run stopped at `step` (blocked, failed, interrupted): record the step, write the gate
     report (every gate not reached, naming the step), and tell Dagster the same about
     `gates/report` so its page never keeps an older "passed" (from a step: its context; from
-    the CLI after an interrupt: the instance). Returns the gate rows."""
+    a hook: its `instance`; from the CLI after an interrupt: the instance). Returns the gate
+    rows."""
     reason = f"not reached: {step} stopped the run: {error}"
     report = unreached_report(evidence.label, status, reason)
     try:
@@ -127,13 +132,29 @@ def record_stop(context, evidence: EvidenceStore, step: str, status: str, error:
         description=f"{status}: {step} stopped the run",
         metadata={"status": status, "stopped_by": step, "reason": error, "gates": table(gates)},
     )
-    if context is not None:
+    if context is not None and instance is None:
         context.log_event(event)
     else:
         from dagster import DagsterInstance
 
-        DagsterInstance.get().report_runless_asset_event(event)
+        (instance or DagsterInstance.get()).report_runless_asset_event(event)
     return gates
+
+
+@failure_hook(required_resource_keys={"evidence"})
+def record_unexpected_failure(context: HookContext) -> None:
+    """A step that failed with anything but the Failure `fail` raises (which has recorded its
+    stop already) — a bug, an unexpected driver error — is recorded as a stop too, so the
+    gate report and `gates/report` never keep an older "passed"."""
+    if isinstance(context.op_exception, Failure):
+        return
+    run = context.instance.get_run_by_id(context.run_id)
+    evidence = context.resources.evidence.for_dagster_run(run, context.instance)
+    exc = context.op_exception
+    first_line = (str(exc).strip().splitlines() or [""])[0]  # a DETAIL line may quote a row
+    error = evidence.redact(f"unexpected {type(exc).__name__}: {first_line}")
+    step = context.step_key.replace("__", "/")
+    record_stop(context, evidence, step, "failed", error, instance=context.instance)
 
 
 @contextmanager

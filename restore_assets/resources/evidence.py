@@ -21,23 +21,25 @@ class EvidenceResource(ConfigurableResource):
     def for_run(self, context) -> EvidenceStore:
         """Every step starts here: it also records the run's process (see `recovery`)."""
         tag_run_process(context)
+        return self.for_dagster_run(context.run, context.instance)
+
+    def for_dagster_run(self, run, instance) -> EvidenceStore:
+        """The run's evidence folder, from its tags (also where a hook finds it)."""
         settings = self.config.settings()
-        tagged = context.run.tags.get(EVIDENCE_TAG)
+        tagged = run.tags.get(EVIDENCE_TAG)
         if tagged:
             started = dt.datetime.fromisoformat(tagged)
         else:
-            record = context.instance.get_run_record_by_id(context.run.run_id)
+            record = instance.get_run_record_by_id(run.run_id)
             started = record.create_timestamp if record else dt.datetime.now(dt.UTC)
         store = EvidenceStore.for_run(
             settings.artifacts_dir,
-            context.run.run_id,
+            run.run_id,
             started,
             lambda text: redact(text, settings.passwords),
             settings.target_name,
         )
-        if context.run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
+        if run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
             # On the run itself, so the CLI and the UI find the folder without searching.
-            context.instance.add_run_tags(
-                context.run.run_id, {EVIDENCE_FOLDER_TAG: str(store.folder)}
-            )
+            instance.add_run_tags(run.run_id, {EVIDENCE_FOLDER_TAG: str(store.folder)})
         return store
