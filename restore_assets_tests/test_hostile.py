@@ -291,14 +291,16 @@ def test_a_failing_migration_never_shows_the_password(
         "CREATE TYPE public.mood AS ENUM ('ok', 'not ok')",
         "CREATE DOMAIN public.positive AS int CHECK (VALUE > 0)",
         "CREATE TEXT SEARCH CONFIGURATION public.jp (COPY = pg_catalog.simple)",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE EXTENSION pg_trgm",  # trusted: the database owner may create it
         "CREATE SCHEMA keep_me",
     ],
 )
 def test_a_target_holding_only_other_kinds_of_objects_is_not_empty(
     only, secrets_dir, artifacts_dir, external_legacy
 ):
-    """Types, domains, text-search objects, a bare schema: not empty, so no reset without
-    consent (and then a backup first)."""
+    """Types, domains, text-search objects, functions, extensions, a bare schema: not empty, so
+    no reset without consent (and then a backup first)."""
     from restore_assets_tests.helpers import execute, query
 
     execute(only)
