@@ -75,6 +75,7 @@ def run(tmp_path: Path, files, prelude="CREATE TABLE public.hostile_canary (id i
 
 @pytest.mark.parametrize("case", list(ESCAPES))
 def test_psql_itself_refuses_what_a_dump_must_not_do(case, tmp_path, settings):
+    """Each ESCAPES case inside a dump fed to psql in restricted mode."""
     marker = tmp_path / "pwned"
     before = database_fingerprint()
     body = ESCAPES[case].format(marker=marker)
@@ -89,6 +90,7 @@ def test_psql_itself_refuses_what_a_dump_must_not_do(case, tmp_path, settings):
 
 
 def test_pg_dumps_own_restrict_lines_are_blanked_and_line_numbers_stay_true(tmp_path, settings):
+    """A dump bracketed by pg_dump 17.6's own `\\restrict` lines, failing on line 8."""
     text = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\nSELECT 1;\nSELECT nope;\n"
     text += "\n\\unrestrict AbC123\n"
     dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", text)
@@ -98,6 +100,7 @@ def test_pg_dumps_own_restrict_lines_are_blanked_and_line_numbers_stay_true(tmp_
 
 
 def test_a_file_changed_after_vetting_is_stopped_before_commit(tmp_path, settings):
+    """A file whose bytes are not the ones intake hashed (swapped after vetting)."""
     before = database_fingerprint()
     dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", "SELECT 1;\n")
     swapped = ScriptFile(dump.relpath, dump.path, "0" * 64)  # intake saw other bytes
@@ -108,6 +111,7 @@ def test_a_file_changed_after_vetting_is_stopped_before_commit(tmp_path, setting
 
 
 def test_a_clean_file_commits_and_reports_the_sha256_of_what_ran(tmp_path, settings):
+    """The control: a clean file through the same verified feeder."""
     dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", "SELECT 1;\n")
     lines, ran = run(tmp_path, [dump], prelude="DROP TABLE IF EXISTS public.hostile_canary;\n")
     assert ran == {dump.relpath: dump.sha256} and lines > 0
@@ -155,6 +159,7 @@ DAMAGE = {
 def test_damaged_delivery_blocks_both_sides_before_anything_is_touched(
     case, secrets_dir, artifacts_dir
 ):
+    """Each DAMAGE case: a damaged or misplaced file in the Secrets store."""
     relpath, damage, reason = DAMAGE[case]
     damage(secrets_dir / relpath)
     (secrets_dir / relpath).chmod(0o600)
@@ -167,6 +172,7 @@ def test_damaged_delivery_blocks_both_sides_before_anything_is_touched(
 
 
 def test_an_in_place_edit_with_the_mtime_put_back_is_hashed_again(secrets_dir, settings):
+    """A same-size edit of a vetted seed, its mtime put back (a stale hash-cache entry)."""
     from restore_assets.runbook.intake import SecretsStore
 
     path = secrets_dir / LEGACY_SEED_FILE
@@ -207,6 +213,7 @@ def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_
 
 
 def test_evidence_is_private(secrets_dir, artifacts_dir):
+    """Another local user reading the evidence folder (patients' counts, server details)."""
     done = run_cli("run", "--only", "legacy")
     folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -217,6 +224,7 @@ def test_evidence_is_private(secrets_dir, artifacts_dir):
 def test_a_psql_without_restricted_mode_is_refused_before_anything_is_touched(
     secrets_dir, artifacts_dir, tmp_path, monkeypatch
 ):
+    """RESTORE_PSQL pointing at a psql older than 17.6, which has no `\\restrict`."""
     old = tmp_path / "bin" / "psql"
     old.parent.mkdir()
     old.write_text("#!/bin/sh\necho 'psql (PostgreSQL) 17.5'\n")  # before 17.6: no \restrict
@@ -249,6 +257,7 @@ def test_the_dt_transcript_names_no_schema_in_a_meta_command(secrets_dir, artifa
 
 
 def test_a_password_with_backslash_and_quote_reaches_flyway_unaltered(tmp_path):
+    """A password holding a backslash, a quote and `#!`, filled into flyway.conf."""
     from restore_assets.flyway.conf import load_conf
 
     conf = tmp_path / "flyway.conf"
@@ -316,6 +325,7 @@ def test_a_target_holding_only_other_kinds_of_objects_is_not_empty(
 def test_a_superuser_target_role_is_written_in_the_evidence(
     secrets_dir, artifacts_dir, external_legacy, monkeypatch
 ):
+    """A target configured with a superuser role (more power than a restore needs)."""
     from restore_assets_tests.conftest import SUPERUSER_PASSWORD
 
     monkeypatch.setenv("POSTGRES_USER", "postgres")
@@ -362,6 +372,7 @@ _PAYLOADS = st.sampled_from(
 )
 @given(contexts=st.lists(_CONTEXTS, min_size=1, max_size=4), payload=_PAYLOADS, data=st.data())
 def test_no_wrapping_makes_psql_run_a_meta_command(contexts, payload, data, tmp_path, settings):
+    """Hypothesis: random meta-commands in random quoting, comment and COPY contexts."""
     marker = tmp_path / f"pwned-{data.draw(st.integers(0, 10**9))}"
     command = payload.format(marker=marker)
     text = "\n".join(c.format(p=command) for c in contexts) + "\nSELECT 1;\n"
