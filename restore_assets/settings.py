@@ -110,6 +110,8 @@ class Settings:
     target_name: str | None = None  # a named target of RESTORE_TARGETS; None: the environment's
     wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
     secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
+    zip_max_total_mib: int = 64 << 10  # a ZIP delivery unpacking to more is refused as a bomb
+    zip_max_ratio: int = 200  # nor may an entry above 1 MiB expand more than this
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -246,6 +248,8 @@ class _Contract(_Variables):
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
     wait_seconds: Annotated[int, Field(gt=0)] = Field(300, alias="RESTORE_WAIT_SECONDS")
     secrets_zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
+    zip_max_total_mib: Annotated[int, Field(gt=0)] = Field(64 << 10, alias="RESTORE_ZIP_MAX_MIB")
+    zip_max_ratio: Annotated[int, Field(gt=1)] = Field(200, alias="RESTORE_ZIP_MAX_RATIO")
     # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
     db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 

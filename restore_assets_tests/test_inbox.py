@@ -14,7 +14,7 @@ from pyzipper.zipfile import _gen_crc
 from pyzipper.zipfile_aes import AESZipInfo, BaseZipEncrypter
 
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.inbox import LIMITS, Limits, unpack_inbox
+from restore_assets.runbook.inbox import Limits, unpack_inbox
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, load_settings
 from restore_assets_tests.conftest import run_cli
 
@@ -235,6 +235,19 @@ def test_more_than_the_total_limit_is_a_bomb(store, demo_secrets, artifacts_dir)
     assert_refused(store, artifacts_dir, "zip bomb", Limits(max_total_bytes=10_000))
 
 
+def test_the_bomb_limits_are_settings(store, demo_secrets, artifacts_dir, monkeypatch):
+    """RESTORE_ZIP_MAX_RATIO and RESTORE_ZIP_MAX_MIB: 40 MiB of zeros (about 1000:1) passes a
+    ratio of 2000:1, then fails a total of 39 MiB."""
+    monkeypatch.setenv("RESTORE_ZIP_MAX_RATIO", "2000")
+    build_zip(store / "inbox" / "zeros.zip", _bomb(demo_secrets))
+    (result,) = unpack_inbox(load_settings())
+    assert result.status == "unpacked", result.detail
+    (store / LEGACY_SEED_FILE).unlink()
+    monkeypatch.setenv("RESTORE_ZIP_MAX_MIB", "39")
+    build_zip(store / "inbox" / "bad.zip", _bomb(demo_secrets))
+    assert_refused(store, artifacts_dir, "zip bomb")
+
+
 def test_different_content_in_place_is_never_overwritten(store, demo_secrets, artifacts_dir):
     existing = store / LEGACY_SCHEMA_FILE
     existing.parent.mkdir(parents=True)
@@ -246,7 +259,7 @@ def test_different_content_in_place_is_never_overwritten(store, demo_secrets, ar
     assert [p for p in written_files(store) if "inbox" not in p.parts] == [existing]
 
 
-def assert_refused(store, artifacts_dir, message, limits=LIMITS, name="bad.zip"):
+def assert_refused(store, artifacts_dir, message, limits=None, name="bad.zip"):
     (result,) = unpack_inbox(load_settings(), limits=limits)
     assert result.status == "refused" and message in result.detail, result.detail
     inbox = store / "inbox"

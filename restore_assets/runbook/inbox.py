@@ -59,8 +59,12 @@ class Limits:
     max_ratio: int = 200  # pg_dump text deflates about 5-20:1; a bomb about 1000:1
     ratio_floor: int = 1 << 20  # below 1 MiB an entry may compress as well as it likes
 
-
-LIMITS = Limits()
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """RESTORE_ZIP_MAX_MIB and RESTORE_ZIP_MAX_RATIO (defaults as above)."""
+        return cls(
+            max_total_bytes=settings.zip_max_total_mib << 20, max_ratio=settings.zip_max_ratio
+        )
 
 
 @dataclass
@@ -85,7 +89,7 @@ class Refused(Exception):
 def unpack_inbox(
     settings: Settings,
     previous: Mapping[str, list[int]] | None = None,
-    limits: Limits = LIMITS,
+    limits: Limits | None = None,
 ) -> list[InboxResult]:
     """Unpack every ZIP in `<Secrets>/inbox/`. With `previous` (the sensor's last look, ZIP name
     → [size, mtime_ns]) only ZIPs unchanged since then are touched: one still being copied waits.
@@ -93,6 +97,7 @@ def unpack_inbox(
     inbox = settings.secrets_dir / INBOX
     if not inbox.is_dir():
         return []
+    limits = limits or Limits.of(settings)
     with _locked(inbox) as held:
         if not held:
             return [InboxResult("", "waiting", "another unpack holds the inbox; next look")]
