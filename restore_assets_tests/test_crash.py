@@ -90,6 +90,29 @@ def test_sigterm_mid_seed_stops_cleanly_and_a_second_run_waits_bounded_naming_th
     assert '"status": "interrupted"' in (folder / "gate_report.json").read_text()
 
 
+def test_ctrl_c_mid_seed_exits_130_rolled_back_and_frees_the_slot_at_once(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    """SIGINT (Ctrl-C) takes the same path as SIGTERM, with its own exit code; and the pool slot
+    is free the moment the interrupted run has exited: the next run does not wait for it."""
+    before = database_fingerprint()
+    original = slow_seed(secrets_dir, 60)
+    first = start_run("--only", "legacy")
+    psql = psql_child(first)
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, out + err
+    assert "interrupted by SIGINT" in out
+    assert not psql.is_running() or psql.status() == psutil.STATUS_ZOMBIE
+    assert database_fingerprint() == before
+
+    (secrets_dir / LEGACY_SEED_FILE).write_bytes(original)
+    monkeypatch.setenv("RESTORE_WAIT_SECONDS", "1")  # a slot still held would fail this run
+    again = run_cli_process("run", "--only", "legacy", timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "held by run" not in again.stdout + again.stderr
+
+
 def test_a_sigkilled_run_never_blocks_the_next_one(secrets_dir, artifacts_dir):
     before = database_fingerprint()
     original = slow_seed(secrets_dir, 60)
