@@ -414,19 +414,30 @@ def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifac
 def test_a_restore_waiting_for_the_target_lock_says_who_holds_it(
     secrets_dir, artifacts_dir, monkeypatch
 ):
-    """Another session holds the target's lock for 12 s: the restore says who, again every 5 s,
-    then goes on once it is free (named targets have no pool: this is their only wait)."""
+    """Another session holds the target's lock until the restore has tried it for 7 s: the
+    restore says who holds it, at once and 5 s later, then goes on once it is free (named
+    targets have no pool: this is their only wait)."""
     import threading
+    import time
 
     from restore_assets.runbook.preflight import RESTORE_LOCK_KEY
 
+    def release_once_tried(holder, watcher) -> None:
+        # The restore polls with pg_try_advisory_lock: its session shows that as its query.
+        # Waiting for it (not a fixed time) keeps the test true on a slow machine.
+        trying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_try_advisory%'"
+        deadline = time.monotonic() + 120
+        while not watcher.execute(trying).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(7)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
+
     monkeypatch.setenv("RESTORE_WAIT_SECONDS", "60")
-    with legacy_target().connect(autocommit=True) as holder:
+    target = legacy_target()
+    with target.connect(autocommit=True) as holder, target.connect(autocommit=True) as watcher:
         holder.execute("SET application_name = 'ops-by-hand'")
         holder.execute("SELECT pg_advisory_lock(%s)", (RESTORE_LOCK_KEY,))
-        release = threading.Timer(
-            12, lambda: holder.execute("SELECT pg_advisory_unlock(%s)", (RESTORE_LOCK_KEY,))
-        )
+        release = threading.Thread(target=release_once_tried, args=(holder, watcher))
         release.start()
         try:
             done = run_cli("run", "--only", "legacy", "--allow-reset")
