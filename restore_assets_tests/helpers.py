@@ -168,6 +168,21 @@ def gate_results(result) -> dict[str, tuple[bool, str]]:
     return out
 
 
+def start_group(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`command` in its own process group (so `end_groups` ends it and every child), no stdin,
+    stdout and stderr appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def end_groups(processes: list[subprocess.Popen]) -> None:
     """Ctrl-C to each whole process group (dagster's own shutdown; a run worker is in its code
     server's group), then SIGKILL to whatever is left: webservers and daemons outlive their

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from restore_assets_tests.helpers import end_groups
+from restore_assets_tests.helpers import end_groups, start_group
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `.ci/run` installs it when missing
@@ -121,16 +121,7 @@ def dagster_dev(tmp_path) -> Iterator[DagsterDev]:
     # `make ui`'s own command: it writes the instance settings (pools, run monitoring, no
     # "join the community" dialog over the page under test), then runs `dagster dev`.
     command = [str(Path(sys.executable).parent / "restore-assets"), "ui", "--"]
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_group([*command, "-h", "127.0.0.1", "-p", str(port)], REPO, env, output)
     try:
         yield DagsterDev(f"http://127.0.0.1:{port}", process, output)
     finally:

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import yaml
 
-from restore_assets_tests.helpers import end_groups
+from restore_assets_tests.helpers import end_groups, start_group
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -342,16 +342,8 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
     deployment = Deployment(f"http://127.0.0.1:{web_port}", tmp_path, storage)
     try:
         for name, command in commands.items():
-            with deployment.log(name).open("wb") as log:
-                deployment.processes[name] = subprocess.Popen(
-                    command,
-                    cwd=tmp_path,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            log = deployment.log(name)
+            deployment.processes[name] = start_group(command, tmp_path, env, log)
         yield deployment
     finally:
         end_groups(list(deployment.processes.values()))
