@@ -1,6 +1,7 @@
 """Named targets (issue 12): several Legacy/Modernized pairs — clinics, parity, staging — from a
 `targets.yaml` whose path is `RESTORE_TARGETS`. Without it there is one target, read from the
-environment exactly as before.
+environment exactly as before. Both RESTORE_TARGETS and the variables password_env names are read
+like every setting (`.env` too, the environment winning): from the `Settings` they came with.
 
 Each named target becomes a whole `Settings`: the environment's, with that target's Secrets
 sub-root, databases, Flyway conf and optional overrides. Everything downstream (intake, restore,
@@ -10,9 +11,7 @@ Passwords are named by environment variable only, never written in the file.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -123,18 +122,12 @@ def chosen_targets(base: Settings, target: str | None, every: bool) -> dict[str,
     return {target: named[target]}
 
 
-def targets_path(env: Mapping[str, str] | None = None) -> Path | None:
-    value = (os.environ if env is None else env).get(TARGETS_VARIABLE)
-    return Path(value).expanduser() if value else None
-
-
-def load_targets(base: Settings, env: Mapping[str, str] | None = None) -> dict[str, Settings]:
+def load_targets(base: Settings) -> dict[str, Settings]:
     """Every named target as its own `Settings`; `{}` when RESTORE_TARGETS is unset (the single
     target of the environment). Any problem: `ConfigError` with one line per bad field."""
-    path = targets_path(env)
+    path = base.targets_file
     if path is None:
         return {}
-    env = os.environ if env is None else env
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -149,7 +142,7 @@ def load_targets(base: Settings, env: Mapping[str, str] | None = None) -> dict[s
         raise ConfigError("\n".join(_explain(path, error) for error in exc.errors())) from None
     problems: list[str] = []
     named = {
-        name: _settings(base, name, target, path.parent, env, problems)
+        name: _settings(base, name, target, path.parent, problems)
         for name, target in parsed.targets.items()
     }
     problems += _shared_databases(named)
@@ -175,14 +168,13 @@ def _settings(
     name: str,
     target: _Target,
     folder: Path,
-    env: Mapping[str, str],
     problems: list[str],
 ) -> Settings:
     def side(side: str) -> TargetSettings:
         spec: _Side = getattr(target, side)
         password = None
         if spec.password_env:
-            password = env.get(spec.password_env)
+            password = base.variables.get(spec.password_env)
             if not password:
                 problems.append(
                     f"targets.{name}.{side}.password_env: {spec.password_env} is not set"

@@ -10,7 +10,6 @@ changes.
 
 import datetime as dt
 import json
-import os
 
 from dagster import (
     DagsterRunStatus,
@@ -28,6 +27,7 @@ from dagster import (
 from restore_assets.assets.partitions import TARGETS
 from restore_assets.assets.secrets import watched_root
 from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
+from restore_assets.errors import ConfigError
 from restore_assets.jobs import (
     ALL_JOB,
     FOLLOWUP_JOB,
@@ -45,16 +45,22 @@ from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import unpack_inbox
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import WatchState, look
-from restore_assets.settings import SIDES, Settings, load_settings
-
-INTERVAL_VARIABLE = "RESTORE_SENSOR_INTERVAL_SECONDS"
+from restore_assets.settings import (
+    DEFAULT_SENSOR_INTERVAL_SECONDS,
+    SIDES,
+    Settings,
+    load_settings,
+)
 
 
 def _interval() -> int:
-    raw = os.environ.get(INTERVAL_VARIABLE) or "30"
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{INTERVAL_VARIABLE}={raw!r} is not a number of seconds (e.g. 30)")
-    return int(raw)
+    """RESTORE_SENSOR_INTERVAL_SECONDS, read with every other setting. A bad setting must not
+    stop the code location from loading: then the default, and every tick of the sensor reports
+    the configuration error naming the variable, as it does for any other bad value."""
+    try:
+        return load_settings().sensor_interval_seconds
+    except ConfigError:
+        return DEFAULT_SENSOR_INTERVAL_SECONDS
 
 
 @sensor(

@@ -49,6 +49,8 @@ DEFAULT_MODERN_EXPECTED_COLUMNS = ("d_document.admflag", "d_module.performflag")
 DEMO_FLYWAY_CONF = Path(__file__).parent / "demo" / "flyway" / "flyway.conf"
 FLYWAY_RUNNERS = ("native", "docker", "cli")
 DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
+# How often `secrets_sensor` looks; also what the code location uses while the settings are bad.
+DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 SIDES = ("legacy", "modernized")
 TARGET_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
 
@@ -107,11 +109,16 @@ class Settings:
     modern_expected_columns: tuple[str, ...]
     sync_tables: tuple[str, ...]
     facility_api_url: str | None
+    sensor_interval_seconds: int  # how often `secrets_sensor` looks at the Secrets store
+    targets_file: Path | None  # RESTORE_TARGETS (named_targets reads it), resolved
     target_name: str | None = None  # a named target of RESTORE_TARGETS; None: the environment's
     wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
     secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
     zip_max_total_mib: int = 64 << 10  # a ZIP delivery unpacking to more is refused as a bomb
     zip_max_ratio: int = 200  # nor may an entry above 1 MiB expand more than this
+    # What the settings were read from (`.env` overlaid by the environment, or the mapping
+    # given): for the variables a file names, such as targets.yaml's password_env.
+    variables: Mapping[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -154,6 +161,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _seconds(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise PydanticCustomError("seconds", "is not a number of seconds (1 or more)")
+    return seconds
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -178,6 +195,7 @@ def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Port = Annotated[int, BeforeValidator(_port)]
+Seconds = Annotated[int, BeforeValidator(_seconds)]
 # NoDecode: a comma list, not the JSON pydantic-settings expects for a tuple by default.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 
@@ -247,6 +265,10 @@ class _Contract(_Variables):
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
     wait_seconds: Annotated[int, Field(gt=0)] = Field(300, alias="RESTORE_WAIT_SECONDS")
+    sensor_interval_seconds: Seconds = Field(
+        DEFAULT_SENSOR_INTERVAL_SECONDS, alias="RESTORE_SENSOR_INTERVAL_SECONDS"
+    )
+    targets_file: Path | None = Field(None, alias="RESTORE_TARGETS")
     secrets_zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
     zip_max_total_mib: Annotated[int, Field(gt=0)] = Field(64 << 10, alias="RESTORE_ZIP_MAX_MIB")
     zip_max_ratio: Annotated[int, Field(gt=1)] = Field(200, alias="RESTORE_ZIP_MAX_RATIO")
@@ -304,8 +326,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             name: _resolve(getattr(contract, name), cwd)
             for name in ("secrets_dir", "artifacts_dir", "state_dir", "flyway_conf")
         }
-        if contract.flyway_working_directory is not None:
-            paths["flyway_working_directory"] = _resolve(contract.flyway_working_directory, cwd)
+        for name in ("flyway_working_directory", "targets_file"):
+            if getattr(contract, name) is not None:
+                paths[name] = _resolve(getattr(contract, name), cwd)
         if not paths["flyway_conf"].is_file():
             conf = str(paths["flyway_conf"])
             problems.append(f"FLYWAY_CONF={conf!r} does not exist; point it at a flyway.conf")
@@ -315,6 +338,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         **(contract.model_dump(exclude={"db_sslmode"}) | paths),
         legacy=legacy.settings("legacy", contract.db_sslmode),
         modernized=modernized.settings("modernized", contract.db_sslmode),
+        variables=dict(env),
     )
 
 

@@ -89,7 +89,7 @@ def targets_file(tmp_path: Path, text: str) -> dict[str, str]:
 def test_a_bad_targets_file_is_refused_naming_the_field(tmp_path, text, expected):
     env = targets_file(tmp_path, text)
     with pytest.raises(ConfigError) as refused:
-        load_targets(load_settings(), env)
+        load_targets(load_settings(env))
     assert expected in str(refused.value)
     assert "hunter2" not in str(refused.value)
 
@@ -103,7 +103,7 @@ def test_each_named_target_is_a_whole_settings(tmp_path, monkeypatch):
         "    flyway_working_directory: migrations\n",
     )
     (tmp_path / "migrations").mkdir()
-    named = load_targets(load_settings(), {**env, "A_PW": "s3cret"})
+    named = load_targets(load_settings({**env, "A_PW": "s3cret"}))
     a = named["a"]
     assert a.flyway_working_directory == tmp_path / "migrations"  # beside targets.yaml
     assert (a.target_name, a.secrets_dir, a.legacy_expected_tables) == (
