@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench dev ui clean install security-table
+.PHONY: demo test test-deps lint format bench dev ui clean install security-table
 
 install: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/restore-assets demo
 
+## What the tests need beyond the venv, installed with apt-get when missing (scripts/test-deps:
+## Debian's chromium, Java 17, Maven); as neither root nor a passwordless sudoer it stops at once
+## with the apt-get line to run.
+test-deps:
+	scripts/test-deps
+
 ## Lint, format check, then the test suite (pytest exit 5 = "no tests ran" counts as failure).
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/ruff check restore_assets restore_assets_tests
 	$(BIN)/ruff format --check restore_assets restore_assets_tests
 	$(BIN)/python -m pytest -q; rc=$$?; \

@@ -25,7 +25,7 @@ import pytest
 from restore_assets_tests.helpers import end_groups, start_group
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `.ci/run` installs it when missing
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `make test` installs it when missing
 SCREENSHOT = REPO / "artifacts" / "ui-gates-report.png"  # git-ignored, like all of artifacts/
 GATES = ("db_restore", "audit_capture", "jms_claim")  # the checks on gates/report
 SENSOR = {
@@ -219,7 +219,7 @@ def _check_gates_page(url: str) -> None:
 
 @pytest.mark.browser
 def test_secrets_landing_turn_the_gates_green_in_the_ui(dagster_dev, demo_secrets):
-    assert CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: run scripts/test-deps (make test does)"
     started = time.monotonic()
     _wait_for_empty_store_watched(dagster_dev)
     watching = time.monotonic()
