@@ -1,17 +1,24 @@
 """The environment contract (README "Configuration"): defaults, prefixes, `.env`, refusals.
 
 Pure: no database. `load_settings(env)` reads only `env`; the `.env` tests go through the process
-environment with `RESTORE_DOTENV` pointing at a file of the test's own.
+environment with `RESTORE_DOTENV` pointing at a file of the test's own, or in a working directory
+of their own with its `.env`, as a user runs the CLI (the walk of README's table).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from restore_assets import errors
+from restore_assets.named_targets import load_targets, settings_for
 from restore_assets.settings import (
     DEFAULT_LEGACY_COUNT_TABLES,
     DEFAULT_LEGACY_EXPECTED_TABLES,
@@ -24,6 +31,7 @@ from restore_assets.settings import (
     ConfigError,
     load_settings,
 )
+from restore_assets_tests.conftest import run_cli_process
 
 PASSWORD = "Pw-settings-5Rt-never-print"
 
@@ -228,6 +236,13 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ("POSTGRES_PORT", "0", "POSTGRES_PORT='0' is not a port number (1-65535)"),
         ("MODERNIZED_POSTGRES_PORT", "65536", "MODERNIZED_POSTGRES_PORT='65536' is not a port"),
         ("FLYWAY_RUNNER", "gradle", "FLYWAY_RUNNER='gradle' is not a Flyway runner; use native"),
+        (
+            "RESTORE_SENSOR_INTERVAL_SECONDS",
+            "abc",
+            "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)",
+        ),
+        ("RESTORE_SENSOR_INTERVAL_SECONDS", "0", "RESTORE_SENSOR_INTERVAL_SECONDS='0' is not a"),
+        ("RESTORE_SENSOR_INTERVAL_SECONDS", "1.5", "RESTORE_SENSOR_INTERVAL_SECONDS='1.5' is not"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(tmp_path, name, value, message):
@@ -295,3 +310,260 @@ def test_settings_are_immutable_and_overridable(tmp_path):
     changed = settings.with_overrides(allow_reset=True, state_dir=tmp_path / "s")
     assert (changed.allow_reset, changed.state_dir) == (True, tmp_path / "s")
     assert settings.allow_reset is False and changed.legacy == settings.legacy
+
+
+# README "Configuration": every variable of its table is read from `.env` as well as from the
+# environment, and the environment wins. The table is parsed, so a variable added to the README
+# fails here until this file says what it sets.
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+_VARIABLE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*(?:_\*|(?:/_[A-Z0-9]+)+)?")
+
+
+def readme_variables() -> list[str]:
+    """The variables README's Configuration table names, `*` and `/_X` forms spelled out: every
+    name in a row's first cell, and any variable another cell names (`FLYWAY_BIN`)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # no header
+    assert rows, "README's Configuration table not found"
+    named: list[str] = []
+    for row in rows:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+        first = re.findall(r"`([^`]+)`", cells[0])
+        assert first and all(_VARIABLE.fullmatch(n) for n in first), f"not a variable: {row}"
+        others = re.findall(r"`([^`]+)`", " ".join(cells[1:]))
+        named += first + [n for n in others if "_" in n and _VARIABLE.fullmatch(n)]
+    spelled = [_spell(name) for name in named if "*" not in name]
+    for name in (n for n in named if "*" in n):
+        spelled.append(_expand(name, [n for names in spelled for n in names]))
+    return sorted({n for names in spelled for n in names})
+
+
+def _spell(name: str) -> list[str]:
+    """`POSTGRES_HOST/_PORT` → POSTGRES_HOST, POSTGRES_PORT."""
+    first, *rest = name.split("/")
+    stem = first.rsplit("_", 1)[0]
+    return [first] + [stem + suffix for suffix in rest]
+
+
+def _expand(pattern: str, spelled: list[str]) -> list[str]:
+    """`MODERNIZED_POSTGRES_*` takes the suffixes the README spells out for the same kind of
+    name: `POSTGRES_HOST`, … → `MODERNIZED_POSTGRES_HOST`, …"""
+    prefix = pattern.removesuffix("*")
+    names = [
+        prefix + name[len(stem) :]
+        for name in spelled
+        for stem in (name[: i + 1] for i, c in enumerate(name) if c == "_")
+        if prefix.endswith(stem)
+    ]
+    assert names, f"README's {pattern}: no spelled-out variable tells what * stands for"
+    return names
+
+
+def _here(value: str) -> Path:
+    return Path.cwd() / value
+
+
+def _tables(value: str) -> tuple[str, ...]:
+    return tuple(value.split(","))
+
+
+def _write_conf(value: str) -> None:
+    (Path.cwd() / value).write_text("flyway.locations=filesystem:sql\n")
+
+
+def _write_targets(value: str) -> None:
+    name = Path(value).stem
+    (Path.cwd() / value).write_text(
+        f"targets:\n  {name}:\n    secrets_dir: {name}\n"
+        f"    legacy: {{db: {name}_legacy}}\n    modernized: {{db: {name}_modern}}\n"
+    )
+
+
+def _sensor_interval() -> int:
+    """The interval of the code location's sensor, loaded as Dagster loads it (a fresh process
+    in the working directory: the interval is fixed when the definitions load)."""
+    script = (
+        "from restore_assets.definitions import defs\n"
+        "print(defs.resolve_sensor_def('secrets_sensor').minimum_interval_seconds)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Use:
+    """What the program makes of one variable: `read` it back in the working directory (its
+    `.env` and the environment), given two valid values, each unlike the default and the other;
+    `prepare` makes a value usable (writes the file it names)."""
+
+    read: Callable[[], object]
+    values: tuple[str, str]
+    means: Callable[[str], object] = str
+    prepare: Callable[[str], None] | None = None
+
+
+def _target_uses(prefix: str, side: str) -> dict[str, Use]:
+    def field(name: str) -> Callable[[], object]:
+        return lambda: getattr(getattr(load_settings(), side), name)
+
+    return {
+        f"{prefix}HOST": Use(field("host"), ("dot.example", "env.example")),
+        f"{prefix}PORT": Use(field("port"), ("6001", "6002"), int),
+        f"{prefix}DB": Use(field("dbname"), ("from_dotenv", "from_env")),
+        f"{prefix}USER": Use(field("user"), ("dot_user", "env_user")),
+        f"{prefix}PASSWORD": Use(field("password"), ("Dot-pw-never-print", "Env-pw-never-print")),
+        f"{prefix}SSLMODE": Use(field("sslmode"), ("require", "verify-full")),
+    }
+
+
+def _setting(name: str) -> Callable[[], object]:
+    return lambda: getattr(load_settings(), name)
+
+
+USES: dict[str, Use] = {
+    "SECRETS_DIR": Use(_setting("secrets_dir"), ("dot-secrets", "env-secrets"), _here),
+    "RESTORE_ARTIFACTS_DIR": Use(_setting("artifacts_dir"), ("dot-out", "env-out"), _here),
+    "RESTORE_STATE_DIR": Use(_setting("state_dir"), ("dot-state", "env-state"), _here),
+    **_target_uses("POSTGRES_", "legacy"),
+    **_target_uses("MODERNIZED_POSTGRES_", "modernized"),
+    "FLYWAY_CONF": Use(_setting("flyway_conf"), ("dot.conf", "env.conf"), _here, _write_conf),
+    "FLYWAY_LOCATIONS": Use(_setting("flyway_locations"), ("filesystem:dot", "filesystem:env")),
+    "FLYWAY_WORKING_DIRECTORY": Use(
+        _setting("flyway_working_directory"), ("dot-flyway", "env-flyway"), _here
+    ),
+    "FLYWAY_RUNNER": Use(_setting("flyway_runner"), ("cli", "docker")),
+    "FLYWAY_BIN": Use(_setting("flyway_bin"), ("/opt/dot/flyway", "/opt/env/flyway")),
+    "FLYWAY_DOCKER_IMAGE": Use(
+        _setting("flyway_docker_image"), ("flyway/flyway:11", "flyway/flyway:12")
+    ),
+    "RESTORE_FLYWAY_REQUIRED_VERSIONS": Use(_setting("required_versions"), ("0,2", "0,3"), _tables),
+    "RESTORE_SYNC_TABLES": Use(_setting("sync_tables"), ("d_users", "d_roles,d_users"), _tables),
+    "RESTORE_FACILITY_API_URL": Use(
+        _setting("facility_api_url"), ("http://dot.example/health", "http://env.example/health")
+    ),
+    "SECRETS_ZIP_PASSWORD": Use(
+        lambda: (load_settings().secrets_zip_password or SecretStr("")).get_secret_value(),
+        ("Dot-zip-never-print", "Env-zip-never-print"),
+    ),
+    "RESTORE_ZIP_MAX_MIB": Use(_setting("zip_max_total_mib"), ("100", "200"), int),
+    "RESTORE_ZIP_MAX_RATIO": Use(_setting("zip_max_ratio"), ("50", "60"), int),
+    "RESTORE_SENSOR_INTERVAL_SECONDS": Use(_sensor_interval, ("7", "11"), int),
+    "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
+    "RESTORE_TARGETS": Use(
+        lambda: sorted(load_targets(load_settings())),
+        ("clinic-dot.yaml", "clinic-env.yaml"),
+        lambda value: [Path(value).stem],
+        _write_targets,
+    ),
+    "RESTORE_ALLOW_RESET": Use(_setting("allow_reset"), ("true", "false"), lambda v: v == "true"),
+    "RESTORE_PSQL": Use(_setting("psql_bin"), ("/opt/dot/psql", "/opt/env/psql")),
+    "RESTORE_PG_DUMP": Use(_setting("pg_dump_bin"), ("/opt/dot/pg_dump", "/opt/env/pg_dump")),
+    "RESTORE_LEGACY_EXPECTED_TABLES": Use(
+        _setting("legacy_expected_tables"), ("d_users", "d_users,d_roles"), _tables
+    ),
+    "RESTORE_LEGACY_COUNT_TABLES": Use(
+        _setting("legacy_count_tables"), ("d_users", "d_users,d_roles"), _tables
+    ),
+    "RESTORE_MODERN_EXPECTED_TABLES": Use(
+        _setting("modern_expected_tables"), ("d_users", "d_users,d_roles"), _tables
+    ),
+    "RESTORE_MODERN_EXPECTED_COLUMNS": Use(
+        _setting("modern_expected_columns"), ("d_users.userid", "d_roles.c_role"), _tables
+    ),
+    "RESTORE_PATIENT_FACILITY": Use(_setting("patient_facility"), ("1.2.3", "4.5.6")),
+    "DB_SSLMODE": Use(
+        lambda: (load_settings().legacy.sslmode, load_settings().modernized.sslmode),
+        ("require", "disable"),
+        lambda value: (value, value),
+    ),
+}
+# Names the `.env` file itself, so only the environment can set it (its own test below).
+ENVIRONMENT_ONLY = {"RESTORE_DOTENV"}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory whose `.env` is the one read, as when a user runs the CLI in it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RESTORE_DOTENV")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(set(readme_variables()) - ENVIRONMENT_ONLY))
+def test_every_readme_variable_is_read_from_dotenv_and_the_environment_wins(
+    name, workdir, monkeypatch
+):
+    assert name in USES, f"README names {name}: say here what it sets (USES)"
+    use = USES[name]
+    from_dotenv, from_env = use.values
+    for value in use.values:
+        if use.prepare:
+            use.prepare(value)
+    monkeypatch.delenv(name, raising=False)
+    default = use.read()
+    (workdir / ".env").write_text(f"{name}={from_dotenv}\n")
+    assert use.read() == use.means(from_dotenv) != default
+    monkeypatch.setenv(name, from_env)
+    assert use.read() == use.means(from_env) != use.means(from_dotenv)
+
+
+def test_every_variable_the_settings_read_is_in_the_readme():
+    """The other way round: nothing is read that the README does not name."""
+    from restore_assets.settings import _Contract, _Legacy, _Modernized
+
+    read = {field.alias for field in _Contract.model_fields.values()}
+    for model in (_Legacy, _Modernized):
+        prefix = model.model_config["env_prefix"]
+        read |= {prefix + name.upper() for name in model.model_fields}
+    assert read <= set(readme_variables())
+    assert set(readme_variables()) <= set(USES) | ENVIRONMENT_ONLY
+
+
+def test_the_dotenv_file_is_chosen_by_the_environment_only(workdir, monkeypatch):
+    (workdir / "chosen.env").write_text("POSTGRES_DB=from_chosen\n")
+    (workdir / ".env").write_text("RESTORE_DOTENV=chosen.env\nPOSTGRES_DB=from_dotenv\n")
+    assert load_settings().legacy.dbname == "from_dotenv"  # a .env cannot send us elsewhere
+    monkeypatch.setenv("RESTORE_DOTENV", str(workdir / "chosen.env"))
+    assert load_settings().legacy.dbname == "from_chosen"
+
+
+def test_a_named_targets_password_env_is_read_from_dotenv_and_the_environment_wins(
+    workdir, monkeypatch
+):
+    """targets.yaml names the variable holding a password; it may live in `.env` like any."""
+    (workdir / "targets.yaml").write_text(
+        "targets:\n  a:\n    secrets_dir: a\n"
+        "    legacy: {host: db.example, db: x, password_env: CLINIC_A_PW}\n"
+        "    modernized: {db: y}\n"
+    )
+    (workdir / ".env").write_text(
+        "RESTORE_TARGETS=targets.yaml\nCLINIC_A_PW=Dot-clinic-pw-never-print\n"
+    )
+    monkeypatch.delenv("CLINIC_A_PW", raising=False)
+    settings = settings_for("a")  # what a run of target a uses
+    assert settings.legacy.password == "Dot-clinic-pw-never-print"
+    assert "Dot-clinic-pw-never-print" in settings.passwords  # so it is redacted
+    assert "Dot-clinic-pw-never-print" not in repr(settings)
+    monkeypatch.setenv("CLINIC_A_PW", "Env-clinic-pw-never-print")
+    assert settings_for("a").legacy.password == "Env-clinic-pw-never-print"
+
+
+@pytest.mark.parametrize("source", ["environment", ".env"])
+def test_a_bad_sensor_interval_stops_a_command_with_exit_3_and_one_line(
+    source, workdir, monkeypatch
+):
+    if source == ".env":
+        (workdir / ".env").write_text("RESTORE_SENSOR_INTERVAL_SECONDS=abc\n")
+    else:
+        monkeypatch.setenv("RESTORE_SENSOR_INTERVAL_SECONDS", "abc")
+    done = run_cli_process("status", timeout=120)
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr == (
+        "configuration error: "
+        "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)\n"
+    )
