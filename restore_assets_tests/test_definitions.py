@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from dagster import AssetKey
 
 from restore_assets.definitions import defs
+from restore_assets.settings import DEFAULT_SENSOR_INTERVAL_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +100,26 @@ def test_instance_config_is_ours_upgraded_and_a_users_own_is_kept(tmp_path, monk
     config.write_text(own)
     prepare_instance(load_settings())
     assert config.read_text() == own
+
+
+@pytest.mark.parametrize(
+    "bad", ["POSTGRES_PORT=abc", "RESTORE_SENSOR_INTERVAL_SECONDS=abc", "RESTORE_TARGETS=/no/such"]
+)
+def test_a_bad_setting_does_not_break_the_code_location(bad, tmp_path):
+    """The UI must load to show what is wrong: the sensor keeps the default interval and each
+    of its ticks (test_sensor) or runs reports the configuration error naming the variable."""
+    name, value = bad.split("=")
+    script = (
+        "from restore_assets.definitions import defs\n"
+        "print(defs.resolve_sensor_def('secrets_sensor').minimum_interval_seconds)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, name: value},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == DEFAULT_SENSOR_INTERVAL_SECONDS

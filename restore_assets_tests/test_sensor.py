@@ -8,6 +8,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from restore_assets.definitions import defs
+from restore_assets.errors import ConfigError
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.sensors import secrets_sensor
@@ -176,3 +177,16 @@ def test_named_targets_are_watched_each_in_its_own_sub_root(
     logs = artifacts_dir / "parity-manual" / "db-restore"
     assert "requested: restore_all" in (logs / "clinic-a" / "baseline_search.log").read_text()
     assert "requested" not in (logs / "clinic-b" / "baseline_search.log").read_text()
+
+
+def test_a_bad_interval_is_named_by_every_tick(store, monkeypatch):
+    """The code location loaded with the default (test_definitions); the sensor then says what
+    is wrong in the same line as the CLI, from `.env` too."""
+    dotenv = store.parent / "custom.env"
+    dotenv.write_text("RESTORE_SENSOR_INTERVAL_SECONDS=abc\n")
+    monkeypatch.setenv("RESTORE_DOTENV", str(dotenv))
+    with pytest.raises(ConfigError) as refused:
+        Watcher().tick()
+    assert str(refused.value) == (
+        "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)"
+    )
