@@ -264,7 +264,7 @@ class _Contract(_Variables):
         DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
     )
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
-    wait_seconds: Annotated[int, Field(gt=0)] = Field(300, alias="RESTORE_WAIT_SECONDS")
+    wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
     sensor_interval_seconds: Seconds = Field(
         DEFAULT_SENSOR_INTERVAL_SECONDS, alias="RESTORE_SENSOR_INTERVAL_SECONDS"
     )

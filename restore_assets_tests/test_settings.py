@@ -243,6 +243,7 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ),
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "0", "RESTORE_SENSOR_INTERVAL_SECONDS='0' is not a"),
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "1.5", "RESTORE_SENSOR_INTERVAL_SECONDS='1.5' is not"),
+        ("RESTORE_WAIT_SECONDS", "soon", "RESTORE_WAIT_SECONDS='soon' is not a number of seconds"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(tmp_path, name, value, message):
