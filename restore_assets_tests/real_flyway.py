@@ -18,6 +18,7 @@ import select
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 FLYWAY_VERSION = "10.17.3"  # the runbook's flyway/flyway:10.17
@@ -110,8 +111,7 @@ def cli_launcher() -> Path:
         f"fetching the Flyway {FLYWAY_VERSION} command line from Maven Central",
     )
     archive = building / f"flyway-commandline-{FLYWAY_VERSION}.tar.gz"
-    with tarfile.open(archive) as tar:
-        tar.extractall(building / "x", filter="data")  # no absolute paths, links out, devices
+    extract_data_only(archive, building / "x")
     archive.unlink()
     (top,) = (building / "x").iterdir()  # the archive holds one folder, flyway-<version>/
     shutil.rmtree(folder, ignore_errors=True)
@@ -120,6 +120,70 @@ def cli_launcher() -> Path:
     if not launcher.is_file():
         raise OracleUnavailable(f"the Flyway {FLYWAY_VERSION} CLI archive has no flyway launcher")
     return launcher
+
+
+class UnsafeMember(tarfile.TarError):
+    """An archive member tarfile's "data" filter would refuse (the filter's own errors, on the
+    Pythons that have it, are tarfile.TarError subclasses too)."""
+
+
+def extract_data_only(archive: Path, dest: Path) -> None:
+    """Extracts `archive` into `dest` under tarfile's "data" filter: no absolute paths, nothing
+    outside `dest` (by `..` or through a link), no device or FIFO, no set-uid bits or foreign
+    owners. The filter arrived in Python 3.11.4 (Debian 12's own Python is 3.11.2); before it,
+    `checked_members` applies the same rules."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest, members=checked_members(tar, dest))
+
+
+def checked_members(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
+    """The archive's members as tarfile.data_filter (CPython 3.12 `_get_filtered_attrs`) would
+    pass them, for `extractall(members=...)` on a Python without extraction filters.
+
+    A generator on purpose: `extractall` asks for the next member only after writing the one
+    before, so each member is checked against the disk as it then is — a link an earlier
+    member made counts, as it does for the filter (a check of all names up front would let
+    `x -> .` then `x/y -> ../z` through). Members are tamed in place, so that tarfile's copy of a
+    hard link's target out of the archive (when os.link fails) writes the tamed one too.
+    """
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([os.path.realpath(path), root]) == root
+
+    for member in tar:
+        name = member.name.lstrip("/" + os.sep)  # as the filter does: `/a` lands as `a`
+        if os.path.isabs(name):
+            raise UnsafeMember(f"{member.name!r}: an absolute path")
+        if not inside(os.path.join(root, name)):
+            raise UnsafeMember(f"{member.name!r}: would be written outside {dest}")
+        if not (member.isreg() or member.islnk() or member.isdir() or member.issym()):
+            raise UnsafeMember(f"{member.name!r}: a device, FIFO or other special file")
+        if member.islnk() or member.issym():
+            if os.path.isabs(member.linkname):
+                raise UnsafeMember(f"{member.name!r}: links to an absolute path")
+            base = os.path.dirname(name) if member.issym() else ""
+            target = os.path.join(root, base, member.linkname)
+            if not inside(target):
+                raise UnsafeMember(f"{member.name!r}: links outside {dest}")
+            # tarfile copies a hard link's target out of the archive, attributes and all, when
+            # the target is not on disk yet: only links to what was already written pass.
+            if member.islnk() and not os.path.lexists(target):
+                raise UnsafeMember(f"{member.name!r}: links to a file not extracted before it")
+        member.name = name
+        mode = member.mode & 0o755  # no set-uid/set-gid/sticky, no group/other write
+        if member.isreg() or member.islnk():
+            mode = (mode if mode & 0o100 else mode & ~0o111) | 0o600
+        elif member.isdir():
+            mode |= 0o700  # the filter leaves a folder's mode alone; never one we cannot fill
+        member.mode = mode
+        member.uid = member.gid = -1  # the filter ignores owners: chown(-1, -1) changes nothing
+        member.uname = member.gname = ""
+        yield member
 
 
 class RealFlyway:
