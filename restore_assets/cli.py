@@ -112,11 +112,17 @@ def run_chain(
         except (KeyboardInterrupt, DagsterExecutionInterruptedError):
             pass  # `signals` says which signal; the run's own events say how far it got
     run = _run_of(instance, result, tags)
-    outcome = outcome_of(result.all_events if result else [])
     folder = run.tags.get(EVIDENCE_FOLDER_TAG) if run else None
+    if signals and run is not None:
+        record_interrupt(settings, instance, run, folder, signals[-1])
+    # The run's own event log, as the UI shows it: stops recorded outside a step are in it too.
+    events = [e.dagster_event for e in instance.all_logs(run.run_id)] if run else []
+    outcome = outcome_of([e for e in events if e is not None])
     outcome.evidence = Path(folder) if folder else None
     if signals:
-        return interrupted(outcome, settings, signals[-1])
+        _add_failure(outcome, "run", interrupt_reason(signals[-1]))
+        outcome.exit_code = 128 + signals[-1]
+        return outcome
     if result is None or not result.success:
         outcome.exit_code = worse_exit(outcome.exit_code, EXIT_FAILED)
     return outcome
@@ -136,26 +142,27 @@ def _run_of(instance, result, tags: dict[str, str]):
     return runs[0] if runs else None
 
 
-def interrupted(outcome: RunOutcome, settings: Settings, signo: int) -> RunOutcome:
-    """A run stopped by SIGINT/SIGTERM: say so in the evidence, in Dagster and in the exit code
-    (128 + the signal's number, as a shell reports a process killed by it)."""
+def interrupt_reason(signo: int) -> str:
+    name = signal.Signals(signo).name
+    return (
+        f"interrupted by {name}: psql/pg_dump were stopped and the open transaction rolled back; "
+        "steps listed as ok before this had finished"
+    )
+
+
+def record_interrupt(settings: Settings, instance, run, folder: str | None, signo: int) -> None:
+    """A run stopped by SIGINT/SIGTERM: say so in the evidence and in the run (the exit code is
+    128 + the signal's number, as a shell reports a process killed by it)."""
     from restore_assets.assets.shell import record_stop
     from restore_assets.pg.targets import redact
     from restore_assets.runbook.evidence import EvidenceStore
 
-    name = signal.Signals(signo).name
-    reason = (
-        f"interrupted by {name}: psql/pg_dump were stopped and the open transaction rolled back; "
-        "steps listed as ok before this had finished"
+    if not folder:
+        return
+    store = EvidenceStore(
+        Path(folder), lambda text: redact(text, settings.passwords), settings.artifacts_dir
     )
-    if outcome.evidence:
-        store = EvidenceStore(
-            outcome.evidence, lambda text: redact(text, settings.passwords), settings.artifacts_dir
-        )
-        record_stop(None, store, "run", "interrupted", reason)
-    _add_failure(outcome, "run", reason)
-    outcome.exit_code = 128 + signo
-    return outcome
+    record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)
 
 
 def outcome_of(events) -> RunOutcome:
@@ -163,9 +170,12 @@ def outcome_of(events) -> RunOutcome:
     from dagster import DagsterEventType
 
     outcome = RunOutcome(EXIT_OK)
+    gates: dict[str, tuple[str, str, str]] = {}
     for event in events:
         kind = event.event_type
         if kind == DagsterEventType.ASSET_MATERIALIZATION:
+            if "stopped_by" in event.step_materialization_data.materialization.metadata:
+                continue  # a stop recorded on gates/report: the gate table says it
             outcome.rows.append((event.asset_key.to_user_string(), "materialized", ""))
         elif kind == DagsterEventType.ASSET_OBSERVATION:
             observation = event.event_specific_data.asset_observation
@@ -175,21 +185,22 @@ def outcome_of(events) -> RunOutcome:
             data = event.event_specific_data
             name = f"{data.asset_key.to_user_string()}:{data.check_name}"
             status = "passed" if data.passed else "FAILED"
-            outcome.rows.append((name, status, data.description or ""))
             if "checks" in data.metadata:  # a gate: its sub-checks are in its own result
-                outcome.gates.append((data.check_name, status, _failed_subchecks(data.metadata)))
+                gates[data.check_name] = (data.check_name, status, _failed_subchecks(data.metadata))
+            if not _reached(data.metadata):
+                continue  # a stop, recorded on the gates: the gate table says it once
+            outcome.rows = [r for r in outcome.rows if r[0] != name]  # its last word counts
+            outcome.rows.append((name, status, data.description or ""))
             if not data.passed:
                 outcome.exit_code = worse_exit(outcome.exit_code, EXIT_FAILED)
         elif kind == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # a blocking check: its own row above says which and why
             code, message = _failure(event)
             _add_failure(outcome, event.step_key or "", message)
             outcome.exit_code = worse_exit(outcome.exit_code, code)
-            user = event.step_failure_data.user_failure_data
-            if user is not None and "gates" in user.metadata and not outcome.gates:
-                outcome.gates = [  # the gates this failure stopped, from the failure itself
-                    (r.data["id"], "FAILED", r.data["detail"])
-                    for r in user.metadata["gates"].value.records
-                ]
+    outcome.gates = list(gates.values())  # each gate's last word: a later stop names them all
     return outcome
 
 
@@ -203,10 +214,21 @@ def _add_failure(outcome: RunOutcome, step: str, message: str) -> None:
     outcome.rows.append((step, "FAILED", message))
 
 
+def _reached(metadata) -> bool:
+    from restore_assets.runbook.gate_report import NOT_REACHED
+
+    records = metadata["checks"].value.records if "checks" in metadata else []
+    return not any(r.data["id"] == NOT_REACHED for r in records)
+
+
 def _failed_subchecks(metadata) -> str:
+    from restore_assets.runbook.gate_report import NOT_REACHED
+
     records = metadata["checks"].value.records
     return "; ".join(
-        f"{r.data['id']}: {r.data['detail']}" for r in records if r.data["passed"] is False
+        r.data["detail"] if r.data["id"] == NOT_REACHED else f"{r.data['id']}: {r.data['detail']}"
+        for r in records
+        if r.data["passed"] is False
     )
 
 
@@ -301,8 +323,10 @@ def cmd_demo(settings: Settings, args) -> int:
 def cmd_ui(settings: Settings, args) -> int:
     """`make ui`: `dagster dev` (webserver + daemon, so the sensors tick) on the instance the CLI
     records its runs in; with SECRETS_DIR unset (environment and .env) and `make demo` done, on
-    the demo's Secrets and the embedded targets."""
+    the demo's Secrets and the embedded targets. Ctrl-C or SIGTERM stops all of it within 10 s,
+    a run in progress first, rolled back and `interrupted` (see `ui_stop`); exit 128 + signal."""
     from restore_assets.jobs import prepare_instance
+    from restore_assets.ui_stop import supervise
 
     if not environment().get("SECRETS_DIR") and (settings.state_dir / "demo" / "Secrets").is_dir():
         settings = use_demo(settings)
@@ -314,12 +338,13 @@ def cmd_ui(settings: Settings, args) -> int:
         )
     else:
         print(f"watching the Secrets store: {settings.secrets_dir}", flush=True)
-    prepare_instance(settings)
+    instance = prepare_instance(settings)
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     dagster = str(Path(sys.executable).with_name("dagster"))
     # `dagster dev` warns that `dg dev` supersedes it; dg is a separate package we do not use.
     os.environ["PYTHONWARNINGS"] = "ignore:Function `dev_command` is superseded"
-    os.execv(dagster, [dagster, "dev", "-w", str(workspace), *args.dagster_args])
+    command = [dagster, "dev", "-w", str(workspace), *args.dagster_args]
+    return supervise(command, instance, settings)  # not exec: it must stop dagster dev itself
 
 
 def cmd_status(settings: Settings, args) -> int:

@@ -23,7 +23,14 @@ from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
-from .shell import after_commit, check_result, evidence_metadata, restore_step, table
+from .shell import (
+    after_commit,
+    check_result,
+    evidence_metadata,
+    restore_step,
+    stop_on_blocking_checks,
+    table,
+)
 
 SCHEMA = AssetKey(["legacy", "schema"])
 SEED = AssetKey(["legacy", "seed"])
@@ -50,7 +57,7 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
         AssetCheckSpec(
             "expected_tables",
             asset=SCHEMA,
-            blocking=False,  # the gates report it, with the reason, rather than being skipped
+            blocking=True,  # the gates cannot pass without them: the run must not look green
             description="§3.4/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
             "diagnosis_module exist (configurable).",
         ),
@@ -78,6 +85,7 @@ def legacy_restore(
     settings = secrets.config.settings()
     with after_commit(context, store, "legacy/restore", legacy_db.target):
         verification = verify_legacy(legacy_db.target, settings, store)
+        stop_on_blocking_checks(context, store, SCHEMA, verification.checks)
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
     )

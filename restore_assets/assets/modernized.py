@@ -19,7 +19,14 @@ from restore_assets.settings import MODERN_SCHEMA_FILE
 
 from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
-from .shell import check_results, evidence_metadata, fail, restore_step, table
+from .shell import (
+    check_results,
+    evidence_metadata,
+    fail,
+    restore_step,
+    stop_on_blocking_checks,
+    table,
+)
 
 SCHEMA = AssetKey(["modernized", "schema"])
 HISTORY = AssetKey(["modernized", "flyway_history"])
@@ -61,12 +68,14 @@ def modernized_schema(
         AssetCheckSpec(
             "expected_tables",
             asset=HISTORY,
+            blocking=True,  # the gates cannot pass without them: the run must not look green
             description="d_audit_event, d_factor2_credential, d_factor2_challenge, "
             "d_third_party_disclosure, phr_async_job resolve on the application search_path.",
         ),
         AssetCheckSpec(
             "expected_columns",
             asset=HISTORY,
+            blocking=True,
             description="d_document.admflag and d_module.performflag exist.",
         ),
         AssetCheckSpec("pg_trgm", asset=HISTORY, description="pg_trgm is installed (V0002)."),
@@ -93,6 +102,7 @@ def modernized_flyway_history(
         ) from None
     verification = verify_modernized(target, settings, step.schema, step.history, store)
     passed = all(c.passed for c in verification.checks)
+    stop_on_blocking_checks(context, store, HISTORY, verification.checks)
     store.record_step(
         "modernized/flyway",
         "ok" if passed else "failed",

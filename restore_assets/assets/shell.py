@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetKey,
     AssetMaterialization,
@@ -25,24 +26,36 @@ from dagster import (
     TableSchema,
     failure_hook,
 )
+from dagster._core.errors import DagsterAssetCheckFailedError
+from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 
 from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.gate_report import unreached_report, write_report
+from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
+from restore_assets.runbook.gate_report import unreached_report
 from restore_assets.runbook.plan import PLAN_FILE, build_plan
 from restore_assets.runbook.restore import restore_side
+from restore_assets.settings import SIDES
 
 SIDES_TAG = "restore_assets/sides"
 TARGET_TAG = "restore_assets/target"  # a named target of RESTORE_TARGETS
 GATES_REPORT = AssetKey(["gates", "report"])
+PARTITION_TAG = "dagster/partition"
+RESTORE_KEYS = {side: AssetKey([side, "schema"]) for side in SIDES}  # each side's restore step
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 
 
 def sides_of_run(context, own: str) -> list[str]:
-    """All sides of this run are vetted before either touches anything (runbook §0)."""
+    """All sides of this run are vetted before either touches anything (runbook §0), and one
+    Ops request names every missing file of every side: the sides the run's tag names (the
+    CLI, the jobs), else those whose restore the run selected ("Materialize all" in the UI)."""
     tagged = context.run.tags.get(SIDES_TAG)
-    sides = tagged.split(",") if tagged else [own]
+    if tagged:
+        sides = tagged.split(",")
+    else:
+        selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+        sides = [side for side in SIDES if RESTORE_KEYS[side] in selected]
     return sides if own in sides else [*sides, own]
 
 
@@ -110,51 +123,89 @@ def fail(
 
 
 def record_stop(
-    context, evidence: EvidenceStore, step: str, status: str, error: str, instance=None
+    context, evidence: EvidenceStore, step: str, status: str, error: str, instance=None, run=None
 ):
     """A run stopped at `step` (blocked, failed, interrupted): record the step, write the gate
-    report (every gate not reached, naming the step), and tell Dagster the same about
-    `gates/report` so its page never keeps an older "passed" (from a step: its context; from
-    a hook: its `instance`; from the CLI after an interrupt: the instance). Returns the gate
-    rows."""
-    reason = f"not reached: {step} stopped the run: {error}"
-    report = unreached_report(evidence.label, status, reason)
+    report (every gate not reached, naming each step that stopped and why), and record the
+    same in the run itself — a `gates/report` materialization and its three checks, failed
+    with that reason — so neither the UI nor the CLI ever keeps an older "passed" or shows a
+    bare "execution failed". From a step: its context; from a hook or the CLI: `instance` and
+    `run`. Returns the gate rows."""
     try:
-        evidence.record_step(step, status, {"error": error})
-        write_report(evidence, report)
+        report = record_stop_in_evidence(evidence, step, status, error)
     except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
-        logger = context.log if context is not None else None
-        if logger is not None:
-            logger.error(f"the evidence of this stop could not be written: {write_error}")
+        report = unreached_report(evidence.label, {step: (status, error)})
+        if context is not None and hasattr(context, "log"):
+            context.log.error(f"the evidence of this stop could not be written: {write_error}")
+    instance = instance or context.instance
+    run = run or context.run
     gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
-    event = AssetMaterialization(
-        asset_key=GATES_REPORT,
-        description=f"{status}: {step} stopped the run",
-        metadata={"status": status, "stopped_by": step, "reason": error, "gates": table(gates)},
+    report_into_run(
+        instance,
+        run,
+        AssetMaterialization(
+            asset_key=GATES_REPORT,
+            description=f"{report.status}: {report.gates[0].summary()}",
+            metadata={"status": report.status, "stopped_by": step, "reason": error},
+            partition=run.tags.get(PARTITION_TAG),
+        ),
     )
-    if context is not None and instance is None:
-        context.log_event(event)
-    else:
-        from dagster import DagsterInstance
-
-        (instance or DagsterInstance.get()).report_runless_asset_event(event)
+    for gate in report.gates:
+        report_into_run(
+            instance,
+            run,
+            AssetCheckEvaluation(
+                asset_key=GATES_REPORT,
+                check_name=gate.id,
+                passed=False,
+                description=gate.summary(),
+                metadata={"checks": table([c.as_dict() for c in gate.checks])},
+                partition=run.tags.get(PARTITION_TAG),
+            ),
+        )
     return gates
+
+
+def report_into_run(instance, run, event: AssetMaterialization | AssetCheckEvaluation) -> None:
+    """An event about another asset than the step's own, stored in `run`'s event log: the UI
+    shows it on that run, and the CLI reads its outcome from there."""
+    if isinstance(event, AssetCheckEvaluation):
+        kind, data = DagsterEventType.ASSET_CHECK_EVALUATION, event
+    else:
+        kind, data = DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(event)
+    instance.report_dagster_event(
+        DagsterEvent(kind.value, job_name=run.job_name, event_specific_data=data), run.run_id
+    )
 
 
 @failure_hook(required_resource_keys={"evidence"})
 def record_unexpected_failure(context: HookContext) -> None:
-    """A step that failed with anything but the Failure `fail` raises (which has recorded its
-    stop already) — a bug, an unexpected driver error — is recorded as a stop too, so the
-    gate report and `gates/report` never keep an older "passed"."""
-    if isinstance(context.op_exception, Failure):
+    """A step that failed with anything but an outcome the step has recorded itself — the
+    Failure `fail` raises, a blocking check that failed (the gates' verdicts, a side's
+    required tables) — is a bug or an unexpected driver error: it is recorded as a stop too,
+    so the gate report and `gates/report` never keep an older "passed"."""
+    exc = context.op_exception
+    if isinstance(exc, Failure | DagsterAssetCheckFailedError):
         return
     run = context.instance.get_run_by_id(context.run_id)
     evidence = context.resources.evidence.for_dagster_run(run, context.instance)
-    exc = context.op_exception
     first_line = (str(exc).strip().splitlines() or [""])[0]  # a DETAIL line may quote a row
-    error = evidence.redact(f"unexpected {type(exc).__name__}: {first_line}")
-    step = context.step_key.replace("__", "/")
-    record_stop(context, evidence, step, "failed", error, instance=context.instance)
+    error = evidence.redact(f"unexpected error ({type(exc).__name__}): {first_line}")
+    key = context.step_key  # an asset's op (`modernized__schema`) or the Legacy multi-asset's
+    step = key.replace("__", "/") if "__" in key else key.replace("_", "/", 1)
+    record_stop(context, evidence, step, "failed", error, instance=context.instance, run=run)
+
+
+def stop_on_blocking_checks(context, evidence: EvidenceStore, key: AssetKey, checks) -> None:
+    """The target committed, but a blocking check of `key` failed (a required table or column
+    is missing, so the gates cannot pass): record the stop naming that check, before Dagster
+    fails the step on it — the run must not look successful, nor the evidence say "ok"."""
+    blocking = {s.name for s in context.assets_def.check_specs if s.blocking and s.asset_key == key}
+    failed = [c for c in checks if c.id in blocking and c.passed is False]
+    if failed:
+        error = "; ".join(f"check {c.id} failed: {c.detail}" for c in failed)
+        error += " (the target was restored; the gates cannot pass without these)"
+        record_stop(context, evidence, key.to_user_string(), "failed", evidence.redact(error))
 
 
 @contextmanager

@@ -90,6 +90,14 @@ class EvidenceStore:
         existing = self.path(name).read_text(encoding="utf-8") if self.path(name).exists() else ""
         return self.write(name, existing + text)
 
+    def steps(self) -> dict[str, dict[str, str]]:
+        """The steps recorded so far, in the order they were first recorded."""
+        try:
+            text = self.path(STEPS_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        return json.loads(text) if text.strip() else {}
+
     def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
         """Add one step's outcome and re-render README.md (sides may run in parallel
         processes, hence the file lock)."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 
 GATE_IDS = ("db_restore", "audit_capture", "jms_claim")
+NOT_REACHED = "not_reached"  # the one sub-check of a gate that a stopped run never judged
 GATE_TITLES = {
     "db_restore": "DB restore complete (§6.1)",
     "audit_capture": "Audit capture ready (§6.2)",
@@ -35,7 +37,14 @@ class Gate:
     def skipped_checks(self) -> list[Check]:
         return [c for c in self.checks if c.skipped]
 
+    @property
+    def reached(self) -> bool:
+        """False when a step stopped the run before this gate could be judged."""
+        return not any(c.id == NOT_REACHED for c in self.checks)
+
     def summary(self) -> str:
+        if not self.reached:
+            return "; ".join(c.detail for c in self.checks)
         if self.passed:
             skipped = [c.id for c in self.skipped_checks]
             return "passed" + (f" (skipped: {', '.join(skipped)})" if skipped else "")
@@ -80,7 +89,11 @@ class GateReport:
     @property
     def open_items(self) -> list[str]:
         """Failed gates and skipped sub-checks: what a person still has to look at."""
-        items = [f"{g.id}: {g.summary()}" for g in self.gates if not g.passed]
+        unreached = [g for g in self.gates if not g.reached]  # one reason, said once
+        items = (
+            [f"{', '.join(g.id for g in unreached)}: {unreached[0].summary()}"] if unreached else []
+        )
+        items += [f"{g.id}: {g.summary()}" for g in self.gates if g.reached and not g.passed]
         items += [
             f"{g.id}/{c.id} skipped — {c.detail}" for g in self.gates for c in g.skipped_checks
         ]
@@ -96,7 +109,7 @@ class GateReport:
             "| --- | --- | --- |",
         ]
         for gate in self.gates:
-            result = "✅ passed" if gate.passed else "❌ failed"
+            result = _verdict(gate, "✅ passed", "❌ failed")
             lines.append(
                 f"| {GATE_TITLES.get(gate.id, gate.id)} | {result} | {_cell(gate.summary())} |"
             )
@@ -106,6 +119,13 @@ class GateReport:
                 mark = {True: "passed", False: "FAILED", None: "skipped"}[check.passed]
                 lines.append(f"| {check.id} | {mark} | {_cell(check.detail)} |")
         return "\n".join(lines) + "\n"
+
+
+def _verdict(gate: Gate, passed: str, failed: str) -> str:
+    """A gate's verdict in a table; a gate never judged is not called failed."""
+    if not gate.reached:
+        return "未到達 / not reached"
+    return passed if gate.passed else failed
 
 
 def _cell(text: str) -> str:
@@ -136,7 +156,7 @@ def gate_table_row(report: GateReport) -> str:
         state = f"✅ Done ({skipped} check(s) skipped, see Notes)"
     else:
         state = "✅ Done"
-    gates = ", ".join(f"{g.id} {'✅' if g.passed else '❌'}" for g in report.gates)
+    gates = ", ".join(f"{g.id} {_verdict(g, '✅', '❌')}" for g in report.gates)
     skipped_ids = [f"{g.id}/{c.id} skipped" for g in report.gates for c in g.skipped_checks]
     notes = "; ".join([gates, *skipped_ids])
     return (
@@ -151,6 +171,8 @@ def progress_snippet(report: GateReport) -> str:
     date = f"{report.generated_at:%Y-%m-%d}"
     mark = "x" if report.status == "passed" else " "
     versions = ", ".join(str(f["version"]) for f in report.flyway if f.get("success"))
+    if not any(g.reached for g in report.gates):  # the history was never read: say so
+        versions = "未確認 / not read (the gates were not reached)"
     failed = "; ".join(report.open_items) or "none"
     return "\n".join(
         [
@@ -164,7 +186,7 @@ def progress_snippet(report: GateReport) -> str:
             "## SERVER_MODERNIZED_DEBUG_CHECKLIST.md",
             "",
             f"- [{mark}] Gate #40 DB 復元 / DB restore: "
-            + ", ".join(f"{g.id} {'OK' if g.passed else 'NG'}" for g in report.gates),
+            + ", ".join(f"{g.id} {_verdict(g, 'OK', 'NG')}" for g in report.gates),
             f"- [{mark}] Flyway 履歴 / history: {versions or '(none)'}",
             f"- 未達項目 / open items: {failed}",
             f"- 証跡 / evidence: `{report.evidence}`",
@@ -173,7 +195,39 @@ def progress_snippet(report: GateReport) -> str:
     )
 
 
-def unreached_report(evidence_label: str, status: str, reason: str) -> GateReport:
-    """When a step failed before the gates could run: every gate failed, saying why."""
-    gates = [Gate(g, [Check("not_reached", False, reason)]) for g in GATE_IDS]
+def unreached_report(evidence_label: str, stops: Mapping[str, tuple[str, str]]) -> GateReport:
+    """When steps stopped the run before the gates could run (`stops`: step -> (status,
+    error), in the order they stopped): every gate not reached, naming each step and its own
+    reason — steps stopped by the same cause share one line."""
+    by_error: dict[str, list[str]] = {}
+    for step, (_, error) in stops.items():
+        by_error.setdefault(error, []).append(step)
+    reason = "; ".join(
+        f"not reached: {', '.join(steps)} stopped the run: {error}"
+        for error, steps in by_error.items()
+    )
+    statuses = {status for status, _ in stops.values()}
+    status = next((s for s in STOP_STATUSES if s in statuses), "failed")
+    gates = [Gate(g, [Check(NOT_REACHED, False, reason)]) for g in GATE_IDS]
     return GateReport(gates, [], [], [], evidence_label, status_override=status)
+
+
+# What a stopped run is called, the strongest first: an interrupt says more than a failure,
+# a failure more than "blocked" (which only says Secrets were missing).
+STOP_STATUSES = ("interrupted", "failed", "blocked")
+
+
+def record_stop(evidence: EvidenceStore, step: str, status: str, error: str) -> GateReport:
+    """`step` stopped the run (blocked, failed, interrupted): record it, and write the gate
+    report naming every step of this run that stopped so far, each with its own reason (both
+    sides blocked, or one side failed and the other blocked, are all said). Raises OSError
+    when the evidence cannot be written."""
+    evidence.record_step(step, status, {"error": error})
+    stops = {
+        name: (summary["status"], summary["error"])
+        for name, summary in evidence.steps().items()
+        if summary.get("status") in STOP_STATUSES and "error" in summary
+    }
+    report = unreached_report(evidence.label, stops)
+    write_report(evidence, report)
+    return report

@@ -1,0 +1,292 @@
+"""Issue 18: every place a run can stop or fail, and what each reader is told.
+
+For each case the whole chain runs as an operator runs it (`restore-assets run`), and every
+account of the outcome must agree and name the real cause, and only it: the exit code, the
+CLI's gate table, `gate_report.json`/`.md`, `progress_snippet.md`, `gate_table_row.md`, and
+what `gates/report`'s three checks record in the Dagster instance (what the UI shows). A gate
+the run never reached says "not reached" and names the step that stopped it and why; no Dagster
+exception class and no traceback reach evidence meant for people.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckKey, DagsterInstance
+
+from restore_assets.assets.shell import GATES_REPORT
+from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED
+from restore_assets.settings import (
+    DEMO_FLYWAY_CONF,
+    LEGACY_SCHEMA_FILE,
+    LEGACY_SEED_FILE,
+    MODERN_SCHEMA_FILE,
+)
+from restore_assets_tests.conftest import run_cli
+from restore_assets_tests.helpers import evidence_folders
+
+PEOPLE_FILES = ("gate_report.md", "progress_snippet.md", "gate_table_row.md", "README.md")
+DAGSTER_WORDS = re.compile(r"Dagster\w*(Error|Exception)|Traceback|Stack Trace")
+
+
+def before_footer(path: Path, statement: str) -> int:
+    """Put a statement on its own line before pg_dump's footer; returns its line number."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = lines.index("-- PostgreSQL database dump complete")
+    lines.insert(at, statement)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return at + 1
+
+
+def between_copy_blocks(path: Path, statement: str) -> int:
+    """A statement halfway through the seed, between two COPY blocks; returns its line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = len(lines) // 2
+    while lines[at - 1].strip() not in ("", "\\."):
+        at += 1
+    lines.insert(at, statement)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return at + 1
+
+
+def migration(tmp_path: Path, monkeypatch, name: str, text: str) -> None:
+    """The demo migrations plus one more."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(DEMO_FLYWAY_CONF.parent / "sql", folder)
+    (folder / name).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("FLYWAY_LOCATIONS", f"filesystem:{folder}")
+
+
+@dataclass
+class Case:
+    """What a case must produce. `failed`: gate -> the sub-checks that fail, and only those
+    (the other gates pass); empty when no gate was reached. `cause`: words naming the real
+    cause that every account must contain."""
+
+    exit_code: int
+    cause: list[str]
+    failed: dict[str, set[str]] = field(default_factory=dict)
+    status: str = "failed"
+
+
+def secrets_missing(secrets, tmp_path, monkeypatch):
+    (secrets / LEGACY_SEED_FILE).unlink()
+    return Case(2, ["legacy/restore, modernized/schema", "opendolphin-legacy-seed.sql (missing)"],
+                status="blocked")  # fmt: skip
+
+
+def refused_at_intake(secrets, tmp_path, monkeypatch):
+    (secrets / MODERN_SCHEMA_FILE).chmod(0o644)
+    return Case(2, ["modernized/schema", "opendolphin-modern-schema.sql", "mode 0644"],
+                status="blocked")  # fmt: skip
+
+
+def preflight_newer_dump(secrets, tmp_path, monkeypatch):
+    schema = secrets / LEGACY_SCHEMA_FILE
+    text = schema.read_text(encoding="utf-8")
+    schema.write_text(text.replace("pg_dump version 18.6", "pg_dump version 99.1"), "utf-8")
+    return Case(1, ["legacy/restore", "pg_dump 99.1"])
+
+
+def legacy_bad_row(secrets, tmp_path, monkeypatch):
+    line = between_copy_blocks(
+        secrets / LEGACY_SEED_FILE, "INSERT INTO public.d_facility (id) VALUES (NULL);"
+    )
+    return Case(1, ["legacy/restore", f"{LEGACY_SEED_FILE}:{line}"])
+
+
+def facility_num_missing(secrets, tmp_path, monkeypatch):
+    before_footer(secrets / LEGACY_SEED_FILE, "DROP SEQUENCE public.facility_num CASCADE;")
+    return Case(
+        1,
+        ["facility_num_nextval"],
+        {"db_restore": {"facility_num_nextval"}, "jms_claim": {"db_restore_passed"}},
+    )
+
+
+def modernized_schema_fails(secrets, tmp_path, monkeypatch):
+    line = before_footer(secrets / MODERN_SCHEMA_FILE, "SELECT 1/0;")
+    return Case(1, ["modernized/schema", f"{MODERN_SCHEMA_FILE}:{line}"])
+
+
+def migration_fails(secrets, tmp_path, monkeypatch):
+    migration(tmp_path, monkeypatch, "V0300__broken.sql", "SELECT 1;\nSELECT 1/0;\n")
+    return Case(1, ["modernized/flyway_history", "V0300__broken.sql"])
+
+
+def sync_fails(secrets, tmp_path, monkeypatch):
+    refuse = "ALTER TABLE d_users ADD CONSTRAINT no_accounts CHECK (false) NOT VALID;\n"
+    migration(tmp_path, monkeypatch, "V0300__no_accounts.sql", refuse)
+    return Case(1, ["sync/facility_users", "no_accounts"])
+
+
+def gate_table_missing(secrets, tmp_path, monkeypatch):
+    # A site whose required tables leave diagnosis_module out: the gate still wants it.
+    monkeypatch.setenv("RESTORE_LEGACY_EXPECTED_TABLES", "d_users,d_audit_event,claim_item")
+    before_footer(secrets / LEGACY_SEED_FILE, "DROP TABLE public.diagnosis_module CASCADE;")
+    return Case(1, ["legacy_diagnosis_module", "diagnosis_module missing"],
+                {"jms_claim": {"legacy_diagnosis_module"}})  # fmt: skip
+
+
+def required_table_missing(secrets, tmp_path, monkeypatch):
+    before_footer(secrets / LEGACY_SEED_FILE, "DROP TABLE public.claim_item CASCADE;")
+    return Case(1, ["legacy/schema", "expected_tables", "claim_item"])
+
+
+def required_column_missing(secrets, tmp_path, monkeypatch):
+    migration(tmp_path, monkeypatch, "V0300__drop_flag.sql",
+              "ALTER TABLE d_module DROP COLUMN performflag;\n")  # fmt: skip
+    return Case(1, ["modernized/flyway_history", "expected_columns", "d_module.performflag"])
+
+
+def audit_insert_refused(secrets, tmp_path, monkeypatch):
+    refuse = "ALTER TABLE d_audit_event ADD CONSTRAINT no_probe CHECK (action <> 'GATE_PROBE');\n"
+    migration(tmp_path, monkeypatch, "V0300__no_probe.sql", refuse)
+    failed = {"audit_capture": {"insert_returning_id"}, "jms_claim": {"audit_capture_passed"}}
+    return Case(1, ["insert_returning_id", "no_probe"], failed)
+
+
+def unexpected_exception(secrets, tmp_path, monkeypatch):
+    # Not a RestoreError: a count over a name the server rejects, on both sides, after commit.
+    monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
+    return Case(1, ["legacy/restore", "unexpected error", "no.such.table.at_all"])
+
+
+CASES = [
+    secrets_missing,
+    refused_at_intake,
+    preflight_newer_dump,
+    legacy_bad_row,
+    facility_num_missing,
+    modernized_schema_fails,
+    migration_fails,
+    sync_fails,
+    gate_table_missing,
+    required_table_missing,
+    required_column_missing,
+    audit_insert_refused,
+    unexpected_exception,
+]
+
+
+def cli_gates(stdout: str) -> dict[str, tuple[str, str]]:
+    """The CLI's gate table: gate -> (result, detail)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("gate  "))
+    table = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        gate, result, *detail = line.split(maxsplit=2)
+        table[gate] = (result, detail[0] if detail else "")
+    return table
+
+
+def instance_gates(run_id: str) -> dict[str, tuple[str, str]]:
+    """What the UI shows for gates/report's checks: each check's latest execution record."""
+    instance = DagsterInstance.get()
+    out = {}
+    for gate in GATE_IDS:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(GATES_REPORT, gate), limit=1
+        )
+        assert record.run_id == run_id, f"{gate}: the latest record is another run's"
+        evaluation = record.event.dagster_event.asset_check_evaluation_data
+        out[gate] = (record.status.value, evaluation.description or "")
+    return out
+
+
+@pytest.mark.parametrize("make_case", CASES, ids=[c.__name__ for c in CASES])
+def test_every_account_of_a_stop_names_the_real_cause_and_only_it(
+    make_case, secrets_dir, artifacts_dir, tmp_path, monkeypatch
+):
+    case = make_case(secrets_dir, tmp_path, monkeypatch)
+    done = run_cli("run")
+    said = done.stdout + done.stderr
+    assert done.returncode == case.exit_code, said
+    (folder,) = evidence_folders(artifacts_dir)
+    report = json.loads((folder / "gate_report.json").read_text())
+    gates = {g["id"]: g for g in report["gates"]}
+    reached = bool(case.failed)
+    assert report["status"] == case.status
+
+    # gate_report.json: each gate's own verdict; the failed sub-checks are exactly the cause.
+    for gate_id, gate in gates.items():
+        failed = {c["id"] for c in gate["checks"] if c["passed"] is False}
+        if reached:
+            assert failed == case.failed.get(gate_id, set()), (gate_id, gate)
+            assert gate["passed"] is (gate_id not in case.failed)
+        else:
+            assert failed == {NOT_REACHED} and not gate["passed"], gate
+            (check,) = gate["checks"]
+            assert check["detail"].startswith("not reached: "), check
+        details = " ".join(f"{c['id']}: {c['detail']}" for c in gate["checks"] if not c["passed"])
+        if gate_id in case.failed or not reached:
+            for words in case.cause:
+                assert words in details, (gate_id, words, details)
+
+    # The CLI's gate table and the instance (the UI's checks) say the same, gate by gate.
+    table = cli_gates(done.stdout)
+    run = DagsterInstance.get().get_runs(limit=1)[0]
+    recorded = instance_gates(run.run_id)
+    for gate_id in GATE_IDS:
+        result, detail = table[gate_id]
+        status, description = recorded[gate_id]
+        if reached and gate_id not in case.failed:
+            assert (result, status) == ("passed", "SUCCEEDED"), (gate_id, result, status)
+            continue
+        assert (result, status) == ("FAILED", "FAILED"), (gate_id, result, status)
+        for words in case.cause:
+            assert words in detail and words in description, (gate_id, words, detail, description)
+        assert ("not reached" in detail) is (not reached)
+
+    # The files people paste: the cause, the verdicts, never Dagster's internals.
+    markdown = (folder / "gate_report.md").read_text()
+    snippet = (folder / "progress_snippet.md").read_text()
+    row = (folder / "gate_table_row.md").read_text()
+    for words in case.cause:
+        assert words in markdown and words in snippet, words
+    for gate_id in GATE_IDS:
+        verdict = "not reached" if not reached else "NG" if gate_id in case.failed else "OK"
+        assert f"{gate_id} {verdict}" in snippet.replace("未到達 / ", ""), snippet
+    assert f"❌ {case.status}" in row
+    if not reached:
+        assert "Flyway 履歴 / history: (none)" not in snippet  # never read, so never "none"
+    for name in PEOPLE_FILES:
+        text = (folder / name).read_text()
+        assert not DAGSTER_WORDS.search(text), (name, text)
+    assert not DAGSTER_WORDS.search(done.stdout), done.stdout
+
+
+def test_materialize_all_with_empty_secrets_asks_ops_for_every_file(
+    tmp_path, artifacts_dir, monkeypatch
+):
+    """The UI's "Materialize all" (Dagster's implicit job: no tags, no hook of ours): one request
+    lists the three missing files of both sides, and gates/report names both stopped steps."""
+    from restore_assets.definitions import defs
+
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "empty"))
+    instance = DagsterInstance.ephemeral()
+    job = defs.get_implicit_global_asset_job_def()
+    everything = set(job.asset_layer.executable_asset_keys)
+    result = job.execute_in_process(
+        instance=instance, asset_selection=list(everything), raise_on_error=False
+    )
+    assert not result.success
+    (folder,) = evidence_folders(artifacts_dir)
+    request = (folder / "baseline_search.log").read_text()
+    assert "# sides: legacy, modernized" in request
+    for relpath in (LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE):
+        assert f"{relpath}  [" in request and "(missing)" in request, request
+    for gate in GATE_IDS:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(GATES_REPORT, gate), limit=1
+        )
+        description = record.event.dagster_event.asset_check_evaluation_data.description
+        assert record.status.value == "FAILED" and record.run_id == result.run_id
+        assert "legacy/restore, modernized/schema stopped the run" in description, description
