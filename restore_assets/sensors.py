@@ -12,6 +12,7 @@ import datetime as dt
 import json
 
 from dagster import (
+    DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -26,7 +27,13 @@ from dagster import (
 
 from restore_assets.assets.partitions import TARGETS
 from restore_assets.assets.secrets import watched_root
-from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
+from restore_assets.assets.shell import (
+    SIDES_TAG,
+    TARGET_TAG,
+    content_tag,
+    restore_tags,
+    restored_tag,
+)
 from restore_assets.errors import ConfigError
 from restore_assets.jobs import (
     ALL_JOB,
@@ -44,7 +51,7 @@ from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import unpack_inbox
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.watch import WatchState, look
+from restore_assets.runbook.watch import LastRestore, WatchState, look, why_not_restore
 from restore_assets.settings import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     SIDES,
@@ -77,13 +84,16 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
     cursor = json.loads(context.cursor) if context.cursor else {}
     named = load_targets(load_settings())
     if not named:  # the environment's single target, as before named targets
-        requests, status, state = _watch(secrets.config.settings(), WatchState.from_json(cursor))
+        settings = secrets.config.settings()
+        requests, status, state = _watch(context.instance, settings, WatchState.from_json(cursor))
         new_cursor: dict[str, object] = state.as_json()
     else:  # RESTORE_TARGETS: each target's Secrets sub-root, its own cursor and run keys
         previous = cursor.get("targets", {})
         requests, statuses, states = [], [], {}
         for name, settings in named.items():
-            found, status, state = _watch(settings, WatchState.from_json(previous.get(name)))
+            found, status, state = _watch(
+                context.instance, settings, WatchState.from_json(previous.get(name))
+            )
             requests += found
             statuses.append(f"[{name}] {status}")
             states[name] = state.as_json()
@@ -93,7 +103,9 @@ def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
     return SensorResult(skip_reason=SkipReason(status), cursor=json.dumps(new_cursor))
 
 
-def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], str, WatchState]:
+def _watch(
+    instance, settings: Settings, previous: WatchState
+) -> tuple[list[RunRequest], str, WatchState]:
     """One target's look: its run requests, what it waits for, and the next cursor."""
     target = settings.target_name
     # Encrypted deliveries first: what they unpack is then seen (and settles) like a copied file.
@@ -101,38 +113,86 @@ def _watch(settings: Settings, previous: WatchState) -> tuple[list[RunRequest], 
     store = SecretsStore(settings)
     seen = look(store, previous)
     seen.state.inbox = {r.name: r.seen for r in inbox if r.seen}
-    tags = {TARGET_TAG: target} if target else {}
-    which = for_target(target)
-    prefix = f"{target}:" if target else ""
+    lasts = {side: last_restore(instance, side, target) for side in seen.settled}
+    waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
+    restore = {side: key for side, key in seen.settled.items() if not waits[side]}
+    # A chain that failed as a whole is run again as a whole when corrected files for one of
+    # its sides arrive: the other side's unchanged content failed only with it.
+    failed_with = {lasts[side].run_id for side in restore if lasts[side]}
+    for side, key in seen.settled.items():
+        last = lasts[side]
+        if side not in restore and last and last.state == "failed" and last.run_id in failed_with:
+            restore[side], waits[side] = key, None
+    reasons = list(seen.reasons) + [why for why in waits.values() if why]
+    after = [lasts[side].run_id[:8] if lasts[side] else "none" for side in SIDES if side in restore]
     requests = []
-    if len(seen.restore) == len(SIDES):
-        key = "|".join(seen.restore[side] for side in SIDES)
+    if restore:
+        sides = [side for side in SIDES if side in restore]
+        job = ALL_JOB if len(sides) == len(SIDES) else JOBS_BY_SIDE[sides[0]]
+        # The run key names the content and the restore it follows: the same content delivered
+        # again after another one (A, B, A) is a new request, a second tick asking for the
+        # same one is not.
+        key = "|".join(restore[side] for side in sides)
+        tags = {TARGET_TAG: target} if target else {}
+        tags[SIDES_TAG] = ",".join(sides)
+        for side in sides:  # queued, it already counts as this content's restore
+            tags |= restore_tags(side, target, restore[side])
         requests.append(
             RunRequest(
-                run_key=f"{prefix}{ALL_JOB}:{key}",
-                job_name=ALL_JOB,
-                **which,
-                tags={**tags, SIDES_TAG: ",".join(SIDES)},
+                run_key=f"{target + ':' if target else ''}{job}:{key}:after:{','.join(after)}",
+                job_name=job,
+                **for_target(target),
+                tags=tags,
             )
         )
-    else:
-        for side, key in seen.restore.items():
-            requests.append(
-                RunRequest(
-                    run_key=f"{prefix}{side}:{key}",
-                    job_name=JOBS_BY_SIDE[side],
-                    **which,
-                    tags={**tags, SIDES_TAG: side},
-                )
-            )
     status = "; ".join(
         [r.line() for r in inbox]
-        + [seen.status if not requests else "requested: " + ", ".join(r.job_name for r in requests)]
-    )
+        + ["; ".join(reasons)]
+        + (["requested: " + ", ".join(r.job_name for r in requests)] if requests else [])
+    ).strip("; ")
     if status != previous.status:
         _log(settings, f"{store.root}: {status}")
     seen.state.status = status
     return requests, f"watching {store.root}: {status}", seen.state
+
+
+_RUNNING = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def last_restore(instance, side: str, target: str | None) -> LastRestore | None:
+    """The latest run that restored `side` of `target`, whoever launched it (CLI, UI, sensor):
+    each restore step tags its run with the content it vetted (`shell.restore_tags`)."""
+    restored = {restored_tag(side): restore_tags(side, target, "")[restored_tag(side)]}
+    runs = instance.get_runs(RunsFilter(tags=restored), limit=1)
+    if not runs:
+        return None
+    run = runs[0]
+    content = run.tags.get(content_tag(side))
+    if run.status in _RUNNING:
+        return LastRestore(run.run_id, content, "running")
+    if run.status == DagsterRunStatus.SUCCESS:
+        return LastRestore(run.run_id, content, "passed")
+    failures = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    errors = [r.event_log_entry.dagster_event.step_failure_data.error for r in failures]
+    if any(e is None or e.cls_name not in _INTERRUPTS for e in errors):
+        return LastRestore(run.run_id, content, "failed")  # a step or check failed: the content
+    # No step failed but the run did: its process died or it was interrupted.
+    crashed = instance.get_runs_count(
+        RunsFilter(
+            tags=restore_tags(side, target, content or ""),
+            statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED],
+        )
+    )
+    return LastRestore(run.run_id, content, "crashed", crashed)
 
 
 def _log(settings: Settings, line: str) -> None:

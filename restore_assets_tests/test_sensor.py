@@ -16,22 +16,42 @@ from restore_assets.settings import LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 
 class Watcher:
-    """Ticks the sensor like the daemon does: same instance, the cursor handed on."""
+    """Ticks the sensor like the daemon does: same instance, the cursor handed on, and each
+    request with a run key not seen before launched for real (the daemon drops repeated keys)."""
 
-    def __init__(self):
-        self.instance = DagsterInstance.ephemeral()
+    def __init__(self, instance=None):
+        self.instance = instance or DagsterInstance.ephemeral()
         self.cursor = None
         self.secrets = SecretsResource(config=RestoreConfig())
+        self.run_keys: set[str] = set()
+        self.results = []
 
-    def tick(self):
+    def tick(self, launch: bool = True):
         with build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources={"secrets": self.secrets}
         ) as context:
             result = secrets_sensor(context)
         self.cursor = result.cursor
         requests = [(r.job_name, r.run_key) for r in result.run_requests or []]
+        for request in result.run_requests or []:
+            if launch and request.run_key not in self.run_keys:
+                self.run_keys.add(request.run_key)
+                self.results.append(launch_request(self.instance, request))
         reason = result.skip_reason.skip_message if result.skip_reason else ""
         return requests, reason
+
+
+def launch_request(instance, request):
+    """Run a sensor's request as the daemon would: its job, its tags, its config."""
+    job = defs.resolve_job_def(request.job_name)
+    requested = (request.run_config or {}).get("resources", {}).get("restore", {})
+    config = {**requested.get("config", {}), "allow_reset": True}
+    return job.execute_in_process(
+        instance=instance,
+        tags=request.tags,
+        run_config={"resources": {"restore": {"config": config}}},
+        raise_on_error=False,
+    )
 
 
 @pytest.fixture
@@ -170,6 +190,7 @@ def test_named_targets_are_watched_each_in_its_own_sub_root(
     assert request.tags["restore_assets/target"] == "clinic-a"
     assert request.run_config == {"resources": {"restore": {"config": {"target": "clinic-a"}}}}
     watcher.cursor = result.cursor
+    assert launch_request(watcher.instance, request).success
     requests, reason = watcher.tick()
     assert requests == []
     assert "[clinic-a] watching" in reason and "up to date" in reason
@@ -190,3 +211,92 @@ def test_a_bad_interval_is_named_by_every_tick(store, monkeypatch):
     assert str(refused.value) == (
         "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)"
     )
+
+
+def _settle(watcher):
+    """Two looks: the files are seen, then seen unchanged."""
+    watcher.tick()
+    return watcher.tick()
+
+
+def test_a_fresh_sensor_does_not_restore_again_what_the_cli_just_restored(
+    secrets_dir, artifacts_dir
+):
+    """`make demo`, then `make ui`: the sensor's cursor is new, the instance is the CLI's."""
+    from restore_assets_tests.conftest import run_cli
+
+    assert run_cli("run").returncode == 0
+    watcher = Watcher(DagsterInstance.get())  # the instance the CLI recorded its run in
+    requests, reason = _settle(watcher)
+    (run,) = watcher.instance.get_runs(limit=1)
+    assert requests == [], reason
+    for side in ("legacy", "modernized"):
+        assert f"{side}: up to date (content " in reason and f"by run {run.run_id[:8]})" in reason
+
+
+def test_content_whose_restore_failed_is_not_up_to_date_nor_retried_by_itself(
+    secrets_dir, artifacts_dir
+):
+    from restore_assets_tests.test_failure_matrix import between_copy_blocks
+
+    seed = secrets_dir / LEGACY_SEED_FILE
+    good = seed.read_bytes()
+    between_copy_blocks(seed, "INSERT INTO public.d_facility (id) VALUES (NULL);")
+    watcher = Watcher()
+    requests, _ = _settle(watcher)
+    assert [job for job, _ in requests] == ["restore_all"]
+    (failed,) = watcher.results
+    assert not failed.success
+    requests, reason = watcher.tick()
+    assert requests == [] and "up to date" not in reason, reason
+    assert f"failed in run {failed.run_id[:8]} and is not retried by itself" in reason
+    assert watcher.tick()[0] == []  # not on the next look either
+    seed.write_bytes(good)  # corrected files delivered: a new content, restored
+    requests, _ = _settle(watcher)
+    assert [job for job, _ in requests] == ["restore_all"] and watcher.results[-1].success
+
+
+def test_content_put_back_to_an_earlier_one_is_restored_again(secrets_dir, artifacts_dir):
+    """A, then B, then A again: the target must end holding A."""
+    modern = secrets_dir / MODERN_SCHEMA_FILE
+    a = modern.read_bytes()
+    watcher = Watcher()
+    assert [job for job, _ in _settle(watcher)[0]] == ["restore_all"]
+    modern.write_bytes(a + b"-- B\n")
+    assert [job for job, _ in _settle(watcher)[0]] == ["restore_modernized"]
+    modern.write_bytes(a)
+    requests, reason = _settle(watcher)
+    assert [job for job, _ in requests] == ["restore_modernized"], reason
+    assert all(result.success for result in watcher.results) and len(watcher.results) == 3
+    first, _, last = (
+        r.dagster_run.tags["restore_assets/content.modernized"] for r in watcher.results
+    )
+    assert last == first  # the target holds A again
+    assert "modernized: up to date" in watcher.tick()[1]
+
+
+def test_a_crashed_restore_is_requested_again_but_not_for_ever(secrets_dir, artifacts_dir):
+    """A run whose process died (what `recovery.free_dead_runs` leaves: failed, no step failed)
+    is retried; a content that crashed its run three times is not retried any more."""
+    from dagster import DagsterRunStatus
+
+    from restore_assets.assets.shell import restore_tags
+    from restore_assets.sensors import last_restore
+
+    watcher = Watcher()
+    watcher.tick()
+    requests, _ = watcher.tick(launch=False)
+    ((job, run_key),) = requests
+    legacy, modernized = run_key.split(":")[1].split("|")  # restore_all:<legacy>|<modernized>:…
+    tags = restore_tags("legacy", None, legacy) | restore_tags("modernized", None, modernized)
+    for crash in range(1, 4):
+        run = watcher.instance.create_run_for_job(
+            defs.resolve_job_def(job), tags=tags, status=DagsterRunStatus.STARTED
+        )
+        watcher.instance.report_run_failed(run, "its process is gone")
+        assert last_restore(watcher.instance, "legacy", None).state == "crashed"
+        requests, reason = watcher.tick(launch=False)
+        if crash <= 2:
+            assert [j for j, _ in requests] == ["restore_all"], reason
+        else:
+            assert requests == [] and "crashed 3 times" in reason, reason

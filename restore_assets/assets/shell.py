@@ -36,6 +36,7 @@ from restore_assets.runbook.gate_report import record_stop as record_stop_in_evi
 from restore_assets.runbook.gate_report import unreached_report
 from restore_assets.runbook.plan import PLAN_FILE, build_plan
 from restore_assets.runbook.restore import restore_side
+from restore_assets.runbook.watch import content_key
 from restore_assets.settings import SIDES
 
 SIDES_TAG = "restore_assets/sides"
@@ -43,6 +44,24 @@ TARGET_TAG = "restore_assets/target"  # a named target of RESTORE_TARGETS
 GATES_REPORT = AssetKey(["gates", "report"])
 PARTITION_TAG = "dagster/partition"
 RESTORE_KEYS = {side: AssetKey([side, "schema"]) for side in SIDES}  # each side's restore step
+
+
+def restored_tag(side: str) -> str:
+    """On every run that restores `side`: the target's name (`default`: the environment's)."""
+    return f"restore_assets/restored.{side}"
+
+
+def content_tag(side: str) -> str:
+    """On every run that restores `side`: the content key of the files it vetted."""
+    return f"restore_assets/content.{side}"
+
+
+def restore_tags(side: str, target: str | None, key: str) -> dict[str, str]:
+    """What a run restoring `side` says about it, so the sensor can tell from the instance
+    which content each target last restored and how that ended, whoever launched the run."""
+    return {restored_tag(side): target or "default", content_tag(side): key}
+
+
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}
 
 
@@ -245,6 +264,8 @@ def restore_step(context, step: str, db, secrets, evidence_store):
         started = time.monotonic()
         files = secrets.intake(sides, evidence).side(target.side)
         intake_seconds = round(time.monotonic() - started, 3)
+        tags = restore_tags(target.side, settings.target_name, content_key(files))
+        context.instance.add_run_tags(context.run.run_id, tags)
         result = restore_side(
             target=target,
             settings=settings,

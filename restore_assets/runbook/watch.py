@@ -2,66 +2,97 @@
 
 A side is ready when all its files are present, unchanged since the previous look (size and
 mtime: a file still being copied is not ready), and pass intake's checks. Its content key is the
-files' sha256 (cached, so a look at unchanged multi-GB files reads nothing); a key already
-requested is never requested again. Both sides ready with new content → the whole chain (both
-restores, the sync, the gates); one side → that side. Pure: the Dagster sensor only translates.
+files' sha256 (cached, so a look at unchanged multi-GB files reads nothing). Whether that content
+still needs restoring is decided from the target's last restore (`LastRestore`, read by the
+sensor from the runs recorded in the Dagster instance, whoever launched them): "up to date" only
+when the target holds a successful restore of exactly this content. Both sides to restore → the
+whole chain (both restores, the sync, the gates); one side → that side. Pure: the Dagster sensor
+only translates.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from restore_assets.runbook.baseline_files import SIDE_FILES
+from restore_assets.runbook.baseline_files import SIDE_FILES, SecretFile
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import SIDES
 
 
 @dataclass
 class WatchState:
-    """What the previous look saw (the sensor's cursor)."""
+    """What the previous look saw (the sensor's cursor). What was restored is not kept here:
+    the instance's runs say it, so a fresh cursor never re-restores what was just restored."""
 
     seen: dict[str, list[int]] = field(default_factory=dict)  # relpath -> [size, mtime_ns]
-    requested: dict[str, str] = field(default_factory=dict)  # side -> content key
     status: str = ""  # the last "why nothing was requested", to log only its changes
     inbox: dict[str, list[int]] = field(default_factory=dict)  # ZIP name -> [size, mtime_ns]
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "seen": self.seen,
-            "requested": self.requested,
-            "status": self.status,
-            "inbox": self.inbox,
-        }
+        return {"seen": self.seen, "status": self.status, "inbox": self.inbox}
 
     @classmethod
     def from_json(cls, data: dict[str, object] | None) -> WatchState:
         data = data or {}
-        return cls(
-            dict(data.get("seen", {})),
-            dict(data.get("requested", {})),
-            data.get("status", ""),
-            dict(data.get("inbox", {})),
+        return cls(dict(data.get("seen", {})), data.get("status", ""), dict(data.get("inbox", {})))
+
+
+def content_key(files: Iterable[SecretFile]) -> str:
+    """A side's content: its files' sha256, shortened (what a run key and a skip reason show)."""
+    return "-".join(f.sha256[:16] for f in files)
+
+
+@dataclass(frozen=True)
+class LastRestore:
+    """The latest run that restored (or is restoring) a side of a target."""
+
+    run_id: str
+    content: str | None  # its content key
+    state: str  # "running", "passed", "failed" (a step or check failed), "crashed"
+    crashes: int = 0  # runs of this very content that crashed (process died, interrupted)
+
+
+RETRIES_AFTER_A_CRASH = 2  # a crash is retried, but a content that kills its run is not for ever
+
+
+def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None:
+    """None when `key` must be restored; else why not, in words for the skip reason."""
+    if last is None or last.content != key:
+        return None
+    run = last.run_id[:8]
+    if last.state == "passed":
+        return f"{side}: up to date (content {key} restored by run {run})"
+    if last.state == "running":
+        return f"{side}: content {key} is being restored by run {run}"
+    if last.state == "failed":
+        return (
+            f"{side}: content {key} failed in run {run} and is not retried by itself (a content "
+            "failure): see that run's evidence, deliver corrected files, or `restore-assets run`"
         )
+    if last.crashes > RETRIES_AFTER_A_CRASH:
+        return (
+            f"{side}: content {key} crashed {last.crashes} times (last: run {run}); not retried "
+            "by itself any more: `restore-assets run` after looking at why"
+        )
+    return None  # crashed (process died, interrupted): requested again
 
 
 @dataclass
 class Look:
-    """One look at the store: what to restore (sides, with their keys) or why nothing."""
+    """One look at the store: which sides are settled and usable (with their content keys),
+    and why the others are not."""
 
-    restore: dict[str, str]  # side -> content key, new since the last request
+    settled: dict[str, str]  # side -> content key
     reasons: list[str]
     state: WatchState
 
-    @property
-    def status(self) -> str:
-        return "; ".join(self.reasons)
-
 
 def look(store: SecretsStore, previous: WatchState) -> Look:
-    state = WatchState(requested=dict(previous.requested), status=previous.status)
+    state = WatchState(status=previous.status)
     reasons: list[str] = []
-    ready: dict[str, str] = {}
+    settled: dict[str, str] = {}
     for side in SIDES:
         waiting = []
         for relpath in SIDE_FILES[side]:
@@ -81,11 +112,5 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
         if refused:
             reasons.append(f"{side}: " + ", ".join(refused))
             continue
-        key = "-".join(f.sha256[:16] for f in files)
-        if state.requested.get(side) == key:
-            reasons.append(f"{side}: up to date (content {key} already requested)")
-        else:
-            ready[side] = key
-    for side, key in ready.items():
-        state.requested[side] = key
-    return Look(ready, reasons, state)
+        settled[side] = content_key(files)
+    return Look(settled, reasons, state)
