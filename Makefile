@@ -53,8 +53,9 @@ format: $(STAMP)
 
 ## Dagster UI on http://127.0.0.1:3000 (daemon on: the sensors tick), on the Dagster home the CLI
 ## uses; with SECRETS_DIR unset and `make demo` done, it watches the demo's Secrets.
+## UI_ARGS go to `dagster dev` (UI_ARGS="-p 3001"). Ctrl-C or SIGTERM stops it all within 10 s.
 ui: $(STAMP)
-	$(BIN)/restore-assets ui
+	$(BIN)/restore-assets ui $(if $(UI_ARGS),-- $(UI_ARGS))
 
 dev: ui
 
