@@ -197,3 +197,74 @@ def end_groups(processes: list[subprocess.Popen]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ui_environment(tmp_path: Path, secrets_dir: Path) -> dict[str, str]:
+    """The whole environment of a `restore-assets ui` / `make ui` under test: its own Dagster
+    home, state dir (embedded targets), artifacts, private code-server sockets and Secrets;
+    nothing from the developer's or the test session's environment."""
+    for name in ("dagster_home", "tmp"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),  # this checkout's code
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "TMPDIR": str(tmp_path / "tmp"),
+        "SECRETS_DIR": str(secrets_dir),
+        "RESTORE_STATE_DIR": str(tmp_path / "state"),
+        "RESTORE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "RESTORE_DOTENV": str(tmp_path / "no.env"),
+        "RESTORE_SENSOR_INTERVAL_SECONDS": "1",
+    }
+
+
+def process_tree(top: int) -> dict[tuple[int, float], tuple[int, str]]:
+    """Every process under `top` and every process of the sessions they belong to (a process
+    whose parent died stays in its session), as (pid, start time) → (session, command line)."""
+    import psutil
+
+    found: dict[tuple[int, float], tuple[int, str]] = {}
+    mine = os.getsid(0)
+    candidates = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        candidates = [psutil.Process(top), *psutil.Process(top).children(recursive=True)]
+    sessions = set()
+    for proc in candidates:
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            sessions.add(os.getsid(proc.pid))
+            found[(proc.pid, proc.create_time())] = (os.getsid(proc.pid), " ".join(proc.cmdline()))
+    sessions.discard(mine)
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getsid(proc.pid) in sessions:
+                found[(proc.pid, proc.create_time())] = (
+                    os.getsid(proc.pid),
+                    " ".join(proc.cmdline()),
+                )
+    return found
+
+
+def still_running(recorded: dict[tuple[int, float], tuple[int, str]]) -> list[str]:
+    """Those of `recorded` (see `process_tree`) still running, and any process now in one of
+    their sessions (the test's own session aside), zombies aside."""
+    import psutil
+
+    sessions = {session for session, _ in recorded.values()} - {os.getsid(0)}
+    left = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if (proc.pid, proc.create_time()) in recorded or os.getsid(proc.pid) in sessions:
+                left.append(f"{proc.pid}: {' '.join(proc.cmdline())}")
+    return left
