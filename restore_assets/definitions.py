@@ -8,7 +8,7 @@ from restore_assets.assets.gates import gates_report
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.modernized import modernized_flyway_history, modernized_schema
 from restore_assets.assets.reports import ddl_inventory, missing_objects
-from restore_assets.assets.secrets import secret_files
+from restore_assets.assets.secrets import secret_files, secrets_intake
 from restore_assets.assets.sync import sync_facility_users
 from restore_assets.console import brief_console_logger
 from restore_assets.jobs import all_jobs
@@ -18,6 +18,7 @@ from restore_assets.sensors import followup_sensor, secrets_sensor
 defs = Definitions(
     assets=[
         *secret_files,
+        secrets_intake,
         legacy_restore,
         legacy_facility_num,
         modernized_schema,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, define_asset_job
 
-from restore_assets.assets.secrets import SECRET_KEYS
+from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG, record_unexpected_failure
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.settings import Settings
@@ -60,8 +60,22 @@ restore_followup_job = define_asset_job(
     description="After one side was restored again: §4.5 sync, §2 reports and the §6 gates.",
 )
 
+INTAKE_JOB = "secrets_intake"
+secrets_intake_job = define_asset_job(
+    INTAKE_JOB,
+    selection=AssetSelection.assets(INTAKE),  # touches no database
+    description="§0: unpack the settled ZIPs of the inbox and read a new delivery, outside the "
+    "sensor's tick (requested by secrets_sensor).",
+)
+
 JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}
-all_jobs = [restore_legacy_job, restore_modernized_job, restore_all_job, restore_followup_job]
+all_jobs = [
+    restore_legacy_job,
+    restore_modernized_job,
+    restore_all_job,
+    restore_followup_job,
+    secrets_intake_job,
+]
 
 
 # Pools serialise the steps that touch one target (restore_legacy, restore_modernized). Run

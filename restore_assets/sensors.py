@@ -9,6 +9,7 @@ changes.
 """
 
 import datetime as dt
+import hashlib
 import json
 
 from dagster import (
@@ -26,7 +27,7 @@ from dagster import (
 )
 
 from restore_assets.assets.partitions import TARGETS
-from restore_assets.assets.secrets import watched_root
+from restore_assets.assets.secrets import INBOX_TAG, watched_root
 from restore_assets.assets.shell import (
     SIDES_TAG,
     TARGET_TAG,
@@ -38,6 +39,7 @@ from restore_assets.errors import ConfigError
 from restore_assets.jobs import (
     ALL_JOB,
     FOLLOWUP_JOB,
+    INTAKE_JOB,
     JOBS_BY_SIDE,
     all_jobs,
     restore_followup_job,
@@ -47,9 +49,10 @@ from restore_assets.jobs import (
 from restore_assets.named_targets import load_targets
 from restore_assets.recovery import free_dead_runs
 from restore_assets.resources.secrets import SecretsResource
+from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.files import append_private
-from restore_assets.runbook.inbox import unpack_inbox
+from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import LastRestore, WatchState, look, why_not_restore
 from restore_assets.settings import (
@@ -108,11 +111,20 @@ def _watch(
 ) -> tuple[list[RunRequest], str, WatchState]:
     """One target's look: its run requests, what it waits for, and the next cursor."""
     target = settings.target_name
-    # Encrypted deliveries first: what they unpack is then seen (and settles) like a copied file.
-    inbox = unpack_inbox(settings, previous.inbox)
     store = SecretsStore(settings)
     seen = look(store, previous)
-    seen.state.inbox = {r.name: r.seen for r in inbox if r.seen}
+    # Encrypted deliveries: unpacked by the intake run once settled; what they unpack is then
+    # seen (and settles) like a copied file. A tick only looks (lstat, cached hashes).
+    seen.state.inbox, zips = look_at_inbox(settings, previous.inbox)
+    inbox_lines = [
+        f"inbox/{name}: new or still arriving ({size} bytes); next look"
+        for name, (size, _) in seen.state.inbox.items()
+        if name not in zips
+    ]
+    if zips and settings.secrets_zip_password is None:
+        inbox_lines.append(f"inbox: {len(zips)} ZIP(s) wait: SECRETS_ZIP_PASSWORD is not set")
+        zips = {}
+    intake = intake_request(settings, zips, seen)
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
     waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
     restore = {side: key for side, key in seen.settled.items() if not waits[side]}
@@ -145,15 +157,35 @@ def _watch(
                 tags=tags,
             )
         )
+    if intake:
+        requests.append(intake)
+        inbox_lines += [f"inbox/{name}: settled; the intake run unpacks it" for name in zips]
     status = "; ".join(
-        [r.line() for r in inbox]
-        + ["; ".join(reasons)]
+        inbox_lines
+        + reasons
         + (["requested: " + ", ".join(r.job_name for r in requests)] if requests else [])
-    ).strip("; ")
+    )
     if status != previous.status:
         _log(settings, f"{store.root}: {status}")
     seen.state.status = status
     return requests, f"watching {store.root}: {status}", seen.state
+
+
+def intake_request(settings: Settings, zips: dict[str, list[int]], seen) -> RunRequest | None:
+    """The intake run for what a tick must not do itself: unpack settled ZIPs, read a large
+    new delivery. Its run key is the state it was asked for: asked once per state."""
+    unread = {rel: seen.state.seen[rel] for side in seen.unread for rel in SIDE_FILES[side]}
+    if not zips and not unread:
+        return None
+    target = settings.target_name
+    state = json.dumps({"zips": zips, "unread": unread}, sort_keys=True)
+    digest = hashlib.sha256(state.encode()).hexdigest()[:16]
+    return RunRequest(
+        run_key=f"{target + ':' if target else ''}{INTAKE_JOB}:{digest}",
+        job_name=INTAKE_JOB,
+        **for_target(target),
+        tags={**({TARGET_TAG: target} if target else {}), INBOX_TAG: json.dumps(zips)},
+    )
 
 
 _RUNNING = [

@@ -312,14 +312,19 @@ def test_the_sensor_unpacks_a_dropped_zip_then_restores_both_sides(
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
     watcher = Watcher()
     requests, reason = watcher.tick()  # the ZIP just appeared: it may still be arriving
-    assert requests == [] and "inbox/delivery.zip: waiting" in reason
-    requests, reason = watcher.tick()  # settled: unpacked; the files themselves are new
-    assert requests == [] and "inbox/delivery.zip: unpacked: 3 file(s)" in reason
-    assert "still changing or new" in reason
+    assert requests == [] and "inbox/delivery.zip: new or still arriving" in reason
+    requests, reason = watcher.tick()  # settled: the intake run unpacks it, not the tick
+    assert [job for job, _ in requests] == ["secrets_intake"], reason
+    assert "inbox/delivery.zip: settled; the intake run unpacks it" in reason
+    (intake,) = watcher.results
+    assert intake.success and (store / "inbox" / "done" / "delivery.zip").exists()
+    requests, reason = watcher.tick()  # unpacked: the files themselves are new
+    assert requests == [] and "still changing or new" in reason
     requests, _ = watcher.tick()  # settled files: the whole chain
     assert [job for job, _ in requests] == ["restore_all"]
-    log = (artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log").read_text()
-    assert "inbox/delivery.zip: unpacked" in log
+    root = artifacts_dir / "parity-manual" / "db-restore"
+    assert "inbox/delivery.zip: settled" in (root / "baseline_search.log").read_text()
+    assert "delivery.zip unpacked" in (root / "investigation.log").read_text()
     assert_password_absent(store, artifacts_dir)
     assert PASSWORD not in watcher.cursor
 

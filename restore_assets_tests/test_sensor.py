@@ -11,6 +11,7 @@ from restore_assets.definitions import defs
 from restore_assets.errors import ConfigError
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.secrets import SecretsResource
+from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.sensors import secrets_sensor
 from restore_assets.settings import LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
@@ -300,3 +301,30 @@ def test_a_crashed_restore_is_requested_again_but_not_for_ever(secrets_dir, arti
             assert [j for j, _ in requests] == ["restore_all"], reason
         else:
             assert requests == [] and "crashed 3 times" in reason, reason
+
+
+def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
+    store, demo_secrets, monkeypatch, artifacts_dir
+):
+    """Reading (sha256, header, footer) a multi-GB delivery takes longer than a sensor may:
+    above `TICK_READ_BYTES` (made small here) the tick asks the intake run to read it."""
+    from restore_assets.runbook import watch
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import load_settings
+
+    monkeypatch.setattr(watch, "TICK_READ_BYTES", 1000)
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    watcher = Watcher()
+    watcher.tick()
+    requests, reason = watcher.tick(launch=False)
+    assert [job for job, _ in requests] == ["secrets_intake"], reason
+    log = artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log"
+    assert "legacy: settled; the intake run reads and hashes" in log.read_text()
+    files = [f for side_files in SIDE_FILES.values() for f in side_files]
+    unread = SecretsStore(load_settings()).unread_bytes(files)
+    assert unread == sum((store / f).stat().st_size for f in files)  # the tick read nothing
+    assert watcher.tick()[0] == requests  # asked again, the same key: the daemon drops it
+    assert watcher.results[-1].success  # the intake run read them
+    assert SecretsStore(load_settings()).unread_bytes(files) == 0
+    requests, _ = watcher.tick()
+    assert [job for job, _ in requests] == ["restore_all"]

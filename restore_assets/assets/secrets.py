@@ -1,20 +1,27 @@
-"""Runbook §0/§1: the baseline files as observable source assets (data version = sha256)."""
+"""Runbook §0/§1: the baseline files as observable source assets (data version = sha256), and
+the intake that reads a new delivery outside the sensor's tick."""
 
+import json
 import warnings
 
 from dagster import (
+    AssetExecutionContext,
     AssetKey,
     BetaWarning,
     DataVersion,
     DataVersionsByPartition,
+    MaterializeResult,
     MetadataValue,
     ObserveResult,
+    asset,
     observable_source_asset,
 )
 
 from restore_assets.errors import ConfigError
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import FILE_ROLES
+from restore_assets.runbook.inbox import unpack_inbox
+from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,
@@ -23,6 +30,7 @@ from restore_assets.settings import (
 )
 
 from .partitions import TARGETS
+from .shell import table
 
 SECRET_KEYS = {
     LEGACY_SCHEMA_FILE: AssetKey(["secrets", "legacy_schema_sql"]),
@@ -75,3 +83,32 @@ def _observable(relpath: str):
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", BetaWarning)
     secret_files = [_observable(relpath) for relpath in SECRET_KEYS]
+
+
+INTAKE = AssetKey(["secrets", "intake"])
+INBOX_TAG = "restore_assets/inbox"  # the ZIPs the sensor saw settled: name -> [size, mtime_ns]
+
+
+@asset(
+    key=INTAKE,
+    group_name="intake",
+    description="§0 outside the sensor's tick: unpack the encrypted ZIPs the sensor saw settled "
+    "in the inbox, then read every baseline file (sha256, header and footer, the psql scan) "
+    "into the cache, so the sensor's next look finds them read and can request the restore.",
+    partitions_def=TARGETS,
+)
+def secrets_intake(context: AssetExecutionContext, secrets: SecretsResource) -> MaterializeResult:
+    settings = secrets.config.settings()
+    settled = json.loads(context.run.tags.get(INBOX_TAG) or "{}")
+    unpacked = unpack_inbox(settings, settled) if settled else []
+    for result in unpacked:
+        context.log.info(result.line())
+    files = SecretsStore(settings).inspect_all()
+    return MaterializeResult(
+        metadata={
+            "inbox": table(
+                [{"zip": r.name, "status": r.status, "detail": r.detail} for r in unpacked]
+            ),
+            "files": table([f.as_evidence() | {"status": f.status} for f in files]),
+        }
+    )

@@ -14,6 +14,7 @@ written anywhere: every message passes the settings' redaction.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -105,6 +106,25 @@ def unpack_inbox(
             shutil.rmtree(leftover, ignore_errors=True)
         zips = [p for p in inbox.iterdir() if p.suffix.lower() == ".zip" and p.name[0] != "."]
         return [_one(settings, path, previous, limits) for path in sorted(zips)]
+
+
+def look_at_inbox(
+    settings: Settings, previous: Mapping[str, list[int]]
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """A sensor tick's look, by `lstat` only: every ZIP in the inbox with its [size, mtime_ns],
+    and those unchanged since `previous` (settled: the intake run unpacks them)."""
+    inbox = settings.secrets_dir / INBOX
+    try:
+        entries = [p for p in inbox.iterdir() if p.suffix.lower() == ".zip" and p.name[0] != "."]
+    except OSError:
+        return {}, {}
+    seen = {}
+    for path in sorted(entries):
+        with contextlib.suppress(OSError):  # gone between the listing and the look
+            st = path.lstat()
+            seen[path.name] = [st.st_size, st.st_mtime_ns]
+    settled = {name: s for name, s in seen.items() if previous.get(name) == s}
+    return seen, settled
 
 
 @contextmanager

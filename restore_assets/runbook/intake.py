@@ -42,6 +42,10 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _cache_key(path: Path, st: os.stat_result) -> str:
+    return f"{path}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
 class SecretsStore:
     """The Secrets root and the runbook's files in it."""
 
@@ -108,10 +112,25 @@ class SecretsStore:
     def inspect_all(self) -> list[SecretFile]:
         return [f for side in SIDES for f in self.inspect_side(side)]
 
+    def unread_bytes(self, relpaths: Iterable[str]) -> int:
+        """How many bytes of these files a look would have to read (their sha256 and facts are
+        not cached yet): what decides whether a sensor tick may read them or leaves that to
+        the intake run. Files that cannot be read (missing, not regular) count nothing."""
+        cache, total = self._load_cache(), 0
+        for relpath in relpaths:
+            try:
+                real = (self.root / relpath).resolve()
+                st = real.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and _cache_key(real, st) not in cache:
+                total += st.st_size
+        return total
+
     def _facts(self, path: Path, st: os.stat_result) -> DumpFacts:
         """`read_dump`, cached by inode, size, mtime and ctime: an in-place edit with the mtime
         put back still changes the ctime, so it is read again."""
-        key = f"{path}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+        key = _cache_key(path, st)
         cache = self._load_cache()
         if isinstance(cache.get(key), dict):
             try:

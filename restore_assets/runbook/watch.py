@@ -79,20 +79,27 @@ def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None
     return None  # crashed (process died, interrupted): requested again
 
 
+# A tick reads (hashes, checks header and footer) at most this much of newly settled files,
+# well under a second even cold; a larger delivery is read by the intake run, outside the tick.
+TICK_READ_BYTES = 64 << 20
+
+
 @dataclass
 class Look:
     """One look at the store: which sides are settled and usable (with their content keys),
-    and why the others are not."""
+    which are settled but not read yet (left to the intake run), and why the others wait."""
 
     settled: dict[str, str]  # side -> content key
     reasons: list[str]
     state: WatchState
+    unread: dict[str, int] = field(default_factory=dict)  # side -> bytes the intake run reads
 
 
 def look(store: SecretsStore, previous: WatchState) -> Look:
     state = WatchState(status=previous.status)
     reasons: list[str] = []
     settled: dict[str, str] = {}
+    unread: dict[str, int] = {}
     for side in SIDES:
         waiting = []
         for relpath in SIDE_FILES[side]:
@@ -107,10 +114,15 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
         if waiting:
             reasons.append(f"{side}: " + ", ".join(waiting))
             continue
+        to_read = store.unread_bytes(SIDE_FILES[side])
+        if to_read > TICK_READ_BYTES:
+            unread[side] = to_read
+            reasons.append(f"{side}: settled; the intake run reads and hashes {to_read} bytes")
+            continue
         files = store.inspect_side(side)
         refused = [f"{f.relpath} refused ({f.status})" for f in files if not f.usable]
         if refused:
             reasons.append(f"{side}: " + ", ".join(refused))
             continue
         settled[side] = content_key(files)
-    return Look(settled, reasons, state)
+    return Look(settled, reasons, state, unread)
