@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# What ruff checks: the product, its tests, and the benchmark tooling beside them.
+LINT_PATHS := restore_assets restore_assets_tests bench
 
 .PHONY: demo test test-deps lint format bench dev ui clean install security-table
 
@@ -26,8 +28,8 @@ test-deps:
 
 ## Lint, format check, then the test suite (pytest exit 5 = "no tests ran" counts as failure).
 test: $(STAMP) test-deps
-	$(BIN)/ruff check restore_assets restore_assets_tests
-	$(BIN)/ruff format --check restore_assets restore_assets_tests
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
@@ -35,9 +37,10 @@ test: $(STAMP) test-deps
 ## The project against raw psql, 100 and 500 MB seeds (~25 min; measures, asserts nothing):
 ## writes docs/benchmarks.md + docs/benchmarks.png. BENCH_QUICK=1: 2 and 10 MB seeds (~2 min),
 ## written to .restore_state/bench/quick/. BENCH_2GB=1 adds a 2 GB seed (about 40 min more).
-## Seeds are cached under .restore_state/bench/seeds/.
+## Seeds are cached under .restore_state/bench/seeds/. The tooling is bench/ (`python -m bench`), not
+## part of the restore_assets package.
 bench: $(STAMP)
-	$(BIN)/python -m restore_assets.demo.bench \
+	$(BIN)/python -m bench \
 	  $(if $(BENCH_QUICK),--quick --out .restore_state/bench/quick) $(if $(BENCH_2GB),--with-2gb)
 
 ## docs/security-corpus.md from a real run of the hostile-input tests.
@@ -45,11 +48,11 @@ security-table: $(STAMP)
 	SECURITY_TABLE=$(CURDIR)/docs/security-corpus.md $(BIN)/python -m pytest -q restore_assets_tests/test_hostile.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check restore_assets restore_assets_tests
+	$(BIN)/ruff check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(BIN)/ruff format restore_assets restore_assets_tests
-	$(BIN)/ruff check --fix restore_assets restore_assets_tests
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 ## Dagster UI on http://127.0.0.1:3000 (daemon on: the sensors tick), on the Dagster home the CLI
 ## uses; with SECRETS_DIR unset and `make demo` done, it watches the demo's Secrets.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import statistics
 import sys
+from pathlib import Path
 
-from restore_assets.demo.bench import measure
-from restore_assets.demo.bench_report import write_report
+from bench.report import write_report
+from bench.run import measure
 
 
 def sample(wall: float, **phases: float) -> dict:
@@ -82,3 +84,20 @@ def test_measure_sees_the_memory_of_the_whole_process_tree(tmp_path):
     assert result.code == 0
     assert result.peak_process_mb >= 80
     assert result.peak_tree_mb >= result.peak_process_mb + 5  # the parent Python counts too
+
+
+def test_the_product_package_never_imports_the_bench():
+    """`bench/` drives the installed project from outside; `restore_assets` (what the wheel
+    ships) must work without it."""
+    package = Path(__file__).resolve().parents[1] / "restore_assets"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "bench"]
+    assert offenders == []

@@ -332,7 +332,7 @@ def profile_restore(bench: Bench, secrets: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="restore-assets-bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"seeds of {QUICK_SIZES_MB} MB")
     parser.add_argument("--with-2gb", action="store_true", help=f"add a {BIG_MB} MB seed")
     parser.add_argument("--sizes", type=float, nargs="+", help="seed sizes in MB (overrides)")
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole processes on the {sizes[0]:g} MB seed", flush=True)
     results["processes"] = whole_processes(bench, seeds[sizes[0]], repeats=2)
     print("the whole chain launched as the UI launches it", flush=True)
-    from restore_assets.demo.bench_ui import ui_chain
+    from bench.ui import ui_chain
 
     results["ui"] = ui_chain(bench.env_for(seeds[sizes[0]]), bench.logs / "ui.log")
     print("start-up, layer by layer", flush=True)
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.monotonic() - started, 1)
     (root / "results.json").write_text(json.dumps(results, indent=1))
 
-    from restore_assets.demo.bench_report import write_report
+    from bench.report import write_report
 
     written = write_report(results, Path(args.out))
     print(f"wrote {written} ({results['seconds']:.0f}s; raw results in {root / 'results.json'})")
@@ -385,7 +385,3 @@ def machine() -> dict[str, object]:
         "load_before": [round(x, 2) for x in load],
         "python": sys.version.split()[0],
     }
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
