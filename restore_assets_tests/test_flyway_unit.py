@@ -1,5 +1,5 @@
 """The Flyway-compatible engine's pure parts: checksums, names, versions, conf, statements,
-and the planning (info states, pending order) from hand-built files and history rows."""
+and the migration info (states, pending order) from hand-built files and history rows."""
 
 from __future__ import annotations
 
@@ -15,12 +15,8 @@ from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import load_conf, parse_jdbc_url, parse_properties
 from restore_assets.flyway.history import java_string_hash, lock_key
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.planning import (
-    build_info,
-    pending_after_baseline,
-    pending_migrations,
-    replace_placeholders,
-)
+from restore_assets.flyway.migration_info import MigrationInfoService, pending_after_baseline
+from restore_assets.flyway.placeholders import replace_placeholders
 from restore_assets.flyway.resolver import ResolvedMigration, parse_name, resolve
 from restore_assets.flyway.statements import split_statements
 
@@ -222,7 +218,7 @@ def test_pure_parts_import_without_psycopg_or_dagster():
         "import sys\n"
         "sys.modules['psycopg'] = None\n"
         "sys.modules['dagster'] = None\n"
-        "import restore_assets.flyway.planning\n"
+        "import restore_assets.flyway.migration_info, restore_assets.flyway.placeholders\n"
         "from restore_assets.flyway import FlywayError, InfoRow, Version, load_conf, resolve\n"
         "try:\n"
         "    from restore_assets.flyway import Flyway\n"
@@ -264,7 +260,8 @@ def applied(
 
 def states(config, files, rows):
     return [
-        (r.category, r.version, r.description, r.state) for r in build_info(config, files, rows)
+        (r.category, r.version, r.description, r.state)
+        for r in MigrationInfoService(config, files, rows).info()
     ]
 
 
@@ -296,7 +293,7 @@ def test_info_states_ignored_missing_pending_outdated_in_flyways_order():
     # With outOfOrder the ignored version becomes pending, and migrate applies it first.
     out_of_order = load_conf(None, env={}, overrides={"flyway.outOfOrder": "true"})
     assert ("Versioned", "2", "two", "Pending") in states(out_of_order, files, rows)
-    assert [m.script for m in pending_migrations(out_of_order, files, rows)] == [
+    assert [m.script for m in MigrationInfoService(out_of_order, files, rows).pending()] == [
         "V2__two.sql",
         "V10__ten.sql",
         "R__view.sql",
@@ -319,7 +316,7 @@ def test_info_states_baseline_below_baseline_failed_and_future():
         ("Versioned", "3", "three", "Failed"),
         ("Versioned", "9", "nine", "Future"),
     ]
-    assert pending_migrations(config, files, rows) == []
+    assert MigrationInfoService(config, files, rows).pending() == []
 
 
 def test_pending_after_a_restore_counts_from_the_baseline_version_not_the_history():

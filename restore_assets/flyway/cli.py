@@ -34,11 +34,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
     from restore_assets.flyway.errors import FlywayError
+    from restore_assets.flyway.migration_info import info_table
     from restore_assets.flyway.runners import (
         DOCKER_NEEDS_DAGSTER,
         cli_command,
         diagnose,
-        info_table,
         load_flyway_config,
         native_engine,
         run_cli,

@@ -1,17 +1,18 @@
 """Flyway's commands — info, validate, baseline, migrate, repair — with Flyway's semantics on
 PostgreSQL (flyway-compat.md), behind one object so callers hold the config and connection once.
 
-The work is elsewhere: `planning` (pure decisions), `database`/`history` (PostgreSQL access) and
-`commands/` (one module per command).
+The work is elsewhere: `migration_info` (the state of every migration, pure),
+`database`/`history` (PostgreSQL access) and `commands/` (one module per command).
 """
 
 from __future__ import annotations
 
 from restore_assets.flyway.commands import baseline, info, migrate, repair, validate
+from restore_assets.flyway.commands.migrate import MigrateResult
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.database import Connect, Log, open_connection, read_history, schemas
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.planning import InfoRow, MigrateResult
+from restore_assets.flyway.migration_info import InfoRow
 from restore_assets.flyway.resolver import ResolvedMigration, resolve
 
 __all__ = ["Flyway"]

@@ -1,5 +1,5 @@
 """One row of `flyway_schema_history` (Flyway's AppliedMigration) as a plain value, apart from
-the table access in `history`, so the planning code can read rows without a database driver."""
+the table access in `history`, so `migration_info` can read rows without a database driver."""
 
 from __future__ import annotations
 

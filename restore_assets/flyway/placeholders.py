@@ -1,21 +1,57 @@
-"""Placeholder values as Flyway 10.17.3 fills them (ParsingContext.populate: the built-in
-`flyway:*` ones, which need the database, then flyway.placeholders.*), and the repeatable
-migrations' checksums computed after replacement (SqlMigrationResolver
-.getChecksumForLoadableResource), which is what Flyway records and compares for them."""
+"""Placeholders as Flyway 10.17.3 replaces them (PlaceholderReplacingReader), their values as it
+fills them (ParsingContext.populate: the built-in `flyway:*` ones, which need the database, then
+flyway.placeholders.*), and the repeatable migrations' checksums computed after replacement
+(SqlMigrationResolver.getChecksumForLoadableResource), which is what Flyway records and compares
+for them."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import os
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from restore_assets.flyway.checksum import checksum_text, decode
 from restore_assets.flyway.conf import FlywayConfig
-from restore_assets.flyway.history import HistoryTable
-from restore_assets.flyway.planning import replace_placeholders
+from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.resolver import ResolvedMigration, resolve
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from restore_assets.flyway.history import HistoryTable
+
+
+def replace_placeholders(text: str, values: dict[str, str]) -> str:
+    """Flyway 10.17.3's PlaceholderReplacingReader.read(): every `${` starts a placeholder that
+    runs to the next `}` (any characters), looked up case-insensitively; an unknown one fails
+    rather than run as is. Ported step by step, quirks included: after a `$` that does not start
+    `${`, the next character is passed on unchecked (so `$${x}` stays as it is)."""
+    prefix, suffix = "${", "}"
+    known = {k.lower(): v for k, v in values.items()}
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        buffer = text[i]  # read ahead while what was read could still begin the prefix
+        i += 1
+        while len(buffer) < len(prefix) and prefix.startswith(buffer) and i < n:
+            buffer += text[i]
+            i += 1
+        if buffer != prefix:
+            out.append(buffer)
+            continue
+        end = text.find(suffix, i)
+        name = text[i:end] if end >= 0 else text[i : -len(suffix)]
+        i = end + len(suffix) if end >= 0 else n
+        if name.lower() not in known:
+            if "flyway:" in name:
+                raise FlywayError(f"Failed to populate value for default placeholder: ${{{name}}}")
+            raise FlywayError(
+                f"No value provided for placeholder: ${{{name}}}. "
+                f"Set flyway.placeholders.{name} or remove it from the migration"
+            )
+        out.append(known[name.lower()])
+    return "".join(out)
 
 
 def placeholder_values(

@@ -17,7 +17,6 @@ from restore_assets.flyway.conf import FlywayConfig, load_conf
 from restore_assets.flyway.engine import Flyway
 from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_relation
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.planning import InfoRow
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, Settings
 
@@ -216,21 +215,6 @@ def _dump_defines(dump: Path, relation: str) -> bool:
     entries = (f"-- Name: {name}; Type: TABLE;", f"-- Name: {name}; Type: VIEW;")
     with dump.open(encoding="utf-8", errors="replace") as lines:
         return any(line.startswith(entries) for line in lines)
-
-
-INFO_COLUMNS = ("Category", "Version", "Description", "Type", "Installed On", "State")
-
-
-def info_table(rows: Sequence[InfoRow]) -> str:
-    """Flyway's own `info` layout: a boxed text table (CLI output and flyway_migrate.log)."""
-    cells = [tuple(str(v) for v in r.as_dict().values()) for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(INFO_COLUMNS, *cells, strict=True)]
-    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    return "\n".join([rule, line(INFO_COLUMNS), rule, *(line(c) for c in cells), rule])
 
 
 ContainerRunner = Callable[[ExternalCommand], str]

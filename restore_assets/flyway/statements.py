@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from restore_assets.flyway.errors import FlywayError
 from restore_assets.pg.lexer import FLYWAY_POSTGRES, Span, lex, split_lines
+
+if TYPE_CHECKING:
+    from restore_assets.flyway.resolver import ResolvedMigration
 
 # The statements Flyway 10.17.3 runs outside a transaction
 # (PostgreSQLParser.detectCanExecuteInTransaction, on the keywords outside parentheses). Not
@@ -54,3 +59,19 @@ def _statement(text: str, span: Span) -> Statement:
     assert isinstance(span, Span)  # the Flyway dialect has no meta-commands
     data = None if span.copy_data is None else text[slice(*span.copy_data)]
     return Statement(text[span.start : span.end], span.line, span.code - span.start, data)
+
+
+def is_transactional(
+    migration: ResolvedMigration, statements: list[Statement], mixed: bool
+) -> bool:
+    """Whether the script runs in one transaction; mixing both kinds is refused unless `mixed`,
+    as Flyway refuses it."""
+    kinds = {s.transactional for s in statements}
+    if len(kinds) == 2 and not mixed:
+        offending = next(s for s in statements if not s.transactional)
+        raise FlywayError(
+            f"Detected both transactional and non-transactional statements within the same "
+            f"migration (even though mixed is false). Offending statement in {migration.script} "
+            f"at line {offending.line}: {offending.code.splitlines()[0]}"
+        )
+    return False not in kinds  # mixed=true with both kinds runs the whole script in autocommit

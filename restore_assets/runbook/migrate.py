@@ -16,13 +16,13 @@ from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.engine import Flyway
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.migration_info import info_table
 from restore_assets.flyway.runners import (
     DOCKER_NEEDS_DAGSTER,
     ContainerRunner,
     cli_command,
     diagnose,
     docker_command,
-    info_table,
     load_flyway_config,
     native_engine,
     run_cli,

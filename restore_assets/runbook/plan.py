@@ -32,8 +32,8 @@ from restore_assets.errors import (
     RestoreError,
     worse_exit,
 )
-from restore_assets.flyway.planning import InfoRow, pending_after_baseline
-from restore_assets.flyway.runners import info_table, load_flyway_config, native_engine
+from restore_assets.flyway.migration_info import InfoRow, info_table, pending_after_baseline
+from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile

@@ -4,6 +4,7 @@ migration — a transactional one in one transaction together with its history r
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -25,17 +26,25 @@ from restore_assets.flyway.database import (
 from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_relation
 from restore_assets.flyway.history import HistoryTable
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.placeholders import for_file, placeholder_values, resolve_replaced
-from restore_assets.flyway.planning import (
-    MigrateResult,
-    failed_migration_message,
-    is_transactional,
-    pending_migrations,
+from restore_assets.flyway.migration_info import MigrationInfoService, failed_migration_message
+from restore_assets.flyway.placeholders import (
+    for_file,
+    placeholder_values,
     replace_placeholders,
-    validation_errors,
+    resolve_replaced,
 )
 from restore_assets.flyway.resolver import ResolvedMigration
-from restore_assets.flyway.statements import Statement, split_statements
+from restore_assets.flyway.statements import Statement, is_transactional, split_statements
+
+
+@dataclass
+class MigrateResult:
+    """What one migrate did, for the caller's log and metadata."""
+
+    schemas_created: list[str] = field(default_factory=list)
+    baselined: bool = False
+    applied: list[HistoryRow] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def migrate(
@@ -49,15 +58,15 @@ def migrate(
         resolved = resolve_replaced(config, placeholders)
         with advisory_lock(conn, history, lock_wait_seconds, log):
             _prepare_history(conn, config, history, result, log)
-            rows = history.rows(conn)
+            infos = MigrationInfoService(config, resolved, history.rows(conn))
             if config.validate_on_migrate:
-                errors = validation_errors(config, resolved, rows, pending_is_error=False)
+                errors = infos.validate(pending_is_error=False)
                 if errors:
                     raise FlywayError("Validate failed:\n" + "\n".join(errors))
-            failed = [r for r in rows if not r.success]
+            failed = infos.failed()
             if failed:
                 raise FlywayError(failed_migration_message(failed[0]))
-            for migration in pending_migrations(config, resolved, rows):
+            for migration in infos.pending():
                 applied = _apply(conn, config, history, migration, placeholders, log)
                 result.applied.append(applied)
     result.seconds = round(time.monotonic() - started, 3)

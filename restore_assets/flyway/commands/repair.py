@@ -14,9 +14,8 @@ from restore_assets.flyway.database import (
     installed_by,
     open_connection,
 )
+from restore_assets.flyway.migration_info import MigrationInfoService
 from restore_assets.flyway.placeholders import placeholder_values, resolve_replaced
-from restore_assets.flyway.planning import SYNTHETIC, deleted_ranks, gone_applied
-from restore_assets.flyway.version import Version
 
 
 def repair(
@@ -27,7 +26,6 @@ def repair(
     with open_connection(connect) as conn:
         history = history_table(conn, config)
         resolved = resolve_replaced(config, placeholder_values(conn, config, history))
-        files = {m.version: m for m in resolved if m.version is not None}
         if not history.exists(conn):
             return done
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
@@ -39,10 +37,11 @@ def repair(
                     )
                     done["removed"].append(row.version or row.description)
             rows = history.rows(conn)
+            infos = MigrationInfoService(config, resolved, rows)
             # JdbcTableSchemaHistory.delete: a copy of the row, type DELETE, at the next rank.
             rank = rows[-1].installed_rank + 1 if rows else 1
             user = installed_by(conn, config)
-            for row in gone_applied(config, resolved, rows):
+            for row in infos.gone():
                 history.insert(
                     conn,
                     rank=rank,
@@ -60,26 +59,18 @@ def repair(
             # DbRepair.alignAppliedMigrationsWithResolvedMigrations: versioned rows take the
             # file's description, type and checksum; a repeatable's row only when it holds the
             # checksum without placeholder replacement (checksumMatchesWithoutBeingIdentical).
-            deleted = deleted_ranks(rows)
-            repeatables = {m.stored_description: m for m in resolved if m.repeatable}
-            for row in rows:
-                if row.type in SYNTHETIC or row.installed_rank in deleted:
-                    continue
+            for row, file in infos.realignable():
                 if row.version is None:
-                    file = repeatables.get(row.description)
                     stale = (
-                        file is not None
-                        and row.checksum == file.equivalent_checksum
-                        and row.checksum != file.checksum
+                        row.checksum == file.equivalent_checksum and row.checksum != file.checksum
                     )
                 else:
-                    file = files.get(Version.parse(row.version))
-                    stale = file is not None and (row.checksum, row.description, row.type) != (
+                    stale = (row.checksum, row.description, row.type) != (
                         file.checksum,
                         file.stored_description,
                         file.type,
                     )
-                if file is not None and stale:
+                if stale:
                     conn.execute(
                         sql.SQL(
                             'UPDATE {} SET "description" = %s, "type" = %s, "checksum" = %s '
