@@ -30,7 +30,7 @@ from restore_assets.errors import (
     RestoreError,
     worse_exit,
 )
-from restore_assets.flyway import cli as flyway_cli
+from restore_assets.runbook import flyway_command as flyway_cli
 from restore_assets.settings import SIDES, Settings, environment, load_settings
 
 VERDICTS = {

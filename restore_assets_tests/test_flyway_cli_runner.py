@@ -135,8 +135,8 @@ def test_relative_locations_start_where_the_flyway_cli_starts_them(
     import os
     import subprocess
 
-    from restore_assets.flyway.runners import QUIET, QUIET_ENV, db_env
     from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.runbook.flyway_adapter import QUIET, QUIET_ENV, db_env
 
     beside_conf, working = tmp_path / "conf", tmp_path / "work"
     for folder in (beside_conf, working):

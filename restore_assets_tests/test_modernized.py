@@ -12,9 +12,9 @@ from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.modernized import HISTORY, modernized_flyway_history, modernized_schema
 from restore_assets.assets.secrets import secret_files
-from restore_assets.flyway.runners import cli_command, docker_command, load_flyway_config
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.resources import restore_resources
+from restore_assets.runbook.flyway_adapter import cli_command, docker_command, load_flyway_config
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.helpers import check_results, failure_messages

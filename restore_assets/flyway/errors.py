@@ -1,10 +1,10 @@
-"""Errors of the Flyway-compatible engine: part of the project's one hierarchy (exit code 1)."""
+"""Errors of the Flyway-compatible engine, rooted in its own `FlywayError` (as Flyway's
+FlywayException): the engine is a library and knows nothing of the project using it. The project
+takes them into its own hierarchy at its adapter (`runbook/flyway_adapter.py`)."""
 
 from __future__ import annotations
 
 import re
-
-from restore_assets.errors import RestoreError
 
 _RELATION = re.compile(r'relation "([^"]+)" does not exist')
 
@@ -15,7 +15,7 @@ def missing_relation(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-class FlywayError(RestoreError):
+class FlywayError(RuntimeError):
     """Anything that stops a Flyway command; the message says what to do."""
 
 

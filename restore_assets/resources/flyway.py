@@ -4,8 +4,8 @@ PipesDockerClient, so the container's logs and status show up in the run."""
 
 from dagster import ConfigurableResource, ResourceDependency
 
-from restore_assets.flyway.runners import ContainerRunner, ExternalCommand
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.runbook.flyway_adapter import ContainerRunner, ExternalCommand
 
 
 class FlywayResource(ConfigurableResource):

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from psycopg import sql
 
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.facility_num import preview_facility_num
+from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.gate_report import Gate, GateReport, write_report
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.migrate import history_summary

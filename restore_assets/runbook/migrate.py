@@ -3,7 +3,7 @@ runner — the native engine (default), a `flyway` binary on PATH, or the offici
 image (the Dagster shell passes in a function that runs it through PipesDockerClient), as the
 runbook does by hand. Whatever ran it, the history is read back and judged by the native code.
 
-The runners themselves (conf, engine, command lines, diagnosis) are `flyway/runners.py`.
+The runners themselves (conf, engine, command lines, diagnosis) are `runbook/flyway_adapter.py`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from restore_assets.flyway.conf import FlywayConfig
-from restore_assets.flyway.engine import Flyway
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import info_table
-from restore_assets.flyway.runners import (
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.transcripts import psql_transcript
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.flyway_adapter import (
     DOCKER_NEEDS_DAGSTER,
     ContainerRunner,
+    FlywayFailed,
+    TargetFlyway,
     cli_command,
     diagnose,
     docker_command,
@@ -27,9 +31,6 @@ from restore_assets.flyway.runners import (
     native_engine,
     run_cli,
 )
-from restore_assets.pg.targets import PostgresTarget
-from restore_assets.pg.transcripts import psql_transcript
-from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.preflight import reading_lock
 from restore_assets.settings import Settings
 
@@ -74,7 +75,7 @@ def run_flyway(
 ) -> FlywayStep:
     """`flyway baseline` (when there is no history yet) then `flyway migrate`; writes
     `flyway_migrate.log` (runner output + info table) and `psql_flyway_schema_history.log`.
-    On failure the log says what went wrong in the runbook's words and FlywayError is raised."""
+    On failure the log says what went wrong in the runbook's words and FlywayFailed is raised."""
     with reading_lock(target):
         step = FlywayStep(settings.flyway_runner, [])
 
@@ -93,7 +94,7 @@ def run_flyway(
             evidence.write(
                 "flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info())
             )
-            raise FlywayError(f"{diagnosis}\n{exc}" if diagnosis else str(exc)) from None
+            raise FlywayFailed(f"{diagnosis}\n{exc}" if diagnosis else str(exc)) from None
         step.seconds = round(time.monotonic() - started, 3)
         step.history = engine.history_rows()
         evidence.write(
@@ -112,7 +113,7 @@ def _run(
     settings: Settings,
     config: FlywayConfig,
     target: PostgresTarget,
-    engine: Flyway,
+    engine: TargetFlyway,
     run_container: ContainerRunner | None,
 ) -> list[str]:
     if settings.flyway_runner == "native":
@@ -124,5 +125,5 @@ def _run(
     if settings.flyway_runner == "cli":
         return [run_cli(cli_command(settings, config, target, c), target.redact) for c in commands]
     if run_container is None:
-        raise FlywayError(DOCKER_NEEDS_DAGSTER)
+        raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
     return [run_container(docker_command(settings, config, target, c)) for c in commands]

@@ -32,11 +32,11 @@ from restore_assets.errors import (
     RestoreError,
     worse_exit,
 )
-from restore_assets.flyway.migration_info import InfoRow, info_table, pending_after_baseline
-from restore_assets.flyway.runners import load_flyway_config, native_engine
+from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
+from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.gates import GATE_CHECKS
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.preflight import preflight
@@ -293,9 +293,9 @@ def _flyway(plan: SidePlan, settings: Settings, target: PostgresTarget, now: boo
         config = load_flyway_config(settings, target)
         engine = native_engine(config, target, lambda _: None)
         plan.flyway_now = engine.info() if now else []
-        plan.flyway_after = [m.script for m in pending_after_baseline(config, engine.resolved())]
+        plan.flyway_after = [m.script for m in engine.pending_after_baseline()]
         plan.baseline_version = config.baseline_version
-    except RestoreError as exc:  # FlywayError: a bad conf or location stops the run at §4.3
+    except RestoreError as exc:  # FlywayFailed: a bad conf or location stops the run at §4.3
         plan.stop(exc.exit_code, f"flyway: {target.redact(str(exc))}")
 
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from restore_assets.flyway import ResolvedMigration
-from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.migrate import flyway_schemas
 from restore_assets.runbook.preflight import reading_lock

@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 
 from restore_assets.errors import RestoreError
-from restore_assets.flyway.runners import load_flyway_config, native_engine
 from restore_assets.flyway.version import Version
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR, RUN_MARKER
+from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import Settings
 

@@ -1,7 +1,9 @@
-"""How Flyway is run against a project target: the conf with the runbook's `${DB_*}` filled from
-the Modernized target, the native engine on the target's connections, the command lines of the
-`cli` and `docker` runners, the runbook's diagnosis of a failure, and Flyway's `info` table.
-Used by the §4.3 step (`runbook/migrate.py`) and the `restore-assets flyway` commands alike.
+"""The project's adapter to the Flyway engine (`restore_assets.flyway`, a library that knows
+nothing of the project): the conf with the runbook's `${DB_*}` filled from the Modernized
+target, the native engine on the target's connections, the engine's errors taken into the
+project's hierarchy, the command lines of the `cli` and `docker` runners, and the runbook's
+diagnosis of a failure. Used by the §4.3 step (`runbook/migrate.py`), the `restore-assets flyway`
+commands and every other runbook step that reads Flyway's state.
 """
 
 from __future__ import annotations
@@ -9,16 +11,45 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from restore_assets.errors import RestoreError
+from restore_assets.flyway.commands.migrate import MigrateResult
 from restore_assets.flyway.conf import FlywayConfig, load_conf
 from restore_assets.flyway.engine import Flyway
 from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_relation
 from restore_assets.flyway.history_row import HistoryRow
+from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
+from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, Settings
+
+
+class FlywayFailed(RestoreError, FlywayError):
+    """A Flyway command failed, as the project reports it: a RestoreError (exit 1) that is still
+    the engine's FlywayError."""
+
+
+class FlywayMigrationFailed(FlywayFailed, MigrationFailed):
+    """A migration's SQL failed (the engine's MigrationFailed, with its script and line)."""
+
+
+@contextmanager
+def project_errors() -> Iterator[None]:
+    """The engine's errors leave the adapter as the project's: same message, same fields."""
+    try:
+        yield
+    except FlywayFailed:
+        raise
+    except FlywayError as exc:
+        kind = FlywayMigrationFailed if isinstance(exc, MigrationFailed) else FlywayFailed
+        error = kind.__new__(kind, *exc.args)
+        error.__dict__.update(vars(exc))
+        raise error.with_traceback(exc.__traceback__) from None
+
 
 CONTAINER_CONF_DIR = "/flyway/conf"
 CONTAINER_SQL_DIR = "/flyway/sql"
@@ -50,7 +81,10 @@ def load_flyway_config(
     if locations or settings.flyway_locations:
         overrides["flyway.locations"] = locations or settings.flyway_locations
     conf = conf or settings.flyway_conf
-    return load_conf(conf, env=env, overrides=overrides, working_dir=working_dir(settings, conf))
+    with project_errors():
+        return load_conf(
+            conf, env=env, overrides=overrides, working_dir=working_dir(settings, conf)
+        )
 
 
 def working_dir(settings: Settings, conf: Path) -> Path:
@@ -64,10 +98,56 @@ def working_dir(settings: Settings, conf: Path) -> Path:
     return Path.cwd()
 
 
+class TargetFlyway:
+    """The native engine on a project target, as the project calls it: each command as the
+    engine's, its errors the project's (`FlywayFailed`)."""
+
+    def __init__(self, config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]):
+        self.config = config
+        self.engine = Flyway(config, target.open, log=log)
+
+    def resolved(self) -> list[ResolvedMigration]:
+        with project_errors():
+            return self.engine.resolved()
+
+    def pending_after_baseline(self) -> list[ResolvedMigration]:
+        """What migrate would apply to this target once restored to its baseline."""
+        with project_errors():
+            return pending_after_baseline(self.config, self.engine.resolved())
+
+    def schemas(self) -> tuple[list[str], str]:
+        with project_errors():
+            return self.engine.schemas()
+
+    def history_rows(self) -> list[HistoryRow]:
+        with project_errors():
+            return self.engine.history_rows()
+
+    def info(self) -> list[InfoRow]:
+        with project_errors():
+            return self.engine.info()
+
+    def validate(self) -> list[str]:
+        with project_errors():
+            return self.engine.validate()
+
+    def baseline(self) -> bool:
+        with project_errors():
+            return self.engine.baseline()
+
+    def migrate(self) -> MigrateResult:
+        with project_errors():
+            return self.engine.migrate()
+
+    def repair(self) -> dict[str, list[str]]:
+        with project_errors():
+            return self.engine.repair()
+
+
 def native_engine(
     config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]
-) -> Flyway:
-    return Flyway(config, target.open, log=log)
+) -> TargetFlyway:
+    return TargetFlyway(config, target, log)
 
 
 @dataclass(frozen=True)
@@ -89,7 +169,7 @@ QUIET_ENV = {"REDGATE_DISABLE_TELEMETRY": "true"}
 def _single_location(config: FlywayConfig) -> Path:
     dirs = config.location_dirs()
     if len(dirs) != 1:
-        raise FlywayError("the cli/docker runners take exactly one filesystem: location")
+        raise FlywayFailed("the cli/docker runners take exactly one filesystem: location")
     return dirs[0]
 
 
@@ -112,7 +192,7 @@ def docker_command(
 ) -> ExternalCommand:
     """The container the runbook starts by hand: conf and migrations mounted read-only."""
     if target.embedded:
-        raise FlywayError(
+        raise FlywayFailed(
             "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
             "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
         )
@@ -140,7 +220,7 @@ def run_cli(spec: ExternalCommand, redact: Callable[[str], str]) -> str:
     try:
         done = subprocess.run(spec.argv, env=env, capture_output=True, text=True)
     except FileNotFoundError:
-        raise FlywayError(
+        raise FlywayFailed(
             f"FLYWAY_RUNNER=cli but {spec.argv[0]!r} is not on PATH; install Flyway or set "
             "FLYWAY_BIN, or use FLYWAY_RUNNER=native"
         ) from None
@@ -159,16 +239,16 @@ _CLI_FIELD = re.compile(r"^(SQL State|Message|Line) +: (.*)$", re.M)
 _CLI_VERSION = re.compile(r'^Migrating schema "[^"]*" to version "([^" ]+)', re.M)
 
 
-def cli_failure(message: str) -> FlywayError:
+def cli_failure(message: str) -> FlywayFailed:
     """The CLI's failure as the native engine raises it: a failed script becomes MigrationFailed
     (script, version, line, SQL state, missing relation), so `diagnose` says the same for both."""
     script = _CLI_SCRIPT.search(message)
     if script is None:
-        return FlywayError(message)
+        return FlywayFailed(message)
     fields = dict(_CLI_FIELD.findall(message[script.end() :]))  # Flyway repeats the block
     versions = _CLI_VERSION.findall(message[: script.start()])
     line = fields.get("Line", "")
-    return MigrationFailed(
+    return FlywayMigrationFailed(
         message,
         script=script.group(1),
         version=versions[-1] if versions else None,

@@ -33,17 +33,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: `restore-assets --help` builds this parser and should not load psycopg.
     import psycopg
 
-    from restore_assets.flyway.errors import FlywayError
     from restore_assets.flyway.migration_info import info_table
-    from restore_assets.flyway.runners import (
+    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.runbook.flyway_adapter import (
         DOCKER_NEEDS_DAGSTER,
+        FlywayFailed,
         cli_command,
         diagnose,
         load_flyway_config,
         native_engine,
         run_cli,
     )
-    from restore_assets.pg.targets import PostgresTarget
 
     target = PostgresTarget(settings.modernized, settings)
     conf = Path(args.conf).expanduser() if args.conf else None
@@ -55,7 +55,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         config = load_flyway_config(settings, target, conf, args.locations)
         engine = native_engine(config, target, log=print)
         if settings.flyway_runner == "docker":
-            raise FlywayError(DOCKER_NEEDS_DAGSTER)
+            raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
         if settings.flyway_runner == "cli":
             print(run_cli(cli_command(settings, config, target, args.action), target.redact))
             if args.action == "info":
