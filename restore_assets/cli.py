@@ -153,7 +153,7 @@ def interrupt_reason(signo: int) -> str:
 def record_interrupt(settings: Settings, instance, run, folder: str | None, signo: int) -> None:
     """A run stopped by SIGINT/SIGTERM: say so in the evidence and in the run (the exit code is
     128 + the signal's number, as a shell reports a process killed by it)."""
-    from restore_assets.assets.shell import record_stop
+    from restore_assets.assets.stops import record_stop
     from restore_assets.pg.targets import redact
     from restore_assets.runbook.evidence import EvidenceStore
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from dagster import AssetSelection, DagsterInstance, define_asset_job
 
 from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
-from restore_assets.assets.shell import SIDES_TAG, record_unexpected_failure
+from restore_assets.assets.shell import SIDES_TAG
+from restore_assets.assets.stops import record_unexpected_failure
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.settings import Settings
 
@@ -17,7 +18,7 @@ MODERNIZED_JOB = "restore_modernized"
 ALL_JOB = "restore_all"
 
 
-# Every stop is recorded, unexpected failures too (shell.record_unexpected_failure).
+# Every stop is recorded, unexpected failures too (stops.record_unexpected_failure).
 STOPS_RECORDED = {record_unexpected_failure}
 
 

@@ -23,14 +23,9 @@ from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
-from .shell import (
-    after_commit,
-    check_result,
-    evidence_metadata,
-    restore_step,
-    stop_on_blocking_checks,
-    table,
-)
+from .shell import check_result, evidence_metadata, table
+from .side_run import restore_step
+from .stops import after_commit, stop_on_blocking_checks
 
 SCHEMA = AssetKey(["legacy", "schema"])
 SEED = AssetKey(["legacy", "seed"])

@@ -19,14 +19,9 @@ from restore_assets.settings import MODERN_SCHEMA_FILE
 
 from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
-from .shell import (
-    check_results,
-    evidence_metadata,
-    fail,
-    restore_step,
-    stop_on_blocking_checks,
-    table,
-)
+from .shell import check_results, evidence_metadata, table
+from .side_run import restore_step
+from .stops import fail, stop_on_blocking_checks
 
 SCHEMA = AssetKey(["modernized", "schema"])
 HISTORY = AssetKey(["modernized", "flyway_history"])

@@ -11,7 +11,8 @@ from restore_assets.runbook.sync import sync_facility_users as run_sync
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS, pool
-from .shell import check_result, evidence_metadata, fail, table
+from .shell import check_result, evidence_metadata, table
+from .stops import fail
 
 SYNC = AssetKey(["sync", "facility_users"])
 

@@ -1,0 +1,145 @@
+"""How a stopped run says why, everywhere at once: a `RestoreError` becomes a `Failure` carrying
+the CLI exit code, after the step and an "unreached" gate report are written to the evidence and
+`gates/report`'s checks in the run are failed with the same reason; a blocking check of a side
+that failed, and an unexpected error (the failure hook), are recorded the same way.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    Failure,
+    HookContext,
+    MetadataValue,
+    failure_hook,
+)
+from dagster._core.errors import DagsterAssetCheckFailedError
+from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+
+from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
+from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
+from restore_assets.runbook.gate_report import unreached_report
+
+from .shell import GATES_REPORT, PARTITION_TAG, table
+
+
+def fail(
+    context, evidence: EvidenceStore, step: str, exc: RestoreError, **metadata: object
+) -> Failure:
+    """Record the failed step (see `record_stop`) and return the Failure to raise."""
+    status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
+    error = evidence.redact(str(exc))  # Dagster stores the Failure: no password may be in it
+    gates = record_stop(context, evidence, step, status, error)
+    return Failure(
+        description=error,
+        metadata={
+            "exit_code": exc.exit_code,
+            "error": error,
+            "gates": table(gates),
+            "evidence": MetadataValue.path(str(evidence.folder)),
+            **metadata,
+        },
+        allow_retries=False,
+    )
+
+
+def record_stop(
+    context, evidence: EvidenceStore, step: str, status: str, error: str, instance=None, run=None
+):
+    """A run stopped at `step` (blocked, failed, interrupted): record the step, write the gate
+    report (every gate not reached, naming each step that stopped and why), and record the
+    same in the run itself — a `gates/report` materialization and its three checks, failed
+    with that reason — so neither the UI nor the CLI ever keeps an older "passed" or shows a
+    bare "execution failed". From a step: its context; from a hook or the CLI: `instance` and
+    `run`. Returns the gate rows."""
+    try:
+        report = record_stop_in_evidence(evidence, step, status, error)
+    except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
+        report = unreached_report(evidence.label, {step: (status, error)})
+        if context is not None and hasattr(context, "log"):
+            context.log.error(f"the evidence of this stop could not be written: {write_error}")
+    instance = instance or context.instance
+    run = run or context.run
+    gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
+    report_into_run(
+        instance,
+        run,
+        AssetMaterialization(
+            asset_key=GATES_REPORT,
+            description=f"{report.status}: {report.gates[0].summary()}",
+            metadata={"status": report.status, "stopped_by": step, "reason": error},
+            partition=run.tags.get(PARTITION_TAG),
+        ),
+    )
+    for gate in report.gates:
+        report_into_run(
+            instance,
+            run,
+            AssetCheckEvaluation(
+                asset_key=GATES_REPORT,
+                check_name=gate.id,
+                passed=False,
+                description=gate.summary(),
+                metadata={"checks": table([c.as_dict() for c in gate.checks])},
+                partition=run.tags.get(PARTITION_TAG),
+            ),
+        )
+    return gates
+
+
+def report_into_run(instance, run, event: AssetMaterialization | AssetCheckEvaluation) -> None:
+    """An event about another asset than the step's own, stored in `run`'s event log: the UI
+    shows it on that run, and the CLI reads its outcome from there."""
+    if isinstance(event, AssetCheckEvaluation):
+        kind, data = DagsterEventType.ASSET_CHECK_EVALUATION, event
+    else:
+        kind, data = DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(event)
+    instance.report_dagster_event(
+        DagsterEvent(kind.value, job_name=run.job_name, event_specific_data=data), run.run_id
+    )
+
+
+@failure_hook(required_resource_keys={"evidence"})
+def record_unexpected_failure(context: HookContext) -> None:
+    """A step that failed with anything but an outcome the step has recorded itself — the
+    Failure `fail` raises, a blocking check that failed (the gates' verdicts, a side's
+    required tables) — is a bug or an unexpected driver error: it is recorded as a stop too,
+    so the gate report and `gates/report` never keep an older "passed"."""
+    exc = context.op_exception
+    if isinstance(exc, Failure | DagsterAssetCheckFailedError):
+        return
+    run = context.instance.get_run_by_id(context.run_id)
+    evidence = context.resources.evidence.for_dagster_run(run, context.instance)
+    first_line = (str(exc).strip().splitlines() or [""])[0]  # a DETAIL line may quote a row
+    error = evidence.redact(f"unexpected error ({type(exc).__name__}): {first_line}")
+    key = context.step_key  # an asset's op (`modernized__schema`) or the Legacy multi-asset's
+    step = key.replace("__", "/") if "__" in key else key.replace("_", "/", 1)
+    record_stop(context, evidence, step, "failed", error, instance=context.instance, run=run)
+
+
+def stop_on_blocking_checks(context, evidence: EvidenceStore, key: AssetKey, checks) -> None:
+    """The target committed, but a blocking check of `key` failed (a required table or column
+    is missing, so the gates cannot pass): record the stop naming that check, before Dagster
+    fails the step on it — the run must not look successful, nor the evidence say "ok"."""
+    blocking = {s.name for s in context.assets_def.check_specs if s.blocking and s.asset_key == key}
+    failed = [c for c in checks if c.id in blocking and c.passed is False]
+    if failed:
+        error = "; ".join(f"check {c.id} failed: {c.detail}" for c in failed)
+        error += " (the target was restored; the gates cannot pass without these)"
+        record_stop(context, evidence, key.to_user_string(), "failed", evidence.redact(error))
+
+
+@contextmanager
+def after_commit(context, evidence: EvidenceStore, step: str, target):
+    """Evidence written after the target committed: failing there must say the target WAS
+    restored (its own exit code), never read as "failed, nothing happened"."""
+    try:
+        yield
+    except OSError as exc:
+        error = EvidenceNotWritten(target.describe(), exc)
+        raise fail(context, evidence, step, error, target=target.describe()) from None
