@@ -86,3 +86,12 @@ def worse_exit(current: int, new: int) -> int:
     refused/config (3) > failed (1) > ok (0)."""
     rank = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_CONFIG: 2, EXIT_BLOCKED: 3, EXIT_UNRECORDED: 4}
     return new if rank.get(new, 1) > rank.get(current, 0) else current
+
+
+class UnexpectedError(RestoreError):
+    """Not one of ours: a bug, a driver error. Only the first line is kept: a DETAIL line of a
+    database error may quote a row."""
+
+    def __init__(self, exc: BaseException):
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        super().__init__(f"unexpected error ({type(exc).__name__}): {first_line}")

@@ -13,6 +13,7 @@ import hashlib
 import json
 
 from dagster import (
+    AssetRecordsFilter,
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -29,11 +30,15 @@ from dagster import (
 from restore_assets.assets.partitions import TARGETS
 from restore_assets.assets.secrets import INBOX_TAG, watched_root
 from restore_assets.assets.shell import (
+    INTERRUPTED_TAG,
+    PARTITION_TAG,
+    RESTORE_KEYS,
     SIDES_TAG,
     TARGET_TAG,
     content_tag,
     restore_tags,
     restored_tag,
+    restored_value,
 )
 from restore_assets.errors import ConfigError
 from restore_assets.jobs import (
@@ -196,35 +201,70 @@ _RUNNING = [
     DagsterRunStatus.CANCELING,
 ]
 _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+FAILURE = DagsterRunStatus.FAILURE
 
 
 def last_restore(instance, side: str, target: str | None) -> LastRestore | None:
-    """The latest run that restored `side` of `target`, whoever launched it (CLI, UI, sensor):
-    each restore step tags its run with the content it vetted (`shell.restore_tags`)."""
-    restored = {restored_tag(side): restore_tags(side, target, "")[restored_tag(side)]}
+    """The latest run that restored (or is restoring) `side` of `target`, whoever launched it
+    (CLI, UI, sensor): each restore step tags its run with the content it vetted
+    (`shell.restore_tags`); a run not started yet is known by what it selected."""
+    for run in instance.get_runs(RunsFilter(statuses=_RUNNING)):
+        if _restores(run, side, target):
+            return LastRestore(run.run_id, run.tags.get(content_tag(side)), "running")
+    restored = {restored_tag(side): restored_value(target)}
     runs = instance.get_runs(RunsFilter(tags=restored), limit=1)
-    if not runs:
+    run, content = (runs[0], runs[0].tags.get(content_tag(side))) if runs else (None, None)
+    if run is None:
+        run, content = _restored_before_tags(instance, side, target)
+    if run is None:
         return None
-    run = runs[0]
-    content = run.tags.get(content_tag(side))
-    if run.status in _RUNNING:
-        return LastRestore(run.run_id, content, "running")
     if run.status == DagsterRunStatus.SUCCESS:
         return LastRestore(run.run_id, content, "passed")
+    if run.status == DagsterRunStatus.CANCELED or run.tags.get(INTERRUPTED_TAG):
+        return LastRestore(run.run_id, content, "stopped")
     failures = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.STEP_FAILURE
     ).records
     errors = [r.event_log_entry.dagster_event.step_failure_data.error for r in failures]
     if any(e is None or e.cls_name not in _INTERRUPTS for e in errors):
-        return LastRestore(run.run_id, content, "failed")  # a step or check failed: the content
-    # No step failed but the run did: its process died or it was interrupted.
-    crashed = instance.get_runs_count(
+        return LastRestore(run.run_id, content, "failed")  # a step or check failed
+    if errors:
+        return LastRestore(run.run_id, content, "stopped")  # SIGINT/SIGTERM reached a step
+    crashed = instance.get_runs_count(  # no step failed, none was stopped: the process died
         RunsFilter(
-            tags=restore_tags(side, target, content or ""),
-            statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED],
+            tags=restore_tags(side, target, content or ""), statuses=[DagsterRunStatus.FAILURE]
         )
     )
     return LastRestore(run.run_id, content, "crashed", crashed)
+
+
+def _restores(run, side: str, target: str | None) -> bool:
+    """Whether an unfinished run restores `side` of `target`: by its tags once its restore
+    step started, else (queued from the UI, "Materialize all") by what it selected."""
+    if restored_tag(side) in run.tags:
+        return run.tags[restored_tag(side)] == restored_value(target)
+    if (run.tags.get(TARGET_TAG) or run.tags.get(PARTITION_TAG)) != target:
+        return False
+    if run.asset_selection:
+        return RESTORE_KEYS[side] in run.asset_selection
+    return run.job_name in (JOBS_BY_SIDE[side], ALL_JOB)
+
+
+def _restored_before_tags(instance, side: str, target: str | None):
+    """Runs recorded before restore steps tagged their runs: the side's last materialization,
+    whose `inputs` table holds the sha256 of the files it restored. (None, None) if none."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(RESTORE_KEYS[side], asset_partitions=[target] if target else None),
+        limit=1,
+    ).records
+    if not records:
+        return None, None
+    inputs = records[0].asset_materialization.metadata.get("inputs")
+    sha = {r.data["path"]: r.data["sha256"] for r in inputs.value.records} if inputs else {}
+    if any(not sha.get(relpath) for relpath in SIDE_FILES[side]):
+        return None, None
+    content = "-".join(sha[relpath][:16] for relpath in SIDE_FILES[side])
+    return instance.get_run_by_id(records[0].run_id), content
 
 
 def _log(settings: Settings, line: str) -> None:

@@ -30,6 +30,8 @@ from restore_assets.settings import (
 from restore_assets_tests.conftest import run_cli
 from restore_assets_tests.helpers import evidence_folders
 
+pytestmark = pytest.mark.slow  # each case runs the whole chain
+
 PEOPLE_FILES = ("gate_report.md", "progress_snippet.md", "gate_table_row.md", "README.md")
 DAGSTER_WORDS = re.compile(r"Dagster\w*(Error|Exception)|Traceback|Stack Trace")
 
@@ -72,32 +74,33 @@ class Case:
     cause: list[str]
     failed: dict[str, set[str]] = field(default_factory=dict)
     status: str = "failed"
+    stopped: set[str] = field(default_factory=set)  # the steps a not-reached gate names
 
 
 def secrets_missing(secrets, tmp_path, monkeypatch):
     (secrets / LEGACY_SEED_FILE).unlink()
     return Case(2, ["legacy/restore, modernized/schema", "opendolphin-legacy-seed.sql (missing)"],
-                status="blocked")  # fmt: skip
+                status="blocked", stopped={"legacy/restore", "modernized/schema"})  # fmt: skip
 
 
 def refused_at_intake(secrets, tmp_path, monkeypatch):
     (secrets / MODERN_SCHEMA_FILE).chmod(0o644)
     return Case(2, ["modernized/schema", "opendolphin-modern-schema.sql", "mode 0644"],
-                status="blocked")  # fmt: skip
+                status="blocked", stopped={"legacy/restore", "modernized/schema"})  # fmt: skip
 
 
 def preflight_newer_dump(secrets, tmp_path, monkeypatch):
     schema = secrets / LEGACY_SCHEMA_FILE
     text = schema.read_text(encoding="utf-8")
     schema.write_text(text.replace("pg_dump version 18.6", "pg_dump version 99.1"), "utf-8")
-    return Case(1, ["legacy/restore", "pg_dump 99.1"])
+    return Case(1, ["legacy/restore", "pg_dump 99.1"], stopped={"legacy/restore"})
 
 
 def legacy_bad_row(secrets, tmp_path, monkeypatch):
     line = between_copy_blocks(
         secrets / LEGACY_SEED_FILE, "INSERT INTO public.d_facility (id) VALUES (NULL);"
     )
-    return Case(1, ["legacy/restore", f"{LEGACY_SEED_FILE}:{line}"])
+    return Case(1, ["legacy/restore", f"{LEGACY_SEED_FILE}:{line}"], stopped={"legacy/restore"})
 
 
 def facility_num_missing(secrets, tmp_path, monkeypatch):
@@ -111,18 +114,22 @@ def facility_num_missing(secrets, tmp_path, monkeypatch):
 
 def modernized_schema_fails(secrets, tmp_path, monkeypatch):
     line = before_footer(secrets / MODERN_SCHEMA_FILE, "SELECT 1/0;")
-    return Case(1, ["modernized/schema", f"{MODERN_SCHEMA_FILE}:{line}"])
+    return Case(
+        1, ["modernized/schema", f"{MODERN_SCHEMA_FILE}:{line}"], stopped={"modernized/schema"}
+    )
 
 
 def migration_fails(secrets, tmp_path, monkeypatch):
     migration(tmp_path, monkeypatch, "V0300__broken.sql", "SELECT 1;\nSELECT 1/0;\n")
-    return Case(1, ["modernized/flyway_history", "V0300__broken.sql"])
+    return Case(
+        1, ["modernized/flyway_history", "V0300__broken.sql"], stopped={"modernized/flyway_history"}
+    )
 
 
 def sync_fails(secrets, tmp_path, monkeypatch):
     refuse = "ALTER TABLE d_users ADD CONSTRAINT no_accounts CHECK (false) NOT VALID;\n"
     migration(tmp_path, monkeypatch, "V0300__no_accounts.sql", refuse)
-    return Case(1, ["sync/facility_users", "no_accounts"])
+    return Case(1, ["sync/facility_users", "no_accounts"], stopped={"sync/facility_users"})
 
 
 def gate_table_missing(secrets, tmp_path, monkeypatch):
@@ -135,13 +142,14 @@ def gate_table_missing(secrets, tmp_path, monkeypatch):
 
 def required_table_missing(secrets, tmp_path, monkeypatch):
     before_footer(secrets / LEGACY_SEED_FILE, "DROP TABLE public.claim_item CASCADE;")
-    return Case(1, ["legacy/schema", "expected_tables", "claim_item"])
+    return Case(1, ["legacy/schema", "expected_tables", "claim_item"], stopped={"legacy/schema"})
 
 
 def required_column_missing(secrets, tmp_path, monkeypatch):
     migration(tmp_path, monkeypatch, "V0300__drop_flag.sql",
               "ALTER TABLE d_module DROP COLUMN performflag;\n")  # fmt: skip
-    return Case(1, ["modernized/flyway_history", "expected_columns", "d_module.performflag"])
+    return Case(1, ["modernized/flyway_history", "expected_columns", "d_module.performflag"],
+                stopped={"modernized/flyway_history"})  # fmt: skip
 
 
 def audit_insert_refused(secrets, tmp_path, monkeypatch):
@@ -154,7 +162,8 @@ def audit_insert_refused(secrets, tmp_path, monkeypatch):
 def unexpected_exception(secrets, tmp_path, monkeypatch):
     # Not a RestoreError: a count over a name the server rejects, on both sides, after commit.
     monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
-    return Case(1, ["legacy/restore", "unexpected error", "no.such.table.at_all"])
+    return Case(1, ["legacy/restore", "unexpected error", "no.such.table.at_all"],
+                stopped={"legacy/restore", "modernized/flyway_history"})  # fmt: skip
 
 
 CASES = [
@@ -172,6 +181,12 @@ CASES = [
     audit_insert_refused,
     unexpected_exception,
 ]
+
+
+def stopped_steps(detail: str) -> set[str]:
+    """The steps a "not reached: A, B stopped the run: …" reason names."""
+    found = re.findall(r"not reached: (.+?) stopped the run:", detail)
+    return {step for steps in found for step in steps.split(", ")}
 
 
 def cli_gates(stdout: str) -> dict[str, tuple[str, str]]:
@@ -225,6 +240,7 @@ def test_every_account_of_a_stop_names_the_real_cause_and_only_it(
             assert failed == {NOT_REACHED} and not gate["passed"], gate
             (check,) = gate["checks"]
             assert check["detail"].startswith("not reached: "), check
+            assert stopped_steps(check["detail"]) == case.stopped, check  # those, and only those
         details = " ".join(f"{c['id']}: {c['detail']}" for c in gate["checks"] if not c["passed"])
         if gate_id in case.failed or not reached:
             for words in case.cause:
@@ -244,20 +260,23 @@ def test_every_account_of_a_stop_names_the_real_cause_and_only_it(
         for words in case.cause:
             assert words in detail and words in description, (gate_id, words, detail, description)
         assert ("not reached" in detail) is (not reached)
+        if not reached:
+            assert stopped_steps(description) == stopped_steps(detail) == case.stopped
+        assert not DAGSTER_WORDS.search(description), description
 
     # The files people paste: the cause, the verdicts, never Dagster's internals.
     markdown = (folder / "gate_report.md").read_text()
     snippet = (folder / "progress_snippet.md").read_text()
     row = (folder / "gate_table_row.md").read_text()
     for words in case.cause:
-        assert words in markdown and words in snippet, words
+        assert words in markdown and words in snippet and words in row, words
     for gate_id in GATE_IDS:
         verdict = "not reached" if not reached else "NG" if gate_id in case.failed else "OK"
         assert f"{gate_id} {verdict}" in snippet.replace("未到達 / ", ""), snippet
     assert f"❌ {case.status}" in row
     if not reached:
         assert "Flyway 履歴 / history: (none)" not in snippet  # never read, so never "none"
-    for name in PEOPLE_FILES:
+    for name in (*PEOPLE_FILES, "gate_report.json"):
         text = (folder / name).read_text()
         assert not DAGSTER_WORDS.search(text), (name, text)
     assert not DAGSTER_WORDS.search(done.stdout), done.stdout
@@ -272,7 +291,7 @@ def test_materialize_all_with_empty_secrets_asks_ops_for_every_file(
 
     monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "empty"))
     instance = DagsterInstance.ephemeral()
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     everything = set(job.asset_layer.executable_asset_keys)
     result = job.execute_in_process(
         instance=instance, asset_selection=list(everything), raise_on_error=False
@@ -290,3 +309,37 @@ def test_materialize_all_with_empty_secrets_asks_ops_for_every_file(
         description = record.event.dagster_event.asset_check_evaluation_data.description
         assert record.status.value == "FAILED" and record.run_id == result.run_id
         assert "legacy/restore, modernized/schema stopped the run" in description, description
+
+
+def test_materialize_all_records_an_unexpected_error_too(secrets_dir, artifacts_dir, monkeypatch):
+    """The implicit job has no hook of ours: an error that is not a RestoreError must still
+    leave a gate report naming it, a README saying the step failed, and failed gate checks in
+    the run, never an older 'passed'."""
+    from restore_assets.definitions import defs
+
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    everything = list(job.asset_layer.executable_asset_keys)
+    config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
+    assert job.execute_in_process(
+        instance=instance, asset_selection=everything, run_config=config
+    ).success
+    monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
+    result = job.execute_in_process(
+        instance=instance, asset_selection=everything, run_config=config, raise_on_error=False
+    )
+    assert not result.success
+    folder = evidence_folders(artifacts_dir)[-1]
+    report = json.loads((folder / "gate_report.json").read_text())
+    assert report["status"] == "failed"
+    for gate in report["gates"]:
+        (check,) = gate["checks"]
+        assert check["id"] == NOT_REACHED and "unexpected error (SyntaxError)" in check["detail"]
+        assert stopped_steps(check["detail"]) == {"legacy/restore", "modernized/flyway_history"}
+    readme = (folder / "README.md").read_text()
+    assert re.search(r"\| legacy/restore \| failed \| error: unexpected error", readme), readme
+    for gate in GATE_IDS:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(GATES_REPORT, gate), limit=1
+        )
+        assert record.run_id == result.run_id and record.status.value == "FAILED"

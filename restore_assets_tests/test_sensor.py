@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from restore_assets.definitions import defs
 from restore_assets.errors import ConfigError
@@ -14,6 +14,8 @@ from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.sensors import secrets_sensor
 from restore_assets.settings import LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
+
+pytestmark = pytest.mark.slow  # sensor ticks that launch real Dagster runs
 
 
 class Watcher:
@@ -328,3 +330,68 @@ def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
     assert SecretsStore(load_settings()).unread_bytes(files) == 0
     requests, _ = watcher.tick()
     assert [job for job, _ in requests] == ["restore_all"]
+
+
+def test_a_run_a_person_stopped_is_not_started_again(secrets_dir, artifacts_dir):
+    """Terminate in the UI (canceled), or SIGINT/SIGTERM (interrupted): the person's stop holds."""
+    watcher = Watcher()
+    watcher.tick()
+    ((job, _),) = watcher.tick(launch=False)[0]
+    run = watcher.instance.create_run_for_job(
+        defs.resolve_job_def(job), tags=_requested_tags(watcher), status=DagsterRunStatus.STARTED
+    )
+    watcher.instance.report_run_canceled(run, "Terminate, in the UI")
+    requests, reason = watcher.tick(launch=False)
+    assert requests == [], reason
+    assert f"run {run.run_id[:8]} was stopped (interrupted or canceled)" in reason
+
+
+def test_a_queued_run_from_the_ui_counts_before_it_tags_itself(secrets_dir, artifacts_dir):
+    """ "Materialize all" queued (no tags of ours yet): the sensor waits instead of asking twice."""
+    watcher = Watcher()
+    job = defs.resolve_implicit_global_asset_job_def()
+    queued = watcher.instance.create_run_for_job(
+        job,
+        asset_selection=frozenset(job.asset_layer.executable_asset_keys),
+        status=DagsterRunStatus.NOT_STARTED,  # created by the UI, not started yet
+    )
+    watcher.tick()
+    requests, reason = watcher.tick(launch=False)
+    assert requests == [], reason
+    assert f"legacy: a restore is under way (run {queued.run_id[:8]})" in reason
+
+
+def test_runs_recorded_before_runs_were_tagged_still_count(secrets_dir, artifacts_dir):
+    """An instance from before restore steps tagged their runs: each side's last
+    materialization (its `inputs` table: the files' sha256) says what it restored, so the
+    first `make ui` after an upgrade does not restore everything again."""
+    from dagster import AssetMaterialization
+
+    from restore_assets.assets.shell import RESTORE_KEYS, table
+    from restore_assets.assets.stops import report_into_run
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import load_settings
+
+    watcher = Watcher()
+    old = watcher.instance.create_run_for_job(
+        defs.resolve_job_def("restore_all"), status=DagsterRunStatus.SUCCESS
+    )
+    store = SecretsStore(load_settings())
+    for side, key in RESTORE_KEYS.items():  # what such a run recorded, and nothing else
+        inputs = table([f.as_evidence() for f in store.inspect_side(side)])
+        report_into_run(
+            watcher.instance, old, AssetMaterialization(key, metadata={"inputs": inputs})
+        )
+    watcher.tick()
+    requests, reason = watcher.tick(launch=False)
+    assert requests == [], reason
+    assert "legacy: up to date (content " in reason and f"by run {old.run_id[:8]})" in reason
+    assert "modernized: up to date" in reason
+
+
+def _requested_tags(watcher):
+    from restore_assets.assets.shell import restore_tags
+
+    ((_, run_key),) = watcher.tick(launch=False)[0]
+    legacy, modernized = run_key.split(":")[1].split("|")
+    return restore_tags("legacy", None, legacy) | restore_tags("modernized", None, modernized)

@@ -24,6 +24,7 @@ from .modernized import HISTORY
 from .partitions import TARGETS
 from .reports import DDL_INVENTORY, MISSING_OBJECTS
 from .shell import GATES_REPORT, evidence_metadata, table
+from .stops import recorded
 from .sync import SYNC
 
 REPORT = GATES_REPORT
@@ -55,30 +56,33 @@ def gates_report(
 ):
     started = time.monotonic()
     store = evidence.for_run(context)
-    settings = legacy_db.config.settings()
-    report = run_gates(settings, legacy_db.target, modernized_db.target, store)
-    store.record_step(
-        "versions",
-        "info",
-        {
-            "restore_assets": __version__,
-            "dagster": dagster.__version__,
-            "targets": report.targets,
-        },
-    )
-    store.record_step("gates/report", report.status, {g.id: g.summary() for g in report.gates})
-    yield MaterializeResult(
-        metadata={
-            "status": report.status,
-            "duration_s": round(time.monotonic() - started, 3),
-            "gates": MetadataValue.md(report.markdown()),
-            **evidence_metadata(store, *REPORT_FILES),
-        }
-    )
-    for gate in report.gates:
-        yield AssetCheckResult(
-            check_name=gate.id,
-            passed=gate.passed,
-            description=gate.summary(),
-            metadata={"checks": table([c.as_dict() | {"skipped": c.skipped} for c in gate.checks])},
+    with recorded(context, store, "gates/report"):
+        settings = legacy_db.config.settings()
+        report = run_gates(settings, legacy_db.target, modernized_db.target, store)
+        store.record_step(
+            "versions",
+            "info",
+            {
+                "restore_assets": __version__,
+                "dagster": dagster.__version__,
+                "targets": report.targets,
+            },
         )
+        store.record_step("gates/report", report.status, {g.id: g.summary() for g in report.gates})
+        yield MaterializeResult(
+            metadata={
+                "status": report.status,
+                "duration_s": round(time.monotonic() - started, 3),
+                "gates": MetadataValue.md(report.markdown()),
+                **evidence_metadata(store, *REPORT_FILES),
+            }
+        )
+        for gate in report.gates:
+            yield AssetCheckResult(
+                check_name=gate.id,
+                passed=gate.passed,
+                description=gate.summary(),
+                metadata={
+                    "checks": table([c.as_dict() | {"skipped": c.skipped} for c in gate.checks])
+                },
+            )

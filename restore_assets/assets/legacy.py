@@ -25,7 +25,7 @@ from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
 from .shell import check_result, evidence_metadata, table
 from .side_run import restore_step
-from .stops import after_commit, stop_on_blocking_checks
+from .stops import after_commit, recorded, stop_on_blocking_checks
 
 SCHEMA = AssetKey(["legacy", "schema"])
 SEED = AssetKey(["legacy", "seed"])
@@ -78,7 +78,8 @@ def legacy_restore(
 ):
     result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
     settings = secrets.config.settings()
-    with after_commit(context, store, "legacy/restore", legacy_db.target):
+    step = "legacy/restore"
+    with recorded(context, store, step), after_commit(context, store, step, legacy_db.target):
         verification = verify_legacy(legacy_db.target, settings, store)
         stop_on_blocking_checks(context, store, SCHEMA, verification.checks)
     yield MaterializeResult(
@@ -121,20 +122,21 @@ def legacy_facility_num(
     context: AssetExecutionContext, legacy_db: PostgresResource, evidence: EvidenceResource
 ):
     store = evidence.for_run(context)
-    state = preview_facility_num(legacy_db.target, store)
-    check = state.check("nextval_works")
-    store.record_step(
-        "legacy/facility_num", "ok" if check.passed else "failed", {"detail": check.detail}
-    )
-    summary = [{"fact": k, "value": v} for k, v in state.summary().items()]
-    yield MaterializeResult(
-        metadata={
-            "facility_num": table(summary),
-            **evidence_metadata(
-                store,
-                "psql_nextval_facility_num_legacy.log",
-                "psql_setval_facility_num_legacy.log",
-            ),
-        }
-    )
-    yield check_result(check)
+    with recorded(context, store, "legacy/facility_num"):
+        state = preview_facility_num(legacy_db.target, store)
+        check = state.check("nextval_works")
+        store.record_step(
+            "legacy/facility_num", "ok" if check.passed else "failed", {"detail": check.detail}
+        )
+        summary = [{"fact": k, "value": v} for k, v in state.summary().items()]
+        yield MaterializeResult(
+            metadata={
+                "facility_num": table(summary),
+                **evidence_metadata(
+                    store,
+                    "psql_nextval_facility_num_legacy.log",
+                    "psql_setval_facility_num_legacy.log",
+                ),
+            }
+        )
+        yield check_result(check)

@@ -8,7 +8,6 @@ from dagster import (
     asset,
 )
 
-from restore_assets.errors import RestoreError
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
 from restore_assets.resources.secrets import SecretsResource
@@ -21,7 +20,7 @@ from .partitions import TARGETS, pool
 from .secrets import SECRET_KEYS
 from .shell import check_results, evidence_metadata, table
 from .side_run import restore_step
-from .stops import fail, stop_on_blocking_checks
+from .stops import recorded, stop_on_blocking_checks
 
 SCHEMA = AssetKey(["modernized", "schema"])
 HISTORY = AssetKey(["modernized", "flyway_history"])
@@ -87,35 +86,31 @@ def modernized_flyway_history(
     settings = flyway.config.settings()
     target = modernized_db.target
     store = evidence.for_run(context)
-    try:
+    with recorded(context, store, "modernized/flyway_history"):
         step = run_flyway(
             settings, target, store, context.log.info, flyway.container_runner(context)
         )
-    except RestoreError as exc:
-        raise fail(
-            context, store, "modernized/flyway_history", exc, target=target.describe()
-        ) from None
-    verification = verify_modernized(target, settings, step.schema, step.history, store)
-    passed = all(c.passed for c in verification.checks)
-    stop_on_blocking_checks(context, store, HISTORY, verification.checks)
-    store.record_step(
-        "modernized/flyway",
-        "ok" if passed else "failed",
-        {
-            "runner": step.runner,
-            "history_rows": len(step.history),
-            "versions": [r.version for r in step.history if r.version],
-        },
-    )
-    history = history_summary(step.history)
-    counts = [{"table": t, "rows before sync": n} for t, n in verification.counts.items()]
-    yield MaterializeResult(
-        metadata={
-            "history": table(history),
-            "runner": step.runner,
-            "duration_s": step.seconds,
-            "row_counts_before_sync": table(counts),
-            **evidence_metadata(store, "flyway_migrate.log", "psql_flyway_schema_history.log"),
-        }
-    )
-    yield from check_results(verification.checks)
+        verification = verify_modernized(target, settings, step.schema, step.history, store)
+        passed = all(c.passed for c in verification.checks)
+        stop_on_blocking_checks(context, store, HISTORY, verification.checks)
+        store.record_step(
+            "modernized/flyway",
+            "ok" if passed else "failed",
+            {
+                "runner": step.runner,
+                "history_rows": len(step.history),
+                "versions": [r.version for r in step.history if r.version],
+            },
+        )
+        history = history_summary(step.history)
+        counts = [{"table": t, "rows before sync": n} for t, n in verification.counts.items()]
+        yield MaterializeResult(
+            metadata={
+                "history": table(history),
+                "runner": step.runner,
+                "duration_s": step.seconds,
+                "row_counts_before_sync": table(counts),
+                **evidence_metadata(store, "flyway_migrate.log", "psql_flyway_schema_history.log"),
+            }
+        )
+        yield from check_results(verification.checks)

@@ -10,6 +10,7 @@ from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS
 from .shell import evidence_metadata, table
+from .stops import recorded
 
 DDL_INVENTORY = AssetKey(["reports", "ddl_inventory"])
 MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
@@ -27,14 +28,17 @@ def ddl_inventory(
     context: AssetExecutionContext, modernized_db: PostgresResource, evidence: EvidenceResource
 ):
     store = evidence.for_run(context)
-    inventory = reports.ddl_inventory(modernized_db.config.settings(), modernized_db.target, store)
-    return MaterializeResult(
-        metadata={
-            "baseline_files": table(inventory.files),
-            "migrations": table(inventory.migrations),
-            **evidence_metadata(store, "ddl_inventory.md"),
-        }
-    )
+    with recorded(context, store, "reports/ddl_inventory"):
+        inventory = reports.ddl_inventory(
+            modernized_db.config.settings(), modernized_db.target, store
+        )
+        return MaterializeResult(
+            metadata={
+                "baseline_files": table(inventory.files),
+                "migrations": table(inventory.migrations),
+                **evidence_metadata(store, "ddl_inventory.md"),
+            }
+        )
 
 
 @asset(
@@ -52,12 +56,13 @@ def missing_objects(
     evidence: EvidenceResource,
 ):
     store = evidence.for_run(context)
-    settings = legacy_db.config.settings()
-    found = reports.missing_objects(settings, legacy_db.target, modernized_db.target, store)
-    return MaterializeResult(
-        metadata={
-            "objects": table(found.rows),
-            "missing": found.missing,
-            **evidence_metadata(store, "missing_objects.md"),
-        }
-    )
+    with recorded(context, store, "reports/missing_objects"):
+        settings = legacy_db.config.settings()
+        found = reports.missing_objects(settings, legacy_db.target, modernized_db.target, store)
+        return MaterializeResult(
+            metadata={
+                "objects": table(found.rows),
+                "missing": found.missing,
+                **evidence_metadata(store, "missing_objects.md"),
+            }
+        )

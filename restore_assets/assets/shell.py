@@ -27,6 +27,9 @@ PARTITION_TAG = "dagster/partition"
 RESTORE_KEYS = {side: AssetKey([side, "schema"]) for side in SIDES}  # each side's restore step
 
 
+INTERRUPTED_TAG = "restore_assets/interrupted"  # a person stopped the run: not restarted
+
+
 def restored_tag(side: str) -> str:
     """On every run that restores `side`: the target's name (`default`: the environment's)."""
     return f"restore_assets/restored.{side}"
@@ -40,7 +43,12 @@ def content_tag(side: str) -> str:
 def restore_tags(side: str, target: str | None, key: str) -> dict[str, str]:
     """What a run restoring `side` says about it, so the sensor can tell from the instance
     which content each target last restored and how that ended, whoever launched the run."""
-    return {restored_tag(side): target or "default", content_tag(side): key}
+    return {restored_tag(side): restored_value(target), content_tag(side): key}
+
+
+def restored_value(target: str | None) -> str:
+    """The value of `restored_tag` for a target (`default`: the environment's)."""
+    return target or "default"
 
 
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}

@@ -4,13 +4,12 @@ asset metadata of the result."""
 
 from __future__ import annotations
 
-from restore_assets.errors import RestoreError
 from restore_assets.runbook.side_run import restore_and_record, vet_run
 from restore_assets.runbook.watch import content_key
 from restore_assets.settings import SIDES
 
 from .shell import RESTORE_KEYS, SIDES_TAG, evidence_metadata, restore_tags, table
-from .stops import fail
+from .stops import recorded
 
 
 def sides_of_run(context, own: str) -> list[str]:
@@ -33,7 +32,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
     target = db.target
     evidence = evidence_store.for_run(context)
     settings = secrets.config.settings()
-    try:
+    with recorded(context, evidence, step):
         files, intake_seconds = vet_run(
             settings, sides_of_run(context, target.side), target, evidence, context.log.info
         )
@@ -42,8 +41,6 @@ def restore_step(context, step: str, db, secrets, evidence_store):
         result = restore_and_record(
             step, settings, target, files, evidence, context.log.info, intake_seconds
         )
-    except RestoreError as exc:
-        raise fail(context, evidence, step, exc, target=target.describe()) from None
     metadata = {
         "target": result.target,
         "server_version": result.server_version,

@@ -20,12 +20,17 @@ from dagster import (
 from dagster._core.errors import DagsterAssetCheckFailedError
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 
-from restore_assets.errors import EXIT_BLOCKED, EvidenceNotWritten, RestoreError
+from restore_assets.errors import (
+    EXIT_BLOCKED,
+    EvidenceNotWritten,
+    RestoreError,
+    UnexpectedError,
+)
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
 from restore_assets.runbook.gate_report import unreached_report
 
-from .shell import GATES_REPORT, PARTITION_TAG, table
+from .shell import GATES_REPORT, INTERRUPTED_TAG, PARTITION_TAG, table
 
 
 def fail(
@@ -57,15 +62,25 @@ def record_stop(
     with that reason — so neither the UI nor the CLI ever keeps an older "passed" or shows a
     bare "execution failed". From a step: its context; from a hook or the CLI: `instance` and
     `run`. Returns the gate rows."""
-    try:
-        report = record_stop_in_evidence(evidence, step, status, error)
-    except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
-        report = unreached_report(evidence.label, {step: (status, error)})
-        if context is not None and hasattr(context, "log"):
-            context.log.error(f"the evidence of this stop could not be written: {write_error}")
     instance = instance or context.instance
     run = run or context.run
-    gates = [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
+    if status == "interrupted":  # a person's stop: the sensor must not start it again
+        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: step})
+    try:
+        # Locked until the run holds the report too: both sides may stop at once, in two
+        # processes, and the last word (file and run) must name them both.
+        with evidence.steps_locked() as steps:
+            report = record_stop_in_evidence(evidence, steps, step, status, error)
+            _report_gates(instance, run, report, step, error)
+    except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
+        report = unreached_report(evidence.label, {step: (status, error)})
+        _report_gates(instance, run, report, step, error)
+        if context is not None and hasattr(context, "log"):
+            context.log.error(f"the evidence of this stop could not be written: {write_error}")
+    return [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
+
+
+def _report_gates(instance, run, report, step: str, error: str) -> None:
     report_into_run(
         instance,
         run,
@@ -89,7 +104,6 @@ def record_stop(
                 partition=run.tags.get(PARTITION_TAG),
             ),
         )
-    return gates
 
 
 def report_into_run(instance, run, event: AssetMaterialization | AssetCheckEvaluation) -> None:
@@ -106,17 +120,16 @@ def report_into_run(instance, run, event: AssetMaterialization | AssetCheckEvalu
 
 @failure_hook(required_resource_keys={"evidence"})
 def record_unexpected_failure(context: HookContext) -> None:
-    """A step that failed with anything but an outcome the step has recorded itself — the
-    Failure `fail` raises, a blocking check that failed (the gates' verdicts, a side's
-    required tables) — is a bug or an unexpected driver error: it is recorded as a stop too,
-    so the gate report and `gates/report` never keep an older "passed"."""
+    """A step that failed outside its `recorded` body (a resource, an IO manager) with anything
+    but an outcome the step has recorded itself — the Failure `fail` raises, a blocking check
+    that failed — is recorded as a stop too, so the gate report and `gates/report` never keep
+    an older "passed". (Dagster's implicit "Materialize all" job has no hook: `recorded`.)"""
     exc = context.op_exception
     if isinstance(exc, Failure | DagsterAssetCheckFailedError):
         return
     run = context.instance.get_run_by_id(context.run_id)
     evidence = context.resources.evidence.for_dagster_run(run, context.instance)
-    first_line = (str(exc).strip().splitlines() or [""])[0]  # a DETAIL line may quote a row
-    error = evidence.redact(f"unexpected error ({type(exc).__name__}): {first_line}")
+    error = evidence.redact(str(UnexpectedError(exc)))
     key = context.step_key  # an asset's op (`modernized__schema`) or the Legacy multi-asset's
     step = key.replace("__", "/") if "__" in key else key.replace("_", "/", 1)
     record_stop(context, evidence, step, "failed", error, instance=context.instance, run=run)
@@ -143,3 +156,18 @@ def after_commit(context, evidence: EvidenceStore, step: str, target):
     except OSError as exc:
         error = EvidenceNotWritten(target.describe(), exc)
         raise fail(context, evidence, step, error, target=target.describe()) from None
+
+
+@contextmanager
+def recorded(context, evidence: EvidenceStore, step: str):
+    """A step's body: whatever stops it is recorded as the stop it is, inside the step, so it
+    holds whoever launched the run (the implicit "Materialize all" job has no hook) — a
+    `RestoreError` with its exit code, anything else as an unexpected error (first line only)."""
+    try:
+        yield
+    except (Failure, DagsterAssetCheckFailedError):
+        raise  # recorded already
+    except RestoreError as exc:
+        raise fail(context, evidence, step, exc) from None
+    except Exception as exc:  # noqa: BLE001 - any other error stops the run: recorded as such
+        raise fail(context, evidence, step, UnexpectedError(exc)) from exc

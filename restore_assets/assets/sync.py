@@ -2,7 +2,6 @@
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
-from restore_assets.errors import RestoreError
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.migrate import flyway_schemas
@@ -12,7 +11,7 @@ from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS, pool
 from .shell import check_result, evidence_metadata, table
-from .stops import fail
+from .stops import recorded
 
 SYNC = AssetKey(["sync", "facility_users"])
 
@@ -42,33 +41,31 @@ def sync_facility_users(
 ):
     settings = legacy_db.config.settings()
     store = evidence.for_run(context)
-    modern = modernized_db.target
-    try:
+    with recorded(context, store, "sync/facility_users"):
+        modern = modernized_db.target
         schema = flyway_schemas(settings, modern)[1]
         result = run_sync(settings, legacy_db.target, modern, store, schema)
-    except RestoreError as exc:
-        raise fail(context, store, "sync/facility_users", exc) from None
-    check = result.check()
-    store.record_step(
-        "sync/facility_users",
-        "ok" if check.passed else "failed",
-        {
-            **result.tables,
-            "Modernized facility_num (unchanged)": {
-                "last_value": result.facility_num_modernized[0],
-                "is_called": result.facility_num_modernized[1],
+        check = result.check()
+        store.record_step(
+            "sync/facility_users",
+            "ok" if check.passed else "failed",
+            {
+                **result.tables,
+                "Modernized facility_num (unchanged)": {
+                    "last_value": result.facility_num_modernized[0],
+                    "is_called": result.facility_num_modernized[1],
+                },
             },
-        },
-    )
-    rows = [{"table": name, **counts} for name, counts in result.tables.items()]
-    last_value, is_called = result.facility_num_modernized
-    yield MaterializeResult(
-        metadata={
-            "tables": table(rows),
-            "modernized_facility_num": f"last_value {last_value}, is_called {is_called} "
-            "(unchanged)",
-            "duration_s": result.seconds,
-            **evidence_metadata(store),
-        }
-    )
-    yield check_result(check)
+        )
+        rows = [{"table": name, **counts} for name, counts in result.tables.items()]
+        last_value, is_called = result.facility_num_modernized
+        yield MaterializeResult(
+            metadata={
+                "tables": table(rows),
+                "modernized_facility_num": f"last_value {last_value}, is_called {is_called} "
+                "(unchanged)",
+                "duration_s": result.seconds,
+                **evidence_metadata(store),
+            }
+        )
+        yield check_result(check)

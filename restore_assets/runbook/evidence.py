@@ -12,7 +12,8 @@ import datetime as dt
 import fcntl
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from restore_assets.runbook.files import write_private
@@ -90,28 +91,26 @@ class EvidenceStore:
         existing = self.path(name).read_text(encoding="utf-8") if self.path(name).exists() else ""
         return self.write(name, existing + text)
 
-    def steps(self) -> dict[str, dict[str, str]]:
-        """The steps recorded so far, in the order they were first recorded."""
-        try:
-            text = self.path(STEPS_FILE).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        return json.loads(text) if text.strip() else {}
-
-    def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
-        """Add one step's outcome and re-render README.md (sides may run in parallel
-        processes, hence the file lock)."""
+    @contextmanager
+    def steps_locked(self) -> Iterator[dict[str, dict[str, str]]]:
+        """The steps recorded so far (in the order first recorded), to change while no other
+        process of the run can (sides may run in parallel processes, hence the file lock);
+        written back, and README.md re-rendered, on the way out."""
         fd = os.open(self.path(STEPS_FILE), os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
             text = handle.read()
             steps = json.loads(text) if text.strip() else {}
-            steps[step] = {"status": status, **{k: plain(v) for k, v in summary.items()}}
+            yield steps
             handle.seek(0)
             handle.truncate()
             handle.write(json.dumps(steps, indent=2, ensure_ascii=False))
             self.write("README.md", render_readme(self.folder, steps))
+
+    def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
+        """Add one step's outcome and re-render README.md."""
+        with self.steps_locked() as steps:
+            steps[step] = {"status": status, **{k: plain(v) for k, v in summary.items()}}
 
 
 def plain(value: object) -> str:

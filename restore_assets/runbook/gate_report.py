@@ -157,8 +157,7 @@ def gate_table_row(report: GateReport) -> str:
     else:
         state = "✅ Done"
     gates = ", ".join(f"{g.id} {_verdict(g, '✅', '❌')}" for g in report.gates)
-    skipped_ids = [f"{g.id}/{c.id} skipped" for g in report.gates for c in g.skipped_checks]
-    notes = "; ".join([gates, *skipped_ids])
+    notes = _cell("; ".join([gates, *report.open_items]))  # the cause, not only the verdicts
     return (
         "| Gate | Status | Date | Evidence | Notes |\n"
         "| --- | --- | --- | --- | --- |\n"
@@ -217,15 +216,21 @@ def unreached_report(evidence_label: str, stops: Mapping[str, tuple[str, str]]) 
 STOP_STATUSES = ("interrupted", "failed", "blocked")
 
 
-def record_stop(evidence: EvidenceStore, step: str, status: str, error: str) -> GateReport:
-    """`step` stopped the run (blocked, failed, interrupted): record it, and write the gate
-    report naming every step of this run that stopped so far, each with its own reason (both
-    sides blocked, or one side failed and the other blocked, are all said). Raises OSError
-    when the evidence cannot be written."""
-    evidence.record_step(step, status, {"error": error})
+def record_stop(
+    evidence: EvidenceStore,
+    steps: dict[str, dict[str, str]],
+    step: str,
+    status: str,
+    error: str,
+) -> GateReport:
+    """`step` stopped the run (blocked, failed, interrupted): record it in `steps` (held locked,
+    `EvidenceStore.steps_locked`), and write the gate report naming every step of this run that
+    stopped so far, each with its own reason (both sides blocked, or one side failed and the
+    other blocked, are all said). Raises OSError when the evidence cannot be written."""
+    steps[step] = {"status": status, "error": error}
     stops = {
         name: (summary["status"], summary["error"])
-        for name, summary in evidence.steps().items()
+        for name, summary in steps.items()
         if summary.get("status") in STOP_STATUSES and "error" in summary
     }
     report = unreached_report(evidence.label, stops)

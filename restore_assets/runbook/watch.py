@@ -49,9 +49,11 @@ class LastRestore:
     """The latest run that restored (or is restoring) a side of a target."""
 
     run_id: str
-    content: str | None  # its content key
-    state: str  # "running", "passed", "failed" (a step or check failed), "crashed"
-    crashes: int = 0  # runs of this very content that crashed (process died, interrupted)
+    content: str | None  # its content key (None: not known yet, e.g. a queued UI run)
+    # "running"; "passed"; "failed" (a step or check failed); "stopped" (interrupted or
+    # canceled by a person); "crashed" (its process died: no step failed, none was stopped)
+    state: str
+    crashes: int = 0  # runs of this very content whose process died
 
 
 RETRIES_AFTER_A_CRASH = 2  # a crash is retried, but a content that kills its run is not for ever
@@ -59,24 +61,30 @@ RETRIES_AFTER_A_CRASH = 2  # a crash is retried, but a content that kills its ru
 
 def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None:
     """None when `key` must be restored; else why not, in words for the skip reason."""
+    if last is not None and last.state == "running":  # whatever it restores: one at a time
+        return f"{side}: a restore is under way (run {last.run_id[:8]}); next look"
     if last is None or last.content != key:
         return None
     run = last.run_id[:8]
     if last.state == "passed":
         return f"{side}: up to date (content {key} restored by run {run})"
-    if last.state == "running":
-        return f"{side}: content {key} is being restored by run {run}"
     if last.state == "failed":
         return (
-            f"{side}: content {key} failed in run {run} and is not retried by itself (a content "
-            "failure): see that run's evidence, deliver corrected files, or `restore-assets run`"
+            f"{side}: content {key} failed in run {run} and is not retried by itself: see that "
+            "run's evidence; once the cause is fixed (files, target or configuration), deliver "
+            "the files again or `restore-assets run`"
+        )
+    if last.state == "stopped":
+        return (
+            f"{side}: content {key}: run {run} was stopped (interrupted or canceled) and is not "
+            "restarted by itself: `restore-assets run`, or launch it again"
         )
     if last.crashes > RETRIES_AFTER_A_CRASH:
         return (
             f"{side}: content {key} crashed {last.crashes} times (last: run {run}); not retried "
             "by itself any more: `restore-assets run` after looking at why"
         )
-    return None  # crashed (process died, interrupted): requested again
+    return None  # its process died: requested again
 
 
 # A tick reads (hashes, checks header and footer) at most this much of newly settled files,
