@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # What ruff checks: the product, its tests, and the benchmark tooling beside them.
 LINT_PATHS := restore_assets restore_assets_tests bench
 
-.PHONY: demo test test-deps lint format bench dev ui clean install security-table
+.PHONY: demo test test-fast test-deps lint format bench dev ui clean install security-table
 
 install: $(STAMP)
 
@@ -31,6 +31,17 @@ test: $(STAMP) test-deps
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+## The edit-run loop (under 90 s): ruff, then the tests that need no browser, Java, Docker, own
+## process or whole restore, i.e. none marked below (markers: setup.cfg). It lists any test of
+## a second or more (mark it slow). `make test` still runs them all.
+FAST_MARKERS := not (e2e or browser or real_flyway or docker or slow)
+test-fast: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" --durations=5 --durations-min=1; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -41,6 +41,7 @@ def test_missing_secrets_exit_2_and_nothing_touched(secrets_dir, artifacts_dir, 
     assert database_fingerprint() == []  # the external database was never touched
 
 
+@pytest.mark.slow
 def test_loose_mode_exit_2_names_file_and_mode(secrets_dir, artifacts_dir):
     (secrets_dir / LEGACY_SEED_FILE).chmod(0o644)
     done = run_cli("run", "--only", "legacy")
@@ -48,6 +49,7 @@ def test_loose_mode_exit_2_names_file_and_mode(secrets_dir, artifacts_dir):
     assert "mode 0644" in done.stdout and LEGACY_SEED_FILE in done.stdout
 
 
+@pytest.mark.slow
 def test_external_consent_backup_and_no_password_anywhere(
     secrets_dir, artifacts_dir, external_legacy
 ):
@@ -152,6 +154,7 @@ def test_ops_request_names_what_is_missing(secrets_dir):
         assert needed in done.stdout
 
 
+@pytest.mark.slow
 def test_blocked_run_starts_no_server_and_prints_the_gates_it_stopped(tmp_path, monkeypatch):
     """Intake comes first: with no Secrets not even the embedded server is started."""
     state = tmp_path / "fresh-state"
@@ -166,6 +169,7 @@ def test_blocked_run_starts_no_server_and_prints_the_gates_it_stopped(tmp_path, 
     assert evidence_line(done.stdout).is_dir()
 
 
+@pytest.mark.slow
 def test_unexpected_step_error_still_names_the_evidence_folder(
     secrets_dir, artifacts_dir, monkeypatch
 ):

@@ -102,6 +102,7 @@ def test_instance_config_is_ours_upgraded_and_a_users_own_is_kept(tmp_path, monk
     assert config.read_text() == own
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bad", ["POSTGRES_PORT=abc", "RESTORE_SENSOR_INTERVAL_SECONDS=abc", "RESTORE_TARGETS=/no/such"]
 )

@@ -139,6 +139,7 @@ def _example_password_envs() -> set[str]:
     }
 
 
+@pytest.mark.docker
 def test_docker_compose_config(tmp_path):
     docker = shutil.which("docker")
     if docker is None:

@@ -17,6 +17,8 @@ from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.real_flyway import FLYWAY_VERSION, OracleUnavailable, cli_launcher
 from restore_assets_tests.test_modernized import modern_rows
 
+pytestmark = pytest.mark.real_flyway
+
 GATES = ("history_versions", "expected_tables", "expected_columns", "pg_trgm")
 
 

@@ -18,6 +18,8 @@ from restore_assets_tests.conftest import EXTERNAL_PASSWORD
 from restore_assets_tests.flyway_twin import Twin
 from restore_assets_tests.real_flyway import OracleUnavailable, RealFlyway
 
+pytestmark = pytest.mark.real_flyway
+
 
 @pytest.fixture(scope="session")
 def real_flyway():

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DagsterInstance
 
 from restore_assets.definitions import defs
@@ -18,6 +19,8 @@ from restore_assets.settings import (
 )
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 from restore_assets_tests.helpers import evidence_folders, gate_results, gates_only, run_all
+
+pytestmark = pytest.mark.slow  # every test runs the chain or a CLI run
 
 COMPLETE_EVIDENCE = {
     "README.md",

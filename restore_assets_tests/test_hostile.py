@@ -155,6 +155,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_damaged_delivery_blocks_both_sides_before_anything_is_touched(
     case, secrets_dir, artifacts_dir
@@ -187,6 +188,7 @@ def test_an_in_place_edit_with_the_mtime_put_back_is_hashed_again(secrets_dir, s
     assert store.inspect(LEGACY_SEED_FILE).sha256 != before
 
 
+@pytest.mark.slow
 def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_dir):
     """psql runs with VERBOSITY=terse: PostgreSQL's CONTEXT line (the whole row) stays out of the
     evidence, and the embedded server's own log (in RESTORE_STATE_DIR) does not keep it either."""
@@ -212,6 +214,7 @@ def test_a_malformed_seed_row_never_reaches_the_evidence(secrets_dir, artifacts_
             assert value not in logged, logged[-2000:]
 
 
+@pytest.mark.slow
 def test_evidence_is_private(secrets_dir, artifacts_dir):
     """Another local user reading the evidence folder (patients' counts, server details)."""
     done = run_cli("run", "--only", "legacy")
@@ -221,6 +224,7 @@ def test_evidence_is_private(secrets_dir, artifacts_dir):
     assert modes and set(modes.values()) == {0o600}, modes
 
 
+@pytest.mark.slow
 def test_a_psql_without_restricted_mode_is_refused_before_anything_is_touched(
     secrets_dir, artifacts_dir, tmp_path, monkeypatch
 ):
@@ -237,6 +241,7 @@ def test_a_psql_without_restricted_mode_is_refused_before_anything_is_touched(
     assert database_fingerprint() == before
 
 
+@pytest.mark.slow
 def test_the_dt_transcript_names_no_schema_in_a_meta_command(secrets_dir, artifacts_dir):
     """Schema names come from the server's catalogue, never typed into `\\dt`."""
     (secrets_dir / LEGACY_SCHEMA_FILE).write_text(
@@ -267,6 +272,7 @@ def test_a_password_with_backslash_and_quote_reaches_flyway_unaltered(tmp_path):
     assert config.password == password and config.placeholders["pw"] == "x" + password
 
 
+@pytest.mark.slow
 def test_a_failing_migration_never_shows_the_password(
     secrets_dir, artifacts_dir, external_modernized, tmp_path, monkeypatch
 ):
@@ -294,6 +300,7 @@ def test_a_failing_migration_never_shows_the_password(
                 assert EXTERNAL_PASSWORD.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "only",
     [
@@ -322,6 +329,7 @@ def test_a_target_holding_only_other_kinds_of_objects_is_not_empty(
     assert not (secrets_dir / "backups").exists()
 
 
+@pytest.mark.slow
 def test_a_superuser_target_role_is_written_in_the_evidence(
     secrets_dir, artifacts_dir, external_legacy, monkeypatch
 ):
@@ -365,6 +373,7 @@ _PAYLOADS = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @hypothesis.settings(
     max_examples=40,
     deadline=None,
@@ -384,6 +393,7 @@ def test_no_wrapping_makes_psql_run_a_meta_command(contexts, payload, data, tmp_
     assert not marker.exists(), text
 
 
+@pytest.mark.slow
 def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifacts_dir):
     """A restore holds the target's lock exclusively (from any process or state directory); the
     gates take it shared, so they wait until the restore is over instead of interleaving."""
@@ -411,6 +421,7 @@ def test_gates_never_read_a_target_while_a_restore_holds_it(secrets_dir, artifac
     assert result.success and finished >= released[0]  # it waited for the "restore" to end
 
 
+@pytest.mark.slow
 def test_a_restore_waiting_for_the_target_lock_says_who_holds_it(
     secrets_dir, artifacts_dir, monkeypatch
 ):
@@ -468,6 +479,7 @@ def test_the_embedded_server_lets_in_only_this_os_user_as_the_projects_roles(set
     assert legacy_target().role_is_superuser() is False  # and it is not a superuser
 
 
+@pytest.mark.slow
 def test_evidence_failing_after_commit_says_the_target_was_restored(
     secrets_dir, artifacts_dir, monkeypatch
 ):
@@ -491,6 +503,7 @@ def test_evidence_failing_after_commit_says_the_target_was_restored(
     assert query("SELECT count(*) > 0 FROM d_patient") == [(True,)]  # really committed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("statement", ["COMMIT;", "rollback;", "END;", "BEGIN;"])
 def test_a_dump_that_ends_the_transaction_itself_is_refused_untouched(
     statement, secrets_dir, artifacts_dir

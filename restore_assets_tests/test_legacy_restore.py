@@ -59,6 +59,7 @@ def insert_line(path, before_line: int, text: str) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_demo_secrets_restore_and_verify(side, secrets_dir, artifacts_dir):
     result = restored()
     assert check_results(result) == {
@@ -88,6 +89,7 @@ def test_demo_secrets_restore_and_verify(side, secrets_dir, artifacts_dir):
         assert secret not in evidence_text
 
 
+@pytest.mark.slow
 def test_second_restore_backs_up_the_non_empty_target_first(side, secrets_dir, artifacts_dir):
     restored()
     execute("CREATE TABLE public.local_notes (note text)")
@@ -124,6 +126,7 @@ def backups_of(secrets_dir) -> int:
     return len(list((secrets_dir / "backups").glob("*/legacy-*.dump")))
 
 
+@pytest.mark.slow
 def test_backup_is_skipped_only_for_an_embedded_target_unchanged_since_the_same_files(
     side, secrets_dir, artifacts_dir
 ):
@@ -162,6 +165,7 @@ def test_backup_is_skipped_only_for_an_embedded_target_unchanged_since_the_same_
     assert backups_of(secrets_dir) == taken + 4
 
 
+@pytest.mark.slow
 def test_planted_shell_escape_is_refused_and_never_run(side, secrets_dir, tmp_path):
     restored()
     before = database_fingerprint()
@@ -176,6 +180,7 @@ def test_planted_shell_escape_is_refused_and_never_run(side, secrets_dir, tmp_pa
     assert database_fingerprint() == before
 
 
+@pytest.mark.slow
 def test_seed_failing_half_way_leaves_the_target_exactly_as_it_was(side, secrets_dir):
     restored()
     execute("CREATE TABLE public.canary (id int)")
@@ -194,6 +199,7 @@ def test_seed_failing_half_way_leaves_the_target_exactly_as_it_was(side, secrets
     assert database_fingerprint() == before
 
 
+@pytest.mark.slow
 def test_dump_from_newer_pg_dump_stops_before_anything_is_dropped(side, secrets_dir):
     restored()
     execute("CREATE TABLE public.canary (id int)")
@@ -245,6 +251,7 @@ def facility_num_state():
     return query("SELECT last_value, is_called FROM facility_num")[0]
 
 
+@pytest.mark.slow
 def test_facility_num_preview_consumes_nothing(side, secrets_dir):
     restored()
     before = facility_num_state()
@@ -255,6 +262,7 @@ def test_facility_num_preview_consumes_nothing(side, secrets_dir):
     assert query("SELECT nextval('facility_num')") == [(before[0] + 1,)]
 
 
+@pytest.mark.slow
 def test_facility_num_behind_the_facilities_is_realigned(side, secrets_dir, artifacts_dir):
     restored()
     execute(

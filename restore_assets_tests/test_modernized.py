@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 
 import psycopg
+import pytest
 from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.modernized import HISTORY, modernized_flyway_history, modernized_schema
@@ -52,6 +53,7 @@ def modern_rows():
         ).fetchall()
 
 
+@pytest.mark.slow
 def test_cli_modernized_on_external_writes_flyways_history(
     secrets_dir, artifacts_dir, external_modernized
 ):
@@ -87,6 +89,7 @@ def test_cli_modernized_on_external_writes_flyways_history(
     assert [r[:6] for r in modern_rows()] == [r[:6] for r in expected]
 
 
+@pytest.mark.slow
 def test_flyway_cli_on_the_restored_database(
     secrets_dir, artifacts_dir, external_modernized, tmp_path
 ):
@@ -116,6 +119,7 @@ def test_flyway_cli_on_the_restored_database(
     assert "checksum mismatch for migration version 0003" in validate.stdout
 
 
+@pytest.mark.slow
 def test_failed_row_then_repair_then_migrate_recovers(
     secrets_dir, artifacts_dir, external_modernized, tmp_path, monkeypatch
 ):

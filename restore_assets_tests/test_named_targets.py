@@ -134,6 +134,7 @@ def _dbs(settings) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_run_all_restores_every_clinic_into_its_own_databases_and_evidence(
     demo_secrets, tmp_path, monkeypatch, artifacts_dir
 ):
@@ -192,6 +193,7 @@ def test_the_plan_of_a_target_never_restored_creates_nothing(demo_secrets, tmp_p
     assert not {"od_never_legacy", "od_never_modern"} & names
 
 
+@pytest.mark.slow
 def test_one_clinic_blocked_does_not_stop_the_others_and_the_exit_says_so(
     demo_secrets, tmp_path, monkeypatch, artifacts_dir
 ):

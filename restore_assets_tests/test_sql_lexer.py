@@ -360,6 +360,7 @@ def results(cur: psycopg.Cursor) -> list[tuple[str | None, list[str] | None, lis
             return found
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=60, deadline=None)
 @given(text=migration())
 def test_flyway_split_gives_what_postgresql_gives_for_the_whole_text(scratch_db, text):
@@ -426,6 +427,7 @@ def what_ran(names_and_arguments) -> Counter:
     )
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=60, deadline=None)
 @given(script=psql_script())
 def test_psql_scanner_finds_exactly_the_meta_commands_psql_runs(
