@@ -239,12 +239,6 @@ def test_pure_parts_import_without_psycopg_or_dagster():
     assert done.returncode == 0, done.stderr
 
 
-# What the engine still takes from the project: the SQL lexer it shares with psql vetting and
-# the bounded advisory-lock wait. Both are dependency-free; moving them under the engine is
-# left to do (issue 19, item 3). Anything else is a new coupling and fails below.
-STILL_SHARED = {"restore_assets.pg.lexer", "restore_assets.pg.locks"}
-
-
 def test_the_engine_imports_nothing_from_the_rest_of_the_project():
     """restore_assets/flyway/ could be published alone: its modules import only each other (the
     project's adapter, runbook/flyway_adapter.py, imports the engine, never the reverse)."""
@@ -263,7 +257,7 @@ def test_the_engine_imports_nothing_from_the_rest_of_the_project():
                     name == "restore_assets.flyway" or name.startswith("restore_assets.flyway.")
                 ):
                     outside.add((path.relative_to(package).as_posix(), name))
-    assert {name for _, name in outside} <= STILL_SHARED, sorted(outside)
+    assert not outside, sorted(outside)
 
 
 def migration(version: str | None, description: str, checksum: int = 1) -> ResolvedMigration:

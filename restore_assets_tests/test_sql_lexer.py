@@ -1,5 +1,6 @@
-"""The one SQL lexer (restore_assets.pg.lexer) in its two dialects: the cases the old hand-written
-lexers got wrong, then properties checked against PostgreSQL's and psql's own answers."""
+"""The one SQL lexer (restore_assets.flyway.lexer) in its two dialects: the cases the old
+hand-written lexers got wrong, then properties checked against PostgreSQL's and psql's own
+answers."""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from restore_assets.errors import UnsafeScriptError
-from restore_assets.flyway.statements import split_statements
-from restore_assets.pg.clients import client_binary
-from restore_assets.pg.lexer import (
+from restore_assets.flyway.lexer import (
     FLYWAY_POSTGRES,
     PSQL,
     Lexer,
@@ -27,6 +26,8 @@ from restore_assets.pg.lexer import (
     lex,
     split_lines,
 )
+from restore_assets.flyway.statements import split_statements
+from restore_assets.pg.clients import client_binary
 from restore_assets.pg.psql import check_script, iter_meta_commands
 from restore_assets.pg.targets import PostgresTarget, embedded_admin
 

@@ -13,7 +13,7 @@ from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history import HistoryTable, lock_key
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.pg.locks import advisory_lock as pg_advisory_lock
+from restore_assets.flyway.locks import advisory_lock as pg_advisory_lock
 
 Connect = Callable[[], psycopg.Connection]
 Log = Callable[[str], None]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from restore_assets.flyway.errors import FlywayError
-from restore_assets.pg.lexer import FLYWAY_POSTGRES, Span, lex, split_lines
+from restore_assets.flyway.lexer import FLYWAY_POSTGRES, Span, lex, split_lines
 
 if TYPE_CHECKING:
     from restore_assets.flyway.resolver import ResolvedMigration

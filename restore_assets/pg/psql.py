@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from restore_assets.errors import UnsafeScriptError
-from restore_assets.pg.lexer import PSQL, Lexer, MetaCommand, Span, lex
+from restore_assets.flyway.lexer import PSQL, Lexer, MetaCommand, Span, lex
 
 ALLOWED_META = ("restrict", "unrestrict")  # pg_dump's own; never \connect
 _CREATE_SCHEMA = re.compile(r'^CREATE SCHEMA (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)\s*;')
@@ -32,7 +32,7 @@ _TRANSACTION_WHY = (
 
 def iter_meta_commands(lines: Iterable[str]) -> Iterator[MetaCommand]:
     """Yield every psql meta-command psql would see, skipping quoted text, comments and COPY data
-    (`lines` split at `\\n` only, as psql reads them; see `restore_assets.pg.lexer`)."""
+    (`lines` split at `\\n` only, as psql reads them; see `restore_assets.flyway.lexer`)."""
     for event in lex(lines, PSQL):
         if isinstance(event, MetaCommand):
             yield event

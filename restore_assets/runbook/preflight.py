@@ -9,8 +9,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from restore_assets.errors import PreflightFailed, RestoreError
+from restore_assets.flyway.locks import advisory_lock
 from restore_assets.pg.clients import major_version, parse_major
-from restore_assets.pg.locks import advisory_lock
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.settings import Settings

@@ -1,5 +1,5 @@
-"""Session advisory locks with a bounded, quiet wait (sleep, not spin) — one restore per target,
-one Flyway per history table."""
+"""Session advisory locks with a bounded, quiet wait (sleep, not spin) — one Flyway per history
+table, and (the project uses it too) one restore per target."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from contextlib import contextmanager
 
 import psycopg
 
-from restore_assets.errors import RestoreError
-
 
 @contextmanager
 def advisory_lock(
@@ -18,7 +16,7 @@ def advisory_lock(
     key: int,
     *,
     wait_seconds: float,
-    busy: Callable[[], RestoreError],
+    busy: Callable[[], Exception],  # what to raise: the caller's own error
     on_wait: Callable[[], None] = lambda: None,
     poll_seconds: float = 0.2,
     shared: bool = False,
