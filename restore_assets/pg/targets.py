@@ -27,11 +27,22 @@ EMBEDDED_SUPERUSER = "postgres"
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every secret value in `text`; used on every log line, metadata value and error."""
+    """Replace every secret value in `text`, and drop a database error's DETAIL and CONTEXT
+    lines, which can quote a row (`Failing row contains (…)`, `Key (userid)=(…)`, a COPY
+    line): used on every log line, metadata value, error and evidence file."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
-    return text
+    return _ROW_QUOTING.sub("", text)
+
+
+_ROW_QUOTING = re.compile(r"^[ \t]*(?:DETAIL|CONTEXT):.*(?:\n|$)", re.MULTILINE)
+
+
+def db_error(exc: BaseException) -> str:
+    """An error as a message may carry it: its first line only (a database error's primary
+    message; the DETAIL and CONTEXT lines after it can quote a row)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ class EvidenceStore:
             yield steps
             handle.seek(0)
             handle.truncate()
-            handle.write(json.dumps(steps, indent=2, ensure_ascii=False))
+            handle.write(self._redact(json.dumps(steps, indent=2, ensure_ascii=False)))
             self.write("README.md", render_readme(self.folder, steps))
 
     def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:

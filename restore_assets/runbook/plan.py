@@ -34,7 +34,7 @@ from restore_assets.errors import (
 )
 from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.targets import PostgresTarget, db_error
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.gates import GATE_CHECKS
@@ -218,7 +218,9 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
         if target.side == "modernized":
             _flyway(plan, settings, target)
     except psycopg.Error as exc:  # e.g. no privilege on a catalogue view
-        plan.stop(EXIT_FAILED, target.redact(f"could not read the {target.describe()}: {exc}"))
+        plan.stop(
+            EXIT_FAILED, target.redact(f"could not read the {target.describe()}: {db_error(exc)}")
+        )
 
 
 def _not_created_yet(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
