@@ -365,10 +365,10 @@ def test_runs_recorded_before_runs_were_tagged_still_count(secrets_dir, artifact
     """An instance from before restore steps tagged their runs: each side's last
     materialization (its `inputs` table: the files' sha256) says what it restored, so the
     first `make ui` after an upgrade does not restore everything again."""
-    from dagster import AssetMaterialization
+    from dagster import AssetMaterialization, DagsterEvent, DagsterEventType
+    from dagster._core.events import StepMaterializationData  # the test forges an old run
 
     from restore_assets.assets.shell import RESTORE_KEYS, table
-    from restore_assets.assets.stops import report_into_run
     from restore_assets.runbook.intake import SecretsStore
     from restore_assets.settings import load_settings
 
@@ -379,9 +379,10 @@ def test_runs_recorded_before_runs_were_tagged_still_count(secrets_dir, artifact
     store = SecretsStore(load_settings())
     for side, key in RESTORE_KEYS.items():  # what such a run recorded, and nothing else
         inputs = table([f.as_evidence() for f in store.inspect_side(side)])
-        report_into_run(
-            watcher.instance, old, AssetMaterialization(key, metadata={"inputs": inputs})
-        )
+        data = StepMaterializationData(AssetMaterialization(key, metadata={"inputs": inputs}))
+        kind = DagsterEventType.ASSET_MATERIALIZATION.value
+        event = DagsterEvent(kind, job_name=old.job_name, event_specific_data=data)
+        watcher.instance.report_dagster_event(event, old.run_id)
     watcher.tick()
     requests, reason = watcher.tick(launch=False)
     assert requests == [], reason

@@ -12,13 +12,13 @@ from dagster import (
     AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
+    DagsterEvent,
+    DagsterEventType,
     Failure,
     HookContext,
     MetadataValue,
     failure_hook,
 )
-from dagster._core.errors import DagsterAssetCheckFailedError
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 
 from restore_assets.errors import (
     EXIT_BLOCKED,
@@ -81,41 +81,27 @@ def record_stop(
 
 
 def _report_gates(instance, run, report, step: str, error: str) -> None:
-    report_into_run(
-        instance,
-        run,
+    # gates/report's page: a materialization saying the run stopped, never an older "passed".
+    instance.report_runless_asset_event(
         AssetMaterialization(
             asset_key=GATES_REPORT,
             description=f"{report.status}: {report.gates[0].summary()}",
             metadata={"status": report.status, "stopped_by": step, "reason": error},
             partition=run.tags.get(PARTITION_TAG),
-        ),
-    )
-    for gate in report.gates:
-        report_into_run(
-            instance,
-            run,
-            AssetCheckEvaluation(
-                asset_key=GATES_REPORT,
-                check_name=gate.id,
-                passed=False,
-                description=gate.summary(),
-                metadata={"checks": table([c.as_dict() for c in gate.checks])},
-                partition=run.tags.get(PARTITION_TAG),
-            ),
         )
-
-
-def report_into_run(instance, run, event: AssetMaterialization | AssetCheckEvaluation) -> None:
-    """An event about another asset than the step's own, stored in `run`'s event log: the UI
-    shows it on that run, and the CLI reads its outcome from there."""
-    if isinstance(event, AssetCheckEvaluation):
-        kind, data = DagsterEventType.ASSET_CHECK_EVALUATION, event
-    else:
-        kind, data = DagsterEventType.ASSET_MATERIALIZATION, StepMaterializationData(event)
-    instance.report_dagster_event(
-        DagsterEvent(kind.value, job_name=run.job_name, event_specific_data=data), run.run_id
     )
+    for gate in report.gates:  # the run's own gate checks: failed, with the reason
+        evaluation = AssetCheckEvaluation(
+            asset_key=GATES_REPORT,
+            check_name=gate.id,
+            passed=False,
+            description=gate.summary(),
+            metadata={"checks": table([c.as_dict() for c in gate.checks])},
+            partition=run.tags.get(PARTITION_TAG),
+        )
+        kind = DagsterEventType.ASSET_CHECK_EVALUATION.value
+        event = DagsterEvent(kind, job_name=run.job_name, event_specific_data=evaluation)
+        instance.report_dagster_event(event, run.run_id)  # the UI shows it on the run
 
 
 @failure_hook(required_resource_keys={"evidence"})
@@ -124,15 +110,29 @@ def record_unexpected_failure(context: HookContext) -> None:
     but an outcome the step has recorded itself — the Failure `fail` raises, a blocking check
     that failed — is recorded as a stop too, so the gate report and `gates/report` never keep
     an older "passed". (Dagster's implicit "Materialize all" job has no hook: `recorded`.)"""
-    exc = context.op_exception
-    if isinstance(exc, Failure | DagsterAssetCheckFailedError):
+    if isinstance(context.op_exception, Failure) or _failed_blocking_checks(context):
         return
+    exc = context.op_exception
     run = context.instance.get_run_by_id(context.run_id)
     evidence = context.resources.evidence.for_dagster_run(run, context.instance)
     error = evidence.redact(str(UnexpectedError(exc)))
     key = context.step_key  # an asset's op (`modernized__schema`) or the Legacy multi-asset's
     step = key.replace("__", "/") if "__" in key else key.replace("_", "/", 1)
     record_stop(context, evidence, step, "failed", error, instance=context.instance, run=run)
+
+
+def _failed_blocking_checks(context: HookContext) -> bool:
+    """Whether the step failed because a blocking check of its own failed (the gates' verdicts,
+    a side's required tables): an outcome the step recorded itself."""
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    return any(
+        r.event_log_entry.step_key == context.step_key
+        and not r.event_log_entry.dagster_event.asset_check_evaluation_data.passed
+        and r.event_log_entry.dagster_event.asset_check_evaluation_data.blocking
+        for r in records
+    )
 
 
 def stop_on_blocking_checks(context, evidence: EvidenceStore, key: AssetKey, checks) -> None:
@@ -165,7 +165,7 @@ def recorded(context, evidence: EvidenceStore, step: str):
     `RestoreError` with its exit code, anything else as an unexpected error (first line only)."""
     try:
         yield
-    except (Failure, DagsterAssetCheckFailedError):
+    except Failure:
         raise  # recorded already
     except RestoreError as exc:
         raise fail(context, evidence, step, exc) from None
