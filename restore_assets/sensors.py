@@ -133,6 +133,11 @@ def _watch(
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
     waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
     restore = {side: key for side, key in seen.settled.items() if not waits[side]}
+    if seen.unread:  # the intake run reads one side: both sides then go together
+        waits |= {
+            side: f"{side}: waits for the intake run's read of the other side" for side in restore
+        }
+        restore = {}
     # A chain that failed as a whole is run again as a whole when corrected files for one of
     # its sides arrive: the other side's unchanged content failed only with it.
     failed_with = {lasts[side].run_id for side in restore if lasts[side]}

@@ -314,7 +314,8 @@ def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
     from restore_assets.runbook.intake import SecretsStore
     from restore_assets.settings import load_settings
 
-    monkeypatch.setattr(watch, "TICK_READ_BYTES", 1000)
+    # Made small: the Legacy files (about 78 kB) exceed it, the Modernized one (16 kB) does not.
+    monkeypatch.setattr(watch, "TICK_READ_BYTES", 40_000)
     shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
     watcher = Watcher()
     watcher.tick()
@@ -322,9 +323,10 @@ def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
     assert [job for job, _ in requests] == ["secrets_intake"], reason
     log = artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log"
     assert "legacy: settled; the intake run reads and hashes" in log.read_text()
-    files = [f for side_files in SIDE_FILES.values() for f in side_files]
+    files = SIDE_FILES["legacy"]
     unread = SecretsStore(load_settings()).unread_bytes(files)
-    assert unread == sum((store / f).stat().st_size for f in files)  # the tick read nothing
+    assert unread == sum((store / f).stat().st_size for f in files)  # the tick read none of it
+    assert "modernized: waits for the intake run's read" in log.read_text()  # both go together
     assert watcher.tick()[0] == requests  # asked again, the same key: the daemon drops it
     assert watcher.results[-1].success  # the intake run read them
     assert SecretsStore(load_settings()).unread_bytes(files) == 0

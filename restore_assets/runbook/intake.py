@@ -104,10 +104,18 @@ class SecretsStore:
             return None
         for other_side, relpaths in SIDE_FILES.items():
             for relpath in relpaths if other_side != side else ():
+                if self._size(relpath) != file.size:
+                    continue  # not the same bytes, and never read for that (a 2 GB seed)
                 other = self.inspect(relpath)
                 if other.sha256 == file.sha256:
                     return relpath
         return None
+
+    def _size(self, relpath: str) -> int | None:
+        try:
+            return (self.root / relpath).resolve().stat().st_size
+        except OSError:
+            return None
 
     def inspect_all(self) -> list[SecretFile]:
         return [f for side in SIDES for f in self.inspect_side(side)]
