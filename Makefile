@@ -11,6 +11,7 @@ LINT_PATHS := restore_assets restore_assets_tests bench
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	scripts/test-deps --venv $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
