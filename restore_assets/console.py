@@ -7,16 +7,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from dagster import Field, InitLoggerContext, logger
-from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
-from dagster._loggers import create_console_logger
+from dagster import Field, InitLoggerContext, colored_console_logger, logger
 
 _UPSTREAM_STOPPED = "Dependencies for step"
+# Where Dagster puts a log record's step, event and original message (1.x). Without it (another
+# Dagster) every line is still printed, only without its step.
+_DAGSTER_META = "dagster_meta"
 
 
 class _BriefHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        meta = getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
+        meta = getattr(record, _DAGSTER_META, None) or {}
         message = meta.get("orig_message", record.getMessage())
         if meta.get("dagster_event") is not None or message.startswith(_UPSTREAM_STOPPED):
             return  # framework events and skips: the CLI prints its own summary of them
@@ -34,8 +35,8 @@ class _BriefHandler(logging.Handler):
 )
 def brief_console_logger(init_context: InitLoggerContext) -> logging.Logger:
     config = init_context.logger_config
-    if config["verbose"]:
-        return create_console_logger(config["name"], config["log_level"])
+    if config["verbose"]:  # Dagster's own colored console logger (it reads log_level and name)
+        return colored_console_logger.logger_fn(init_context)
     log = logging.getLogger("restore_assets.console")
     log.setLevel(config["log_level"])
     log.propagate = False
