@@ -129,7 +129,9 @@ def _watch(
     if zips and settings.secrets_zip_password is None:
         inbox_lines.append(f"inbox: {len(zips)} ZIP(s) wait: SECRETS_ZIP_PASSWORD is not set")
         zips = {}
-    intake = intake_request(settings, zips, seen)
+    intake, intake_wait = intake_request(instance, settings, zips, seen)
+    if intake_wait:
+        inbox_lines.append(intake_wait)
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
     waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
     restore = {side: key for side, key in seen.settled.items() if not waits[side]}
@@ -181,21 +183,36 @@ def _watch(
     return requests, f"watching {store.root}: {status}", seen.state
 
 
-def intake_request(settings: Settings, zips: dict[str, list[int]], seen) -> RunRequest | None:
-    """The intake run for what a tick must not do itself: unpack settled ZIPs, read a large
-    new delivery. Its run key is the state it was asked for: asked once per state."""
+INTAKE_STATE_TAG = "restore_assets/intake_state"  # the state an intake run was asked to read
+INTAKE_TRIES = 2  # a state still unread after two finished intake runs is not asked again
+
+
+def intake_request(
+    instance, settings: Settings, zips: dict[str, list[int]], seen
+) -> tuple[RunRequest | None, str | None]:
+    """The intake run for what a tick must not do itself (unpack settled ZIPs, read a large
+    new delivery), or why none is asked: one is under way, or two already ran for this very
+    state and it is still unread (their logs say why). Its run key is the state and the try."""
     unread = {rel: seen.state.seen[rel] for side in seen.unread for rel in SIDE_FILES[side]}
     if not zips and not unread:
-        return None
+        return None, None
     target = settings.target_name
     state = json.dumps({"zips": zips, "unread": unread}, sort_keys=True)
     digest = hashlib.sha256(state.encode()).hexdigest()[:16]
-    return RunRequest(
-        run_key=f"{target + ':' if target else ''}{INTAKE_JOB}:{digest}",
+    tags = {**({TARGET_TAG: target} if target else {}), INTAKE_STATE_TAG: digest}
+    tried = instance.get_runs(RunsFilter(job_name=INTAKE_JOB, tags=tags))
+    if any(run.status in _RUNNING for run in tried):
+        return None, f"the intake run {tried[0].run_id[:8]} is reading; next look"
+    if len(tried) >= INTAKE_TRIES:
+        runs = ", ".join(run.run_id[:8] for run in tried)
+        return None, f"intake runs {runs} did not read this delivery: see their logs"
+    request = RunRequest(
+        run_key=f"{target + ':' if target else ''}{INTAKE_JOB}:{digest}:{len(tried) + 1}",
         job_name=INTAKE_JOB,
         **for_target(target),
-        tags={**({TARGET_TAG: target} if target else {}), INBOX_TAG: json.dumps(zips)},
+        tags={**tags, INBOX_TAG: json.dumps(zips)},
     )
+    return request, None
 
 
 _RUNNING = [

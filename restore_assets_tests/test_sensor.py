@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
@@ -398,3 +399,29 @@ def _requested_tags(watcher):
     ((_, run_key),) = watcher.tick(launch=False)[0]
     legacy, modernized = run_key.split(":")[1].split("|")
     return restore_tags("legacy", None, legacy) | restore_tags("modernized", None, modernized)
+
+
+def test_two_intake_runs_reading_at_once_keep_each_others_hashes(store, demo_secrets):
+    """Two targets' intake runs read at once: the sha256 cache merges what each added (the last
+    writer dropped the other's entries, and the sensor then found those files unread for
+    ever: CI's deploy test, north never restored)."""
+    import threading
+
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import load_settings
+
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    seed = store / LEGACY_SEED_FILE
+    with seed.open("r+", encoding="utf-8") as out:  # a seed that takes a while to read
+        lines = out.read().splitlines(keepends=True)
+        at = lines.index("-- PostgreSQL database dump complete\n")
+        out.seek(0)
+        out.writelines([*lines[:at], "-- padding\n" * 1_500_000, *lines[at:]])
+    settings = load_settings()
+    slow = threading.Thread(target=SecretsStore(settings).inspect, args=(LEGACY_SEED_FILE,))
+    slow.start()
+    time.sleep(0.2)  # the slow reader has loaded the cache and is reading
+    SecretsStore(settings).inspect(MODERN_SCHEMA_FILE)  # another process's entry, meanwhile
+    slow.join()
+    unread = SecretsStore(settings).unread_bytes([LEGACY_SEED_FILE, MODERN_SCHEMA_FILE])
+    assert unread == 0

@@ -12,6 +12,7 @@ or misplaced file stops everything with a request to Ops.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -146,9 +147,7 @@ class SecretsStore:
             except TypeError:
                 pass  # an older cache layout: read the file again
         facts = read_dump(path)
-        cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
-        cache[key] = asdict(facts)
-        self._save_cache(cache)
+        self._remember(path, key, asdict(facts))
         return facts
 
     def _load_cache(self) -> dict[str, dict]:
@@ -157,12 +156,23 @@ class SecretsStore:
         except (OSError, ValueError):
             return {}
 
-    def _save_cache(self, cache: dict[str, dict]) -> None:
+    def _remember(self, path: Path, key: str, facts: dict) -> None:
+        """Add one file's facts to the cache, merged under a lock with what other processes
+        added meanwhile (two targets' intake runs read at once: the last writer must not drop
+        the other's entries, or the sensor finds those files unread again)."""
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=0))
-            tmp.replace(self.cache_path)
+            lock = os.open(self.cache_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                cache = self._load_cache()
+                cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
+                cache[key] = facts
+                tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache, indent=0))
+                tmp.replace(self.cache_path)
+            finally:
+                os.close(lock)
         except OSError:
             pass  # a cache we cannot write only costs time
 
