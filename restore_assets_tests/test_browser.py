@@ -48,7 +48,10 @@ query State($sensor: SensorSelector!) {
     ... on AssetNode {
       assetChecksOrError {
         ... on AssetChecks {
-          checks { name executionForLatestMaterialization { status evaluation { timestamp } } }
+          checks {
+            name
+            executionForLatestMaterialization { status evaluation { timestamp description } }
+          }
         }
       }
     }
@@ -192,8 +195,26 @@ def _wait_for_gates_green(dev: DagsterDev) -> tuple[list[dict], dict[str, dict]]
         time.sleep(1)
 
 
-def _check_gates_page(url: str) -> None:
-    """The checks tab of gates/report shows each gate 'Succeeded' with a green tick."""
+def _wait_for_gates_red(dev: DagsterDev, earlier: set[str]) -> tuple[dict, dict[str, dict]]:
+    """Until a new run launched by the sensor has failed and gates/report's three checks say
+    so; after GREEN_S with what the sensor and the runs were doing."""
+    deadline = time.monotonic() + GREEN_S
+    while True:
+        runs, checks, tick = _state(dev)
+        failed = [r for r in runs if r["runId"] not in earlier and r["status"] == "FAILURE"]
+        if failed and all(checks.get(g) and checks[g]["status"] == "FAILED" for g in GATES):
+            return failed[0], checks
+        if time.monotonic() > deadline:
+            dev.fail(f"no failed run nor failed gates {GREEN_S}s after the bad seed; {checks}\n"
+                     + _describe(runs, tick))  # fmt: skip
+        time.sleep(1)
+
+
+def _check_gates_page(
+    url: str, status: str = "Succeeded", icon: str = "check_circle", reason: str = ""
+) -> None:
+    """The checks tab of gates/report shows each gate with `status` and its icon (and, for a
+    stop, the reason on the page)."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -206,10 +227,12 @@ def _check_gates_page(url: str) -> None:
                 for gate in GATES:
                     # The list entry: the check's name (a title) beside its status.
                     entry = page.get_by_title(gate, exact=True).locator("xpath=..")
-                    expect(entry).to_contain_text("Succeeded")
+                    expect(entry).to_contain_text(status)
                     expect(entry.locator("xpath=..").get_by_role("img")).to_have_attribute(
-                        "aria-label", "check_circle"
+                        "aria-label", icon
                     )
+                if reason:
+                    expect(page.get_by_text(reason).first).to_be_visible()
             finally:
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -249,6 +272,22 @@ def test_secrets_landing_turn_the_gates_green_in_the_ui(dagster_dev, demo_secret
     said = dagster_dev.output.read_text(errors="replace")
     assert f"watching the Secrets store: {watched}" in said  # `make ui` says what it watches
     assert "SupersessionWarning" not in said and "DeprecationWarning" not in said
+
+    # A bad day: a corrected seed that is not (a row the server refuses). The sensor restores
+    # it by itself, the run fails, and the UI says why on gates/report — never "Not evaluated".
+    seed = watched / "legacy-server/db-baseline/opendolphin-legacy-seed.sql"
+    lines = seed.read_text(encoding="utf-8").splitlines()
+    at = lines.index("-- PostgreSQL database dump complete")
+    lines.insert(at, "INSERT INTO public.d_facility (id) VALUES (NULL);")
+    seed.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    failed, checks = _wait_for_gates_red(dagster_dev, {r["runId"] for r in runs})
+    reason = "not reached: legacy/restore stopped the run"
+    for gate in GATES:
+        assert checks[gate]["status"] == "FAILED", checks
+        assert reason in (checks[gate]["evaluation"]["description"] or ""), checks[gate]
+    _check_gates_page(dagster_dev.url, "Failed", "cancel", reason)
+    _, _, tick = _state(dagster_dev)
+    assert f"failed in run {failed['runId'][:8]}" in (tick["skipReason"] or ""), tick
 
     # Where the time goes (read in the test log; nothing is asserted on it).
     green = max(checks[g]["evaluation"]["timestamp"] for g in GATES)

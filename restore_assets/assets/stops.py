@@ -71,37 +71,46 @@ def record_stop(
         # processes, and the last word (file and run) must name them both.
         with evidence.steps_locked() as steps:
             report = record_stop_in_evidence(evidence, steps, step, status, error)
-            _report_gates(instance, run, report, step, error)
+            _report_gates(context, instance, run, report, step, error)
     except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
         report = unreached_report(evidence.label, {step: (status, error)})
-        _report_gates(instance, run, report, step, error)
+        _report_gates(context, instance, run, report, step, error)
         if context is not None and hasattr(context, "log"):
             context.log.error(f"the evidence of this stop could not be written: {write_error}")
     return [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
 
 
-def _report_gates(instance, run, report, step: str, error: str) -> None:
-    # gates/report's page: a materialization saying the run stopped, never an older "passed".
-    instance.report_runless_asset_event(
-        AssetMaterialization(
-            asset_key=GATES_REPORT,
-            description=f"{report.status}: {report.gates[0].summary()}",
-            metadata={"status": report.status, "stopped_by": step, "reason": error},
-            partition=run.tags.get(PARTITION_TAG),
-        )
+def _report_gates(context, instance, run, report, step: str, error: str) -> None:
+    """gates/report in the run: a materialization saying the run stopped (never an older
+    "passed") and its three checks failed with the reason. From a step, logged by the step
+    (the UI ties them together); from the hook or after an interrupt, reported to the run."""
+    partition = run.tags.get(PARTITION_TAG)
+    stopped = AssetMaterialization(
+        asset_key=GATES_REPORT,
+        description=f"{report.status}: {report.gates[0].summary()}",
+        metadata={"status": report.status, "stopped_by": step, "reason": error},
+        partition=partition,
     )
-    for gate in report.gates:  # the run's own gate checks: failed, with the reason
-        evaluation = AssetCheckEvaluation(
+    evaluations = [
+        AssetCheckEvaluation(
             asset_key=GATES_REPORT,
             check_name=gate.id,
             passed=False,
             description=gate.summary(),
             metadata={"checks": table([c.as_dict() for c in gate.checks])},
-            partition=run.tags.get(PARTITION_TAG),
+            partition=partition,
         )
+        for gate in report.gates
+    ]
+    if hasattr(context, "log_event"):
+        for event in (stopped, *evaluations):
+            context.log_event(event)
+        return
+    instance.report_runless_asset_event(stopped)
+    for evaluation in evaluations:
         kind = DagsterEventType.ASSET_CHECK_EVALUATION.value
         event = DagsterEvent(kind, job_name=run.job_name, event_specific_data=evaluation)
-        instance.report_dagster_event(event, run.run_id)  # the UI shows it on the run
+        instance.report_dagster_event(event, run.run_id)
 
 
 @failure_hook(required_resource_keys={"evidence"})
