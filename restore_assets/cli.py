@@ -114,12 +114,16 @@ def run_chain(
     run = _run_of(instance, result, tags)
     folder = run.tags.get(EVIDENCE_FOLDER_TAG) if run else None
     if signals and run is not None:
+        from restore_assets.assets.stops import record_interrupt
+
         record_interrupt(settings, instance, run, folder, signals[-1])
     # The run's own event log, as the UI shows it: stops recorded outside a step are in it too.
     events = [e.dagster_event for e in instance.all_logs(run.run_id)] if run else []
     outcome = outcome_of([e for e in events if e is not None])
     outcome.evidence = Path(folder) if folder else None
     if signals:
+        from restore_assets.assets.stops import interrupt_reason
+
         _add_failure(outcome, "run", interrupt_reason(signals[-1]))
         outcome.exit_code = 128 + signals[-1]
         return outcome
@@ -140,29 +144,6 @@ def _run_of(instance, result, tags: dict[str, str]):
         return instance.get_run_by_id(result.run_id)
     runs = instance.get_runs(filters=RunsFilter(tags=tags), limit=1)
     return runs[0] if runs else None
-
-
-def interrupt_reason(signo: int) -> str:
-    name = signal.Signals(signo).name
-    return (
-        f"interrupted by {name}: psql/pg_dump were stopped and the open transaction rolled back; "
-        "steps listed as ok before this had finished"
-    )
-
-
-def record_interrupt(settings: Settings, instance, run, folder: str | None, signo: int) -> None:
-    """A run stopped by SIGINT/SIGTERM: say so in the evidence and in the run (the exit code is
-    128 + the signal's number, as a shell reports a process killed by it)."""
-    from restore_assets.assets.stops import record_stop
-    from restore_assets.pg.targets import redact
-    from restore_assets.runbook.evidence import EvidenceStore
-
-    if not folder:
-        return
-    store = EvidenceStore(
-        Path(folder), lambda text: redact(text, settings.passwords), settings.artifacts_dir
-    )
-    record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)
 
 
 def outcome_of(events) -> RunOutcome:

@@ -59,7 +59,13 @@ from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
-from restore_assets.runbook.watch import LastRestore, WatchState, look, why_not_restore
+from restore_assets.runbook.watch import (
+    LastRestore,
+    WatchState,
+    content_key,
+    look,
+    why_not_restore,
+)
 from restore_assets.settings import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
     SIDES,
@@ -285,7 +291,7 @@ def _restored_before_tags(instance, side: str, target: str | None):
     sha = {r.data["path"]: r.data["sha256"] for r in inputs.value.records} if inputs else {}
     if any(not sha.get(relpath) for relpath in SIDE_FILES[side]):
         return None, None
-    content = "-".join(sha[relpath][:16] for relpath in SIDE_FILES[side])
+    content = content_key(sha[relpath] for relpath in SIDE_FILES[side])
     return instance.get_run_by_id(records[0].run_id), content
 
 

@@ -248,7 +248,7 @@ class Stop:
 def record_interrupted(instance, settings, run_ids: list[str], signo: int) -> None:
     """Each run told to stop says `interrupted` in its evidence and in Dagster, as a CLI run
     stopped by the same signal does; one that did not end by itself is marked failed."""
-    from restore_assets.cli import interrupt_reason, record_interrupt
+    from restore_assets.assets.stops import interrupt_reason, record_interrupt
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
 
     for run_id in run_ids:

@@ -36,7 +36,7 @@ def restore_step(context, step: str, db, secrets, evidence_store):
         files, intake_seconds = vet_run(
             settings, sides_of_run(context, target.side), target, evidence, context.log.info
         )
-        tags = restore_tags(target.side, settings.target_name, content_key(files))
+        tags = restore_tags(target.side, settings.target_name, content_key(f.sha256 for f in files))
         context.instance.add_run_tags(context.run.run_id, tags)
         result = restore_and_record(
             step, settings, target, files, evidence, context.log.info, intake_seconds

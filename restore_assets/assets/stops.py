@@ -6,7 +6,9 @@ that failed, and an unexpected error (the failure hook), are recorded the same w
 
 from __future__ import annotations
 
+import signal
 from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import (
     AssetCheckEvaluation,
@@ -26,9 +28,11 @@ from restore_assets.errors import (
     RestoreError,
     UnexpectedError,
 )
+from restore_assets.pg.targets import redact
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
 from restore_assets.runbook.gate_report import unreached_report
+from restore_assets.settings import Settings
 
 from .shell import GATES_REPORT, INTERRUPTED_TAG, PARTITION_TAG, table
 
@@ -180,3 +184,22 @@ def recorded(context, evidence: EvidenceStore, step: str):
         raise fail(context, evidence, step, exc) from None
     except Exception as exc:  # noqa: BLE001 - any other error stops the run: recorded as such
         raise fail(context, evidence, step, UnexpectedError(exc)) from exc
+
+
+def interrupt_reason(signo: int) -> str:
+    name = signal.Signals(signo).name
+    return (
+        f"interrupted by {name}: psql/pg_dump were stopped and the open transaction rolled back; "
+        "steps listed as ok before this had finished"
+    )
+
+
+def record_interrupt(settings: Settings, instance, run, folder: str | None, signo: int) -> None:
+    """A run stopped by SIGINT/SIGTERM: say so in the evidence and in the run (the exit code is
+    128 + the signal's number, as a shell reports a process killed by it)."""
+    if not folder:
+        return
+    store = EvidenceStore(
+        Path(folder), lambda text: redact(text, settings.passwords), settings.artifacts_dir
+    )
+    record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)

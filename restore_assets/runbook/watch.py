@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from restore_assets.runbook.baseline_files import SIDE_FILES, SecretFile
+from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import SIDES
 
@@ -39,9 +39,10 @@ class WatchState:
         return cls(dict(data.get("seen", {})), data.get("status", ""), dict(data.get("inbox", {})))
 
 
-def content_key(files: Iterable[SecretFile]) -> str:
-    """A side's content: its files' sha256, shortened (what a run key and a skip reason show)."""
-    return "-".join(f.sha256[:16] for f in files)
+def content_key(sha256s: Iterable[str]) -> str:
+    """A side's content: its files' sha256 (in SIDE_FILES order), shortened (what a run key,
+    a run tag and a skip reason show)."""
+    return "-".join(sha[:16] for sha in sha256s)
 
 
 @dataclass(frozen=True)
@@ -132,5 +133,5 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
         if refused:
             reasons.append(f"{side}: " + ", ".join(refused))
             continue
-        settled[side] = content_key(files)
+        settled[side] = content_key(f.sha256 for f in files)
     return Look(settled, reasons, state, unread)
