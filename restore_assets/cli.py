@@ -30,6 +30,7 @@ from restore_assets.errors import (
     RestoreError,
     worse_exit,
 )
+from restore_assets.named_targets import labelled
 from restore_assets.runbook import flyway_command as flyway_cli
 from restore_assets.settings import SIDES, Settings, environment, load_settings
 
@@ -57,26 +58,28 @@ def run_chain(
     sides: tuple[str, ...],
     allow_reset: bool,
     verbose: bool = False,
-    target: str | None = None,
 ) -> RunOutcome:
-    """Execute the side's job (or the whole chain) in-process on the CLI's Dagster instance and
-    read the outcome from the run's own events. Runs whose process died are cleaned up first;
-    SIGINT/SIGTERM stop the run cleanly (exit 130/143, evidence status `interrupted`)."""
+    """Execute the side's job (or the whole chain) for the settings' target (its partition),
+    in-process on the CLI's Dagster instance, and read the outcome from the run's own events.
+    Runs whose process died are cleaned up first; SIGINT/SIGTERM stop the run cleanly (exit
+    130/143, evidence status `interrupted`)."""
     from dagster import DagsterExecutionInterruptedError
 
-    from restore_assets.assets.shell import SIDES_TAG, TARGET_TAG
+    from restore_assets.assets.partitions import register_targets
+    from restore_assets.assets.shell import SIDES_TAG
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, prepare_instance
     from restore_assets.recovery import (
         PROCESS_TAG,
-        job_pools,
         process_identity,
         signals_received,
-        wait_for_pools,
+        wait_for_target,
     )
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
 
+    target = settings.target_name
     instance = prepare_instance(settings)
+    register_targets(instance, [target])
     overrides = {
         "secrets_dir": str(settings.secrets_dir),
         "artifacts_dir": str(settings.artifacts_dir),
@@ -89,20 +92,15 @@ def run_chain(
         SIDES_TAG: ",".join(sides),
         PROCESS_TAG: process_identity(),
     }
-    if target:
-        overrides["target"] = target
-        tags[TARGET_TAG] = target
     job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
     result = None
     with signals_received() as signals:
         try:
-            wait_for_pools(
-                instance, job_pools(job), wait_seconds=settings.wait_seconds, log=_progress
-            )
+            wait_for_target(instance, target, wait_seconds=settings.wait_seconds, log=_progress)
             result = job.execute_in_process(
                 instance=instance,
                 tags=tags,
-                partition_key=target if job.partitions_def else None,
+                partition_key=target,
                 run_config={
                     "resources": {"restore": {"config": overrides}},
                     "loggers": {"console": {"config": {"log_level": "INFO", "verbose": verbose}}},
@@ -252,16 +250,14 @@ def cmd_run(settings: Settings, args) -> int:
 
     sides = (args.only,) if args.only else SIDES
     chosen = chosen_targets(settings, args.target, args.all)
-    if chosen is None:  # the environment's single target, exactly as before named targets
-        outcome = run_chain(settings, sides, args.allow_reset, args.verbose)
-        print_outcome(outcome)
-        return outcome.exit_code
     code, summary = EXIT_OK, []
     for name, target_settings in chosen.items():
-        print(f"== target {name} ==", flush=True)
-        outcome = run_chain(target_settings, sides, args.allow_reset, args.verbose, name)
+        if labelled(target_settings):
+            print(f"== target {name} ==", flush=True)
+        outcome = run_chain(target_settings, sides, args.allow_reset, args.verbose)
         print_outcome(outcome)
-        print()
+        if labelled(target_settings):
+            print()
         code = worse_exit(code, outcome.exit_code)
         summary.append((name, outcome))
         if outcome.exit_code >= 128:
@@ -306,7 +302,9 @@ def cmd_ui(settings: Settings, args) -> int:
     records its runs in; with SECRETS_DIR unset (environment and .env) and `make demo` done, on
     the demo's Secrets and the embedded targets. Ctrl-C or SIGTERM stops all of it within 10 s,
     a run in progress first, rolled back and `interrupted` (see `ui_stop`); exit 128 + signal."""
+    from restore_assets.assets.partitions import register_targets
     from restore_assets.jobs import prepare_instance
+    from restore_assets.named_targets import load_targets
     from restore_assets.ui_stop import supervise
 
     if not environment().get("SECRETS_DIR") and (settings.state_dir / "demo" / "Secrets").is_dir():
@@ -320,6 +318,10 @@ def cmd_ui(settings: Settings, args) -> int:
     else:
         print(f"watching the Secrets store: {settings.secrets_dir}", flush=True)
     instance = prepare_instance(settings)
+    try:  # so the UI can launch a target's run before the sensor's first tick
+        register_targets(instance, load_targets(settings))
+    except ConfigError:
+        pass  # a bad targets.yaml: the sensor's every tick says which field
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     dagster = str(Path(sys.executable).with_name("dagster"))
     # `dagster dev` warns that `dg dev` supersedes it; dg is a separate package we do not use.
@@ -332,8 +334,8 @@ def cmd_status(settings: Settings, args) -> int:
     from restore_assets.named_targets import load_targets
     from restore_assets.runbook.status import status_lines, targets_table
 
-    named = load_targets(settings)
-    print("\n".join(targets_table(named) if named else status_lines(settings)))
+    targets = load_targets(settings)
+    print("\n".join(targets_table(targets) if labelled(settings) else status_lines(settings)))
     return EXIT_OK
 
 
@@ -345,13 +347,13 @@ def cmd_plan(settings: Settings, args) -> int:
     from restore_assets.runbook.plan import build_plan
 
     sides = (args.only,) if args.only else SIDES
-    chosen = chosen_targets(settings, args.target, args.all) or {None: settings}
     code = EXIT_OK
-    for name, target_settings in chosen.items():
+    for target_settings in chosen_targets(settings, args.target, args.all).values():
         if args.allow_reset:
             target_settings = target_settings.with_overrides(allow_reset=True)
-        plan = build_plan(target_settings, sides, name or "default")
-        print(redact(plan.markdown(), target_settings.passwords), end="\n" if name else "")
+        plan = build_plan(target_settings, sides)
+        end = "\n" if labelled(target_settings) else ""
+        print(redact(plan.markdown(), target_settings.passwords), end=end)
         code = worse_exit(code, plan.exit_code)
     return code
 

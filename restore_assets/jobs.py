@@ -79,19 +79,18 @@ all_jobs = [
 ]
 
 
-# Pools serialise the steps that touch one target (restore_legacy, restore_modernized). Run
-# monitoring (the daemon, in `make ui`) fails runs stuck starting and frees the slots of runs
-# that ended; runs whose process died are freed by `recovery.free_dead_runs`.
+# One run per target at a time, whoever launched it: the queue's limit per `dagster/partition`
+# (the target) for runs the daemon starts, `recovery.wait_for_target` for the CLI's. Run
+# monitoring (the daemon, in `make ui`) fails runs stuck starting; runs whose process died are
+# marked failed by `recovery.free_dead_runs`.
 INSTANCE_CONFIG = """# written by restore_assets (delete this line to keep your own edits)
 telemetry:
   enabled: false
 nux:
   enabled: false
 concurrency:
-  pools:
-    default_limit: 1
   runs:
-    tag_concurrency_limits:  # named targets (partitions): one run per target at a time
+    tag_concurrency_limits:  # one run per target (partition) at a time
       - key: dagster/partition
         value:
           applyLimitPerUniqueValue: true
@@ -103,7 +102,7 @@ run_monitoring:
   start_timeout_seconds: 180
   free_slots_after_run_end_seconds: 30
 """
-_OLD_INSTANCE_CONFIG = (
+_OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" line
     "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 )
 

@@ -1,12 +1,14 @@
-"""Named targets (issue 12): several Legacy/Modernized pairs — clinics, parity, staging — from a
-`targets.yaml` whose path is `RESTORE_TARGETS`. Without it there is one target, read from the
-environment exactly as before. Both RESTORE_TARGETS and the variables password_env names are read
-like every setting (`.env` too, the environment winning): from the `Settings` they came with.
+"""The targets (issue 12, issue 19): several Legacy/Modernized pairs — clinics, parity, staging —
+from a `targets.yaml` whose path is `RESTORE_TARGETS`; without it, one target named `default`,
+read from the environment. Either way there is one map of targets and one code path: every run
+names its target (the Dagster partition), every target has its own Secrets root, run keys and
+lock. Both RESTORE_TARGETS and the variables password_env names are read like every setting
+(`.env` too, the environment winning): from the `Settings` they came with.
 
-Each named target becomes a whole `Settings`: the environment's, with that target's Secrets
-sub-root, databases, Flyway conf and optional overrides. Everything downstream (intake, restore,
-Flyway, gates, evidence) takes a `Settings`, so a named target needs no code path of its own.
-Passwords are named by environment variable only, never written in the file.
+Each target is a whole `Settings`: the environment's, with that target's name, Secrets sub-root,
+databases, Flyway conf and optional overrides. Everything downstream (intake, restore, Flyway,
+gates, evidence) takes a `Settings`. Passwords are named by environment variable only, never
+written in the file.
 """
 
 from __future__ import annotations
@@ -89,45 +91,37 @@ class _File(BaseModel):
         return targets
 
 
-def settings_for(target: str | None) -> Settings:
-    """The settings of one run: a named target's, or (no name) the environment's single target
-    — which is refused when RESTORE_TARGETS lists several, so a run never guesses."""
-    base = load_settings()
-    named = load_targets(base)
-    if target is None:
-        if named:
-            raise ConfigError(
-                f"{TARGETS_VARIABLE} lists {len(named)} target(s) ({', '.join(named)}): "
-                "choose one (`run --target NAME`, or `run --all`)"
-            )
-        return base
-    if target not in named:
-        known = ", ".join(named) or f"none: {TARGETS_VARIABLE} is not set"
-        raise ConfigError(f"no target named {target!r} (known: {known})")
-    return named[target]
+def settings_for(target: str, targets: dict[str, Settings] | None = None) -> Settings:
+    """The settings of one run's target (its partition): named in targets.yaml, or `default`
+    without RESTORE_TARGETS."""
+    targets = load_targets(load_settings()) if targets is None else targets
+    if target not in targets:
+        raise ConfigError(f"no target named {target!r} (known: {', '.join(targets)})")
+    return targets[target]
 
 
-def chosen_targets(base: Settings, target: str | None, every: bool) -> dict[str, Settings] | None:
-    """What `run --target NAME` / `run --all` / plain `run` mean: the named targets to run, or
-    None for the environment's single target (refused when RESTORE_TARGETS lists targets)."""
-    named = load_targets(base)
-    if not target and not every:
-        settings_for(None)  # raises when there are named targets: a run never guesses
-        return None
-    if not named:
+def chosen_targets(base: Settings, target: str | None, every: bool) -> dict[str, Settings]:
+    """What `run --target NAME` / `run --all` / plain `run` mean: the targets to run. Plain
+    `run` needs no name without RESTORE_TARGETS; with it, a run never guesses."""
+    targets = load_targets(base)
+    if (target or every) and not labelled(base):
         raise ConfigError(f"--target/--all need {TARGETS_VARIABLE} (the path of a targets.yaml)")
-    if every:
-        return named
-    settings_for(target)  # raises naming the known targets
-    return {target: named[target]}
+    if target:
+        return {target: settings_for(target, targets)}
+    if every or not labelled(base):
+        return targets
+    raise ConfigError(
+        f"{TARGETS_VARIABLE} lists {len(targets)} target(s) ({', '.join(targets)}): "
+        "choose one (`run --target NAME`, or `run --all`)"
+    )
 
 
 def load_targets(base: Settings) -> dict[str, Settings]:
-    """Every named target as its own `Settings`; `{}` when RESTORE_TARGETS is unset (the single
-    target of the environment). Any problem: `ConfigError` with one line per bad field."""
+    """Every target as its own `Settings`: targets.yaml's, or `{"default": base}` when
+    RESTORE_TARGETS is unset. Any problem: `ConfigError` with one line per bad field."""
     path = base.targets_file
     if path is None:
-        return {}
+        return {base.target_name: base}
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -149,6 +143,12 @@ def load_targets(base: Settings) -> dict[str, Settings]:
     if problems:
         raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
     return named
+
+
+def labelled(settings: Settings) -> bool:
+    """Whether this target's output, evidence and log lines carry its name: targets of a
+    targets.yaml do; the environment's `default` prints and files exactly as it always has."""
+    return settings.targets_file is not None
 
 
 def _explain(path: Path, error) -> str:

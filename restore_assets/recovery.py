@@ -1,13 +1,13 @@
 """Crash-safe by construction (issue 8): a run that died never blocks a later one, and a run
 told to stop (SIGINT/SIGTERM) stops cleanly and says so.
 
-Dagster's pools let one step at a time touch a target, but a run killed with SIGKILL (or lost
-with its machine) keeps its slot claimed and its status `STARTED` for ever: Dagster's own run
-monitoring cannot tell, because the default run launcher has no worker health check, and a run
-executed in-process (the CLI) has no launcher at all. So every run records its process on
-itself (host, pid and the kernel's start time of that pid, so a reused pid is not mistaken for
-it); before waiting for a slot, runs whose process is gone are marked failed, saying why, and
-their slots freed. The wait itself is bounded, sleeps, and names who holds the slot.
+One run of a target at a time, but a run killed with SIGKILL (or lost with its machine) keeps
+its status `STARTED` for ever: Dagster's own run monitoring cannot tell, because the default run
+launcher has no worker health check, and a run executed in-process (the CLI) has no launcher at
+all. So every run records its process on itself (host, pid and the kernel's start time of that
+pid, so a reused pid is not mistaken for it); before waiting for its target, runs whose process
+is gone are marked failed, saying why (and any concurrency slot they claimed is freed). The
+wait itself is bounded, sleeps, and names the run it waits for.
 
 Dagster turns SIGINT and SIGTERM into an interrupt of the running step (psql and pg_dump are
 stopped on the way out, so the open transaction rolls back); `signals_received` tells the CLI
@@ -20,12 +20,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from restore_assets.assets.shell import PARTITION_TAG
 from restore_assets.errors import RestoreError
 
 PROCESS_TAG = "restore_assets/process"
@@ -34,8 +35,8 @@ _FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatu
 _HOLDER_EVERY_SECONDS = 5
 
 
-class PoolBusy(RestoreError):
-    """A live run still holds the pool slot after the bounded wait."""
+class TargetBusy(RestoreError):
+    """Another live run of the same target is still under way after the bounded wait."""
 
 
 def process_identity(pid: int | None = None) -> str:
@@ -98,28 +99,28 @@ def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> lis
     return cleaned
 
 
-def wait_for_pools(
+def wait_for_target(
     instance: DagsterInstance,
-    pools: Iterable[str],
+    target: str,
     *,
     wait_seconds: float,
     log: Callable[[str], None],
     poll_seconds: float = 1.0,
 ) -> None:
-    """Return once no other run holds a slot of `pools`, freeing dead runs' slots first; raise
-    `PoolBusy` naming the holder after `wait_seconds`. Sleeps between looks, never spins."""
-    pools = sorted(set(pools))
+    """Return once no other run of `target` is under way, marking dead runs failed first; raise
+    `TargetBusy` naming the holder after `wait_seconds`. Sleeps between looks, never spins.
+    (The daemon's queue keeps the same rule for the runs it starts: jobs.INSTANCE_CONFIG.)"""
     started = time.monotonic()
     last_said = None
     while True:
         free_dead_runs(instance, log)
-        holders = _holders(instance, pools)
-        if not holders:
+        holder = _holder(instance, target)
+        if holder is None:
             return
         waited = time.monotonic() - started
-        described = "; ".join(f"pool {pool} held by {who}" for pool, who in holders.items())
+        described = f"target {target} held by {holder}"
         if waited >= wait_seconds:
-            raise PoolBusy(
+            raise TargetBusy(
                 f"{described} — still busy after {wait_seconds:.0f}s (RESTORE_WAIT_SECONDS). "
                 "Wait for that run to end, or stop it; a run whose process died is freed "
                 "automatically"
@@ -130,24 +131,14 @@ def wait_for_pools(
         time.sleep(poll_seconds)
 
 
-def _holders(instance: DagsterInstance, pools: list[str]) -> dict[str, str]:
-    """Pool → a description of the run holding its slot (only pools that are held)."""
-    held = {}
-    for pool in pools:
-        run_ids = instance.event_log_storage.get_concurrency_info(pool).active_run_ids
-        for run_id in sorted(run_ids):
-            run = instance.get_run_by_id(run_id)
-            if run is None:
-                continue
-            process = run.tags.get(PROCESS_TAG, "process unknown")
-            held[pool] = f"run {run_id[:8]} ({run.job_name}, {run.status.value}, {process})"
-            break
-    return held
-
-
-def job_pools(job) -> set[str]:
-    """The pools a job's steps claim."""
-    return {op.pool for op in job.graph.iterate_op_defs() if op.pool}
+def _holder(instance: DagsterInstance, target: str) -> str | None:
+    """A description of an unfinished run of `target`, or None."""
+    runs = instance.get_runs(RunsFilter(statuses=_UNFINISHED, tags={PARTITION_TAG: target}))
+    if not runs:
+        return None
+    run = runs[-1]  # the oldest: the one that started first
+    process = run.tags.get(PROCESS_TAG, "process unknown")
+    return f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}, {process})"
 
 
 def _interrupt(signo, frame):

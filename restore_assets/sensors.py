@@ -13,6 +13,7 @@ import hashlib
 import json
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterRunStatus,
@@ -34,11 +35,9 @@ from restore_assets.assets.shell import (
     PARTITION_TAG,
     RESTORE_KEYS,
     SIDES_TAG,
-    TARGET_TAG,
     content_tag,
     restore_tags,
     restored_tag,
-    restored_value,
 )
 from restore_assets.errors import ConfigError
 from restore_assets.jobs import (
@@ -51,11 +50,10 @@ from restore_assets.jobs import (
     restore_legacy_job,
     restore_modernized_job,
 )
-from restore_assets.named_targets import load_targets
+from restore_assets.named_targets import labelled, load_targets
 from restore_assets.recovery import free_dead_runs
-from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
+from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
@@ -68,6 +66,7 @@ from restore_assets.runbook.watch import (
 )
 from restore_assets.settings import (
     DEFAULT_SENSOR_INTERVAL_SECONDS,
+    DEFAULT_TARGET,
     SIDES,
     Settings,
     load_settings,
@@ -92,29 +91,34 @@ def _interval() -> int:
     "have landed, settled and passed intake; both sides → the whole chain with the sync and the "
     "gates.",
 )
-def secrets_sensor(context: SensorEvaluationContext, secrets: SecretsResource):
-    # A run that died (SIGKILL, OOM, reboot) must not hold its pool slot for ever.
+def secrets_sensor(context: SensorEvaluationContext):
+    # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever.
     free_dead_runs(context.instance, context.log.info)
     cursor = json.loads(context.cursor) if context.cursor else {}
-    named = load_targets(load_settings())
-    if not named:  # the environment's single target, as before named targets
-        settings = secrets.config.settings()
-        requests, status, state = _watch(context.instance, settings, WatchState.from_json(cursor))
-        new_cursor: dict[str, object] = state.as_json()
-    else:  # RESTORE_TARGETS: each target's Secrets sub-root, its own cursor and run keys
-        previous = cursor.get("targets", {})
-        requests, statuses, states = [], [], {}
-        for name, settings in named.items():
-            found, status, state = _watch(
-                context.instance, settings, WatchState.from_json(previous.get(name))
-            )
-            requests += found
-            statuses.append(f"[{name}] {status}")
-            states[name] = state.as_json()
-        status, new_cursor = "; ".join(statuses), {"targets": states}
+    # Cursors written before every target was named held the environment's target's state.
+    previous = cursor.get("targets", {DEFAULT_TARGET: cursor} if cursor else {})
+    targets = load_targets(load_settings())
+    requests, statuses, states = [], [], {}
+    for name, settings in targets.items():
+        found, status, state = _watch(
+            context.instance, settings, WatchState.from_json(previous.get(name))
+        )
+        requests += found
+        statuses.append(f"[{name}] {status}" if labelled(settings) else status)
+        states[name] = state.as_json()
+    new_cursor = json.dumps({"targets": states})
+    known = set(context.instance.get_dynamic_partitions(TARGETS.name))
+    new = [name for name in targets if name not in known]  # the UI can launch each target
+    partitions = [AddDynamicPartitionsRequest(TARGETS.name, new)] if new else []
     if requests:
-        return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
-    return SensorResult(skip_reason=SkipReason(status), cursor=json.dumps(new_cursor))
+        return SensorResult(
+            run_requests=requests, cursor=new_cursor, dynamic_partitions_requests=partitions
+        )
+    return SensorResult(
+        skip_reason=SkipReason("; ".join(statuses)),
+        cursor=new_cursor,
+        dynamic_partitions_requests=partitions,
+    )
 
 
 def _watch(
@@ -163,15 +167,14 @@ def _watch(
         # again after another one (A, B, A) is a new request, a second tick asking for the
         # same one is not.
         key = "|".join(restore[side] for side in sides)
-        tags = {TARGET_TAG: target} if target else {}
-        tags[SIDES_TAG] = ",".join(sides)
+        tags = {SIDES_TAG: ",".join(sides)}
         for side in sides:  # queued, it already counts as this content's restore
             tags |= restore_tags(side, target, restore[side])
         requests.append(
             RunRequest(
-                run_key=f"{target + ':' if target else ''}{job}:{key}:after:{','.join(after)}",
+                run_key=f"{target}:{job}:{key}:after:{','.join(after)}",
                 job_name=job,
-                **for_target(target),
+                partition_key=target,
                 tags=tags,
             )
         )
@@ -205,7 +208,7 @@ def intake_request(
     target = settings.target_name
     state = json.dumps({"zips": zips, "unread": unread}, sort_keys=True)
     digest = hashlib.sha256(state.encode()).hexdigest()[:16]
-    tags = {**({TARGET_TAG: target} if target else {}), INTAKE_STATE_TAG: digest}
+    tags = {PARTITION_TAG: target, INTAKE_STATE_TAG: digest}
     tried = instance.get_runs(RunsFilter(job_name=INTAKE_JOB, tags=tags))
     if any(run.status in _RUNNING for run in tried):
         return None, f"the intake run {tried[0].run_id[:8]} is reading; next look"
@@ -213,10 +216,10 @@ def intake_request(
         runs = ", ".join(run.run_id[:8] for run in tried)
         return None, f"intake runs {runs} did not read this delivery: see their logs"
     request = RunRequest(
-        run_key=f"{target + ':' if target else ''}{INTAKE_JOB}:{digest}:{len(tried) + 1}",
+        run_key=f"{target}:{INTAKE_JOB}:{digest}:{len(tried) + 1}",
         job_name=INTAKE_JOB,
-        **for_target(target),
-        tags={**tags, INBOX_TAG: json.dumps(zips)},
+        partition_key=target,
+        tags={INTAKE_STATE_TAG: digest, INBOX_TAG: json.dumps(zips)},
     )
     return request, None
 
@@ -232,14 +235,14 @@ _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 FAILURE = DagsterRunStatus.FAILURE
 
 
-def last_restore(instance, side: str, target: str | None) -> LastRestore | None:
+def last_restore(instance, side: str, target: str) -> LastRestore | None:
     """The latest run that restored (or is restoring) `side` of `target`, whoever launched it
     (CLI, UI, sensor): each restore step tags its run with the content it vetted
     (`shell.restore_tags`); a run not started yet is known by what it selected."""
     for run in instance.get_runs(RunsFilter(statuses=_RUNNING)):
         if _restores(run, side, target):
             return LastRestore(run.run_id, run.tags.get(content_tag(side)), "running")
-    restored = {restored_tag(side): restored_value(target)}
+    restored = {restored_tag(side): target}
     runs = instance.get_runs(RunsFilter(tags=restored), limit=1)
     run, content = (runs[0], runs[0].tags.get(content_tag(side))) if runs else (None, None)
     if run is None:
@@ -266,24 +269,25 @@ def last_restore(instance, side: str, target: str | None) -> LastRestore | None:
     return LastRestore(run.run_id, content, "crashed", crashed)
 
 
-def _restores(run, side: str, target: str | None) -> bool:
+def _restores(run, side: str, target: str) -> bool:
     """Whether an unfinished run restores `side` of `target`: by its tags once its restore
     step started, else (queued from the UI, "Materialize all") by what it selected."""
     if restored_tag(side) in run.tags:
-        return run.tags[restored_tag(side)] == restored_value(target)
-    if (run.tags.get(TARGET_TAG) or run.tags.get(PARTITION_TAG)) != target:
+        return run.tags[restored_tag(side)] == target
+    if run.tags.get(PARTITION_TAG) != target:
         return False
     if run.asset_selection:
         return RESTORE_KEYS[side] in run.asset_selection
     return run.job_name in (JOBS_BY_SIDE[side], ALL_JOB)
 
 
-def _restored_before_tags(instance, side: str, target: str | None):
+def _restored_before_tags(instance, side: str, target: str):
     """Runs recorded before restore steps tagged their runs: the side's last materialization,
-    whose `inputs` table holds the sha256 of the files it restored. (None, None) if none."""
+    whose `inputs` table holds the sha256 of the files it restored. (None, None) if none.
+    (Then the environment's target was not partitioned: its records have no partition.)"""
+    partitions = None if target == DEFAULT_TARGET else [target]
     records = instance.fetch_materializations(
-        AssetRecordsFilter(RESTORE_KEYS[side], asset_partitions=[target] if target else None),
-        limit=1,
+        AssetRecordsFilter(RESTORE_KEYS[side], asset_partitions=partitions), limit=1
     ).records
     if not records:
         return None, None
@@ -298,7 +302,7 @@ def _restored_before_tags(instance, side: str, target: str | None):
 def _log(settings: Settings, line: str) -> None:
     """A line in `<artifacts>/parity-manual/db-restore/[<target>/]baseline_search.log` per
     state change (mode 600, like all evidence)."""
-    folder = settings.artifacts_dir / EVIDENCE_SUBDIR / (settings.target_name or "")
+    folder = evidence_root(settings)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     append_private(folder / "baseline_search.log", f"{stamp} {line}\n")
 
@@ -313,10 +317,12 @@ def _log(settings: Settings, line: str) -> None:
 )
 def followup_sensor(context: RunStatusSensorContext):
     restored = context.dagster_run.job_name
-    target = context.dagster_run.tags.get(TARGET_TAG)
-    same_target = {TARGET_TAG: target} if target else None
+    target = context.dagster_run.tags.get(PARTITION_TAG)
+    if target is None:
+        return SkipReason(f"{restored} ran for no target (a run from before targets were named)")
     other = next(job for job in JOBS_BY_SIDE.values() if job != restored)
     success = [DagsterRunStatus.SUCCESS]
+    same_target = {PARTITION_TAG: target}
     latest = context.instance.get_runs(
         filters=RunsFilter(job_name=other, statuses=success, tags=same_target), limit=1
     ) or context.instance.get_runs(
@@ -324,18 +330,4 @@ def followup_sensor(context: RunStatusSensorContext):
     )
     if not latest:
         return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
-    return RunRequest(
-        run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}",
-        tags=same_target or {},
-        **for_target(target),
-    )
-
-
-def for_target(target: str | None) -> dict[str, object]:
-    """How a run request names its target: the partition when the definitions are partitioned
-    by target (RESTORE_TARGETS set when they loaded), else the run's config."""
-    if target is None:
-        return {}
-    if TARGETS is not None and target in TARGETS.get_partition_keys():
-        return {"partition_key": target}
-    return {"run_config": {"resources": {"restore": {"config": {"target": target}}}}}
+    return RunRequest(run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}", partition_key=target)

@@ -52,6 +52,7 @@ DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
 # How often `secrets_sensor` looks; also what the code location uses while the settings are bad.
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 SIDES = ("legacy", "modernized")
+DEFAULT_TARGET = "default"  # the environment's target's name, when RESTORE_TARGETS is unset
 TARGET_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
 
 
@@ -111,7 +112,7 @@ class Settings:
     facility_api_url: str | None
     sensor_interval_seconds: int  # how often `secrets_sensor` looks at the Secrets store
     targets_file: Path | None  # RESTORE_TARGETS (named_targets reads it), resolved
-    target_name: str | None = None  # a named target of RESTORE_TARGETS; None: the environment's
+    target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's
     wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
     secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
     zip_max_total_mib: int = 64 << 10  # a ZIP delivery unpacking to more is refused as a bomb

@@ -30,9 +30,9 @@ os.environ["RESTORE_ARTIFACTS_DIR"] = str(SESSION_ROOT / "artifacts")
 os.environ["SECRETS_DIR"] = str(SESSION_ROOT / "no-secrets-configured")
 os.environ["RESTORE_DOTENV"] = str(SESSION_ROOT / "no.env")  # never a developer's .env
 
-# The code location is loaded once, now, without RESTORE_TARGETS: in-process tests see the
-# single-target (unpartitioned) definitions whatever a test sets later; partitioned definitions
-# are tested in a fresh process.
+# The code location is loaded once, now: its graph reads nothing from the environment (every
+# asset is partitioned by target), but the sensor's interval and the descriptions are read at
+# load, here with the session's defaults.
 import restore_assets.definitions  # noqa: E402, F401
 
 EXTERNAL_PASSWORD = "Ext-pw-7Qz!x9-never-print"

@@ -13,13 +13,22 @@ import psycopg
 from dagster import DagsterInstance, materialize
 
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
+from restore_assets.assets.partitions import register_targets
 from restore_assets.assets.secrets import secret_files
 from restore_assets.pg.targets import USER_SCHEMAS_SQL, PostgresTarget
 from restore_assets.resources import restore_resources
 from restore_assets.resources.config import RestoreConfig
-from restore_assets.settings import load_settings
+from restore_assets.settings import DEFAULT_TARGET, load_settings
 
 LEGACY_ASSETS = [*secret_files, legacy_restore, legacy_facility_num]
+
+
+def target_instance() -> DagsterInstance:
+    """An ephemeral instance that knows the environment's target: every asset is partitioned by
+    target, and a run names its target by partition key (`DEFAULT_TARGET`)."""
+    instance = DagsterInstance.ephemeral()
+    register_targets(instance, [DEFAULT_TARGET])
+    return instance
 
 
 def materialize_legacy(selection=None, **resource_config):
@@ -27,7 +36,8 @@ def materialize_legacy(selection=None, **resource_config):
     return materialize(
         LEGACY_ASSETS,
         selection=selection,
-        instance=DagsterInstance.ephemeral(),
+        instance=target_instance(),
+        partition_key=DEFAULT_TARGET,
         resources=restore_resources(RestoreConfig(**resource_config)),
         raise_on_error=False,
     )
@@ -141,7 +151,8 @@ def run_all():
 
     job = defs.resolve_job_def("restore_all")
     return job.execute_in_process(
-        instance=DagsterInstance.ephemeral(),
+        instance=target_instance(),
+        partition_key=DEFAULT_TARGET,
         run_config={"resources": {"restore": {"config": {"allow_reset": True}}}},
         raise_on_error=False,
     )
@@ -153,7 +164,8 @@ def gates_only():
 
     return materialize(
         [gates_report],
-        instance=DagsterInstance.ephemeral(),
+        instance=target_instance(),
+        partition_key=DEFAULT_TARGET,
         resources=restore_resources(),
         raise_on_error=False,
     )

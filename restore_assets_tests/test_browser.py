@@ -121,7 +121,7 @@ def dagster_dev(tmp_path) -> Iterator[DagsterDev]:
         "RESTORE_SENSOR_INTERVAL_SECONDS": "1",
     }
     output = tmp_path / "dagster-dev.log"
-    # `make ui`'s own command: it writes the instance settings (pools, run monitoring, no
+    # `make ui`'s own command: it writes the instance settings (run queue, run monitoring, no
     # "join the community" dialog over the page under test), then runs `dagster dev`.
     command = [str(Path(sys.executable).parent / "restore-assets"), "ui", "--"]
     process = start_group([*command, "-h", "127.0.0.1", "-p", str(port)], REPO, env, output)

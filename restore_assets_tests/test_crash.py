@@ -75,7 +75,8 @@ def test_sigterm_mid_seed_stops_cleanly_and_a_second_run_waits_bounded_naming_th
     monkeypatch.setenv("RESTORE_WAIT_SECONDS", "3")
     second = run_cli_process("run", "--only", "legacy")
     assert second.returncode == 1, second.stdout + second.stderr
-    assert "pool restore_legacy held by run" in second.stdout + second.stderr
+    assert "target default held by run" in second.stderr
+    assert "(restore_legacy, STARTED" in second.stderr
     assert "still busy after 3s (RESTORE_WAIT_SECONDS)" in second.stdout + second.stderr
 
     first.send_signal(signal.SIGTERM)
@@ -93,7 +94,7 @@ def test_sigterm_mid_seed_stops_cleanly_and_a_second_run_waits_bounded_naming_th
 def test_ctrl_c_mid_seed_exits_130_rolled_back_and_frees_the_slot_at_once(
     secrets_dir, artifacts_dir, monkeypatch
 ):
-    """SIGINT (Ctrl-C) takes the same path as SIGTERM, with its own exit code; and the pool slot
+    """SIGINT (Ctrl-C) takes the same path as SIGTERM, with its own exit code; and the target
     is free the moment the interrupted run has exited: the next run does not wait for it."""
     before = database_fingerprint()
     original = slow_seed(secrets_dir, 60)
@@ -107,7 +108,7 @@ def test_ctrl_c_mid_seed_exits_130_rolled_back_and_frees_the_slot_at_once(
     assert database_fingerprint() == before
 
     (secrets_dir / LEGACY_SEED_FILE).write_bytes(original)
-    monkeypatch.setenv("RESTORE_WAIT_SECONDS", "1")  # a slot still held would fail this run
+    monkeypatch.setenv("RESTORE_WAIT_SECONDS", "1")  # a target still held would fail this run
     again = run_cli_process("run", "--only", "legacy", timeout=180)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "held by run" not in again.stdout + again.stderr

@@ -23,13 +23,14 @@ from dagster import AssetCheckKey, DagsterInstance
 from restore_assets.assets.shell import GATES_REPORT
 from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED
 from restore_assets.settings import (
+    DEFAULT_TARGET,
     DEMO_FLYWAY_CONF,
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,
     MODERN_SCHEMA_FILE,
 )
 from restore_assets_tests.conftest import run_cli
-from restore_assets_tests.helpers import evidence_folders
+from restore_assets_tests.helpers import evidence_folders, target_instance
 
 pytestmark = pytest.mark.slow  # each case runs the whole chain
 
@@ -304,11 +305,14 @@ def test_materialize_all_with_empty_secrets_asks_ops_for_every_file(
     from restore_assets.definitions import defs
 
     monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "empty"))
-    instance = DagsterInstance.ephemeral()
+    instance = target_instance()
     job = defs.resolve_implicit_global_asset_job_def()
     everything = set(job.asset_layer.executable_asset_keys)
     result = job.execute_in_process(
-        instance=instance, asset_selection=list(everything), raise_on_error=False
+        instance=instance,
+        partition_key=DEFAULT_TARGET,
+        asset_selection=list(everything),
+        raise_on_error=False,
     )
     assert not result.success
     (folder,) = evidence_folders(artifacts_dir)
@@ -331,16 +335,23 @@ def test_materialize_all_records_an_unexpected_error_too(secrets_dir, artifacts_
     the run, never an older 'passed'."""
     from restore_assets.definitions import defs
 
-    instance = DagsterInstance.ephemeral()
+    instance = target_instance()
     job = defs.resolve_implicit_global_asset_job_def()
     everything = list(job.asset_layer.executable_asset_keys)
     config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
     assert job.execute_in_process(
-        instance=instance, asset_selection=everything, run_config=config
+        instance=instance,
+        partition_key=DEFAULT_TARGET,
+        asset_selection=everything,
+        run_config=config,
     ).success
     monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
     result = job.execute_in_process(
-        instance=instance, asset_selection=everything, run_config=config, raise_on_error=False
+        instance=instance,
+        partition_key=DEFAULT_TARGET,
+        asset_selection=everything,
+        run_config=config,
+        raise_on_error=False,
     )
     assert not result.success
     folder = evidence_folders(artifacts_dir)[-1]

@@ -7,18 +7,25 @@ import shutil
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from restore_assets.definitions import defs
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.sync import sync_tables
 from restore_assets.settings import (
+    DEFAULT_TARGET,
     DEMO_FLYWAY_CONF,
     MODERN_SCHEMA_FILE,
     load_settings,
 )
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
-from restore_assets_tests.helpers import evidence_folders, gate_results, gates_only, run_all
+from restore_assets_tests.helpers import (
+    evidence_folders,
+    gate_results,
+    gates_only,
+    run_all,
+    target_instance,
+)
 
 pytestmark = pytest.mark.slow  # every test runs the chain or a CLI run
 
@@ -226,10 +233,12 @@ def test_a_stopped_run_leaves_gates_report_saying_so_not_an_older_passed(
 ):
     """The UI shows the latest gates/report materialisation: after a blocked run it must say
     'blocked' and why, not keep the 'passed' of the run before."""
-    instance = DagsterInstance.ephemeral()
+    instance = target_instance()
     job = defs.resolve_job_def("restore_all")
     config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
-    assert job.execute_in_process(instance=instance, run_config=config).success
+    assert job.execute_in_process(
+        instance=instance, partition_key=DEFAULT_TARGET, run_config=config
+    ).success
     key = AssetKey(["gates", "report"])
 
     def latest_status():
@@ -238,7 +247,9 @@ def test_a_stopped_run_leaves_gates_report_saying_so_not_an_older_passed(
 
     assert latest_status() == "passed"
     (secrets_dir / MODERN_SCHEMA_FILE).unlink()
-    job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    job.execute_in_process(
+        instance=instance, partition_key=DEFAULT_TARGET, run_config=config, raise_on_error=False
+    )
     assert latest_status() == "blocked"
     event = instance.get_latest_materialization_event(key)
     assert MODERN_SCHEMA_FILE in event.asset_materialization.metadata["reason"].value
@@ -249,14 +260,18 @@ def test_an_unexpected_step_error_is_recorded_as_a_stop_too(
 ):
     """Not a RestoreError (here: a count over a table name the server rejects, after the commit):
     the gate report and gates/report still say 'failed' and where, never an older 'passed'."""
-    instance = DagsterInstance.ephemeral()
+    instance = target_instance()
     job = defs.resolve_job_def("restore_all")
     config = {"resources": {"restore": {"config": {"allow_reset": True}}}}
-    assert job.execute_in_process(instance=instance, run_config=config).success
+    assert job.execute_in_process(
+        instance=instance, partition_key=DEFAULT_TARGET, run_config=config
+    ).success
     key = AssetKey(["gates", "report"])
 
     monkeypatch.setenv("RESTORE_LEGACY_COUNT_TABLES", "d_users,no.such.table.at_all")
-    result = job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance, partition_key=DEFAULT_TARGET, run_config=config, raise_on_error=False
+    )
     assert not result.success
     metadata = instance.get_latest_materialization_event(key).asset_materialization.metadata
     assert metadata["status"].value == "failed"

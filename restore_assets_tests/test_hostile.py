@@ -426,8 +426,8 @@ def test_a_restore_waiting_for_the_target_lock_says_who_holds_it(
     secrets_dir, artifacts_dir, monkeypatch
 ):
     """Another session holds the target's lock until the restore has tried it for 7 s: the
-    restore says who holds it, at once and 5 s later, then goes on once it is free (named
-    targets have no pool: this is their only wait)."""
+    restore says who holds it, at once and 5 s later, then goes on once it is free (a session
+    outside Dagster: the target's lock is the only wait that sees it)."""
     import threading
     import time
 

@@ -9,16 +9,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from restore_assets.assets.modernized import HISTORY, modernized_flyway_history, modernized_schema
 from restore_assets.assets.secrets import secret_files
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.resources import restore_resources
 from restore_assets.runbook.flyway_adapter import cli_command, docker_command, load_flyway_config
-from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, load_settings
+from restore_assets.settings import (
+    DEFAULT_TARGET,
+    DEMO_FLYWAY_CONF,
+    MODERN_SCHEMA_FILE,
+    load_settings,
+)
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
-from restore_assets_tests.helpers import check_results, failure_messages
+from restore_assets_tests.helpers import check_results, failure_messages, target_instance
 
 DEMO_SQL = DEMO_FLYWAY_CONF.parent / "sql"
 # What Flyway 10 writes for the demo files: version text with leading zeros, description with
@@ -152,7 +157,8 @@ def test_migrate_without_the_baseline_says_baseline_missing(
     result = materialize(
         [*secret_files, modernized_schema, modernized_flyway_history],
         selection=[HISTORY],
-        instance=DagsterInstance.ephemeral(),
+        instance=target_instance(),
+        partition_key=DEFAULT_TARGET,
         resources=restore_resources(),
         raise_on_error=False,
     )
@@ -167,7 +173,8 @@ def test_migrate_without_the_baseline_says_baseline_missing(
 def test_modernized_assets_pass_their_checks_on_embedded(secrets_dir, artifacts_dir):
     result = materialize(
         [*secret_files, modernized_schema, modernized_flyway_history],
-        instance=DagsterInstance.ephemeral(),
+        instance=target_instance(),
+        partition_key=DEFAULT_TARGET,
         resources=restore_resources(),
         raise_on_error=False,
     )

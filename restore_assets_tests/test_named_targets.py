@@ -237,3 +237,28 @@ def test_targets_are_partitions_when_the_definitions_load_with_them(
     assert run.tags["dagster/partition"] == "clinic-b"
     seed = AssetKey(["legacy", "seed"])
     assert instance.get_materialized_partitions(seed) == {"clinic-b"}
+
+
+def test_without_targets_yaml_the_default_target_prints_and_files_as_before(
+    secrets_dir, artifacts_dir
+):
+    """The environment's target is the target `default` (one code path for every target), but
+    a setup without targets.yaml prints and files exactly as before targets had names: no
+    target header or summary table, evidence and baseline_search.log directly under
+    db-restore/, the plan titled `default`; its runs are the partition `default`."""
+    from dagster import DagsterInstance
+
+    plan = run_cli("plan", "--only", "legacy")
+    assert plan.stdout.startswith("# Restore plan — default\n") and not plan.stdout.endswith("\n\n")
+    done = run_cli("run", "--only", "legacy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("step / check") and "== target" not in done.stdout
+    assert "target  exit  result" not in done.stdout
+    root = artifacts_dir / "parity-manual" / "db-restore"
+    folder = Path(lines[-1].removeprefix("evidence: "))
+    assert folder.parent == root and (folder / "README.md").is_file()
+    assert not (root / "default").exists()
+    run = DagsterInstance.get().get_runs(limit=1)[0]
+    assert run.tags["dagster/partition"] == "default"
+    assert run.tags["restore_assets/restored.legacy"] == "default"

@@ -10,11 +10,10 @@ from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from restore_assets.definitions import defs
 from restore_assets.errors import ConfigError
-from restore_assets.resources.config import RestoreConfig
-from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.sensors import secrets_sensor
-from restore_assets.settings import LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
+from restore_assets.settings import DEFAULT_TARGET, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
+from restore_assets_tests.helpers import target_instance
 
 pytestmark = pytest.mark.slow  # sensor ticks that launch real Dagster runs
 
@@ -26,15 +25,11 @@ class Watcher:
     def __init__(self, instance=None):
         self.instance = instance or DagsterInstance.ephemeral()
         self.cursor = None
-        self.secrets = SecretsResource(config=RestoreConfig())
         self.run_keys: set[str] = set()
         self.results = []
 
     def tick(self, launch: bool = True):
-        with build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"secrets": self.secrets}
-        ) as context:
-            result = secrets_sensor(context)
+        result = self.look()
         self.cursor = result.cursor
         requests = [(r.job_name, r.run_key) for r in result.run_requests or []]
         for request in result.run_requests or []:
@@ -44,16 +39,23 @@ class Watcher:
         reason = result.skip_reason.skip_message if result.skip_reason else ""
         return requests, reason
 
+    def look(self):
+        """One evaluation; the targets it registers are added as the daemon adds them."""
+        with build_sensor_context(instance=self.instance, cursor=self.cursor) as context:
+            result = secrets_sensor(context)
+        for added in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(added.partitions_def_name, added.partition_keys)
+        return result
+
 
 def launch_request(instance, request):
-    """Run a sensor's request as the daemon would: its job, its tags, its config."""
+    """Run a sensor's request as the daemon would: its job, its target, its tags."""
     job = defs.resolve_job_def(request.job_name)
-    requested = (request.run_config or {}).get("resources", {}).get("restore", {})
-    config = {**requested.get("config", {}), "allow_reset": True}
     return job.execute_in_process(
         instance=instance,
+        partition_key=request.partition_key,
         tags=request.tags,
-        run_config={"resources": {"restore": {"config": config}}},
+        run_config={"resources": {"restore": {"config": {"allow_reset": True}}}},
         raise_on_error=False,
     )
 
@@ -130,6 +132,7 @@ def _run(instance, job_name):
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=instance,
+        partition_key=DEFAULT_TARGET,
         run_config={"resources": {"restore": {"config": {"allow_reset": True}}}},
         raise_on_error=False,
     )
@@ -155,7 +158,7 @@ def _followup(instance, run, event):
 def test_one_side_restored_again_brings_the_sync_and_gates(secrets_dir, artifacts_dir):
     from dagster import RunRequest, SkipReason
 
-    instance = DagsterInstance.ephemeral()
+    instance = target_instance()
     first = _followup(instance, *_run(instance, "restore_legacy"))
     assert isinstance(first, SkipReason) and "never restored" in first.skip_message
     _run(instance, "restore_modernized")
@@ -185,14 +188,11 @@ def test_named_targets_are_watched_each_in_its_own_sub_root(
     watcher.tick()
     shutil.copytree(demo_secrets, store / "clinic-a")
     assert watcher.tick()[0] == []  # landed, not settled yet
-    with build_sensor_context(
-        instance=watcher.instance, cursor=watcher.cursor, resources={"secrets": watcher.secrets}
-    ) as context:
-        result = secrets_sensor(context)
+    result = watcher.look()
     (request,) = result.run_requests
     assert request.job_name == "restore_all" and request.run_key.startswith("clinic-a:")
-    assert request.tags["restore_assets/target"] == "clinic-a"
-    assert request.run_config == {"resources": {"restore": {"config": {"target": "clinic-a"}}}}
+    assert request.partition_key == "clinic-a"
+    assert watcher.instance.get_dynamic_partitions("targets") == ["clinic-a", "clinic-b"]
     watcher.cursor = result.cursor
     assert launch_request(watcher.instance, request).success
     requests, reason = watcher.tick()
@@ -291,14 +291,16 @@ def test_a_crashed_restore_is_requested_again_but_not_for_ever(secrets_dir, arti
     watcher.tick()
     requests, _ = watcher.tick(launch=False)
     ((job, run_key),) = requests
-    legacy, modernized = run_key.split(":")[1].split("|")  # restore_all:<legacy>|<modernized>:…
-    tags = restore_tags("legacy", None, legacy) | restore_tags("modernized", None, modernized)
+    # default:restore_all:<legacy>|<modernized>:…
+    legacy, modernized = run_key.split(":")[2].split("|")
+    tags = restore_tags("legacy", DEFAULT_TARGET, legacy)
+    tags |= restore_tags("modernized", DEFAULT_TARGET, modernized)
     for crash in range(1, 4):
         run = watcher.instance.create_run_for_job(
             defs.resolve_job_def(job), tags=tags, status=DagsterRunStatus.STARTED
         )
         watcher.instance.report_run_failed(run, "its process is gone")
-        assert last_restore(watcher.instance, "legacy", None).state == "crashed"
+        assert last_restore(watcher.instance, "legacy", DEFAULT_TARGET).state == "crashed"
         requests, reason = watcher.tick(launch=False)
         if crash <= 2:
             assert [j for j, _ in requests] == ["restore_all"], reason
@@ -356,6 +358,7 @@ def test_a_queued_run_from_the_ui_counts_before_it_tags_itself(secrets_dir, arti
     queued = watcher.instance.create_run_for_job(
         job,
         asset_selection=frozenset(job.asset_layer.executable_asset_keys),
+        tags={"dagster/partition": DEFAULT_TARGET},  # the UI launches for a target
         status=DagsterRunStatus.NOT_STARTED,  # created by the UI, not started yet
     )
     watcher.tick()
@@ -397,8 +400,9 @@ def _requested_tags(watcher):
     from restore_assets.assets.shell import restore_tags
 
     ((_, run_key),) = watcher.tick(launch=False)[0]
-    legacy, modernized = run_key.split(":")[1].split("|")
-    return restore_tags("legacy", None, legacy) | restore_tags("modernized", None, modernized)
+    legacy, modernized = run_key.split(":")[2].split("|")
+    tags = restore_tags("legacy", DEFAULT_TARGET, legacy)
+    return tags | restore_tags("modernized", DEFAULT_TARGET, modernized)
 
 
 def test_two_intake_runs_reading_at_once_keep_each_others_hashes(store, demo_secrets):

@@ -21,7 +21,7 @@ from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.verify import verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
-from .partitions import TARGETS, pool
+from .partitions import TARGETS
 from .secrets import SECRET_KEYS
 from .shell import check_result, evidence_metadata, table
 from .side_run import restore_step
@@ -67,7 +67,6 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             description="§3.5: row counts of d_users, d_audit_event, d_factor2_credential.",
         ),
     ],
-    pool=pool("restore_legacy"),
     partitions_def=TARGETS,
 )
 def legacy_restore(
@@ -115,7 +114,6 @@ def legacy_restore(
             "facility id is not already taken.",
         )
     ],
-    pool=pool("restore_legacy"),
     partitions_def=TARGETS,
 )
 def legacy_facility_num(

@@ -16,7 +16,7 @@ from restore_assets.runbook.migrate import history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
 
-from .partitions import TARGETS, pool
+from .partitions import TARGETS
 from .secrets import SECRET_KEYS
 from .shell import check_results, evidence_metadata, table
 from .side_run import restore_step
@@ -32,7 +32,6 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
     group_name="modernized",
     description="§4.1-4.2: reset `public` and the Flyway schema, apply the Modernized schema dump "
     "in one transaction.",
-    pool=pool("restore_modernized"),
     partitions_def=TARGETS,
 )
 def modernized_schema(
@@ -74,7 +73,6 @@ def modernized_schema(
         ),
         AssetCheckSpec("pg_trgm", asset=HISTORY, description="pg_trgm is installed (V0002)."),
     ],
-    pool=pool("restore_modernized"),
     partitions_def=TARGETS,
 )
 def modernized_flyway_history(

@@ -1,31 +1,23 @@
-"""Named targets as partitions (issue 12): with RESTORE_TARGETS, every asset of the chain is
-partitioned by target, so the UI shows each clinic's restores, checks and gates on their own.
+"""Every asset of the chain is partitioned by target (issue 12, issue 19): the UI shows each
+target's restores, checks and gates on their own, and a run names its target by its partition.
+Without RESTORE_TARGETS the one partition is `default`.
 
-Without named targets nothing is partitioned: the single target behaves exactly as before. The
-run's partition reaches every resource through `RestoreConfig` (the `dagster/partition` tag).
+The partitions are dynamic: the definitions read nothing at import, and the same graph serves
+one target or many. The targets are registered in the instance by whoever launches runs (the
+CLI and `make ui` before they start, the sensor on every tick), from the settings of that moment.
+One run per target at a time: the daemon's run queue (`dagster/partition` tag limit,
+jobs.INSTANCE_CONFIG), the CLI's wait (recovery.wait_for_target) and the target's own lock.
 """
 
-from dagster import StaticPartitionsDefinition
+from dagster import DynamicPartitionsDefinition
 
-from restore_assets.errors import ConfigError
-from restore_assets.named_targets import load_targets
-from restore_assets.settings import load_settings
+TARGETS = DynamicPartitionsDefinition(name="targets")
 
 
-def _target_partitions() -> StaticPartitionsDefinition | None:
-    try:
-        named = load_targets(load_settings())
-    except ConfigError:
-        return None  # the UI still loads; every run then reports the error, naming the field
-    return StaticPartitionsDefinition(sorted(named)) if named else None
-
-
-TARGETS = _target_partitions()
-
-
-def pool(name: str) -> str | None:
-    """One target: Dagster's pool keeps one step per database at a time. Named targets: no pool
-    (it would serialise every clinic); the daemon's run queue runs one run per target at a time
-    (`dagster/partition` tag limit, jobs.INSTANCE_CONFIG) and the target's own lock serialises
-    CLI runs of one target."""
-    return None if TARGETS else name
+def register_targets(instance, names) -> list[str]:
+    """Add the targets the instance does not know yet; returns those added."""
+    known = set(instance.get_dynamic_partitions(TARGETS.name))
+    new = [name for name in names if name not in known]
+    if new:
+        instance.add_dynamic_partitions(TARGETS.name, new)
+    return new

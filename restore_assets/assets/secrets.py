@@ -7,12 +7,11 @@ import warnings
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     BetaWarning,
-    DataVersion,
     DataVersionsByPartition,
     MaterializeResult,
     MetadataValue,
-    ObserveResult,
     asset,
     observable_source_asset,
 )
@@ -37,6 +36,7 @@ SECRET_KEYS = {
     LEGACY_SEED_FILE: AssetKey(["secrets", "legacy_seed_sql"]),
     MODERN_SCHEMA_FILE: AssetKey(["secrets", "modern_schema_sql"]),
 }
+DATA_VERSION_TAG = "dagster/data_version"  # Dagster's tag for an observation's version
 
 
 def watched_root() -> str:
@@ -56,25 +56,29 @@ def _observable(relpath: str):
         f"`{watched_root()}`.",
         partitions_def=TARGETS,
     )
-    def _observe(context, secrets: SecretsResource) -> ObserveResult | DataVersionsByPartition:
+    def _observe(context, secrets: SecretsResource) -> DataVersionsByPartition:
         info = secrets.inspect(relpath)
-        version = DataVersion(info.sha256 or f"unusable: {info.status}")
-        if context.has_partition_key:  # a named target: Dagster takes only versions here
-            with warnings.catch_warnings():  # beta in Dagster 1.13, the documented way
-                warnings.simplefilter("ignore", BetaWarning)
-                return DataVersionsByPartition({context.partition_key: version})
-        return ObserveResult(
-            data_version=version,
-            metadata={
-                "path": MetadataValue.path(str(info.path)),
-                "status": info.status,
-                "sha256": info.sha256,
-                "size": info.size,
-                "mode": info.mode,
-                "dumped_by": info.dumped_by or "",
-                "dumped_from": info.dumped_from or "",
-            },
+        # A partitioned observation returns versions only: the observation is logged here, so
+        # the UI shows where the file is and what was found, with the version Dagster keeps.
+        context.log_event(
+            AssetObservation(
+                asset_key=SECRET_KEYS[relpath],
+                partition=context.partition_key,
+                tags={DATA_VERSION_TAG: info.sha256 or f"unusable: {info.status}"},
+                metadata={
+                    "path": MetadataValue.path(str(info.path)),
+                    "status": info.status,
+                    "sha256": info.sha256,
+                    "size": info.size,
+                    "mode": info.mode,
+                    "dumped_by": info.dumped_by or "",
+                    "dumped_from": info.dumped_from or "",
+                },
+            )
         )
+        with warnings.catch_warnings():  # beta in Dagster 1.13, the documented way
+            warnings.simplefilter("ignore", BetaWarning)
+            return DataVersionsByPartition({})
 
     return _observe
 

@@ -21,9 +21,8 @@ from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.settings import SIDES
 
 SIDES_TAG = "restore_assets/sides"
-TARGET_TAG = "restore_assets/target"  # a named target of RESTORE_TARGETS
 GATES_REPORT = AssetKey(["gates", "report"])
-PARTITION_TAG = "dagster/partition"
+PARTITION_TAG = "dagster/partition"  # every run's target (named_targets; `default`)
 RESTORE_KEYS = {side: AssetKey([side, "schema"]) for side in SIDES}  # each side's restore step
 
 
@@ -31,7 +30,7 @@ INTERRUPTED_TAG = "restore_assets/interrupted"  # a person stopped the run: not 
 
 
 def restored_tag(side: str) -> str:
-    """On every run that restores `side`: the target's name (`default`: the environment's)."""
+    """On every run that restores `side`: the target's name."""
     return f"restore_assets/restored.{side}"
 
 
@@ -40,15 +39,10 @@ def content_tag(side: str) -> str:
     return f"restore_assets/content.{side}"
 
 
-def restore_tags(side: str, target: str | None, key: str) -> dict[str, str]:
+def restore_tags(side: str, target: str, key: str) -> dict[str, str]:
     """What a run restoring `side` says about it, so the sensor can tell from the instance
     which content each target last restored and how that ended, whoever launched the run."""
-    return {restored_tag(side): restored_value(target), content_tag(side): key}
-
-
-def restored_value(target: str | None) -> str:
-    """The value of `restored_tag` for a target (`default`: the environment's)."""
-    return target or "default"
+    return {restored_tag(side): target, content_tag(side): key}
 
 
 _TABLE_TYPES = {bool: "bool", int: "int", float: "float"}

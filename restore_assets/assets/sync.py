@@ -9,7 +9,7 @@ from restore_assets.runbook.sync import sync_facility_users as run_sync
 
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
-from .partitions import TARGETS, pool
+from .partitions import TARGETS
 from .shell import check_result, evidence_metadata, table
 from .stops import recorded
 
@@ -30,7 +30,6 @@ SYNC = AssetKey(["sync", "facility_users"])
             description="every Legacy facilityid and userid exists on the Modernized side.",
         )
     ],
-    pool=pool("restore_modernized"),
     partitions_def=TARGETS,
 )
 def sync_facility_users(

@@ -1,11 +1,13 @@
-"""The environment contract (DESIGN.md "Configuration"), read once per run, with the few values
-a run may override (the CLI passes them; the launchpad shows them)."""
+"""The environment contract (DESIGN.md "Configuration"), read once per run for the run's target
+(its partition), with the few values a run may override (the CLI passes them; the launchpad
+shows them)."""
 
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from restore_assets.errors import ConfigError
 from restore_assets.named_targets import settings_for
 from restore_assets.settings import Settings
 
@@ -14,7 +16,6 @@ class RestoreConfig(ConfigurableResource):
     """Overrides of the environment contract; unset: the environment variable applies.
     Passwords are never config: they are read from the environment when the run starts."""
 
-    target: str | None = None  # a named target of RESTORE_TARGETS (else the run's partition)
     secrets_dir: str | None = None
     artifacts_dir: str | None = None
     state_dir: str | None = None
@@ -37,6 +38,11 @@ class RestoreConfig(ConfigurableResource):
                     changes[name] = Path(value).expanduser().resolve()
             if self.allow_reset is not None:
                 changes["allow_reset"] = self.allow_reset
-            settings = settings_for(self.target or self._partition)
+            if self._partition is None:
+                raise ConfigError(
+                    "this run names no target: launch it for a partition (a target of "
+                    "RESTORE_TARGETS, or `default` without it)"
+                )
+            settings = settings_for(self._partition)
             self._settings = settings.with_overrides(**changes) if changes else settings
         return self._settings

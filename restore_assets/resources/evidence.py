@@ -33,11 +33,7 @@ class EvidenceResource(ConfigurableResource):
             record = instance.get_run_record_by_id(run.run_id)
             started = record.create_timestamp if record else dt.datetime.now(dt.UTC)
         store = EvidenceStore.for_run(
-            settings.artifacts_dir,
-            run.run_id,
-            started,
-            lambda text: redact(text, settings.passwords),
-            settings.target_name,
+            settings, run.run_id, started, lambda text: redact(text, settings.passwords)
         )
         if run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
             # On the run itself, so the CLI and the UI find the folder without searching.

@@ -16,11 +16,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from restore_assets.named_targets import labelled
 from restore_assets.runbook.files import write_private
+from restore_assets.settings import Settings
 
 EVIDENCE_SUBDIR = Path("parity-manual") / "db-restore"
 RUN_MARKER = ".run_id"
 STEPS_FILE = ".steps.json"
+
+
+def evidence_root(settings: Settings) -> Path:
+    """Where a target's run folders and `baseline_search.log` go: `db-restore/` for the
+    environment's target, as always; `db-restore/<target>/` for each target of targets.yaml."""
+    root = settings.artifacts_dir / EVIDENCE_SUBDIR
+    return root / settings.target_name if labelled(settings) else root
 
 
 def folder_name(when: dt.datetime) -> str:
@@ -38,15 +47,15 @@ class EvidenceStore:
     @classmethod
     def for_run(
         cls,
-        artifacts_dir: Path,
+        settings: Settings,
         run_id: str,
         started: dt.datetime,
         redact: Callable[[str], str],
-        target: str | None = None,
     ) -> EvidenceStore:
-        """The run's folder, created once; a second run in the same second gets a suffix. A
-        named target's runs go into a folder of their own (`db-restore/<target>/<UTC>`)."""
-        base = artifacts_dir / EVIDENCE_SUBDIR / (target or "")
+        """The run's folder under its target's `evidence_root`, created once; a second run in
+        the same second gets a suffix."""
+        artifacts_dir = settings.artifacts_dir
+        base = evidence_root(settings)
         base.mkdir(parents=True, exist_ok=True)
         name = folder_name(started)
         for attempt in range(1, 100):

@@ -118,7 +118,7 @@ class SidePlan:
 
 @dataclass
 class Plan:
-    name: str  # the target pair ("default": the one pair of the environment)
+    name: str  # the target pair (`default`: the environment's, without RESTORE_TARGETS)
     allow_reset: bool
     sides: list[SidePlan]
     gates: Mapping[str, Sequence[str]]  # evaluated only when the run covers both sides
@@ -165,7 +165,6 @@ class Plan:
 def build_plan(
     settings: Settings,
     sides: Sequence[str] = SIDES,
-    name: str = "default",
     targets: Mapping[str, PostgresTarget] | None = None,
 ) -> Plan:
     """The plan for `sides` of one target pair (`targets` default to the settings' own)."""
@@ -193,7 +192,7 @@ def build_plan(
             plan_target(plan, settings, target)
         sides_plans.append(plan)
     gates = GATE_CHECKS if set(sides) == set(SIDES) else {}
-    return Plan(name, settings.allow_reset, sides_plans, gates)
+    return Plan(settings.target_name, settings.allow_reset, sides_plans, gates)
 
 
 def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:

@@ -29,9 +29,7 @@ def vet_run(
     """The run's plan (first words, kept as `plan.md`), then intake of every side of the run:
     returns this side's vetted files and the seconds intake took. Raises `SecretsBlocked`."""
     if not evidence.path(PLAN_FILE).exists():  # whichever side's restore starts first
-        plan = build_plan(
-            settings, list(sides), settings.target_name or "default", {target.side: target}
-        )
+        plan = build_plan(settings, list(sides), {target.side: target})
         for line in plan.summary_lines():
             log(evidence.redact(line))
         evidence.write(PLAN_FILE, plan.markdown())

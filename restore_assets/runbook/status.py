@@ -13,7 +13,7 @@ from restore_assets.errors import RestoreError
 from restore_assets.flyway.version import Version
 from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.evidence import EVIDENCE_SUBDIR, RUN_MARKER
+from restore_assets.runbook.evidence import RUN_MARKER, evidence_root
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import Settings
@@ -102,6 +102,5 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
 
 
 def last_evidence(settings: Settings) -> Path | None:
-    root = settings.artifacts_dir / EVIDENCE_SUBDIR / (settings.target_name or "")
-    folders = sorted(root.glob(f"*/{RUN_MARKER}"))
+    folders = sorted(evidence_root(settings).glob(f"*/{RUN_MARKER}"))
     return folders[-1].parent if folders else None
