@@ -93,5 +93,5 @@ class UnexpectedError(RestoreError):
     database error may quote a row."""
 
     def __init__(self, exc: BaseException):
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # pg.targets.db_error's rule
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # redaction.first_line's rule
         super().__init__(f"unexpected error ({type(exc).__name__}): {first_line}")

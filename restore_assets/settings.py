@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from restore_assets.errors import ConfigError
+from restore_assets.redaction import Redactor
 
 # Runbook §1: the three baseline files, relative to the Secrets root.
 LEGACY_SCHEMA_FILE = "legacy-server/db-baseline/opendolphin-legacy-schema.sql"
@@ -134,6 +135,11 @@ class Settings:
             zip_password.get_secret_value() if zip_password else None,
         )
         return tuple(p for p in candidates if p)
+
+    @property
+    def redactor(self) -> Redactor:
+        """What the boundaries (evidence, Dagster, the CLI) pass every text through."""
+        return Redactor(self.passwords)
 
     def embedded_roles(self) -> set[str]:
         """The roles the project logs in as on the embedded server."""
@@ -350,14 +356,13 @@ def _read(model: type[_Variables], env: Mapping[str, str | None], problems: list
         return model.read(env)
     except ValidationError as exc:
         prefix = model.model_config.get("env_prefix", "")
-        passwords = [value for name, value in env.items() if name.endswith("_PASSWORD") and value]
+        # No Settings yet, so no Settings.redactor: every *_PASSWORD variable is a secret here.
+        redact = Redactor(value for name, value in env.items() if name.endswith("_PASSWORD"))
         for error in exc.errors():
             name = f"{prefix}{error['loc'][0]}".upper()
             value = str(error["input"])
-            hidden = name.endswith("_PASSWORD") or any(p in value for p in passwords)
-            message = error["msg"]
-            for password in passwords:  # a message may quote the value (RESTORE_SYNC_TABLES)
-                message = message.replace(password, "********")
+            hidden = name.endswith("_PASSWORD") or redact.hides(value)
+            message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)
             problems.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
         return None
 
