@@ -58,7 +58,8 @@ def test_the_runbook_core_imports_without_dagster():
         "for package in (restore_assets.runbook, restore_assets.pg, restore_assets.flyway):\n"
         "    prefix = package.__name__ + '.'\n"
         "    names += [m.name for m in pkgutil.walk_packages(package.__path__, prefix)]\n"
-        "core = ['restore_assets.settings', 'restore_assets.named_targets', 'restore_assets.cli']\n"
+        "core = ['restore_assets.settings', 'restore_assets.named_targets', 'restore_assets.cli',\n"
+        "        'restore_assets.redaction']\n"
         "for name in names + core:\n"
         "    importlib.import_module(name)\n"
         "print(sum(n.startswith('restore_assets.runbook.') for n in names))\n"
@@ -66,6 +67,21 @@ def test_the_runbook_core_imports_without_dagster():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 12  # one module per runbook section
+
+
+def test_every_step_crosses_the_redaction_boundary():
+    """Whatever a step logs or yields reaches Dagster through `shell.redacted_step`: a new step
+    without it would be a message path the redactor never sees."""
+    from dagster import AssetsDefinition
+
+    steps = [
+        a
+        for a in defs.assets
+        if isinstance(a, AssetsDefinition) and a.is_executable and not a.is_observable
+    ]
+    assert len(steps) >= 9
+    for step in steps:
+        assert getattr(step.op.compute_fn.decorated_fn, "redacted", False), step.op.name
 
 
 @pytest.mark.e2e

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from restore_assets.redaction import REDACTED, RedactingFilter, Redactor, first_line
 from restore_assets.settings import load_settings
+from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
 
 _SECRET = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\n" not in s)
 _TEXT = st.text(max_size=60)
@@ -76,3 +78,70 @@ def test_the_logging_filter_redacts_message_and_arguments():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "login %s failed", ("pw1",), None)
     assert RedactingFilter(Redactor(["pw1"])).filter(record) is True
     assert record.getMessage() == f"login {REDACTED} failed"
+
+
+# A new message path, end to end: a real run (CLI → Dagster job → embedded and external
+# PostgreSQL) where a runbook function says the external target's password in a way no code
+# redacts by hand. The boundaries alone must keep it out of everything that leaves the process.
+_ROW = "DETAIL:  Key (userid)=(1.3.6.1.4.1.9414.72.103:yamada-taro) already exists."
+
+
+def _new_message_path(case: str, monkeypatch) -> None:
+    import restore_assets.assets.legacy as legacy_asset
+    import restore_assets.assets.side_run as side_run
+    from restore_assets.errors import TargetError
+
+    said = f"connecting with password {EXTERNAL_PASSWORD}"
+    verify, restore = legacy_asset.verify_legacy, side_run.restore_and_record
+
+    def verify_legacy(target, settings, evidence):
+        if case == "restore_error":  # a stop of ours: RestoreError → Failure, exit 1
+            raise TargetError(f"{said}\n{_ROW}")
+        if case == "unexpected":  # a bug: any exception → UnexpectedError, exit 1
+            raise ValueError(f"{said}\n{_ROW}")
+        verification = verify(target, settings, evidence)  # "said": logged, and in metadata
+        verification.facts[said] = _ROW
+        check = verification.check("row_counts")
+        object.__setattr__(check, "detail", f"{check.detail}; {said}")
+        evidence.write("note.log", said)
+        return verification
+
+    def restore_and_record(step, settings, target, files, evidence, log, *rest):
+        log(said)
+        return restore(step, settings, target, files, evidence, log, *rest)
+
+    monkeypatch.setattr(legacy_asset, "verify_legacy", verify_legacy)
+    monkeypatch.setattr(side_run, "restore_and_record", restore_and_record)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case, verbose, code",
+    [("restore_error", False, 1), ("unexpected", True, 1), ("said", False, 0)],
+)
+def test_a_new_message_path_cannot_leak_the_password(
+    case, verbose, code, secrets_dir, artifacts_dir, external_legacy, monkeypatch
+):
+    from dagster import serialize_value
+
+    from restore_assets.jobs import prepare_instance
+
+    _new_message_path(case, monkeypatch)
+    done = run_cli("run", "--only", "legacy", "--allow-reset", *(["--verbose"] * verbose))
+    printed = done.stdout + done.stderr  # stderr: the console log of the in-process run
+    assert done.returncode == code, printed
+    assert f"connecting with password {REDACTED}" in printed  # the path was taken, and masked
+
+    settings = load_settings()
+    instance = prepare_instance(settings)
+    run = instance.get_runs(limit=1)[0]
+    stored = serialize_value(list(instance.all_logs(run.run_id)))
+    assert f"connecting with password {REDACTED}" in stored
+    evidence = "".join(
+        p.read_text(errors="replace") for p in artifacts_dir.rglob("*") if p.is_file()
+    )
+    assert evidence  # the run wrote its evidence
+    for where, text in {"CLI": printed, "Dagster": stored, "evidence": evidence}.items():
+        at = text.find(EXTERNAL_PASSWORD)
+        assert at < 0, f"{where}: …{text[max(0, at - 600) : at + 100]}…"
+        assert "yamada-taro" not in text, where  # the DETAIL line's row

@@ -23,7 +23,7 @@ from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS
 from .reports import DDL_INVENTORY, MISSING_OBJECTS
-from .shell import GATES_REPORT, evidence_metadata, table
+from .shell import GATES_REPORT, evidence_metadata, redacted_step, table
 from .stops import recorded
 from .sync import SYNC
 
@@ -48,6 +48,7 @@ REPORT = GATES_REPORT
     ],
     partitions_def=TARGETS,
 )
+@redacted_step
 def gates_report(
     context: AssetExecutionContext,
     legacy_db: PostgresResource,

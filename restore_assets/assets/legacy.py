@@ -23,7 +23,7 @@ from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .partitions import TARGETS
 from .secrets import SECRET_KEYS
-from .shell import check_result, evidence_metadata, table
+from .shell import check_result, evidence_metadata, redacted_step, table
 from .side_run import restore_step
 from .stops import after_commit, recorded, stop_on_blocking_checks
 
@@ -69,6 +69,7 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
     ],
     partitions_def=TARGETS,
 )
+@redacted_step
 def legacy_restore(
     context: AssetExecutionContext,
     legacy_db: PostgresResource,
@@ -116,6 +117,7 @@ def legacy_restore(
     ],
     partitions_def=TARGETS,
 )
+@redacted_step
 def legacy_facility_num(
     context: AssetExecutionContext, legacy_db: PostgresResource, evidence: EvidenceResource
 ):

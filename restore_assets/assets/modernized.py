@@ -18,7 +18,7 @@ from restore_assets.settings import MODERN_SCHEMA_FILE
 
 from .partitions import TARGETS
 from .secrets import SECRET_KEYS
-from .shell import check_results, evidence_metadata, table
+from .shell import check_results, evidence_metadata, redacted_step, table
 from .side_run import restore_step
 from .stops import recorded, stop_on_blocking_checks
 
@@ -34,6 +34,7 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
     "in one transaction.",
     partitions_def=TARGETS,
 )
+@redacted_step
 def modernized_schema(
     context: AssetExecutionContext,
     modernized_db: PostgresResource,
@@ -75,6 +76,7 @@ def modernized_schema(
     ],
     partitions_def=TARGETS,
 )
+@redacted_step
 def modernized_flyway_history(
     context: AssetExecutionContext,
     modernized_db: PostgresResource,

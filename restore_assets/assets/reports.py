@@ -9,7 +9,7 @@ from restore_assets.runbook import reports
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS
-from .shell import evidence_metadata, table
+from .shell import evidence_metadata, redacted_step, table
 from .stops import recorded
 
 DDL_INVENTORY = AssetKey(["reports", "ddl_inventory"])
@@ -24,6 +24,7 @@ MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
     "on disk with their checksums and applied state.",
     partitions_def=TARGETS,
 )
+@redacted_step
 def ddl_inventory(
     context: AssetExecutionContext, modernized_db: PostgresResource, evidence: EvidenceResource
 ):
@@ -49,6 +50,7 @@ def ddl_inventory(
     "comes from (baseline file or migration version).",
     partitions_def=TARGETS,
 )
+@redacted_step
 def missing_objects(
     context: AssetExecutionContext,
     legacy_db: PostgresResource,

@@ -29,7 +29,7 @@ from restore_assets.settings import (
 )
 
 from .partitions import TARGETS
-from .shell import table
+from .shell import redacted_step, table
 
 SECRET_KEYS = {
     LEGACY_SCHEMA_FILE: AssetKey(["secrets", "legacy_schema_sql"]),
@@ -101,6 +101,7 @@ INBOX_TAG = "restore_assets/inbox"  # the ZIPs the sensor saw settled: name -> [
     "into the cache, so the sensor's next look finds them read and can request the restore.",
     partitions_def=TARGETS,
 )
+@redacted_step
 def secrets_intake(context: AssetExecutionContext, secrets: SecretsResource) -> MaterializeResult:
     settings = secrets.config.settings()
     settled = json.loads(context.run.tags.get(INBOX_TAG) or "{}")

@@ -1,21 +1,31 @@
 """Translating runbook results into Dagster's terms, shared by the assets: a core `Check`
 becomes an `AssetCheckResult`, rows become `MetadataValue.table`, evidence files become paths;
-and the tags a run carries (its sides, its target, the content each restore vetted).
+the tags a run carries (its sides, its target, the content each restore vetted); and the
+boundary every step's words cross on their way into Dagster (`redacted_step`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 
 from dagster import (
     AssetCheckResult,
     AssetKey,
+    JsonMetadataValue,
+    MarkdownMetadataValue,
+    MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableMetadataValue,
     TableRecord,
     TableSchema,
+    TextMetadataValue,
 )
 
+from restore_assets.redaction import RedactingFilter, Redactor
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.settings import SIDES
@@ -89,3 +99,74 @@ def check_results(checks: Iterable[Check], asset_key: AssetKey | None = None):
 def evidence_metadata(evidence: EvidenceStore, *files: str) -> dict[str, MetadataValue]:
     paths = {name: MetadataValue.path(str(evidence.path(name))) for name in files}
     return {"evidence": MetadataValue.path(str(evidence.folder)), **paths}
+
+
+def redacted_step(compute):
+    """The Dagster boundary of a step (put under `@asset`/`@multi_asset`): every line it logs
+    (so the console too) and every event it yields or returns reach Dagster through the run's
+    redactor, so no message of the core needs a redaction of its own. (Its failures cross
+    `stops.fail`.)"""
+
+    @functools.wraps(compute)  # Dagster reads the resources from the wrapped signature
+    def step(context, **resources):
+        redact = _run_settings(resources).redactor
+        log_filter = RedactingFilter(redact)
+        context.log.addFilter(log_filter)
+        try:
+            result = compute(context, **resources)
+            for event in result if inspect.isgenerator(result) else [result]:
+                yield redacted(event, redact)
+        finally:
+            context.log.removeFilter(log_filter)
+
+    step.redacted = True  # what test_definitions checks every step has
+    return step
+
+
+def _run_settings(resources: Mapping[str, object]):
+    """The run's settings, from any of the step's resources (each depends on RestoreConfig)."""
+    for resource in resources.values():
+        config = getattr(resource, "config", None)
+        if isinstance(config, RestoreConfig):
+            return config.settings()
+    raise TypeError("a redacted step needs a resource that depends on RestoreConfig")
+
+
+def redacted(event, redact: Redactor):
+    """A step's `MaterializeResult` or `AssetCheckResult` with its description and every text
+    of its metadata redacted; anything else as it is."""
+    if not isinstance(event, MaterializeResult | AssetCheckResult):
+        return event
+    changes: dict[str, object] = {}
+    if getattr(event, "description", None):
+        changes["description"] = redact(event.description)
+    if getattr(event, "metadata", None):
+        changes["metadata"] = redacted_metadata(event.metadata, redact)
+    if isinstance(event, MaterializeResult) and event.check_results:
+        changes["check_results"] = [redacted(c, redact) for c in event.check_results]
+    return event._replace(**changes) if changes else event
+
+
+def redacted_metadata(metadata: Mapping[str, object], redact: Redactor) -> dict[str, object]:
+    return {redact(key): _redacted_value(value, redact) for key, value in metadata.items()}
+
+
+def _redacted_value(value, redact: Redactor):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, TextMetadataValue):
+        return MetadataValue.text(redact(value.text))
+    if isinstance(value, MarkdownMetadataValue):
+        return MetadataValue.md(redact(value.md_str))
+    if isinstance(value, JsonMetadataValue):
+        return MetadataValue.json(_redacted_value(value.data, redact))
+    if isinstance(value, TableMetadataValue):
+        records = [TableRecord(_redacted_value(r.data, redact)) for r in value.records]
+        return MetadataValue.table(records=records, schema=value.schema)
+    if isinstance(value, MetadataValue):  # paths, numbers, asset keys: nothing to hide
+        return value
+    if isinstance(value, Mapping):
+        return redacted_metadata(value, redact)
+    if isinstance(value, list):
+        return [_redacted_value(v, redact) for v in value]
+    return value

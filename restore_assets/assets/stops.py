@@ -7,6 +7,7 @@ that failed, and an unexpected error (the failure hook), are recorded the same w
 from __future__ import annotations
 
 import signal
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,7 +35,13 @@ from restore_assets.runbook.gate_report import record_stop as record_stop_in_evi
 from restore_assets.runbook.gate_report import unreached_report
 from restore_assets.settings import Settings
 
-from .shell import GATES_REPORT, INTERRUPTED_TAG, PARTITION_TAG, table
+from .shell import (
+    GATES_REPORT,
+    INTERRUPTED_TAG,
+    PARTITION_TAG,
+    redacted_metadata,
+    table,
+)
 
 
 def fail(
@@ -42,17 +49,19 @@ def fail(
 ) -> Failure:
     """Record the failed step (see `record_stop`) and return the Failure to raise."""
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
-    error = evidence.redact(str(exc))  # Dagster stores the Failure: no password may be in it
+    # The boundary of a step's failures: Dagster stores the Failure, the CLI prints it.
+    error = evidence.redact(str(exc))
     gates = record_stop(context, evidence, step, status, error)
+    metadata = {
+        "exit_code": exc.exit_code,
+        "error": error,
+        "gates": table(gates),
+        "evidence": MetadataValue.path(str(evidence.folder)),
+        **metadata,
+    }
     return Failure(
         description=error,
-        metadata={
-            "exit_code": exc.exit_code,
-            "error": error,
-            "gates": table(gates),
-            "evidence": MetadataValue.path(str(evidence.folder)),
-            **metadata,
-        },
+        metadata=redacted_metadata(metadata, evidence.redact),
         allow_retries=False,
     )
 
@@ -75,24 +84,25 @@ def record_stop(
         # processes, and the last word (file and run) must name them both.
         with evidence.steps_locked() as steps:
             report = record_stop_in_evidence(evidence, steps, step, status, error)
-            _report_gates(context, instance, run, report, step, error)
+            _report_gates(context, instance, run, report, step, error, evidence.redact)
     except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
         report = unreached_report(evidence.label, {step: (status, error)})
-        _report_gates(context, instance, run, report, step, error)
+        _report_gates(context, instance, run, report, step, error, evidence.redact)
         if context is not None and hasattr(context, "log"):
             context.log.error(f"the evidence of this stop could not be written: {write_error}")
     return [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
 
 
-def _report_gates(context, instance, run, report, step: str, error: str) -> None:
+def _report_gates(context, instance, run, report, step: str, error: str, redact) -> None:
     """gates/report in the run: a materialization saying the run stopped (never an older
     "passed") and its three checks failed with the reason. From a step, logged by the step
-    (the UI ties them together); from the hook or after an interrupt, reported to the run."""
+    (the UI ties them together); from the hook or after an interrupt, reported to the run.
+    Redacted here: Dagster stores them, whoever recorded the stop."""
     partition = run.tags.get(PARTITION_TAG)
     stopped = AssetMaterialization(
         asset_key=GATES_REPORT,
-        description=f"{report.status}: {report.gates[0].summary()}",
-        metadata={"status": report.status, "stopped_by": step, "reason": error},
+        description=redact(f"{report.status}: {report.gates[0].summary()}"),
+        metadata={"status": report.status, "stopped_by": step, "reason": redact(error)},
         partition=partition,
     )
     evaluations = [
@@ -100,8 +110,10 @@ def _report_gates(context, instance, run, report, step: str, error: str) -> None
             asset_key=GATES_REPORT,
             check_name=gate.id,
             passed=False,
-            description=gate.summary(),
-            metadata={"checks": table([c.as_dict() for c in gate.checks])},
+            description=redact(gate.summary()),
+            metadata=redacted_metadata(
+                {"checks": table([c.as_dict() for c in gate.checks])}, redact
+            ),
             partition=partition,
         )
         for gate in report.gates
@@ -128,7 +140,7 @@ def record_unexpected_failure(context: HookContext) -> None:
     exc = context.op_exception
     run = context.instance.get_run_by_id(context.run_id)
     evidence = context.resources.evidence.for_dagster_run(run, context.instance)
-    error = evidence.redact(str(UnexpectedError(exc)))
+    error = str(UnexpectedError(exc))  # recorded (so redacted) by record_stop
     key = context.step_key  # an asset's op (`modernized__schema`) or the Legacy multi-asset's
     step = key.replace("__", "/") if "__" in key else key.replace("_", "/", 1)
     record_stop(context, evidence, step, "failed", error, instance=context.instance, run=run)
@@ -157,7 +169,7 @@ def stop_on_blocking_checks(context, evidence: EvidenceStore, key: AssetKey, che
     if failed:
         error = "; ".join(f"check {c.id} failed: {c.detail}" for c in failed)
         error += " (the target was restored; the gates cannot pass without these)"
-        record_stop(context, evidence, key.to_user_string(), "failed", evidence.redact(error))
+        record_stop(context, evidence, key.to_user_string(), "failed", error)
 
 
 @contextmanager
@@ -183,7 +195,10 @@ def recorded(context, evidence: EvidenceStore, step: str):
     except RestoreError as exc:
         raise fail(context, evidence, step, exc) from None
     except Exception as exc:  # noqa: BLE001 - any other error stops the run: recorded as such
-        raise fail(context, evidence, step, UnexpectedError(exc)) from exc
+        # Not `from exc`: Dagster would store (and print) the cause's own text unredacted; its
+        # traceback goes with the Failure's metadata instead, through the same redaction.
+        trace = MetadataValue.text("".join(traceback.format_exception(exc)))
+        raise fail(context, evidence, step, UnexpectedError(exc), traceback=trace) from None
 
 
 def interrupt_reason(signo: int) -> str:

@@ -10,7 +10,7 @@ from restore_assets.runbook.sync import sync_facility_users as run_sync
 from .legacy import FACILITY_NUM
 from .modernized import HISTORY
 from .partitions import TARGETS
-from .shell import check_result, evidence_metadata, table
+from .shell import check_result, evidence_metadata, redacted_step, table
 from .stops import recorded
 
 SYNC = AssetKey(["sync", "facility_users"])
@@ -32,6 +32,7 @@ SYNC = AssetKey(["sync", "facility_users"])
     ],
     partitions_def=TARGETS,
 )
+@redacted_step
 def sync_facility_users(
     context: AssetExecutionContext,
     legacy_db: PostgresResource,
