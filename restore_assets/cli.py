@@ -31,6 +31,7 @@ from restore_assets.errors import (
     worse_exit,
 )
 from restore_assets.named_targets import labelled
+from restore_assets.redaction import Redactor
 from restore_assets.runbook import flyway_command as flyway_cli
 from restore_assets.settings import SIDES, Settings, environment, load_settings
 
@@ -229,20 +230,23 @@ def _failure(event) -> tuple[int, str]:
     return EXIT_FAILED, (message.splitlines()[0] if message else "step failed")
 
 
-def print_outcome(outcome: RunOutcome) -> None:
+def print_outcome(outcome: RunOutcome, redact: Redactor) -> None:
+    """The run's table, as the CLI's boundary: read from the run's events (redacted when they
+    were stored), redacted once more on the way out."""
     width = max((len(r[0]) for r in outcome.rows), default=10)
-    print(f"{'step / check':<{width}}  {'result':<12}  detail")
-    print(f"{'-' * width}  {'-' * 12}  {'-' * 40}")
+    lines = [f"{'step / check':<{width}}  {'result':<12}  detail"]
+    lines.append(f"{'-' * width}  {'-' * 12}  {'-' * 40}")
     for name, status, detail in outcome.rows:
-        print(f"{name:<{width}}  {status:<12}  {detail}")
+        lines.append(f"{name:<{width}}  {status:<12}  {detail}")
     if outcome.gates:
-        print("\ngate            result   detail")
-        print("--------------  -------  ----------------------------------------")
+        lines.append("\ngate            result   detail")
+        lines.append("--------------  -------  ----------------------------------------")
         for gate_id, result, detail in outcome.gates:
-            print(f"{gate_id:<14}  {result:<7}  {detail}")
-    print(f"\nresult: {VERDICTS[outcome.exit_code]} (exit {outcome.exit_code})")
+            lines.append(f"{gate_id:<14}  {result:<7}  {detail}")
+    lines.append(f"\nresult: {VERDICTS[outcome.exit_code]} (exit {outcome.exit_code})")
     if outcome.evidence:
-        print(f"evidence: {outcome.evidence}")
+        lines.append(f"evidence: {outcome.evidence}")
+    print(redact("\n".join(lines)))
 
 
 def cmd_run(settings: Settings, args) -> int:
@@ -255,7 +259,7 @@ def cmd_run(settings: Settings, args) -> int:
         if labelled(target_settings):
             print(f"== target {name} ==", flush=True)
         outcome = run_chain(target_settings, sides, args.allow_reset, args.verbose)
-        print_outcome(outcome)
+        print_outcome(outcome, target_settings.redactor)
         if labelled(target_settings):
             print()
         code = worse_exit(code, outcome.exit_code)
@@ -293,7 +297,7 @@ def cmd_demo(settings: Settings, args) -> int:
     build = build_demo_secrets(settings, demo_secrets, patients=args.patients)
     print(f"demo Secrets: {build.secrets_dir} ({build.patients} patients, {build.seconds:.1f}s)")
     outcome = run_chain(settings, SIDES, allow_reset=True, verbose=args.verbose)
-    print_outcome(outcome)
+    print_outcome(outcome, settings.redactor)
     return outcome.exit_code
 
 
@@ -335,7 +339,10 @@ def cmd_status(settings: Settings, args) -> int:
     from restore_assets.runbook.status import status_lines, targets_table
 
     targets = load_targets(settings)
-    print("\n".join(targets_table(targets) if labelled(settings) else status_lines(settings)))
+    lines = targets_table(targets) if labelled(settings) else status_lines(settings)
+    # The CLI's boundary: any target's password, a server's error quoting a row.
+    redact = Redactor([*settings.passwords, *(p for s in targets.values() for p in s.passwords)])
+    print(redact("\n".join(lines)))
     return EXIT_OK
 
 
@@ -343,7 +350,6 @@ def cmd_plan(settings: Settings, args) -> int:
     """Read-only: what `run` with the same arguments would do, and the exit code it would stop
     with before any gate (0 proceed · 1 a step would fail · 2 Secrets blocked · 3 refused)."""
     from restore_assets.named_targets import chosen_targets
-    from restore_assets.pg.targets import redact
     from restore_assets.runbook.plan import build_plan
 
     sides = (args.only,) if args.only else SIDES
@@ -353,7 +359,7 @@ def cmd_plan(settings: Settings, args) -> int:
             target_settings = target_settings.with_overrides(allow_reset=True)
         plan = build_plan(target_settings, sides)
         end = "\n" if labelled(target_settings) else ""
-        print(redact(plan.markdown(), target_settings.passwords), end=end)
+        print(target_settings.redactor(plan.markdown()), end=end)
         code = worse_exit(code, plan.exit_code)
     return code
 
@@ -391,7 +397,7 @@ def cmd_intake_zip(settings: Settings, args) -> int:
     if not results:
         print(f"no ZIP in {settings.secrets_dir / INBOX}")
     for result in results:
-        print(result.line())
+        print(settings.redactor(result.line()))
     if any(r.status == "refused" for r in results):
         return EXIT_BLOCKED
     return EXIT_OK if all(r.status == "unpacked" for r in results) else EXIT_FAILED
@@ -453,11 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    redact = Redactor()  # settings unreadable: their own error lines hide the passwords
     try:
-        return args.func(load_settings(), args)
-    except RestoreError as exc:
+        settings = load_settings()
+        redact = settings.redactor
+        return args.func(settings, args)
+    except RestoreError as exc:  # the CLI's last line: redacted, as everything it prints
         label = "configuration error" if exc.exit_code == EXIT_CONFIG else "ERROR"
-        print(f"{label}: {exc}", file=sys.stderr)
+        print(redact(f"{label}: {exc}"), file=sys.stderr)
         return exc.exit_code
 
 
