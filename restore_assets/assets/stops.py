@@ -29,7 +29,6 @@ from restore_assets.errors import (
     RestoreError,
     UnexpectedError,
 )
-from restore_assets.pg.targets import redact
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
 from restore_assets.runbook.gate_report import unreached_report
@@ -214,7 +213,5 @@ def record_interrupt(settings: Settings, instance, run, folder: str | None, sign
     128 + the signal's number, as a shell reports a process killed by it)."""
     if not folder:
         return
-    store = EvidenceStore(
-        Path(folder), lambda text: redact(text, settings.passwords), settings.artifacts_dir
-    )
+    store = EvidenceStore(Path(folder), settings.redactor, settings.artifacts_dir)
     record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)

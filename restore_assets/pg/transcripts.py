@@ -49,7 +49,7 @@ def psql_transcript(
         encoding="utf-8",
     )
     header = f"-- {target.describe()}" + (f" ({note})" if note else "")
-    transcript = target.redact(f"{header}\n{result.stdout}{result.stderr}")
+    transcript = f"{header}\n{result.stdout}{result.stderr}"
     if check and result.returncode != 0:
-        raise PsqlError(f"psql stopped: {target.redact(result.stderr.strip())}")
+        raise PsqlError(f"psql stopped: {result.stderr.strip()}")
     return transcript

@@ -6,7 +6,6 @@ import datetime as dt
 
 from dagster import ConfigurableResource, ResourceDependency
 
-from restore_assets.pg.targets import redact
 from restore_assets.recovery import tag_run_process
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.evidence import EvidenceStore
@@ -33,7 +32,7 @@ class EvidenceResource(ConfigurableResource):
             record = instance.get_run_record_by_id(run.run_id)
             started = record.create_timestamp if record else dt.datetime.now(dt.UTC)
         store = EvidenceStore.for_run(
-            settings, run.run_id, started, lambda text: redact(text, settings.passwords)
+            settings, run.run_id, started, settings.redactor
         )
         if run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
             # On the run itself, so the CLI and the UI find the folder without searching.

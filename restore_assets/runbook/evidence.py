@@ -1,6 +1,7 @@
 """Runbook §7: the evidence folder `$RESTORE_ARTIFACTS_DIR/parity-manual/db-restore/<UTC>/`.
 
-Every write goes through `redact`, so a password can never land in a file an auditor reads.
+Every write goes through `redact` (the run's `Settings.redactor`): this is the evidence's
+redaction boundary, so a password can never land in a file an auditor reads.
 Medical rows are kept out by construction: callers only ever write counts, names and hashes.
 `README.md` is re-rendered from the steps recorded so far, so a run that stops half-way still
 leaves a readable folder.
@@ -82,7 +83,7 @@ class EvidenceStore:
             return str(self.folder)
 
     def redact(self, text: str) -> str:
-        """The one choke point for secrets: evidence, and the failures the shells report."""
+        """The run's redactor: the evidence's, and that of what the shells hand Dagster."""
         return self._redact(text)
 
     def path(self, name: str) -> Path:

@@ -215,7 +215,7 @@ def docker_command(
     )
 
 
-def run_cli(spec: ExternalCommand, redact: Callable[[str], str]) -> str:
+def run_cli(spec: ExternalCommand) -> str:
     env = {**os.environ, **spec.env}
     try:
         done = subprocess.run(spec.argv, env=env, capture_output=True, text=True)
@@ -224,7 +224,7 @@ def run_cli(spec: ExternalCommand, redact: Callable[[str], str]) -> str:
             f"FLYWAY_RUNNER=cli but {spec.argv[0]!r} is not on PATH; install Flyway or set "
             "FLYWAY_BIN, or use FLYWAY_RUNNER=native"
         ) from None
-    output = redact(done.stdout + done.stderr)
+    output = done.stdout + done.stderr
     if done.returncode != 0:
         raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}:\n{output}")
     return output

@@ -46,6 +46,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     target = PostgresTarget(settings.modernized, settings)
+    # This command prints its own lines: each passes the CLI's boundary, the settings' redactor.
+    redact = settings.redactor
     conf = Path(args.conf).expanduser() if args.conf else None
     if args.working_directory:
         folder = Path(args.working_directory).expanduser().resolve()
@@ -57,7 +59,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if settings.flyway_runner == "docker":
             raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
         if settings.flyway_runner == "cli":
-            print(run_cli(cli_command(settings, config, target, args.action), target.redact))
+            print(redact(run_cli(cli_command(settings, config, target, args.action))))
             if args.action == "info":
                 print(info_table(engine.info()))
             return EXIT_OK
@@ -73,7 +75,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         hint = diagnose(exc, history, settings.secrets_dir)
         if hint:
             print(f"DIAGNOSIS: {hint}")
-        print(f"ERROR: {target.redact(str(exc))}")
+        print(redact(f"ERROR: {exc}"))
         return EXIT_FAILED
 
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from psycopg import sql
 
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.pg.targets import PostgresTarget, db_error
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.redaction import first_line
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.facility_num import preview_facility_num
@@ -88,7 +89,7 @@ def representative_read(
             counts = {name: conn.execute(q).fetchone()[0] for name, q in statements.items()}
             version = conn.execute("SHOW server_version").fetchone()[0]
     except Exception as exc:  # noqa: BLE001 - the gate reports it
-        return Check(check_id, False, target.redact(f"{target.describe()}: {db_error(exc)}"))
+        return Check(check_id, False, f"{target.describe()}: {first_line(exc)}")
     detail = ", ".join(f"{k}={v}" for k, v in counts.items())
     return Check(check_id, True, f"{target.describe()} (PostgreSQL {version}): {detail}")
 
@@ -123,12 +124,12 @@ def db_restore_gate(
             preview_facility_num(legacy, evidence, realign=False).check("facility_num_nextval")
         )
     except Exception as exc:  # noqa: BLE001
-        detail = legacy.redact(f"facility_num: {db_error(exc)}")
+        detail = f"facility_num: {first_line(exc)}"
         checks.append(Check("facility_num_nextval", False, detail))
     try:
         checks.append(sync_check("facility_user_sync", missing_after_sync(legacy, modern)))
     except Exception as exc:  # noqa: BLE001
-        checks.append(Check("facility_user_sync", False, modern.redact(db_error(exc))))
+        checks.append(Check("facility_user_sync", False, first_line(exc)))
     checks.append(facility_api(settings.facility_api_url))
     return Gate("db_restore", checks)
 
@@ -188,11 +189,11 @@ def audit_capture_gate(modern: PostgresTarget, schema: str) -> Gate:
                     )
                 )
             except Exception as exc:  # noqa: BLE001 - the gate's subject
-                detail = modern.redact(f"insert failed: {db_error(exc)}")
+                detail = f"insert failed: {first_line(exc)}"
                 checks.append(Check("insert_returning_id", False, detail))
             after = conn.execute(count).fetchone()[0]
     except Exception as exc:  # noqa: BLE001
-        checks.append(Check("probe", False, modern.redact(db_error(exc))))
+        checks.append(Check("probe", False, first_line(exc)))
         return Gate("audit_capture", checks)
     checks.append(
         Check(

@@ -9,7 +9,8 @@ filesystem) before anything is moved into place with `os.replace`. A ZIP that ca
 a path leaving its folder, a link, a wrong password, damage, a bomb, a name that is not a baseline
 file, or a file that would replace different content — is moved to `inbox/refused/` with a
 `.reason.txt` beside it, so a watcher does not try it again on every look. The password is never
-written anywhere: every message passes the settings' redaction.
+written anywhere: the files written here pass the settings' redactor, the messages returned
+cross the boundary of whoever shows them (the CLI, a step).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pathlib import Path, PurePosixPath
 
 import pyzipper
 
-from restore_assets.pg.targets import redact
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
 from restore_assets.runbook.files import (
@@ -160,7 +160,8 @@ def _one(
         secret = password.get_secret_value().encode("utf-8")
         files = _unpack(path, settings.secrets_dir, secret, limits)
     except Refused as exc:
-        reason = redact(str(exc), settings.passwords)
+        # Written beside the ZIP and in investigation.log, files no run's evidence store writes.
+        reason = settings.redactor(str(exc))
         moved = _move_aside(path, path.parent / REFUSED)
         write_private(
             moved.with_name(moved.name + ".reason.txt"),
@@ -169,7 +170,7 @@ def _one(
         _record(settings, f"{path.name} refused: {reason}", {}, moved)
         return InboxResult(path.name, "refused", f"{reason}; moved to {_rel(settings, moved)}")
     except OSError as exc:  # our side (disk full, permissions): nothing placed, try again later
-        detail = redact(f"not unpacked ({exc}); the ZIP stays in the inbox", settings.passwords)
+        detail = f"not unpacked ({exc}); the ZIP stays in the inbox"
         return InboxResult(path.name, "failed", detail, seen=seen)
     moved = _move_aside(path, path.parent / DONE)
     _record(settings, f"{path.name} unpacked", files, moved)
@@ -350,5 +351,6 @@ def _record(settings: Settings, what: str, files: Mapping[str, str], archive: Pa
     lines = [f"# {stamp} {INBOX}/{what}"]
     lines += [f"{sha}  {relpath}" for relpath, sha in files.items()]
     lines.append(f"{sha256_file(archive)}  {_rel(settings, archive)}")
-    text = redact("\n".join(lines) + "\n", settings.passwords)
+    # The evidence root's own log, outside any run's evidence store: redacted here.
+    text = settings.redactor("\n".join(lines) + "\n")
     append_private(settings.artifacts_dir / EVIDENCE_SUBDIR / "investigation.log", text)

@@ -123,7 +123,7 @@ def _run(
         return [f"migrate: applied {len(result.applied)} migration(s) in {result.seconds}s"]
     commands = ("baseline", "migrate") if not engine.history_rows() else ("migrate",)
     if settings.flyway_runner == "cli":
-        return [run_cli(cli_command(settings, config, target, c), target.redact) for c in commands]
+        return [run_cli(cli_command(settings, config, target, c)) for c in commands]
     if run_container is None:
         raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
     return [run_container(docker_command(settings, config, target, c)) for c in commands]

@@ -34,7 +34,8 @@ from restore_assets.errors import (
 )
 from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
-from restore_assets.pg.targets import PostgresTarget, db_error
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.gates import GATE_CHECKS
@@ -217,9 +218,7 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
         if target.side == "modernized":
             _flyway(plan, settings, target)
     except psycopg.Error as exc:  # e.g. no privilege on a catalogue view
-        plan.stop(
-            EXIT_FAILED, target.redact(f"could not read the {target.describe()}: {db_error(exc)}")
-        )
+        plan.stop(EXIT_FAILED, f"could not read the {target.describe()}: {first_line(exc)}")
 
 
 def _not_created_yet(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
@@ -297,7 +296,7 @@ def _flyway(plan: SidePlan, settings: Settings, target: PostgresTarget, now: boo
         plan.flyway_after = [m.script for m in engine.pending_after_baseline()]
         plan.baseline_version = config.baseline_version
     except RestoreError as exc:  # FlywayFailed: a bad conf or location stops the run at §4.3
-        plan.stop(exc.exit_code, f"flyway: {target.redact(str(exc))}")
+        plan.stop(exc.exit_code, f"flyway: {exc}")
 
 
 def _side_markdown(side: SidePlan) -> list[str]:

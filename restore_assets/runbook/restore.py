@@ -110,7 +110,7 @@ def dump_to(
     target: PostgresTarget, settings: Settings, options: list[str], path: Path, purpose: str
 ) -> None:
     """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
-    data); a failure names the target, redacted, and leaves no file behind."""
+    data); a failure names the target and leaves no file behind."""
     pg_dump = client_binary("pg_dump", settings.pg_dump_bin)
 
     def writer(out: BinaryIO) -> None:
@@ -118,7 +118,7 @@ def dump_to(
             [pg_dump, *options], env=target.client_env(), stdout=out, stderr=subprocess.PIPE
         )
         if done.returncode != 0:
-            message = target.redact(done.stderr.decode("utf-8", "replace").strip())
+            message = done.stderr.decode("utf-8", "replace").strip()
             raise PreflightFailed(
                 f"{purpose} of the {target.describe()} failed"
                 + (", so nothing was dropped" if purpose == "backup" else "")
@@ -200,7 +200,7 @@ def restore_side(
             env=env,
             tmp_root=_tmp_root(settings),
             log_path=psql_log,
-            redact=target.redact,
+            redact=evidence.redact,  # psql_log is streamed, line by line, past the store
             progress=log,
         )
         phases.lap("psql")

@@ -31,7 +31,7 @@ def vet_run(
     if not evidence.path(PLAN_FILE).exists():  # whichever side's restore starts first
         plan = build_plan(settings, list(sides), {target.side: target})
         for line in plan.summary_lines():
-            log(evidence.redact(line))
+            log(line)
         evidence.write(PLAN_FILE, plan.markdown())
     started = time.monotonic()
     files = intake(settings, sides, evidence).side(target.side)

@@ -12,6 +12,7 @@ import psycopg
 from restore_assets.errors import RestoreError
 from restore_assets.flyway.version import Version
 from restore_assets.pg.targets import PostgresTarget
+from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import RUN_MARKER, evidence_root
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
@@ -93,7 +94,7 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     try:
         rows = native_engine(load_flyway_config(settings, target), target, print).info()
     except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table
-        return f"unavailable ({target.redact(str(exc)).splitlines()[0]})"
+        return f"unavailable ({first_line(exc)})"
     states = Counter(r.state for r in rows)
     # Flyway's info lists applied rows in rank order, so the latest version is the highest.
     done = [r.version for r in rows if r.version and r.state in ("Success", "Baseline")]

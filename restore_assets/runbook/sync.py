@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from restore_assets.errors import RestoreError, SyncError
-from restore_assets.pg.targets import PostgresTarget, db_error
+from restore_assets.pg.targets import PostgresTarget
+from restore_assets.redaction import first_line
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.preflight import reading_lock
@@ -148,9 +149,7 @@ def sync_facility_users(
         except RestoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - a database error, rolled back: say so
-            raise SyncError(
-                modern.redact(f"account sync failed and was rolled back: {db_error(exc)}")
-            ) from None
+            raise SyncError(f"account sync failed and was rolled back: {first_line(exc)}") from None
         result.seconds = round(time.monotonic() - started, 3)
         result.missing = missing_after_sync(legacy, modern)
         note = "after the §4.5 account sync"
