@@ -31,9 +31,7 @@ class EvidenceResource(ConfigurableResource):
         else:
             record = instance.get_run_record_by_id(run.run_id)
             started = record.create_timestamp if record else dt.datetime.now(dt.UTC)
-        store = EvidenceStore.for_run(
-            settings, run.run_id, started, settings.redactor
-        )
+        store = EvidenceStore.for_run(settings, run.run_id, started, settings.redactor)
         if run.tags.get(EVIDENCE_FOLDER_TAG) != str(store.folder):
             # On the run itself, so the CLI and the UI find the folder without searching.
             instance.add_run_tags(run.run_id, {EVIDENCE_FOLDER_TAG: str(store.folder)})
