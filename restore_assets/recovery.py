@@ -26,10 +26,10 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from restore_assets.assets.shell import PARTITION_TAG
 from restore_assets.errors import RestoreError
 
 PROCESS_TAG = "restore_assets/process"
+PARTITION_TAG = "dagster/partition"  # every run's target (named_targets; `default`)
 _UNFINISHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 _FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 _HOLDER_EVERY_SECONDS = 5

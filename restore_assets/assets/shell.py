@@ -24,6 +24,7 @@ from dagster import (
     TextMetadataValue,
 )
 
+from restore_assets.recovery import PARTITION_TAG  # noqa: F401 - the run's target, for assets
 from restore_assets.redaction import RedactingFilter, Redactor
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.checks import Check
@@ -32,7 +33,6 @@ from restore_assets.settings import SIDES
 
 SIDES_TAG = "restore_assets/sides"
 GATES_REPORT = AssetKey(["gates", "report"])
-PARTITION_TAG = "dagster/partition"  # every run's target (named_targets; `default`)
 RESTORE_KEYS = {side: AssetKey([side, "schema"]) for side in SIDES}  # each side's restore step
 
 
