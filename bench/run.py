@@ -144,7 +144,7 @@ class Bench:
         from restore_assets.pg.clients import client_binary
         from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
-        psql = client_binary("psql", self.settings.psql_bin)
+        psql = client_binary("psql", self.settings.tools.psql)
         cmd = [psql, "-X", "-1", "-v", "ON_ERROR_STOP=1"]
         cmd += ["-f", str(secrets / LEGACY_SCHEMA_FILE), "-f", str(secrets / LEGACY_SEED_FILE)]
         with ScratchDatabase(self.target, RAW_DB):  # created empty, dropped after

@@ -82,9 +82,9 @@ def run_chain(
     instance = prepare_instance(settings)
     register_targets(instance, [target])
     overrides = {
-        "secrets_dir": str(settings.secrets_dir),
-        "artifacts_dir": str(settings.artifacts_dir),
-        "state_dir": str(settings.state_dir),
+        "secrets_dir": str(settings.paths.secrets_dir),
+        "artifacts_dir": str(settings.paths.artifacts_dir),
+        "state_dir": str(settings.paths.state_dir),
         "allow_reset": allow_reset or settings.allow_reset,
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -284,14 +284,14 @@ def use_demo(settings: Settings) -> Settings:
     every process it starts."""
     for name in _NOT_FOR_THE_DEMO:
         os.environ[name] = ""
-    os.environ["SECRETS_DIR"] = str(settings.state_dir / "demo" / "Secrets")
+    os.environ["SECRETS_DIR"] = str(settings.paths.state_dir / "demo" / "Secrets")
     return load_settings()
 
 
 def cmd_demo(settings: Settings, args) -> int:
     """Build demo Secrets under the state dir and run the chain on the embedded server."""
     settings = use_demo(settings)
-    demo_secrets = settings.secrets_dir
+    demo_secrets = settings.paths.secrets_dir
     from restore_assets.demo.build import build_demo_secrets
 
     build = build_demo_secrets(settings, demo_secrets, patients=args.patients)
@@ -311,16 +311,19 @@ def cmd_ui(settings: Settings, args) -> int:
     from restore_assets.named_targets import load_targets
     from restore_assets.ui_stop import supervise
 
-    if not environment().get("SECRETS_DIR") and (settings.state_dir / "demo" / "Secrets").is_dir():
+    if (
+        not environment().get("SECRETS_DIR")
+        and (settings.paths.state_dir / "demo" / "Secrets").is_dir()
+    ):
         settings = use_demo(settings)
         print(
-            f"watching the demo Secrets: {settings.secrets_dir}, restoring into "
+            f"watching the demo Secrets: {settings.paths.secrets_dir}, restoring into "
             f"{settings.legacy.describe()} and {settings.modernized.describe()} "
             "(set SECRETS_DIR to change)",
             flush=True,
         )
     else:
-        print(f"watching the Secrets store: {settings.secrets_dir}", flush=True)
+        print(f"watching the Secrets store: {settings.paths.secrets_dir}", flush=True)
     instance = prepare_instance(settings)
     try:  # so the UI can launch a target's run before the sensor's first tick
         register_targets(instance, load_targets(settings))
@@ -391,11 +394,11 @@ def cmd_intake_zip(settings: Settings, args) -> int:
     """Runbook §0 by hand: unpack the encrypted ZIPs in `<Secrets>/inbox/` now."""
     from restore_assets.runbook.inbox import INBOX, unpack_inbox
 
-    if settings.secrets_zip_password is None:
+    if settings.intake.zip_password is None:
         raise ConfigError("SECRETS_ZIP_PASSWORD is not set: it is the encrypted ZIPs' password")
     results = unpack_inbox(settings)
     if not results:
-        print(f"no ZIP in {settings.secrets_dir / INBOX}")
+        print(f"no ZIP in {settings.paths.secrets_dir / INBOX}")
     for result in results:
         print(settings.redactor(result.line()))
     if any(r.status == "refused" for r in results):

@@ -112,7 +112,7 @@ def prepare_instance(settings: Settings):
     RESTORE_STATE_DIR/dagster_home), with the instance settings above."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        home = str(settings.state_dir / "dagster_home")
+        home = str(settings.paths.state_dir / "dagster_home")
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"

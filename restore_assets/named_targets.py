@@ -14,7 +14,6 @@ written in the file.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from restore_assets.errors import ConfigError
 from restore_assets.settings import (
-    DEFAULT_SYNC_TABLES,
     SIDES,
     Settings,
+    SyncTables,
     TargetSettings,
     load_settings,
 )
@@ -57,19 +56,8 @@ class _Target(BaseModel):
     flyway_working_directory: Path | None = None  # where its conf's relative locations start
     legacy_expected_tables: list[str] | None = None
     modern_expected_tables: list[str] | None = None
-    sync_tables: list[str] | None = None
+    sync_tables: SyncTables | None = None  # the same rule as RESTORE_SYNC_TABLES
     facility_api_url: str | None = None
-
-    @field_validator("sync_tables")
-    @classmethod
-    def _syncable(cls, tables: list[str] | None) -> list[str] | None:
-        unknown = [t for t in tables or () if t not in DEFAULT_SYNC_TABLES]
-        if unknown:
-            raise ValueError(
-                f"names {', '.join(unknown)}, which cannot be synced; choose from "
-                f"{', '.join(DEFAULT_SYNC_TABLES)}"
-            )
-        return tables
 
 
 class _File(BaseModel):
@@ -185,23 +173,18 @@ def _settings(
                 "the environment variable holding its password)"
             )
         return TargetSettings(
-            side,
-            spec.host,
-            spec.port,
-            spec.db,
-            spec.user,
-            password,
-            spec.sslmode or getattr(base, side).sslmode,
+            side=side,
+            host=spec.host,
+            port=spec.port,
+            dbname=spec.db,
+            user=spec.user,
+            password=password,
+            sslmode=spec.sslmode or getattr(base, side).sslmode,
             origin=f"targets.yaml targets.{name}.{side}",
         )
 
     secrets_dir = target.secrets_dir.expanduser()
-    changes: dict[str, object] = {
-        "target_name": name,
-        "secrets_dir": secrets_dir if secrets_dir.is_absolute() else base.secrets_dir / secrets_dir,
-        "legacy": side("legacy"),
-        "modernized": side("modernized"),
-    }
+    flyway: dict[str, object] = {}
     # Paths relative to targets.yaml's folder.
     for field, usable, problem in (
         ("flyway_conf", Path.is_file, "does not exist"),
@@ -212,13 +195,25 @@ def _settings(
             path = path if path.is_absolute() else folder / path
             if not usable(path):
                 problems.append(f"targets.{name}.{field}: {path} {problem}")
-            changes[field] = path
-    for field in ("legacy_expected_tables", "modern_expected_tables", "sync_tables"):
-        if (value := getattr(target, field)) is not None:
-            changes[field] = tuple(value)
-    if target.facility_api_url is not None:
-        changes["facility_api_url"] = target.facility_api_url
-    return replace(base, **changes)
+            flyway[field.removeprefix("flyway_")] = path
+    checks = {
+        field: tuple(value) if isinstance(value, list) else value
+        for field in (
+            "legacy_expected_tables",
+            "modern_expected_tables",
+            "sync_tables",
+            "facility_api_url",
+        )
+        if (value := getattr(target, field)) is not None
+    }
+    return base.with_overrides(
+        target_name=name,
+        paths={"secrets_dir": base.paths.secrets_dir / secrets_dir},  # an absolute one wins
+        legacy=side("legacy"),
+        modernized=side("modernized"),
+        flyway=flyway,
+        checks=checks,
+    )
 
 
 def _shared_databases(named: dict[str, Settings]) -> list[str]:

@@ -78,7 +78,7 @@ def _interval() -> int:
     stop the code location from loading: then the default, and every tick of the sensor reports
     the configuration error naming the variable, as it does for any other bad value."""
     try:
-        return load_settings().sensor_interval_seconds
+        return load_settings().sensor.interval_seconds
     except ConfigError:
         return DEFAULT_SENSOR_INTERVAL_SECONDS
 
@@ -136,7 +136,7 @@ def _watch(
         for name, (size, _) in seen.state.inbox.items()
         if name not in zips
     ]
-    if zips and settings.secrets_zip_password is None:
+    if zips and settings.intake.zip_password is None:
         inbox_lines.append(f"inbox: {len(zips)} ZIP(s) wait: SECRETS_ZIP_PASSWORD is not set")
         zips = {}
     intake, intake_wait = intake_request(instance, settings, zips, seen)

@@ -1,23 +1,33 @@
-"""The environment-variable contract (DESIGN.md "Configuration"), read in one place.
+"""The environment-variable contract (DESIGN.md "Configuration"), declared and read in one place.
 
-Everything else takes a `Settings` instead of reading `os.environ`, so a test or the CLI can
-build one explicitly and nothing depends on process-wide state by accident. The variables are
-typed fields of pydantic-settings models (one env prefix per target); an unusable value becomes a
-`ConfigError` naming the variable, one line each.
+Everything else takes a `Settings` (or the section of it it needs) instead of reading
+`os.environ`, so a test or the CLI can build one explicitly and nothing depends on process-wide
+state by accident. Each variable is one typed field below: its name (the field's alias), its
+default and its parsing. `load_settings` validates them all at once; an unusable value becomes a
+`ConfigError` naming the variable, one line each. The models are frozen: a run that overrides a
+value gets a copy (`with_overrides`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from restore_assets.errors import ConfigError
 from restore_assets.redaction import Redactor
@@ -54,103 +64,24 @@ DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 SIDES = ("legacy", "modernized")
 DEFAULT_TARGET = "default"  # the environment's target's name, when RESTORE_TARGETS is unset
+# Each side's variables are `<prefix>HOST`, `_PORT`, …; these defaults differ by side.
 TARGET_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
-
-
-@dataclass(frozen=True)
-class TargetSettings:
-    """One PostgreSQL target. `host=None` means the embedded server."""
-
-    side: str
-    host: str | None
-    port: int
-    dbname: str
-    user: str
-    password: str | None = field(default=None, repr=False)
-    sslmode: str = "prefer"
-    origin: str | None = None  # where it was configured, if not the environment (targets.yaml)
-
-    @property
-    def embedded(self) -> bool:
-        return self.host is None
-
-    def describe(self) -> str:
-        """A password-free name for logs and evidence."""
-        where = "embedded" if self.embedded else f"{self.host}:{self.port}"
-        return f"{self.side} {self.user}@{where}/{self.dbname}"
-
-    @property
-    def env_prefix(self) -> str:
-        """Where this target's settings come from (`POSTGRES_`, `MODERNIZED_POSTGRES_`)."""
-        return TARGET_ENV_PREFIXES[self.side]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable; built by `load_settings` (the defaults live in `_Contract`)."""
-
-    secrets_dir: Path
-    artifacts_dir: Path
-    state_dir: Path
-    legacy: TargetSettings
-    modernized: TargetSettings
-    allow_reset: bool
-    psql_bin: str | None
-    pg_dump_bin: str | None
-    legacy_expected_tables: tuple[str, ...]
-    legacy_count_tables: tuple[str, ...]
-    patient_facility: str
-    flyway_conf: Path
-    flyway_locations: str | None
-    flyway_working_directory: Path | None  # FLYWAY_WORKING_DIRECTORY, resolved; see runners
-    flyway_runner: str
-    flyway_bin: str
-    flyway_docker_image: str
-    required_versions: tuple[str, ...]
-    modern_expected_tables: tuple[str, ...]
-    modern_expected_columns: tuple[str, ...]
-    sync_tables: tuple[str, ...]
-    facility_api_url: str | None
-    sensor_interval_seconds: int  # how often `secrets_sensor` looks at the Secrets store
-    targets_file: Path | None  # RESTORE_TARGETS (named_targets reads it), resolved
-    target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's
-    wait_seconds: int = 300  # for a busy pool slot or target lock, then exit 1 naming the holder
-    secrets_zip_password: SecretStr | None = None  # runbook §0: the encrypted ZIPs' password
-    zip_max_total_mib: int = 64 << 10  # a ZIP delivery unpacking to more is refused as a bomb
-    zip_max_ratio: int = 200  # nor may an entry above 1 MiB expand more than this
-    # What the settings were read from (`.env` overlaid by the environment, or the mapping
-    # given): for the variables a file names, such as targets.yaml's password_env.
-    variables: Mapping[str, str | None] = field(default_factory=dict, repr=False, compare=False)
-
-    def with_overrides(self, **changes) -> Settings:
-        return replace(self, **changes)
-
-    @property
-    def passwords(self) -> tuple[str, ...]:
-        """Every secret value that must never be printed (the redaction choke point's list)."""
-        zip_password = self.secrets_zip_password
-        candidates = (
-            self.legacy.password,
-            self.modernized.password,
-            zip_password.get_secret_value() if zip_password else None,
-        )
-        return tuple(p for p in candidates if p)
-
-    @property
-    def redactor(self) -> Redactor:
-        """What the boundaries (evidence, Dagster, the CLI) pass every text through."""
-        return Redactor(self.passwords)
-
-    def embedded_roles(self) -> set[str]:
-        """The roles the project logs in as on the embedded server."""
-        return {t.user for t in (self.legacy, self.modernized) if t.embedded}
+_TARGET_DEFAULTS = {
+    "legacy": {"PORT": 5432, "DB": "opendolphin"},
+    "modernized": {"PORT": 55432, "DB": "opendolphin_modern"},
+}
+# Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
+SSLMODE_FALLBACK = "DB_SSLMODE"
+# Read from the process environment only, never from `.env`: RESTORE_DOTENV names the `.env`
+# itself, and Dagster reads DAGSTER_HOME from the process environment.
+ENVIRONMENT_ONLY = ("RESTORE_DOTENV", "DAGSTER_HOME")
 
 
 # What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
 
 
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
+def _flag(value: Any) -> bool:
+    lowered = str(value).strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
@@ -158,7 +89,7 @@ def _flag(value: str) -> bool:
     raise PydanticCustomError("flag", "is not a boolean; use true or false")
 
 
-def _port(value: str) -> int:
+def _port(value: Any) -> int:
     try:
         port = int(value)
     except ValueError:
@@ -168,7 +99,7 @@ def _port(value: str) -> int:
     return port
 
 
-def _seconds(value: str) -> int:
+def _seconds(value: Any) -> int:
     try:
         seconds = int(value)
     except ValueError:
@@ -178,7 +109,9 @@ def _seconds(value: str) -> int:
     return seconds
 
 
-def _split(value: str) -> tuple[str, ...]:
+def _split(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # already a sequence (targets.yaml, or code)
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
@@ -200,51 +133,107 @@ def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
     return tables
 
 
+def _resolved(path: Path, info: ValidationInfo) -> Path:
+    """`~` expanded; relative to the working directory `load_settings` was given."""
+    path = path.expanduser()
+    cwd = (info.context or {}).get("cwd") or Path.cwd()
+    return path if path.is_absolute() else cwd / path
+
+
+def _existing_conf(path: Path) -> Path:
+    if not path.is_file():
+        # `shown`: the line names the resolved path, not what was typed.
+        raise PydanticCustomError(
+            "missing_conf", "does not exist; point it at a flyway.conf", {"shown": str(path)}
+        )
+    return path
+
+
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Port = Annotated[int, BeforeValidator(_port)]
 Seconds = Annotated[int, BeforeValidator(_seconds)]
-# NoDecode: a comma list, not the JSON pydantic-settings expects for a tuple by default.
-CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_split)]
+# The one rule for what §4.5 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
+SyncTables = Annotated[CommaList, AfterValidator(_syncable)]
+Resolved = Annotated[Path, AfterValidator(_resolved)]
 
 
-class _FromMapping(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of `os.environ`.
-    An empty value is unset, and names are upper case: `postgres_host` is not `POSTGRES_HOST`."""
+class Section(BaseModel):
+    """A frozen group of settings. A field with an alias is a variable of that name (a target's:
+    after its prefix); a field without one is set by the code (`side`, `target_name`)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str | None]):
-        self.environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str]:
-        # Lower-cased because the source matches case-insensitively.
-        return {
-            name.lower(): value for name, value in self.environ.items() if value and name.isupper()
-        }
-
-
-class _Variables(BaseSettings):
-    """Variables validated from exactly the mapping `read` is given."""
-
-    model_config = SettingsConfigDict(validate_default=False)  # the defaults are already typed
+    # validate_by_name: code builds and copies sections by field name; the reader by variable.
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_):
-        return (init_settings,)  # `read` passes the values: never os.environ or a .env by itself
+    def aliases(cls) -> list[str]:
+        """The variables of this section (a target's: after its prefix)."""
+        return [f.alias for f in cls.model_fields.values() if f.alias]
 
     @classmethod
-    def read(cls, environ: Mapping[str, str | None]):
-        return cls(**_FromMapping(cls, environ)())
+    def given(cls, env: Mapping[str, str | None], prefix: str = "") -> dict[str, str]:
+        """The variables of this section that `env` sets. An empty value is unset, and names
+        are upper case: `postgres_host` is not `POSTGRES_HOST`."""
+        return {name: env[prefix + name] for name in cls.aliases() if env.get(prefix + name)}
 
 
-class _Contract(_Variables):
-    """The variables that are not a target's, under `Settings`'s attribute names."""
+class Paths(Section):
+    secrets_dir: Resolved = Field(Path("~/Secrets"), alias="SECRETS_DIR", validate_default=True)
+    artifacts_dir: Resolved = Field(
+        Path("artifacts"), alias="RESTORE_ARTIFACTS_DIR", validate_default=True
+    )
+    state_dir: Resolved = Field(
+        Path(".restore_state"), alias="RESTORE_STATE_DIR", validate_default=True
+    )
+    # Dagster's own variable, taken as it is (Dagster insists on an absolute path).
+    dagster_home_given: Path | None = Field(None, alias="DAGSTER_HOME")
+    # Whether SECRETS_DIR was set (environment or .env) rather than defaulted: `make ui` then
+    # watches it, else the demo's Secrets when there are some.
+    secrets_dir_given: bool = False
 
-    secrets_dir: Path = Field(Path("~/Secrets"), alias="SECRETS_DIR")
-    artifacts_dir: Path = Field(Path("artifacts"), alias="RESTORE_ARTIFACTS_DIR")
-    state_dir: Path = Field(Path(".restore_state"), alias="RESTORE_STATE_DIR")
-    allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
-    psql_bin: str | None = Field(None, alias="RESTORE_PSQL")
-    pg_dump_bin: str | None = Field(None, alias="RESTORE_PG_DUMP")
+    @model_validator(mode="before")
+    @classmethod
+    def _note_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "secrets_dir_given" not in data:
+            data = {**data, "secrets_dir_given": "SECRETS_DIR" in data or "secrets_dir" in data}
+        return data
+
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance the CLI and `make ui` record runs in."""
+        return self.dagster_home_given or self.state_dir / "dagster_home"
+
+
+class TargetSettings(Section):
+    """One PostgreSQL target. `host=None` means the embedded server."""
+
+    side: str
+    host: str | None = Field(None, alias="HOST")
+    port: Port = Field(alias="PORT")  # default: _TARGET_DEFAULTS
+    dbname: str = Field(alias="DB")  # default: _TARGET_DEFAULTS
+    user: str = Field("opendolphin", alias="USER")
+    password: str | None = Field(None, alias="PASSWORD", repr=False)
+    sslmode: str = Field("prefer", alias="SSLMODE")  # else DB_SSLMODE
+    origin: str | None = None  # where it was configured, if not the environment (targets.yaml)
+
+    @property
+    def embedded(self) -> bool:
+        return self.host is None
+
+    def describe(self) -> str:
+        """A password-free name for logs and evidence."""
+        where = "embedded" if self.embedded else f"{self.host}:{self.port}"
+        return f"{self.side} {self.user}@{where}/{self.dbname}"
+
+    @property
+    def env_prefix(self) -> str:
+        """Where this target's settings come from (`POSTGRES_`, `MODERNIZED_POSTGRES_`)."""
+        return TARGET_ENV_PREFIXES[self.side]
+
+
+class Checks(Section):
+    """What the gates look for (runbook §3.4/§3.5, §4.3-§4.5)."""
+
     legacy_expected_tables: CommaList = Field(
         DEFAULT_LEGACY_EXPECTED_TABLES, alias="RESTORE_LEGACY_EXPECTED_TABLES"
     )
@@ -252,12 +241,6 @@ class _Contract(_Variables):
         DEFAULT_LEGACY_COUNT_TABLES, alias="RESTORE_LEGACY_COUNT_TABLES"
     )
     patient_facility: str = Field(DEFAULT_PATIENT_FACILITY, alias="RESTORE_PATIENT_FACILITY")
-    flyway_conf: Path = Field(DEMO_FLYWAY_CONF, alias="FLYWAY_CONF")
-    flyway_locations: str | None = Field(None, alias="FLYWAY_LOCATIONS")
-    flyway_working_directory: Path | None = Field(None, alias="FLYWAY_WORKING_DIRECTORY")
-    flyway_runner: Annotated[str, BeforeValidator(_runner)] = Field("native", alias="FLYWAY_RUNNER")
-    flyway_bin: str = Field("flyway", alias="FLYWAY_BIN")
-    flyway_docker_image: str = Field("flyway/flyway:10", alias="FLYWAY_DOCKER_IMAGE")
     required_versions: CommaList = Field(
         DEFAULT_REQUIRED_VERSIONS, alias="RESTORE_FLYWAY_REQUIRED_VERSIONS"
     )
@@ -267,106 +250,167 @@ class _Contract(_Variables):
     modern_expected_columns: CommaList = Field(
         DEFAULT_MODERN_EXPECTED_COLUMNS, alias="RESTORE_MODERN_EXPECTED_COLUMNS"
     )
-    sync_tables: Annotated[CommaList, AfterValidator(_syncable)] = Field(
-        DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES"
-    )
+    sync_tables: SyncTables = Field(DEFAULT_SYNC_TABLES, alias="RESTORE_SYNC_TABLES")
     facility_api_url: str | None = Field(None, alias="RESTORE_FACILITY_API_URL")
-    wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
-    sensor_interval_seconds: Seconds = Field(
+
+
+class FlywaySettings(Section):
+    conf: Annotated[Resolved, AfterValidator(_existing_conf)] = Field(
+        DEMO_FLYWAY_CONF, alias="FLYWAY_CONF", validate_default=True
+    )
+    locations: str | None = Field(None, alias="FLYWAY_LOCATIONS")
+    working_directory: Resolved | None = Field(None, alias="FLYWAY_WORKING_DIRECTORY")
+    runner: Annotated[str, BeforeValidator(_runner)] = Field("native", alias="FLYWAY_RUNNER")
+    bin: str = Field("flyway", alias="FLYWAY_BIN")
+    docker_image: str = Field("flyway/flyway:10", alias="FLYWAY_DOCKER_IMAGE")
+
+
+class Intake(Section):
+    """Runbook §0: the encrypted ZIPs of the inbox, and the zip-bomb limits, enforced on the
+    bytes actually decompressed (headers can lie)."""
+
+    zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
+    # A baseline delivery is a few GB; more is a bomb or a mistake.
+    zip_max_total_mib: Annotated[int, Field(gt=0)] = Field(64 << 10, alias="RESTORE_ZIP_MAX_MIB")
+    # pg_dump text deflates about 5-20:1; a bomb about 1000:1.
+    zip_max_ratio: Annotated[int, Field(gt=1)] = Field(200, alias="RESTORE_ZIP_MAX_RATIO")
+
+    @property
+    def zip_max_total_bytes(self) -> int:
+        return self.zip_max_total_mib << 20
+
+
+class SensorSettings(Section):
+    interval_seconds: Seconds = Field(
         DEFAULT_SENSOR_INTERVAL_SECONDS, alias="RESTORE_SENSOR_INTERVAL_SECONDS"
     )
-    targets_file: Path | None = Field(None, alias="RESTORE_TARGETS")
-    secrets_zip_password: SecretStr | None = Field(None, alias="SECRETS_ZIP_PASSWORD")
-    zip_max_total_mib: Annotated[int, Field(gt=0)] = Field(64 << 10, alias="RESTORE_ZIP_MAX_MIB")
-    zip_max_ratio: Annotated[int, Field(gt=1)] = Field(200, alias="RESTORE_ZIP_MAX_RATIO")
-    # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
-    db_sslmode: str = Field("prefer", alias="DB_SSLMODE")
 
 
-class _Target(_Variables):
-    """`<prefix>HOST/_PORT/_DB/_USER/_PASSWORD/_SSLMODE`; unset host = the embedded server."""
+class Tools(Section):
+    """Client binaries to use instead of the bundled ones."""
 
-    host: str | None = None
-    port: Port
-    db: str
-    user: str = "opendolphin"
-    password: str | None = Field(None, repr=False)
-    sslmode: str | None = None  # else DB_SSLMODE
+    psql: str | None = Field(None, alias="RESTORE_PSQL")
+    pg_dump: str | None = Field(None, alias="RESTORE_PG_DUMP")
 
-    def settings(self, side: str, sslmode: str) -> TargetSettings:
-        return TargetSettings(
-            side, self.host, self.port, self.db, self.user, self.password, self.sslmode or sslmode
+
+class Settings(Section):
+    """Everything configurable; built by `load_settings`."""
+
+    paths: Paths
+    legacy: TargetSettings
+    modernized: TargetSettings
+    checks: Checks
+    flyway: FlywaySettings
+    intake: Intake
+    sensor: SensorSettings
+    tools: Tools
+    allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
+    # For a busy pool slot or target lock, then exit 1 naming the holder.
+    wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
+    targets_file: Resolved | None = Field(None, alias="RESTORE_TARGETS")  # named_targets reads it
+    target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's
+    # What the settings were read from (`.env` overlaid by the environment, or the mapping
+    # given): for the variables a file names, such as targets.yaml's password_env.
+    variables: Mapping[str, str | None] = Field(default_factory=dict, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal when they mean the same, whatever mapping they were read from.
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._meaning() == other._meaning()
+
+    def __hash__(self) -> int:
+        return hash((self.paths, self.legacy, self.modernized, self.target_name))
+
+    def _meaning(self) -> dict[str, Any]:
+        return {
+            name: getattr(self, name) for name in type(self).model_fields if name != "variables"
+        }
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with `changes`; a section's as a dict of its fields:
+        `with_overrides(allow_reset=True, paths={"state_dir": folder})`."""
+        for name, value in changes.items():
+            section = getattr(self, name)
+            if isinstance(section, Section) and isinstance(value, dict):
+                changes[name] = section.model_copy(update=value)
+        return self.model_copy(update=changes)
+
+    @property
+    def passwords(self) -> tuple[str, ...]:
+        """Every secret value that must never be printed (the redaction choke point's list)."""
+        zip_password = self.intake.zip_password
+        candidates = (
+            self.legacy.password,
+            self.modernized.password,
+            zip_password.get_secret_value() if zip_password else None,
         )
+        return tuple(p for p in candidates if p)
 
+    @property
+    def redactor(self) -> Redactor:
+        """What the boundaries (evidence, Dagster, the CLI) pass every text through."""
+        return Redactor(self.passwords)
 
-class _Legacy(_Target):
-    model_config = SettingsConfigDict(env_prefix=TARGET_ENV_PREFIXES["legacy"])
-    port: Port = 5432
-    db: str = "opendolphin"
-
-
-class _Modernized(_Target):
-    model_config = SettingsConfigDict(env_prefix=TARGET_ENV_PREFIXES["modernized"])
-    port: Port = 55432
-    db: str = "opendolphin_modern"
+    def embedded_roles(self) -> set[str]:
+        """The roles the project logs in as on the embedded server."""
+        return {t.user for t in (self.legacy, self.modernized) if t.embedded}
 
 
 def environment(cwd: Path | None = None) -> dict[str, str | None]:
     """What the settings are read from: `.env` (RESTORE_DOTENV, else in `cwd`) overlaid by the
     process environment. An empty value counts as unset."""
     dotenv = Path(os.environ.get("RESTORE_DOTENV") or (cwd or Path.cwd()) / ".env").expanduser()
-    return {**dotenv_values(dotenv, interpolate=False), **os.environ}
+    from_file = dotenv_values(dotenv, interpolate=False)
+    for name in ENVIRONMENT_ONLY:
+        from_file.pop(name, None)
+    return {**from_file, **os.environ}
 
 
-def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None = None) -> Settings:
     """Settings from `env` (default: `.env` in `cwd` overlaid by the process environment)."""
     cwd = cwd or Path.cwd()
     if env is None:
         env = environment(cwd)
-
-    problems: list[str] = []
-    contract = _read(_Contract, env, problems)
-    legacy = _read(_Legacy, env, problems)
-    modernized = _read(_Modernized, env, problems)
-    if contract is not None:
-        paths = {
-            name: _resolve(getattr(contract, name), cwd)
-            for name in ("secrets_dir", "artifacts_dir", "state_dir", "flyway_conf")
-        }
-        for name in ("flyway_working_directory", "targets_file"):
-            if getattr(contract, name) is not None:
-                paths[name] = _resolve(getattr(contract, name), cwd)
-        if not paths["flyway_conf"].is_file():
-            conf = str(paths["flyway_conf"])
-            problems.append(f"FLYWAY_CONF={conf!r} does not exist; point it at a flyway.conf")
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return Settings(
-        **(contract.model_dump(exclude={"db_sslmode"}) | paths),
-        legacy=legacy.settings("legacy", contract.db_sslmode),
-        modernized=modernized.settings("modernized", contract.db_sslmode),
-        variables=dict(env),
-    )
-
-
-def _read(model: type[_Variables], env: Mapping[str, str | None], problems: list[str]):
-    """`model` read from `env`, or None after adding one line per bad variable to `problems`:
-    the variable's name, its value unless that holds a password, and what to use instead."""
+    given: dict[str, Any] = Settings.given(env)
+    for name, section, prefix in _sections():
+        given[name] = section.given(env, prefix)
+    for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
+        fallback = {"SSLMODE": env[SSLMODE_FALLBACK]} if env.get(SSLMODE_FALLBACK) else {}
+        given[side] = {"side": side, **_TARGET_DEFAULTS[side], **fallback, **given[side]}
     try:
-        return model.read(env)
+        return Settings.model_validate({**given, "variables": dict(env)}, context={"cwd": cwd})
     except ValidationError as exc:
-        prefix = model.model_config.get("env_prefix", "")
-        # No Settings yet, so no Settings.redactor: every *_PASSWORD variable is a secret here.
-        redact = Redactor(value for name, value in env.items() if name.endswith("_PASSWORD"))
-        for error in exc.errors():
-            name = f"{prefix}{error['loc'][0]}".upper()
-            value = str(error["input"])
-            hidden = name.endswith("_PASSWORD") or redact.hides(value)
-            message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)
-            problems.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
-        return None
+        raise ConfigError("\n".join(_lines(exc, env))) from None
 
 
-def _resolve(path: Path, cwd: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else cwd / path
+def variable_names() -> set[str]:
+    """Every variable the settings read."""
+    names = {SSLMODE_FALLBACK, *Settings.aliases()}
+    for _, section, prefix in _sections():
+        names |= {prefix + name for name in section.aliases()}
+    return names
+
+
+def _sections():
+    """(field, model, variable prefix) for each section of `Settings`."""
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            yield name, field.annotation, TARGET_ENV_PREFIXES.get(name, "")
+
+
+def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:
+    """One line per bad variable: its name, its value unless that holds a password, and what
+    to use instead."""
+    # No Settings yet, so no Settings.redactor: every *_PASSWORD variable is a secret here.
+    redact = Redactor(value for name, value in env.items() if name.endswith("_PASSWORD"))
+    lines = []
+    for error in exc.errors():
+        first, *rest = error["loc"]  # (VARIABLE, …) or (section, VARIABLE, …)
+        nested = first in Settings.model_fields and rest
+        name = f"{TARGET_ENV_PREFIXES.get(str(first), '')}{rest[0]}" if nested else str(first)
+        value = str((error.get("ctx") or {}).get("shown", error["input"]))
+        hidden = name.endswith("_PASSWORD") or redact.hides(value)
+        message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)
+        lines.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
+    return lines

@@ -112,7 +112,7 @@ def test_plan_on_the_restored_chain_changes_nothing_and_holds_no_lock(restored_c
     legacy = PostgresTarget(settings.legacy, settings)
     modern = PostgresTarget(settings.modernized, settings)
     before = [catalog_fingerprint(legacy), catalog_fingerprint(modern)]
-    files_before = state_listing(settings.state_dir)
+    files_before = state_listing(settings.paths.state_dir)
     folders_before = sorted(restored_chain.artifacts_dir.rglob("*"))
     # Both targets' locks held as a restore holds them: a plan that waited for either would
     # fail after RESTORE_WAIT_SECONDS instead of answering.
@@ -122,7 +122,7 @@ def test_plan_on_the_restored_chain_changes_nothing_and_holds_no_lock(restored_c
     assert done.returncode == 0, done.stdout + done.stderr
     assert [catalog_fingerprint(legacy), catalog_fingerprint(modern)] == before
     assert before[0]["rows"] and before[1]["sequences"]  # a real restored pair was compared
-    assert state_listing(settings.state_dir) == files_before
+    assert state_listing(settings.paths.state_dir) == files_before
     assert sorted(restored_chain.artifacts_dir.rglob("*")) == folders_before
     out = done.stdout
     assert "Verdict: a run would proceed (exit 0)" in out

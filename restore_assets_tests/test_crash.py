@@ -60,7 +60,7 @@ def psql_child(proc: subprocess.Popen, timeout: float = 120) -> psutil.Process:
 
 
 def instance() -> DagsterInstance:
-    home = os.environ.get("DAGSTER_HOME") or str(load_settings().state_dir / "dagster_home")
+    home = os.environ.get("DAGSTER_HOME") or str(load_settings().paths.state_dir / "dagster_home")
     return DagsterInstance.from_config(home)
 
 

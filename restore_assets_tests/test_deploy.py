@@ -277,8 +277,8 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
 
     from restore_assets.pg.targets import embedded_admin, restrict_embedded_auth, start_embedded
 
-    endpoint = start_embedded(settings.state_dir)
-    restrict_embedded_auth(settings.state_dir / "pgdata", endpoint, ["opendolphin"])
+    endpoint = start_embedded(settings.paths.state_dir)
+    restrict_embedded_auth(settings.paths.state_dir / "pgdata", endpoint, ["opendolphin"])
     with embedded_admin(endpoint) as admin:
         for name in ("dagster_storage", *(db for pair in TARGETS.values() for db in pair)):
             admin.execute(
@@ -322,7 +322,7 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
         "DAGSTER_POSTGRES_PASSWORD": "",  # peer authentication on the socket
         "RESTORE_TARGETS": str(tmp_path / "targets.yaml"),
         "SECRETS_DIR": str(tmp_path / "Secrets"),
-        "RESTORE_STATE_DIR": str(settings.state_dir),  # the session's embedded server
+        "RESTORE_STATE_DIR": str(settings.paths.state_dir),  # the session's embedded server
         "RESTORE_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         "RESTORE_DOTENV": str(tmp_path / "no.env"),
         "RESTORE_SENSOR_INTERVAL_SECONDS": "1",

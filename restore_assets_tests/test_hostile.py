@@ -528,7 +528,7 @@ def test_a_role_name_that_would_add_an_auth_rule_is_refused():
     from restore_assets.pg.targets import restrict_embedded_auth
 
     endpoint = legacy_target().endpoint()
-    pgdata = load_settings().state_dir / "pgdata"
+    pgdata = load_settings().paths.state_dir / "pgdata"
     before = (pgdata / "pg_ident.conf").read_text()
     with pytest.raises(TargetError, match="is not a plain name"):
         restrict_embedded_auth(pgdata, endpoint, ["opendolphin\nrestore_assets nobody postgres"])

@@ -75,7 +75,7 @@ def targets_file(tmp_path: Path, text: str) -> dict[str, str]:
         (
             "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x}\n    modernized: {db: y}\n"
             "    sync_tables: [d_patient]\n",
-            "targets.a.sync_tables: Value error, names d_patient, which cannot be synced",
+            "targets.a.sync_tables: names d_patient, which cannot be synced",
         ),
         (
             "targets:\n  a:\n    secrets_dir: a\n    legacy: {db: x}\n    modernized: {db: y}\n"
@@ -105,8 +105,8 @@ def test_each_named_target_is_a_whole_settings(tmp_path, monkeypatch):
     (tmp_path / "migrations").mkdir()
     named = load_targets(load_settings({**env, "A_PW": "s3cret"}))
     a = named["a"]
-    assert a.flyway_working_directory == tmp_path / "migrations"  # beside targets.yaml
-    assert (a.target_name, a.secrets_dir, a.legacy_expected_tables) == (
+    assert a.flyway.working_directory == tmp_path / "migrations"  # beside targets.yaml
+    assert (a.target_name, a.paths.secrets_dir, a.checks.legacy_expected_tables) == (
         "a",
         Path("/abs/a"),
         ("d_users",),
@@ -188,7 +188,7 @@ def test_the_plan_of_a_target_never_restored_creates_nothing(demo_secrets, tmp_p
     assert done.stdout.count("### Preflight\n\nok: PostgreSQL ") == 2
     assert done.stdout.count("nothing to drop: the database does not exist yet") == 2
     assert "After the restore: 5 pending from baseline 0" in done.stdout
-    with embedded_admin(start_embedded(load_settings().state_dir)) as conn:
+    with embedded_admin(start_embedded(load_settings().paths.state_dir)) as conn:
         names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
     assert not {"od_never_legacy", "od_never_modern"} & names
 

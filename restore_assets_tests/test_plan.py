@@ -28,12 +28,12 @@ def test_plan_on_empty_external_targets_changes_nothing_and_would_proceed(
 ):
     settings = load_settings()
     before = [catalog_fingerprint(t) for t in targets()]
-    files_before = state_listing(settings.state_dir)
+    files_before = state_listing(settings.paths.state_dir)
     done = run_cli("plan")
     assert done.returncode == 0, done.stdout + done.stderr
     assert [catalog_fingerprint(t) for t in targets()] == before
     assert before[0]["schemas"] == ["public"] and before[0]["relations"] == []  # really empty
-    assert state_listing(settings.state_dir) == files_before  # only the sha256 cache written
+    assert state_listing(settings.paths.state_dir) == files_before  # only the sha256 cache written
     assert not artifacts_dir.exists()  # no evidence folder: a plan is not a run
     out = done.stdout
     assert "Verdict: a run would proceed (exit 0)" in out

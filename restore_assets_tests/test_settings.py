@@ -8,6 +8,7 @@ of their own with its `.env`, as a user runs the CLI (the walk of README's table
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from restore_assets import errors
 from restore_assets.named_targets import load_targets, settings_for
@@ -44,9 +45,9 @@ def refusal(env: dict[str, str], tmp_path: Path) -> str:
 
 def test_defaults(tmp_path):
     settings = load_settings({}, cwd=tmp_path)
-    assert settings.secrets_dir == Path.home() / "Secrets"
-    assert settings.artifacts_dir == tmp_path / "artifacts"
-    assert settings.state_dir == tmp_path / ".restore_state"
+    assert settings.paths.secrets_dir == Path.home() / "Secrets"
+    assert settings.paths.artifacts_dir == tmp_path / "artifacts"
+    assert settings.paths.state_dir == tmp_path / ".restore_state"
     legacy, modern = settings.legacy, settings.modernized
     assert (legacy.side, legacy.host, legacy.port, legacy.dbname) == (
         "legacy",
@@ -60,20 +61,20 @@ def test_defaults(tmp_path):
         assert target.embedded and target.user == "opendolphin"
         assert target.password is None and target.sslmode == "prefer"
     assert settings.allow_reset is False and settings.passwords == ()
-    assert settings.psql_bin is None and settings.pg_dump_bin is None
-    assert settings.legacy_expected_tables == DEFAULT_LEGACY_EXPECTED_TABLES
-    assert settings.legacy_count_tables == DEFAULT_LEGACY_COUNT_TABLES
-    assert settings.patient_facility == DEFAULT_PATIENT_FACILITY
-    assert settings.flyway_conf == DEMO_FLYWAY_CONF
-    assert settings.flyway_locations is None
-    assert (settings.flyway_runner, settings.flyway_bin) == ("native", "flyway")
-    assert settings.flyway_docker_image == "flyway/flyway:10"
-    assert settings.required_versions == DEFAULT_REQUIRED_VERSIONS
-    assert settings.modern_expected_tables == DEFAULT_MODERN_EXPECTED_TABLES
-    assert settings.modern_expected_columns == DEFAULT_MODERN_EXPECTED_COLUMNS
-    assert settings.sync_tables == DEFAULT_SYNC_TABLES
-    assert settings.facility_api_url is None
-    assert settings.secrets_zip_password is None
+    assert settings.tools.psql is None and settings.tools.pg_dump is None
+    assert settings.checks.legacy_expected_tables == DEFAULT_LEGACY_EXPECTED_TABLES
+    assert settings.checks.legacy_count_tables == DEFAULT_LEGACY_COUNT_TABLES
+    assert settings.checks.patient_facility == DEFAULT_PATIENT_FACILITY
+    assert settings.flyway.conf == DEMO_FLYWAY_CONF
+    assert settings.flyway.locations is None
+    assert (settings.flyway.runner, settings.flyway.bin) == ("native", "flyway")
+    assert settings.flyway.docker_image == "flyway/flyway:10"
+    assert settings.checks.required_versions == DEFAULT_REQUIRED_VERSIONS
+    assert settings.checks.modern_expected_tables == DEFAULT_MODERN_EXPECTED_TABLES
+    assert settings.checks.modern_expected_columns == DEFAULT_MODERN_EXPECTED_COLUMNS
+    assert settings.checks.sync_tables == DEFAULT_SYNC_TABLES
+    assert settings.checks.facility_api_url is None
+    assert settings.intake.zip_password is None
 
 
 def test_every_variable_is_read(tmp_path):
@@ -105,29 +106,29 @@ def test_every_variable_is_read(tmp_path):
         },
         cwd=tmp_path,
     )
-    assert settings.secrets_dir == Path.home() / "elsewhere"
-    assert settings.artifacts_dir == tmp_path / "out"
-    assert settings.state_dir == Path("/var/tmp/state")
+    assert settings.paths.secrets_dir == Path.home() / "elsewhere"
+    assert settings.paths.artifacts_dir == tmp_path / "out"
+    assert settings.paths.state_dir == Path("/var/tmp/state")
     assert settings.allow_reset is True
-    assert (settings.psql_bin, settings.pg_dump_bin) == ("/opt/pg/psql", "/opt/pg/pg_dump")
-    assert settings.legacy_expected_tables == ("d_users",)
-    assert settings.legacy_count_tables == ("d_users", "d_roles")
-    assert settings.patient_facility == "1.2.3"
-    assert settings.flyway_conf == conf
-    assert settings.flyway_locations == "filesystem:/sql"
-    assert settings.flyway_working_directory == tmp_path / "flyway"
-    assert settings.flyway_runner == "docker"
-    assert (settings.flyway_bin, settings.flyway_docker_image) == (
+    assert (settings.tools.psql, settings.tools.pg_dump) == ("/opt/pg/psql", "/opt/pg/pg_dump")
+    assert settings.checks.legacy_expected_tables == ("d_users",)
+    assert settings.checks.legacy_count_tables == ("d_users", "d_roles")
+    assert settings.checks.patient_facility == "1.2.3"
+    assert settings.flyway.conf == conf
+    assert settings.flyway.locations == "filesystem:/sql"
+    assert settings.flyway.working_directory == tmp_path / "flyway"
+    assert settings.flyway.runner == "docker"
+    assert (settings.flyway.bin, settings.flyway.docker_image) == (
         "/opt/flyway",
         "flyway/flyway:11",
     )
-    assert settings.required_versions == ("0", "1")
-    assert settings.modern_expected_tables == ("a", "b")
-    assert settings.modern_expected_columns == ("a.x",)
-    assert settings.sync_tables == ("d_users",)
-    assert settings.facility_api_url == "http://api.example/health"
+    assert settings.checks.required_versions == ("0", "1")
+    assert settings.checks.modern_expected_tables == ("a", "b")
+    assert settings.checks.modern_expected_columns == ("a.x",)
+    assert settings.checks.sync_tables == ("d_users",)
+    assert settings.checks.facility_api_url == "http://api.example/health"
     # the ZIP password is a secret: hidden from repr, and on the redaction list
-    assert settings.secrets_zip_password.get_secret_value() == PASSWORD
+    assert settings.intake.zip_password.get_secret_value() == PASSWORD
     assert PASSWORD not in repr(settings) and settings.passwords == (PASSWORD,)
 
 
@@ -294,7 +295,7 @@ def test_sync_tables_are_limited_to_the_runbook_tables(tmp_path):
     assert "d_patient, which cannot be synced" in text
     assert "choose from d_facility, d_users, d_roles" in text
     allowed = load_settings({"RESTORE_SYNC_TABLES": "d_roles,d_facility"}, cwd=tmp_path)
-    assert allowed.sync_tables == ("d_roles", "d_facility")
+    assert allowed.checks.sync_tables == ("d_roles", "d_facility")
 
 
 def test_flyway_conf_must_exist(tmp_path):
@@ -304,12 +305,12 @@ def test_flyway_conf_must_exist(tmp_path):
 
 def test_settings_are_immutable_and_overridable(tmp_path):
     settings = load_settings({}, cwd=tmp_path)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.allow_reset = True  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.legacy.port = 1  # type: ignore[misc]
-    changed = settings.with_overrides(allow_reset=True, state_dir=tmp_path / "s")
-    assert (changed.allow_reset, changed.state_dir) == (True, tmp_path / "s")
+    changed = settings.with_overrides(allow_reset=True, paths={"state_dir": tmp_path / "s"})
+    assert (changed.allow_reset, changed.paths.state_dir) == (True, tmp_path / "s")
     assert settings.allow_reset is False and changed.legacy == settings.legacy
 
 
@@ -423,36 +424,41 @@ def _target_uses(prefix: str, side: str) -> dict[str, Use]:
 
 
 def _setting(name: str) -> Callable[[], object]:
-    return lambda: getattr(load_settings(), name)
+    return lambda: operator.attrgetter(name)(load_settings())  # `flyway.bin`: a section's
 
 
 USES: dict[str, Use] = {
-    "SECRETS_DIR": Use(_setting("secrets_dir"), ("dot-secrets", "env-secrets"), _here),
-    "RESTORE_ARTIFACTS_DIR": Use(_setting("artifacts_dir"), ("dot-out", "env-out"), _here),
-    "RESTORE_STATE_DIR": Use(_setting("state_dir"), ("dot-state", "env-state"), _here),
+    "SECRETS_DIR": Use(_setting("paths.secrets_dir"), ("dot-secrets", "env-secrets"), _here),
+    "RESTORE_ARTIFACTS_DIR": Use(_setting("paths.artifacts_dir"), ("dot-out", "env-out"), _here),
+    "RESTORE_STATE_DIR": Use(_setting("paths.state_dir"), ("dot-state", "env-state"), _here),
     **_target_uses("POSTGRES_", "legacy"),
     **_target_uses("MODERNIZED_POSTGRES_", "modernized"),
-    "FLYWAY_CONF": Use(_setting("flyway_conf"), ("dot.conf", "env.conf"), _here, _write_conf),
-    "FLYWAY_LOCATIONS": Use(_setting("flyway_locations"), ("filesystem:dot", "filesystem:env")),
+    "FLYWAY_CONF": Use(_setting("flyway.conf"), ("dot.conf", "env.conf"), _here, _write_conf),
+    "FLYWAY_LOCATIONS": Use(_setting("flyway.locations"), ("filesystem:dot", "filesystem:env")),
     "FLYWAY_WORKING_DIRECTORY": Use(
-        _setting("flyway_working_directory"), ("dot-flyway", "env-flyway"), _here
+        _setting("flyway.working_directory"), ("dot-flyway", "env-flyway"), _here
     ),
-    "FLYWAY_RUNNER": Use(_setting("flyway_runner"), ("cli", "docker")),
-    "FLYWAY_BIN": Use(_setting("flyway_bin"), ("/opt/dot/flyway", "/opt/env/flyway")),
+    "FLYWAY_RUNNER": Use(_setting("flyway.runner"), ("cli", "docker")),
+    "FLYWAY_BIN": Use(_setting("flyway.bin"), ("/opt/dot/flyway", "/opt/env/flyway")),
     "FLYWAY_DOCKER_IMAGE": Use(
-        _setting("flyway_docker_image"), ("flyway/flyway:11", "flyway/flyway:12")
+        _setting("flyway.docker_image"), ("flyway/flyway:11", "flyway/flyway:12")
     ),
-    "RESTORE_FLYWAY_REQUIRED_VERSIONS": Use(_setting("required_versions"), ("0,2", "0,3"), _tables),
-    "RESTORE_SYNC_TABLES": Use(_setting("sync_tables"), ("d_users", "d_roles,d_users"), _tables),
+    "RESTORE_FLYWAY_REQUIRED_VERSIONS": Use(
+        _setting("checks.required_versions"), ("0,2", "0,3"), _tables
+    ),
+    "RESTORE_SYNC_TABLES": Use(
+        _setting("checks.sync_tables"), ("d_users", "d_roles,d_users"), _tables
+    ),
     "RESTORE_FACILITY_API_URL": Use(
-        _setting("facility_api_url"), ("http://dot.example/health", "http://env.example/health")
+        _setting("checks.facility_api_url"),
+        ("http://dot.example/health", "http://env.example/health"),
     ),
     "SECRETS_ZIP_PASSWORD": Use(
-        lambda: (load_settings().secrets_zip_password or SecretStr("")).get_secret_value(),
+        lambda: (load_settings().intake.zip_password or SecretStr("")).get_secret_value(),
         ("Dot-zip-never-print", "Env-zip-never-print"),
     ),
-    "RESTORE_ZIP_MAX_MIB": Use(_setting("zip_max_total_mib"), ("100", "200"), int),
-    "RESTORE_ZIP_MAX_RATIO": Use(_setting("zip_max_ratio"), ("50", "60"), int),
+    "RESTORE_ZIP_MAX_MIB": Use(_setting("intake.zip_max_total_mib"), ("100", "200"), int),
+    "RESTORE_ZIP_MAX_RATIO": Use(_setting("intake.zip_max_ratio"), ("50", "60"), int),
     "RESTORE_SENSOR_INTERVAL_SECONDS": Use(_sensor_interval, ("7", "11"), int),
     "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
     "RESTORE_TARGETS": Use(
@@ -462,29 +468,30 @@ USES: dict[str, Use] = {
         _write_targets,
     ),
     "RESTORE_ALLOW_RESET": Use(_setting("allow_reset"), ("true", "false"), lambda v: v == "true"),
-    "RESTORE_PSQL": Use(_setting("psql_bin"), ("/opt/dot/psql", "/opt/env/psql")),
-    "RESTORE_PG_DUMP": Use(_setting("pg_dump_bin"), ("/opt/dot/pg_dump", "/opt/env/pg_dump")),
+    "RESTORE_PSQL": Use(_setting("tools.psql"), ("/opt/dot/psql", "/opt/env/psql")),
+    "RESTORE_PG_DUMP": Use(_setting("tools.pg_dump"), ("/opt/dot/pg_dump", "/opt/env/pg_dump")),
     "RESTORE_LEGACY_EXPECTED_TABLES": Use(
-        _setting("legacy_expected_tables"), ("d_users", "d_users,d_roles"), _tables
+        _setting("checks.legacy_expected_tables"), ("d_users", "d_users,d_roles"), _tables
     ),
     "RESTORE_LEGACY_COUNT_TABLES": Use(
-        _setting("legacy_count_tables"), ("d_users", "d_users,d_roles"), _tables
+        _setting("checks.legacy_count_tables"), ("d_users", "d_users,d_roles"), _tables
     ),
     "RESTORE_MODERN_EXPECTED_TABLES": Use(
-        _setting("modern_expected_tables"), ("d_users", "d_users,d_roles"), _tables
+        _setting("checks.modern_expected_tables"), ("d_users", "d_users,d_roles"), _tables
     ),
     "RESTORE_MODERN_EXPECTED_COLUMNS": Use(
-        _setting("modern_expected_columns"), ("d_users.userid", "d_roles.c_role"), _tables
+        _setting("checks.modern_expected_columns"), ("d_users.userid", "d_roles.c_role"), _tables
     ),
-    "RESTORE_PATIENT_FACILITY": Use(_setting("patient_facility"), ("1.2.3", "4.5.6")),
+    "RESTORE_PATIENT_FACILITY": Use(_setting("checks.patient_facility"), ("1.2.3", "4.5.6")),
     "DB_SSLMODE": Use(
         lambda: (load_settings().legacy.sslmode, load_settings().modernized.sslmode),
         ("require", "disable"),
         lambda value: (value, value),
     ),
 }
-# Names the `.env` file itself, so only the environment can set it (its own test below).
-ENVIRONMENT_ONLY = {"RESTORE_DOTENV"}
+# RESTORE_DOTENV names the `.env` file itself, so only the environment can set it (its own test
+# below); Dagster reads DAGSTER_HOME from the process environment (its test: test_definitions).
+ENVIRONMENT_ONLY = {"RESTORE_DOTENV", "DAGSTER_HOME"}
 
 
 @pytest.fixture
@@ -515,13 +522,9 @@ def test_every_readme_variable_is_read_from_dotenv_and_the_environment_wins(
 
 def test_every_variable_the_settings_read_is_in_the_readme():
     """The other way round: nothing is read that the README does not name."""
-    from restore_assets.settings import _Contract, _Legacy, _Modernized
+    from restore_assets.settings import variable_names
 
-    read = {field.alias for field in _Contract.model_fields.values()}
-    for model in (_Legacy, _Modernized):
-        prefix = model.model_config["env_prefix"]
-        read |= {prefix + name.upper() for name in model.model_fields}
-    assert read <= set(readme_variables())
+    assert variable_names() <= set(readme_variables())
     assert set(readme_variables()) <= set(USES) | ENVIRONMENT_ONLY
 
 

@@ -43,7 +43,7 @@ def watched_root() -> str:
     """The Secrets root this code location reads, for descriptions in the UI (a bad setting
     must not stop the UI from loading: every run reports it with its variable name)."""
     try:
-        return str(load_settings().secrets_dir)
+        return str(load_settings().paths.secrets_dir)
     except ConfigError:
         return "SECRETS_DIR (currently invalid: see any run's error)"
 

@@ -213,5 +213,5 @@ def record_interrupt(settings: Settings, instance, run, folder: str | None, sign
     128 + the signal's number, as a shell reports a process killed by it)."""
     if not folder:
         return
-    store = EvidenceStore(Path(folder), settings.redactor, settings.artifacts_dir)
+    store = EvidenceStore(Path(folder), settings.redactor, settings.paths.artifacts_dir)
     record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)

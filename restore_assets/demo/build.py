@@ -69,7 +69,7 @@ class ScratchDatabase:
             conn.commit()
 
     def dump(self, path: Path, *args: str) -> None:
-        pg_dump = client_binary("pg_dump", self.target.settings.pg_dump_bin)
+        pg_dump = client_binary("pg_dump", self.target.settings.tools.pg_dump)
         env = self.target.client_env(dbname=self.name)
 
         def writer(out) -> None:

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -184,8 +184,8 @@ class PostgresTarget:
     def endpoint(self) -> Endpoint:
         if self._endpoint is None:
             if self.embedded:
-                endpoint = start_embedded(self.settings.state_dir)
-                pgdata = self.settings.state_dir / "pgdata"
+                endpoint = start_embedded(self.settings.paths.state_dir)
+                pgdata = self.settings.paths.state_dir / "pgdata"
                 restrict_embedded_auth(pgdata, endpoint, self.settings.embedded_roles())
                 keep_rows_out_of_the_server_log(pgdata, endpoint)
                 if self.create_missing:
@@ -212,7 +212,9 @@ class PostgresTarget:
     def server(self) -> PostgresTarget:
         """The same embedded server through its maintenance database, as its superuser: for
         what is server-wide (version, extensions) when the target's database is not there."""
-        maintenance = replace(self.target, dbname="postgres", user=EMBEDDED_SUPERUSER)
+        maintenance = self.target.model_copy(
+            update={"dbname": "postgres", "user": EMBEDDED_SUPERUSER}
+        )
         return PostgresTarget(maintenance, self.settings, create_missing=False)
 
     def conninfo(self, dbname: str | None = None) -> dict[str, object]:
@@ -251,7 +253,7 @@ class PostgresTarget:
 
     def _connect_hint(self) -> str:
         if self.embedded:
-            return f"embedded server data: {self.settings.state_dir / 'pgdata'}"
+            return f"embedded server data: {self.settings.paths.state_dir / 'pgdata'}"
         if self.target.origin:
             return f"check host/port/db/user/password_env of {self.target.origin}"
         prefix = self.target.env_prefix

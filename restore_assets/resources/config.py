@@ -31,11 +31,12 @@ class RestoreConfig(ConfigurableResource):
 
     def settings(self) -> Settings:
         if self._settings is None:
-            changes: dict[str, object] = {}
-            for name in ("secrets_dir", "artifacts_dir", "state_dir"):
-                value = getattr(self, name)
-                if value:
-                    changes[name] = Path(value).expanduser().resolve()
+            paths = {
+                name: Path(value).expanduser().resolve()
+                for name in ("secrets_dir", "artifacts_dir", "state_dir")
+                if (value := getattr(self, name))
+            }
+            changes: dict[str, object] = {"paths": paths} if paths else {}
             if self.allow_reset is not None:
                 changes["allow_reset"] = self.allow_reset
             if self._partition is None:

@@ -29,7 +29,7 @@ STEPS_FILE = ".steps.json"
 def evidence_root(settings: Settings) -> Path:
     """Where a target's run folders and `baseline_search.log` go: `db-restore/` for the
     environment's target, as always; `db-restore/<target>/` for each target of targets.yaml."""
-    root = settings.artifacts_dir / EVIDENCE_SUBDIR
+    root = settings.paths.artifacts_dir / EVIDENCE_SUBDIR
     return root / settings.target_name if labelled(settings) else root
 
 
@@ -55,7 +55,7 @@ class EvidenceStore:
     ) -> EvidenceStore:
         """The run's folder under its target's `evidence_root`, created once; a second run in
         the same second gets a suffix."""
-        artifacts_dir = settings.artifacts_dir
+        artifacts_dir = settings.paths.artifacts_dir
         base = evidence_root(settings)
         base.mkdir(parents=True, exist_ok=True)
         name = folder_name(started)

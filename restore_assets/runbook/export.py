@@ -52,11 +52,11 @@ def export_baseline(
             "real server, or name the file with --output if you mean it."
         )
     if output is None:
-        base = settings.secrets_dir / relpath.parent
+        base = settings.paths.secrets_dir / relpath.parent
         output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / relpath.name
     path = inside_secrets(output, settings)
     options = ["--schema-only", "--no-owner"]
-    if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.pg_dump_bin)):
+    if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.tools.pg_dump)):
         options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
     dump_to(target, settings, options, path, "pg_dump")
     return Export(target.describe(), path, sha256_file(path), path.stat().st_size)

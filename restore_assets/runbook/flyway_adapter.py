@@ -78,9 +78,9 @@ def load_flyway_config(
 ) -> FlywayConfig:
     env = {**os.environ, **db_env(target)}
     overrides = {}
-    if locations or settings.flyway_locations:
-        overrides["flyway.locations"] = locations or settings.flyway_locations
-    conf = conf or settings.flyway_conf
+    if locations or settings.flyway.locations:
+        overrides["flyway.locations"] = locations or settings.flyway.locations
+    conf = conf or settings.flyway.conf
     with project_errors():
         return load_conf(
             conf, env=env, overrides=overrides, working_dir=working_dir(settings, conf)
@@ -91,8 +91,8 @@ def working_dir(settings: Settings, conf: Path) -> Path:
     """Where relative `filesystem:` locations start, as Flyway's -workingDirectory:
     FLYWAY_WORKING_DIRECTORY, else the process's working directory. The bundled demo conf is
     read as if Flyway ran in its folder, so the demo works from anywhere."""
-    if settings.flyway_working_directory is not None:
-        return settings.flyway_working_directory
+    if settings.flyway.working_directory is not None:
+        return settings.flyway.working_directory
     if conf.resolve() == DEMO_FLYWAY_CONF.resolve():
         return DEMO_FLYWAY_CONF.parent
     return Path.cwd()
@@ -178,8 +178,8 @@ def cli_command(
 ) -> ExternalCommand:
     """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
     argv = [
-        settings.flyway_bin,
-        f"-configFiles={settings.flyway_conf}",
+        settings.flyway.bin,
+        f"-configFiles={settings.flyway.conf}",
         f"-locations=filesystem:{_single_location(config)}",
         *QUIET,
         command,
@@ -196,7 +196,7 @@ def docker_command(
             "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
             "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
         )
-    conf = settings.flyway_conf.resolve()
+    conf = settings.flyway.conf.resolve()
     argv = [
         f"-configFiles={CONTAINER_CONF_DIR}/{conf.name}",
         f"-locations=filesystem:{CONTAINER_SQL_DIR}",
@@ -211,7 +211,7 @@ def docker_command(
         argv=argv,
         env={**db_env(target), **QUIET_ENV},
         volumes=volumes,
-        image=settings.flyway_docker_image,
+        image=settings.flyway.docker_image,
     )
 
 

@@ -51,14 +51,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     conf = Path(args.conf).expanduser() if args.conf else None
     if args.working_directory:
         folder = Path(args.working_directory).expanduser().resolve()
-        settings = settings.with_overrides(flyway_working_directory=folder)
+        settings = settings.with_overrides(flyway={"working_directory": folder})
     engine = None
     try:
         config = load_flyway_config(settings, target, conf, args.locations)
         engine = native_engine(config, target, log=print)
-        if settings.flyway_runner == "docker":
+        if settings.flyway.runner == "docker":
             raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
-        if settings.flyway_runner == "cli":
+        if settings.flyway.runner == "cli":
             print(redact(run_cli(cli_command(settings, config, target, args.action))))
             if args.action == "info":
                 print(info_table(engine.info()))
@@ -72,7 +72,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             history = engine.history_rows() if engine else []
         except (RestoreError, psycopg.Error):
             pass  # the diagnosis is a bonus; the error is what matters
-        hint = diagnose(exc, history, settings.secrets_dir)
+        hint = diagnose(exc, history, settings.paths.secrets_dir)
         if hint:
             print(f"DIAGNOSIS: {hint}")
         print(redact(f"ERROR: {exc}"))

@@ -117,7 +117,7 @@ def db_restore_gate(
     checks = [
         representative_read("legacy_query", legacy, LEGACY_READS),
         representative_read("modernized_query", modern, MODERNIZED_READS, app_search_path(schema)),
-        versions_check("flyway_versions", settings.required_versions, history),
+        versions_check("flyway_versions", settings.checks.required_versions, history),
     ]
     try:
         checks.append(
@@ -130,7 +130,7 @@ def db_restore_gate(
         checks.append(sync_check("facility_user_sync", missing_after_sync(legacy, modern)))
     except Exception as exc:  # noqa: BLE001
         checks.append(Check("facility_user_sync", False, first_line(exc)))
-    checks.append(facility_api(settings.facility_api_url))
+    checks.append(facility_api(settings.checks.facility_api_url))
     return Gate("db_restore", checks)
 
 

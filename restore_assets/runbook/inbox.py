@@ -64,7 +64,8 @@ class Limits:
     def of(cls, settings: Settings) -> Limits:
         """RESTORE_ZIP_MAX_MIB and RESTORE_ZIP_MAX_RATIO (defaults as above)."""
         return cls(
-            max_total_bytes=settings.zip_max_total_mib << 20, max_ratio=settings.zip_max_ratio
+            max_total_bytes=settings.intake.zip_max_total_mib << 20,
+            max_ratio=settings.intake.zip_max_ratio,
         )
 
 
@@ -95,7 +96,7 @@ def unpack_inbox(
     """Unpack every ZIP in `<Secrets>/inbox/`. With `previous` (the sensor's last look, ZIP name
     → [size, mtime_ns]) only ZIPs unchanged since then are touched: one still being copied waits.
     Without it (a person asking) everything there now is unpacked."""
-    inbox = settings.secrets_dir / INBOX
+    inbox = settings.paths.secrets_dir / INBOX
     if not inbox.is_dir():
         return []
     limits = limits or Limits.of(settings)
@@ -113,7 +114,7 @@ def look_at_inbox(
 ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """A sensor tick's look, by `lstat` only: every ZIP in the inbox with its [size, mtime_ns],
     and those unchanged since `previous` (settled: the intake run unpacks them)."""
-    inbox = settings.secrets_dir / INBOX
+    inbox = settings.paths.secrets_dir / INBOX
     try:
         entries = [p for p in inbox.iterdir() if p.suffix.lower() == ".zip" and p.name[0] != "."]
     except OSError:
@@ -147,7 +148,7 @@ def _one(
 ) -> InboxResult:
     st = path.lstat()
     seen = [st.st_size, st.st_mtime_ns]
-    password = settings.secrets_zip_password
+    password = settings.intake.zip_password
     try:
         if not stat.S_ISREG(st.st_mode):
             raise Refused("not a regular file (a link or device in the inbox)")
@@ -158,7 +159,7 @@ def _one(
             detail = "SECRETS_ZIP_PASSWORD is not set; the ZIP stays in the inbox"
             return InboxResult(path.name, "waiting", detail, seen=seen)
         secret = password.get_secret_value().encode("utf-8")
-        files = _unpack(path, settings.secrets_dir, secret, limits)
+        files = _unpack(path, settings.paths.secrets_dir, secret, limits)
     except Refused as exc:
         # Written beside the ZIP and in investigation.log, files no run's evidence store writes.
         reason = settings.redactor(str(exc))
@@ -341,7 +342,7 @@ def _move_aside(path: Path, folder: Path) -> Path:
 
 
 def _rel(settings: Settings, path: Path) -> str:
-    return path.relative_to(settings.secrets_dir).as_posix()
+    return path.relative_to(settings.paths.secrets_dir).as_posix()
 
 
 def _record(settings: Settings, what: str, files: Mapping[str, str], archive: Path) -> None:
@@ -353,4 +354,4 @@ def _record(settings: Settings, what: str, files: Mapping[str, str], archive: Pa
     lines.append(f"{sha256_file(archive)}  {_rel(settings, archive)}")
     # The evidence root's own log, outside any run's evidence store: redacted here.
     text = settings.redactor("\n".join(lines) + "\n")
-    append_private(settings.artifacts_dir / EVIDENCE_SUBDIR / "investigation.log", text)
+    append_private(settings.paths.artifacts_dir / EVIDENCE_SUBDIR / "investigation.log", text)

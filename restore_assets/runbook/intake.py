@@ -51,8 +51,8 @@ class SecretsStore:
     """The Secrets root and the runbook's files in it."""
 
     def __init__(self, settings: Settings):
-        self.root = settings.secrets_dir
-        self.cache_path = settings.state_dir / "sha256-cache.json"
+        self.root = settings.paths.secrets_dir
+        self.cache_path = settings.paths.state_dir / "sha256-cache.json"
 
     def inspect(self, relpath: str) -> SecretFile:
         path = self.root / relpath
@@ -194,7 +194,7 @@ def intake(settings: Settings, sides: Iterable[str], evidence: EvidenceStore) ->
     sides = list(sides)
     found = {side: store.inspect_side(side) for side in sides}
     files = [f for side in sides for f in found[side]]
-    lines = [f"# Secrets root: {settings.secrets_dir}", f"# sides: {', '.join(sides)}"]
+    lines = [f"# Secrets root: {settings.paths.secrets_dir}", f"# sides: {', '.join(sides)}"]
     for f in files:
         lines.append(f"{f.relpath}: {f.status}" + (f" (mode {f.mode})" if f.mode else ""))
     blocked = [f for f in files if not f.usable]

@@ -26,7 +26,7 @@ from restore_assets.settings import Settings
 
 
 def _record(settings: Settings, target: PostgresTarget) -> Path:
-    return settings.state_dir / "last-restore" / f"{target.side}.json"
+    return settings.paths.state_dir / "last-restore" / f"{target.side}.json"
 
 
 def _facts(target: PostgresTarget, files: list[SecretFile]) -> dict[str, object]:

@@ -77,7 +77,7 @@ def run_flyway(
     `flyway_migrate.log` (runner output + info table) and `psql_flyway_schema_history.log`.
     On failure the log says what went wrong in the runbook's words and FlywayFailed is raised."""
     with reading_lock(target):
-        step = FlywayStep(settings.flyway_runner, [])
+        step = FlywayStep(settings.flyway.runner, [])
 
         def note(message: str) -> None:
             step.lines.append(message)
@@ -89,7 +89,7 @@ def run_flyway(
         try:
             step.lines += _run(settings, config, target, engine, run_container)
         except FlywayError as exc:
-            diagnosis = diagnose(exc, engine.history_rows(), settings.secrets_dir)
+            diagnosis = diagnose(exc, engine.history_rows(), settings.paths.secrets_dir)
             step.lines += [f"ERROR: {exc}", *([f"DIAGNOSIS: {diagnosis}"] if diagnosis else [])]
             evidence.write(
                 "flyway_migrate.log", "\n".join(step.lines) + "\n" + info_table(engine.info())
@@ -116,13 +116,13 @@ def _run(
     engine: TargetFlyway,
     run_container: ContainerRunner | None,
 ) -> list[str]:
-    if settings.flyway_runner == "native":
+    if settings.flyway.runner == "native":
         if not engine.history_rows():
             engine.baseline()
         result = engine.migrate()
         return [f"migrate: applied {len(result.applied)} migration(s) in {result.seconds}s"]
     commands = ("baseline", "migrate") if not engine.history_rows() else ("migrate",)
-    if settings.flyway_runner == "cli":
+    if settings.flyway.runner == "cli":
         return [run_cli(cli_command(settings, config, target, c)) for c in commands]
     if run_container is None:
         raise FlywayFailed(DOCKER_NEEDS_DAGSTER)

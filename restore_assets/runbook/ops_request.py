@@ -31,11 +31,11 @@ def ops_request(
     ]
     for f in wanted or files:
         reason = "; ".join(f.problems) or "present"
-        lines.append(f"  - {settings.secrets_dir / f.relpath}  [{f.role}] ({reason})")
+        lines.append(f"  - {settings.paths.secrets_dir / f.relpath}  [{f.role}] ({reason})")
     lines += [
         "Purpose: Gate #40 — restore the Legacy/Modernized databases so JMS/CLAIM/TRACE "
         "verification can resume.",
         f"Deadline: {deadline} (UTC)",
-        f"Evidence: {evidence_label or settings.artifacts_dir / 'parity-manual/db-restore'}",
+        f"Evidence: {evidence_label or settings.paths.artifacts_dir / 'parity-manual/db-restore'}",
     ]
     return "\n".join(lines) + "\n"

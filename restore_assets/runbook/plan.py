@@ -200,7 +200,7 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
     """The target's questions, in the order a run meets them (psql, preflight, consent,
     backup, Flyway); each is answered even when an earlier one would stop the run."""
     try:
-        require_restricted_mode(client_binary("psql", settings.psql_bin))
+        require_restricted_mode(client_binary("psql", settings.tools.psql))
     except RestoreError as exc:
         plan.stop(exc.exit_code, str(exc))
     if not target.database_exists():
@@ -281,7 +281,7 @@ def _reset(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
         "(the dump is compressed, usually smaller)"
     )
     try:
-        client_binary("pg_dump", settings.pg_dump_bin)
+        client_binary("pg_dump", settings.tools.pg_dump)
     except RestoreError as exc:
         plan.stop(exc.exit_code, str(exc))
 

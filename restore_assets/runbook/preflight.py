@@ -124,7 +124,7 @@ def _lock_holders(conn) -> str:
 def inside_secrets(path: Path, settings: Settings) -> Path:
     """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
     resolved = path.expanduser().resolve()
-    root = settings.secrets_dir.expanduser().resolve()
+    root = settings.paths.secrets_dir.expanduser().resolve()
     if resolved != root and root not in resolved.parents:
         raise PreflightFailed(
             f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"

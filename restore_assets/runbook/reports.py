@@ -63,7 +63,7 @@ def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: Evidence
             [
                 "# DDL inventory",
                 "",
-                f"Secrets root: `{settings.secrets_dir}`",
+                f"Secrets root: `{settings.paths.secrets_dir}`",
                 "",
                 "## Baseline files",
                 "",
@@ -82,11 +82,11 @@ def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: Evidence
 def required_objects(settings: Settings) -> list[tuple[str, str, str]]:
     """Every object the gates need, per side (§2: facility_num, d_audit_event, d_factor2_* …)."""
     legacy = [("legacy", "sequence", "facility_num"), ("legacy", "table", "d_facility")]
-    legacy += [("legacy", "table", t) for t in settings.legacy_expected_tables]
+    legacy += [("legacy", "table", t) for t in settings.checks.legacy_expected_tables]
     modern = [("modernized", "table", "flyway_schema_history"), ("modernized", "table", "d_users")]
-    modern += [("modernized", "table", t) for t in settings.modern_expected_tables]
+    modern += [("modernized", "table", t) for t in settings.checks.modern_expected_tables]
     modern += [("modernized", "table", "d_factor2_*")]
-    modern += [("modernized", "column", c) for c in settings.modern_expected_columns]
+    modern += [("modernized", "column", c) for c in settings.checks.modern_expected_columns]
     modern += [("modernized", "extension", "pg_trgm")]
     return list(dict.fromkeys(legacy + modern))
 
@@ -151,7 +151,7 @@ def missing_objects(
         tables = {side: user_tables(target) for side, (_, target, _) in baselines.items()}
         texts = {}
         for side, (relpath, _, _) in baselines.items():
-            path = settings.secrets_dir / relpath
+            path = settings.paths.secrets_dir / relpath
             texts[side] = (
                 path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
             )

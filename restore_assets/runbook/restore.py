@@ -94,7 +94,7 @@ def backup_target(
 ) -> Backup:
     """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
     now = now or dt.datetime.now(dt.UTC)
-    folder = settings.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
+    folder = settings.paths.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
     name = f"{target.side}-{target.target.dbname}"
     path = inside_secrets(folder / f"{name}.dump", settings)
     attempt = 1
@@ -102,7 +102,7 @@ def backup_target(
         attempt += 1
         path = path.with_name(f"{name}-{attempt}.dump")
     dump_to(target, settings, ["--format=custom", "--no-owner"], path, "backup")
-    relpath = path.relative_to(settings.secrets_dir.resolve())
+    relpath = path.relative_to(settings.paths.secrets_dir.resolve())
     return Backup(str(relpath), sha256_file(path), path.stat().st_size)
 
 
@@ -111,7 +111,7 @@ def dump_to(
 ) -> None:
     """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
     data); a failure names the target and leaves no file behind."""
-    pg_dump = client_binary("pg_dump", settings.pg_dump_bin)
+    pg_dump = client_binary("pg_dump", settings.tools.pg_dump)
 
     def writer(out: BinaryIO) -> None:
         done = subprocess.run(
@@ -161,7 +161,7 @@ def restore_side(
         schemas += scan.schemas
         extensions += scan.extensions
     phases.lap("scan")
-    psql = client_binary("psql", settings.psql_bin)
+    psql = client_binary("psql", settings.tools.psql)
     require_restricted_mode(psql)
     version_num = preflight(target, files, extensions)
     superuser = target.role_is_superuser()
@@ -237,6 +237,6 @@ class Phases:
 
 
 def _tmp_root(settings: Settings) -> Path:
-    root = settings.state_dir / "tmp"
+    root = settings.paths.state_dir / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     return root

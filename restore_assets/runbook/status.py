@@ -22,7 +22,7 @@ from restore_assets.settings import Settings
 
 def status_lines(settings: Settings) -> list[str]:
     store = SecretsStore(settings)
-    lines = [f"Secrets root: {settings.secrets_dir}"]
+    lines = [f"Secrets root: {settings.paths.secrets_dir}"]
     for side, relpaths in SIDE_FILES.items():
         for relpath in relpaths:
             info = store.inspect(relpath)
@@ -76,7 +76,7 @@ def _last_gates(settings: Settings) -> str:
 def reachability(target: PostgresTarget) -> tuple[bool, str]:
     if target.embedded:
         # Read-only: report the embedded server without starting it.
-        if (target.settings.state_dir / "pgdata" / "postmaster.pid").exists():
+        if (target.settings.paths.state_dir / "pgdata" / "postmaster.pid").exists():
             return True, "embedded, running"
         return False, "embedded, starts on demand"
     try:

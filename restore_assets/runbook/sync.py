@@ -145,7 +145,7 @@ def sync_facility_users(
     with reading_lock(legacy, modern):
         started = time.monotonic()
         try:
-            result = sync_tables(legacy, modern, settings.sync_tables)
+            result = sync_tables(legacy, modern, settings.checks.sync_tables)
         except RestoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - a database error, rolled back: say so
@@ -154,7 +154,7 @@ def sync_facility_users(
         result.missing = missing_after_sync(legacy, modern)
         note = "after the §4.5 account sync"
         write_count_transcripts(
-            modern, settings.legacy_count_tables, evidence, schema, note, append=True
+            modern, settings.checks.legacy_count_tables, evidence, schema, note, append=True
         )
         return result
 

@@ -139,20 +139,20 @@ def verify_legacy(
         write_dt_transcript(target, evidence)
         expected = [
             {"expected": p, "present": bool(m), "found": ", ".join(m)}
-            for p in settings.legacy_expected_tables
+            for p in settings.checks.legacy_expected_tables
             for m in [matching(p, tables)]
         ]
         with target.connect(autocommit=True) as conn:
-            counts = count_rows(conn, settings.legacy_count_tables)
+            counts = count_rows(conn, settings.checks.legacy_count_tables)
             patients = None
             if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
-                patients = conn.execute(PATIENT_COUNT_SQL, (settings.patient_facility,)).fetchone()[
-                    0
-                ]
-        write_count_transcripts(target, settings.legacy_count_tables, evidence)
+                patients = conn.execute(
+                    PATIENT_COUNT_SQL, (settings.checks.patient_facility,)
+                ).fetchone()[0]
+        write_count_transcripts(target, settings.checks.legacy_count_tables, evidence)
         missing = [row["expected"] for row in expected if not row["present"]]
         absent = [t for t, n in counts.items() if n is None]
-        facility = settings.patient_facility
+        facility = settings.checks.patient_facility
         checks = [
             Check(
                 "expected_tables",
@@ -210,17 +210,21 @@ def verify_modernized(
         write_dt_transcript(target, evidence)
         with target.connect(autocommit=True) as conn:
             conn.execute(SET_PATH_SQL, (app_search_path(schema),))
-            tables = {t: find_object(conn, "table", t) for t in settings.modern_expected_tables}
-            columns = {c: find_object(conn, "column", c) for c in settings.modern_expected_columns}
+            tables = {
+                t: find_object(conn, "table", t) for t in settings.checks.modern_expected_tables
+            }
+            columns = {
+                c: find_object(conn, "column", c) for c in settings.checks.modern_expected_columns
+            }
             trgm = find_object(conn, "extension", "pg_trgm")
-            counts = count_rows(conn, settings.legacy_count_tables)
+            counts = count_rows(conn, settings.checks.legacy_count_tables)
         # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
         note = "before the §4.5 account sync"
-        write_count_transcripts(target, settings.legacy_count_tables, evidence, schema, note)
+        write_count_transcripts(target, settings.checks.legacy_count_tables, evidence, schema, note)
         missing_tables = [t for t, where in tables.items() if not where]
         missing_columns = [c for c, where in columns.items() if not where]
         checks = [
-            versions_check("history_versions", settings.required_versions, rows),
+            versions_check("history_versions", settings.checks.required_versions, rows),
             Check(
                 "expected_tables",
                 not missing_tables,
