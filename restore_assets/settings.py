@@ -275,10 +275,6 @@ class Intake(Section):
     # pg_dump text deflates about 5-20:1; a bomb about 1000:1.
     zip_max_ratio: Annotated[int, Field(gt=1)] = Field(200, alias="RESTORE_ZIP_MAX_RATIO")
 
-    @property
-    def zip_max_total_bytes(self) -> int:
-        return self.zip_max_total_mib << 20
-
 
 class SensorSettings(Section):
     interval_seconds: Seconds = Field(

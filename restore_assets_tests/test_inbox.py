@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,7 +233,8 @@ def test_a_compression_method_that_cannot_be_read_is_refused(store, demo_secrets
 
 def test_more_than_the_total_limit_is_a_bomb(store, demo_secrets, artifacts_dir):
     build_zip(store / "inbox" / "bad.zip", demo_entries(demo_secrets))
-    assert_refused(store, artifacts_dir, "zip bomb", Limits(max_total_bytes=10_000))
+    limits = replace(Limits.of(load_settings().intake), max_total_bytes=10_000)
+    assert_refused(store, artifacts_dir, "zip bomb", limits)
 
 
 def test_the_bomb_limits_are_settings(store, demo_secrets, artifacts_dir, monkeypatch):

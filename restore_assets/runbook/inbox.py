@@ -41,7 +41,7 @@ from restore_assets.runbook.files import (
     sha256_file,
     write_private,
 )
-from restore_assets.settings import Settings
+from restore_assets.settings import Intake, Settings
 
 INBOX = "inbox"
 DONE = "done"
@@ -54,19 +54,16 @@ _FOLDERS = {str(p) for relpath in _KNOWN for p in PurePosixPath(relpath).parents
 
 @dataclass(frozen=True)
 class Limits:
-    """Zip-bomb limits, enforced on the bytes actually decompressed (headers can lie)."""
+    """Zip-bomb limits in bytes, from the settings' intake section (RESTORE_ZIP_MAX_MIB,
+    RESTORE_ZIP_MAX_RATIO), enforced on the bytes actually decompressed (headers can lie)."""
 
-    max_total_bytes: int = 64 << 30  # a baseline delivery is a few GB; more is a bomb or a mistake
-    max_ratio: int = 200  # pg_dump text deflates about 5-20:1; a bomb about 1000:1
+    max_total_bytes: int
+    max_ratio: int
     ratio_floor: int = 1 << 20  # below 1 MiB an entry may compress as well as it likes
 
     @classmethod
-    def of(cls, settings: Settings) -> Limits:
-        """RESTORE_ZIP_MAX_MIB and RESTORE_ZIP_MAX_RATIO (defaults as above)."""
-        return cls(
-            max_total_bytes=settings.intake.zip_max_total_mib << 20,
-            max_ratio=settings.intake.zip_max_ratio,
-        )
+    def of(cls, intake: Intake) -> Limits:
+        return cls(max_total_bytes=intake.zip_max_total_mib << 20, max_ratio=intake.zip_max_ratio)
 
 
 @dataclass
@@ -99,7 +96,7 @@ def unpack_inbox(
     inbox = settings.paths.secrets_dir / INBOX
     if not inbox.is_dir():
         return []
-    limits = limits or Limits.of(settings)
+    limits = limits or Limits.of(settings.intake)
     with _locked(inbox) as held:
         if not held:
             return [InboxResult("", "waiting", "another unpack holds the inbox; next look")]
