@@ -33,7 +33,7 @@ from restore_assets.errors import (
 from restore_assets.named_targets import labelled
 from restore_assets.redaction import Redactor
 from restore_assets.runbook import flyway_command as flyway_cli
-from restore_assets.settings import SIDES, Settings, environment, load_settings
+from restore_assets.settings import SIDES, Settings, load_settings
 
 VERDICTS = {
     EXIT_OK: "all steps and checks passed",
@@ -311,10 +311,8 @@ def cmd_ui(settings: Settings, args) -> int:
     from restore_assets.named_targets import load_targets
     from restore_assets.ui_stop import supervise
 
-    if (
-        not environment().get("SECRETS_DIR")
-        and (settings.paths.state_dir / "demo" / "Secrets").is_dir()
-    ):
+    demo = settings.paths.state_dir / "demo" / "Secrets"
+    if not settings.paths.secrets_dir_given and demo.is_dir():
         settings = use_demo(settings)
         print(
             f"watching the demo Secrets: {settings.paths.secrets_dir}, restoring into "

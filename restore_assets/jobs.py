@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, define_asset_job
 
@@ -110,12 +109,11 @@ _OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" l
 def prepare_instance(settings: Settings):
     """The Dagster instance the CLI and `make ui` record runs in (DAGSTER_HOME, else
     RESTORE_STATE_DIR/dagster_home), with the instance settings above."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(settings.paths.state_dir / "dagster_home")
-        os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
-    config = Path(home) / "dagster.yaml"
+    home = settings.paths.dagster_home
+    # For DagsterInstance.get() below and every process it starts (`dagster dev`, runs).
+    os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
     current = config.read_text() if config.exists() else None
     ours = current is None or current == _OLD_INSTANCE_CONFIG or current.startswith("# written by")
     if ours and current != INSTANCE_CONFIG:
