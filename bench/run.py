@@ -115,7 +115,7 @@ class Bench:
         from restore_assets.settings import load_settings
 
         self.settings = load_settings()
-        self.target = PostgresTarget(self.settings.legacy, self.settings)
+        self.target = PostgresTarget(self.settings.legacy, self.settings.pg)
         self.target.endpoint()  # starts the server; held until this process exits
         self.cli = [sys.executable, "-m", "restore_assets.cli"]  # what `restore-assets` runs
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -289,6 +290,18 @@ class Tools(Section):
     pg_dump: str | None = Field(None, alias="RESTORE_PG_DUMP")
 
 
+@dataclass(frozen=True)
+class PgSettings:
+    """What a `PostgresTarget` needs besides its own connection settings, so `pg/` knows
+    nothing of sides: derived from `Settings` (`settings.pg`), never read."""
+
+    state_dir: Path  # the embedded server's data: <state_dir>/pgdata
+    embedded_roles: frozenset[str]  # the roles the project logs in as on the embedded server
+    embedded_databases: frozenset[str]  # the databases it creates there on first use
+    tools: Tools  # psql and pg_dump
+    wait_seconds: int  # for the target's advisory lock
+
+
 class Settings(Section):
     """Everything configurable; built by `load_settings`."""
 
@@ -348,9 +361,16 @@ class Settings(Section):
         """What the boundaries (evidence, Dagster, the CLI) pass every text through."""
         return Redactor(self.passwords)
 
-    def embedded_roles(self) -> set[str]:
-        """The roles the project logs in as on the embedded server."""
-        return {t.user for t in (self.legacy, self.modernized) if t.embedded}
+    @property
+    def pg(self) -> PgSettings:
+        return PgSettings(
+            state_dir=self.paths.state_dir,
+            embedded_roles=frozenset(t.user for t in (self.legacy, self.modernized) if t.embedded),
+            # Both sides' names, even when one is external: as it always was.
+            embedded_databases=frozenset((self.legacy.dbname, self.modernized.dbname)),
+            tools=self.tools,
+            wait_seconds=self.wait_seconds,
+        )
 
 
 def environment(cwd: Path | None = None) -> dict[str, str | None]:
@@ -390,9 +410,9 @@ def variable_names() -> set[str]:
 
 def _sections():
     """(field, model, variable prefix) for each section of `Settings`."""
-    for name, field in Settings.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
-            yield name, field.annotation, TARGET_ENV_PREFIXES.get(name, "")
+    for name, info in Settings.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
+            yield name, info.annotation, TARGET_ENV_PREFIXES.get(name, "")
 
 
 def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:

@@ -45,7 +45,7 @@ def materialize_legacy(selection=None, **resource_config):
 
 def legacy_target() -> PostgresTarget:
     settings = load_settings()
-    return PostgresTarget(settings.legacy, settings)
+    return PostgresTarget(settings.legacy, settings.pg)
 
 
 def query(sql_text: str, params=None):

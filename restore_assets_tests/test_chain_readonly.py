@@ -109,8 +109,8 @@ def test_plan_on_the_restored_chain_changes_nothing_and_holds_no_lock(restored_c
 
     assert restored_chain.result.success
     settings = load_settings()
-    legacy = PostgresTarget(settings.legacy, settings)
-    modern = PostgresTarget(settings.modernized, settings)
+    legacy = PostgresTarget(settings.legacy, settings.pg)
+    modern = PostgresTarget(settings.modernized, settings.pg)
     before = [catalog_fingerprint(legacy), catalog_fingerprint(modern)]
     files_before = state_listing(settings.paths.state_dir)
     folders_before = sorted(restored_chain.artifacts_dir.rglob("*"))

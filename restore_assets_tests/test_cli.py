@@ -105,7 +105,7 @@ def test_unusable_setting_is_a_configuration_error(monkeypatch):
 def test_embedded_server_has_the_runbook_databases(settings):
     from restore_assets.pg.targets import PostgresTarget
 
-    target = PostgresTarget(settings.legacy, settings)
+    target = PostgresTarget(settings.legacy, settings.pg)
     with psycopg.connect(**target.conninfo(dbname="postgres")) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert {"opendolphin", "opendolphin_modern"} <= names

@@ -148,7 +148,7 @@ def test_relative_locations_start_where_the_flyway_cli_starts_them(
     conf.write_text(DEMO_FLYWAY_CONF.read_text())  # URL from DB_*; locations=filesystem:sql
     assert "flyway.locations=filesystem:sql\n" in conf.read_text()
     settings = load_settings()
-    env = {**os.environ, **db_env(PostgresTarget(settings.modernized, settings)), **QUIET_ENV}
+    env = {**os.environ, **db_env(PostgresTarget(settings.modernized, settings.pg)), **QUIET_ENV}
 
     def found(out: str) -> set[str]:
         return {name for name in ("conf", "work") if f"found in {name}" in out}

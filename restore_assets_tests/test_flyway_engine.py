@@ -22,7 +22,7 @@ _counter = itertools.count()
 @pytest.fixture
 def db(settings):
     """A brand-new database owned by `opendolphin` on the embedded server."""
-    target = PostgresTarget(settings.modernized, settings)
+    target = PostgresTarget(settings.modernized, settings.pg)
     endpoint = target.endpoint()
     name = f"flyway_test_{next(_counter)}_{int(time.time() * 1000) % 100000}"
     with embedded_admin(endpoint) as conn:

@@ -56,8 +56,8 @@ COMPLETE_EVIDENCE = {
 def targets():
     settings = load_settings()
     return (
-        PostgresTarget(settings.legacy, settings),
-        PostgresTarget(settings.modernized, settings),
+        PostgresTarget(settings.legacy, settings.pg),
+        PostgresTarget(settings.modernized, settings.pg),
     )
 
 

@@ -50,7 +50,7 @@ def flyway_crc(path: Path) -> int:
 
 def modern_rows():
     settings = load_settings()
-    target = PostgresTarget(settings.modernized, settings)
+    target = PostgresTarget(settings.modernized, settings.pg)
     with target.connect(autocommit=True) as conn:
         return conn.execute(
             "SELECT installed_rank, version, description, type, script, checksum, success "
@@ -189,7 +189,7 @@ def test_modernized_assets_pass_their_checks_on_embedded(secrets_dir, artifacts_
 
 def test_cli_and_docker_runner_specs(external_modernized):
     settings = load_settings()
-    target = PostgresTarget(settings.modernized, settings)
+    target = PostgresTarget(settings.modernized, settings.pg)
     config = load_flyway_config(settings, target)
     cli = cli_command(settings, config, target, "migrate")
     assert cli.argv == [

@@ -125,7 +125,7 @@ def _dbs(settings) -> dict[str, int]:
     """Patients per Legacy database of each named target (the restored data)."""
     counts = {}
     for name, target_settings in load_targets(settings).items():
-        target = PostgresTarget(target_settings.legacy, target_settings)
+        target = PostgresTarget(target_settings.legacy, target_settings.pg)
         with target.connect(autocommit=True) as conn:
             try:
                 counts[name] = conn.execute("SELECT count(*) FROM d_patient").fetchone()[0]

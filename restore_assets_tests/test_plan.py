@@ -20,7 +20,7 @@ from restore_assets_tests.test_cli import evidence_line
 
 def targets() -> list[PostgresTarget]:
     settings = load_settings()
-    return [PostgresTarget(getattr(settings, side), settings) for side in SIDES]
+    return [PostgresTarget(getattr(settings, side), settings.pg) for side in SIDES]
 
 
 def test_plan_on_empty_external_targets_changes_nothing_and_would_proceed(

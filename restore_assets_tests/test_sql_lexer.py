@@ -335,7 +335,7 @@ def migration(draw: st.DrawFn) -> str:
 @pytest.fixture(scope="module")
 def scratch_db(settings):
     """A throw-away database on the embedded server: what the properties run may leave there."""
-    target = PostgresTarget(settings.legacy, settings)
+    target = PostgresTarget(settings.legacy, settings.pg)
     name = "lexer_properties"
     with embedded_admin(target.endpoint()) as conn:
         conn.execute(

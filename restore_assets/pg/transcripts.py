@@ -28,7 +28,7 @@ def psql_transcript(
     `echo="all"` shows each input line (meta-commands too); `echo="queries"` shows each query
     as sent to the server, psql variables already filled in. `check`: commands that change
     something stop at the first error, which is raised (transcripts of reads never raise)."""
-    psql = client_binary("psql", target.settings.tools.psql)
+    psql = client_binary("psql", target.pg.tools.psql)
     args = [
         psql,
         "-X",

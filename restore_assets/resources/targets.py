@@ -22,5 +22,5 @@ class PostgresResource(ConfigurableResource):
     def target(self) -> PostgresTarget:
         if self._target is None:
             settings = self.config.settings()
-            self._target = PostgresTarget(getattr(settings, self.side), settings)
+            self._target = PostgresTarget(getattr(settings, self.side), settings.pg)
         return self._target

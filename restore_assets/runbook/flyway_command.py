@@ -45,7 +45,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         run_cli,
     )
 
-    target = PostgresTarget(settings.modernized, settings)
+    target = PostgresTarget(settings.modernized, settings.pg)
     # This command prints its own lines: each passes the CLI's boundary, the settings' redactor.
     redact = settings.redactor
     conf = Path(args.conf).expanduser() if args.conf else None

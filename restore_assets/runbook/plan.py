@@ -177,7 +177,7 @@ def build_plan(
     sides_plans = []
     for side in sides:
         target = (targets or {}).get(side) or PostgresTarget(
-            getattr(settings, side), settings, create_missing=False
+            getattr(settings, side), settings.pg, create_missing=False
         )
         plan = SidePlan(side, target.describe(), files[side])
         if blocked:

@@ -80,7 +80,7 @@ def _target_lock(
     log: Callable[[str], None] | None = None,
 ):
     if wait_seconds is None:
-        wait_seconds = target.settings.wait_seconds
+        wait_seconds = target.pg.wait_seconds
     log = log or logging.getLogger(__name__).warning  # stderr: the CLI's, the run's compute log
     with target.connect(autocommit=True) as conn:
         with advisory_lock(
