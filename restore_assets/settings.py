@@ -3,15 +3,17 @@
 Everything else takes a `Settings` (or the section of it it needs) instead of reading
 `os.environ`, so a test or the CLI can build one explicitly and nothing depends on process-wide
 state by accident. Each variable is one typed field below: its name (the field's alias), its
-default and its parsing. `load_settings` validates them all at once; an unusable value becomes a
-`ConfigError` naming the variable, one line each. The models are frozen: a run that overrides a
-value gets a copy (`with_overrides`).
+default and its parsing. The sections are pydantic-settings models, read by a pydantic-settings
+source (`_Given`) from exactly the mapping `load_settings` is given; it validates them all at
+once, and an unusable value becomes a `ConfigError` naming the variable, one line each. The
+models are frozen: a run that overrides a value gets a copy (`with_overrides`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,16 +21,20 @@ from typing import Annotated, Any
 from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from restore_assets.errors import ConfigError
 from restore_assets.redaction import Redactor
@@ -134,11 +140,15 @@ def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
     return tables
 
 
-def _resolved(path: Path, info: ValidationInfo) -> Path:
+# The working directory `load_settings` was given. Not the validation context: pydantic-settings
+# models validate through BaseSettings' constructor, which takes none.
+_CWD: ContextVar[Path | None] = ContextVar("settings_cwd", default=None)
+
+
+def _resolved(path: Path) -> Path:
     """`~` expanded; relative to the working directory `load_settings` was given."""
     path = path.expanduser()
-    cwd = (info.context or {}).get("cwd") or Path.cwd()
-    return path if path.is_absolute() else cwd / path
+    return path if path.is_absolute() else (_CWD.get() or Path.cwd()) / path
 
 
 def _existing_conf(path: Path) -> Path:
@@ -153,29 +163,68 @@ def _existing_conf(path: Path) -> Path:
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Port = Annotated[int, BeforeValidator(_port)]
 Seconds = Annotated[int, BeforeValidator(_seconds)]
-CommaList = Annotated[tuple[str, ...], BeforeValidator(_split)]
+# NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 # The one rule for what §4.5 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
 SyncTables = Annotated[CommaList, AfterValidator(_syncable)]
 Resolved = Annotated[Path, AfterValidator(_resolved)]
 
 
-class Section(BaseModel):
+class Section(BaseSettings):
     """A frozen group of settings. A field with an alias is a variable of that name (a target's:
     after its prefix); a field without one is set by the code (`side`, `target_name`)."""
 
     # validate_by_name: code builds and copies sections by field name; the reader by variable.
-    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
+    # validate_default=False: pydantic-settings' default would re-validate typed defaults; the
+    # fields that need it (paths) say so.
+    model_config = SettingsConfigDict(
+        frozen=True, validate_by_name=True, validate_by_alias=True, validate_default=False
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what it is given: `load_settings` passes what `_Given` read from its mapping, and a
+        # section built in code (targets.yaml's) never reads os.environ or a .env by itself.
+        return (init_settings,)
 
     @classmethod
     def aliases(cls) -> list[str]:
         """The variables of this section (a target's: after its prefix)."""
         return [f.alias for f in cls.model_fields.values() if f.alias]
 
-    @classmethod
-    def given(cls, env: Mapping[str, str | None], prefix: str = "") -> dict[str, str]:
-        """The variables of this section that `env` sets. An empty value is unset, and names
-        are upper case: `postgres_host` is not `POSTGRES_HOST`."""
-        return {name: env[prefix + name] for name in cls.aliases() if env.get(prefix + name)}
+
+class _Given(PydanticBaseSettingsSource):
+    """pydantic-settings' source for one section: its variables (`env_prefix` + alias) from the
+    mapping `load_settings` was given. An empty value is unset, and names are upper case:
+    `postgres_host` is not `POSTGRES_HOST`.
+
+    The prefix goes before the alias (pydantic-settings' own environment source ignores it for
+    an aliased field), and it is given here, as BaseSettings' `_env_prefix` would be, rather than
+    fixed in a model_config: the same TargetSettings serves both sides (and targets.yaml), its
+    variables `HOST`, `PORT`, `DB`… after the side's prefix. The other sections have none."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], env: Mapping[str, str | None], prefix: str = ""
+    ):
+        super().__init__(settings_cls)
+        self.env = env
+        self.env_prefix = prefix
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = f"{self.env_prefix}{field.alias}"
+        return self.env.get(name) or None, name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The variables `env` sets, by alias (the validation reports them by that name)."""
+        values = {}
+        for field_name, info in self.settings_cls.model_fields.items():
+            if info.alias:  # a field without one is set by the code
+                value, _, _ = self.get_field_value(info, field_name)
+                if value is not None:
+                    values[info.alias] = value
+        return values
 
 
 class Paths(Section):
@@ -388,16 +437,19 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
     cwd = cwd or Path.cwd()
     if env is None:
         env = environment(cwd)
-    given: dict[str, Any] = Settings.given(env)
+    given: dict[str, Any] = _Given(Settings, env)()
     for name, section, prefix in _sections():
-        given[name] = section.given(env, prefix)
+        given[name] = _Given(section, env, prefix)()
     for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
         fallback = {"SSLMODE": env[SSLMODE_FALLBACK]} if env.get(SSLMODE_FALLBACK) else {}
         given[side] = {"side": side, **_TARGET_DEFAULTS[side], **fallback, **given[side]}
+    resolving = _CWD.set(cwd)
     try:
-        return Settings.model_validate({**given, "variables": dict(env)}, context={"cwd": cwd})
+        return Settings(**given, variables=dict(env))
     except ValidationError as exc:
         raise ConfigError("\n".join(_lines(exc, env))) from None
+    finally:
+        _CWD.reset(resolving)
 
 
 def variable_names() -> set[str]:
