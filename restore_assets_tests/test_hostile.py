@@ -69,7 +69,7 @@ def run(tmp_path: Path, files, prelude="CREATE TABLE public.hostile_canary (id i
         env=target.client_env(),
         tmp_root=tmp_path,
         log_path=tmp_path / "psql.log",
-        redact=target.settings.redactor,
+        redact=load_settings().redactor,
     )
 
 
