@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from restore_assets import __version__
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.gate_report import REPORT_FILES
@@ -51,6 +52,7 @@ REPORT = GATES_REPORT
 @redacted_step
 def gates_report(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     legacy_db: PostgresResource,
     modernized_db: PostgresResource,
     evidence: EvidenceResource,
@@ -58,7 +60,7 @@ def gates_report(
     started = time.monotonic()
     store = evidence.for_run(context)
     with recorded(context, store, "gates/report"):
-        settings = legacy_db.config.settings()
+        settings = restore.settings()
         report = run_gates(settings, legacy_db.target, modernized_db.target, store)
         store.record_step(
             "versions",

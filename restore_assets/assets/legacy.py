@@ -14,8 +14,8 @@ from dagster import (
     multi_asset,
 )
 
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
-from restore_assets.resources.secrets import SecretsResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.verify import verify_legacy
@@ -72,12 +72,12 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
 @redacted_step
 def legacy_restore(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     legacy_db: PostgresResource,
-    secrets: SecretsResource,
     evidence: EvidenceResource,
 ):
-    result, store, metadata = restore_step(context, "legacy/restore", legacy_db, secrets, evidence)
-    settings = secrets.config.settings()
+    result, store, metadata = restore_step(context, "legacy/restore", restore, legacy_db, evidence)
+    settings = restore.settings()
     step = "legacy/restore"
     with recorded(context, store, step), after_commit(context, store, step, legacy_db.target):
         verification = verify_legacy(legacy_db.target, settings, store)

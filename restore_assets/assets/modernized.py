@@ -8,9 +8,9 @@ from dagster import (
     asset,
 )
 
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
-from restore_assets.resources.secrets import SecretsResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.migrate import history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
@@ -37,13 +37,13 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
 @redacted_step
 def modernized_schema(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     modernized_db: PostgresResource,
-    secrets: SecretsResource,
     evidence: EvidenceResource,
 ):
 
     step = "modernized/schema"
-    _, _, metadata = restore_step(context, step, modernized_db, secrets, evidence)
+    _, _, metadata = restore_step(context, step, restore, modernized_db, evidence)
     return MaterializeResult(metadata=metadata)
 
 
@@ -79,11 +79,12 @@ def modernized_schema(
 @redacted_step
 def modernized_flyway_history(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     modernized_db: PostgresResource,
     flyway: FlywayResource,
     evidence: EvidenceResource,
 ):
-    settings = flyway.config.settings()
+    settings = restore.settings()
     target = modernized_db.target
     store = evidence.for_run(context)
     with recorded(context, store, "modernized/flyway_history"):

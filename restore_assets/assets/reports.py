@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook import reports
@@ -26,13 +27,14 @@ MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
 )
 @redacted_step
 def ddl_inventory(
-    context: AssetExecutionContext, modernized_db: PostgresResource, evidence: EvidenceResource
+    context: AssetExecutionContext,
+    restore: RestoreConfig,
+    modernized_db: PostgresResource,
+    evidence: EvidenceResource,
 ):
     store = evidence.for_run(context)
     with recorded(context, store, "reports/ddl_inventory"):
-        inventory = reports.ddl_inventory(
-            modernized_db.config.settings(), modernized_db.target, store
-        )
+        inventory = reports.ddl_inventory(restore.settings(), modernized_db.target, store)
         return MaterializeResult(
             metadata={
                 "baseline_files": table(inventory.files),
@@ -53,13 +55,14 @@ def ddl_inventory(
 @redacted_step
 def missing_objects(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     legacy_db: PostgresResource,
     modernized_db: PostgresResource,
     evidence: EvidenceResource,
 ):
     store = evidence.for_run(context)
     with recorded(context, store, "reports/missing_objects"):
-        settings = legacy_db.config.settings()
+        settings = restore.settings()
         found = reports.missing_objects(settings, legacy_db.target, modernized_db.target, store)
         return MaterializeResult(
             metadata={

@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from restore_assets.errors import ConfigError
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import FILE_ROLES
 from restore_assets.runbook.inbox import unpack_inbox
@@ -102,8 +103,8 @@ INBOX_TAG = "restore_assets/inbox"  # the ZIPs the sensor saw settled: name -> [
     partitions_def=TARGETS,
 )
 @redacted_step
-def secrets_intake(context: AssetExecutionContext, secrets: SecretsResource) -> MaterializeResult:
-    settings = secrets.config.settings()
+def secrets_intake(context: AssetExecutionContext, restore: RestoreConfig) -> MaterializeResult:
+    settings = restore.settings()
     settled = json.loads(context.run.tags.get(INBOX_TAG) or "{}")
     unpacked = unpack_inbox(settings, settled) if settled else []
     for result in unpacked:

@@ -124,9 +124,12 @@ def redacted_step(compute):
 
 
 def _run_settings(resources: Mapping[str, object]):
-    """The run's settings, from any of the step's resources (each depends on RestoreConfig)."""
+    """The run's settings: the step's `restore` resource, else the one its other resources
+    depend on."""
     for resource in resources.values():
-        config = getattr(resource, "config", None)
+        config = (
+            resource if isinstance(resource, RestoreConfig) else getattr(resource, "config", None)
+        )
         if isinstance(config, RestoreConfig):
             return config.settings()
     raise TypeError("a redacted step needs a resource that depends on RestoreConfig")

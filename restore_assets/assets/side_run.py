@@ -25,13 +25,13 @@ def sides_of_run(context, own: str) -> list[str]:
     return sides if own in sides else [*sides, own]
 
 
-def restore_step(context, step: str, db, secrets, evidence_store):
+def restore_step(context, step: str, restore, db, evidence_store):
     """The core's side run (plan, intake of every side, the restore, recorded), the run tagged
     with the content it vetted (before the restore: a run that dies mid-restore still says
     what it was restoring); returns the core result, the evidence store and the metadata."""
     target = db.target
     evidence = evidence_store.for_run(context)
-    settings = secrets.config.settings()
+    settings = restore.settings()
     with recorded(context, evidence, step):
         files, intake_seconds = vet_run(
             settings, sides_of_run(context, target.side), target, evidence, context.log.info

@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.migrate import flyway_schemas
@@ -35,11 +36,12 @@ SYNC = AssetKey(["sync", "facility_users"])
 @redacted_step
 def sync_facility_users(
     context: AssetExecutionContext,
+    restore: RestoreConfig,
     legacy_db: PostgresResource,
     modernized_db: PostgresResource,
     evidence: EvidenceResource,
 ):
-    settings = legacy_db.config.settings()
+    settings = restore.settings()
     store = evidence.for_run(context)
     with recorded(context, store, "sync/facility_users"):
         modern = modernized_db.target
