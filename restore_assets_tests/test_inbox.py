@@ -16,7 +16,7 @@ from pyzipper.zipfile_aes import AESZipInfo, BaseZipEncrypter
 
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.inbox import Limits, unpack_inbox
-from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, load_settings
+from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, Settings, load_settings
 from restore_assets_tests.conftest import run_cli
 
 PASSWORD = "Zip-pw-4Hv!q8-never-print"
@@ -90,13 +90,37 @@ def sha256(data: bytes) -> str:
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch, artifacts_dir) -> Path:
-    """An empty Secrets store with an inbox, and the ZIP password in the environment."""
+def store(tmp_path, artifacts_dir) -> Path:
+    """An empty Secrets store with an inbox."""
     root = tmp_path / "Secrets"
     (root / "inbox").mkdir(parents=True)
-    monkeypatch.setenv("SECRETS_DIR", str(root))
-    monkeypatch.setenv("SECRETS_ZIP_PASSWORD", PASSWORD)
     return root
+
+
+def inbox_settings(store: Path, artifacts_dir: Path, **variables: str | None) -> Settings:
+    """What the core is given: settings built from an explicit mapping (this store, the ZIP
+    password, and any other variable a test names), never from the environment."""
+    given = {
+        "SECRETS_DIR": str(store),
+        "SECRETS_ZIP_PASSWORD": PASSWORD,
+        "RESTORE_ARTIFACTS_DIR": str(artifacts_dir),
+        "RESTORE_STATE_DIR": str(store.parent / "state"),
+    }
+    return load_settings({**given, **variables})
+
+
+@pytest.fixture
+def settings_of(store, artifacts_dir):
+    return lambda **variables: inbox_settings(store, artifacts_dir, **variables)
+
+
+@pytest.fixture
+def store_in_environment(store, monkeypatch) -> Path:
+    """The store and the ZIP password in the environment: for the CLI and the sensor, which
+    read the settings as a user's process does."""
+    monkeypatch.setenv("SECRETS_DIR", str(store))
+    monkeypatch.setenv("SECRETS_ZIP_PASSWORD", PASSWORD)
+    return store
 
 
 def written_files(*roots: Path) -> list[Path]:
@@ -113,9 +137,11 @@ def investigation_log(artifacts_dir: Path) -> Path:
 
 
 @pytest.mark.parametrize("method, bare", [("aes", False), ("zipcrypto", True)])
-def test_an_encrypted_zip_is_unpacked_into_place(store, demo_secrets, artifacts_dir, method, bare):
+def test_an_encrypted_zip_is_unpacked_into_place(
+    store, demo_secrets, artifacts_dir, method, bare, settings_of
+):
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets, bare=bare), method)
-    (result,) = unpack_inbox(load_settings())
+    (result,) = unpack_inbox(settings_of())
     assert result.status == "unpacked", result.detail
     assert result.files == sorted(ALL_FILES)
     for rel in ALL_FILES:
@@ -134,19 +160,19 @@ def test_an_encrypted_zip_is_unpacked_into_place(store, demo_secrets, artifacts_
     # what lands is a usable delivery, as intake sees it
     from restore_assets.runbook.intake import SecretsStore
 
-    assert all(f.usable for f in SecretsStore(load_settings()).inspect_all())
+    assert all(f.usable for f in SecretsStore(settings_of()).inspect_all())
     assert_password_absent(store, artifacts_dir)
 
 
 def test_identical_files_already_in_place_are_fine_and_a_reused_name_is_kept(
-    store, demo_secrets, artifacts_dir
+    store, demo_secrets, artifacts_dir, settings_of
 ):
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
-    assert unpack_inbox(load_settings())[0].status == "unpacked"
+    assert unpack_inbox(settings_of())[0].status == "unpacked"
     schema = store / LEGACY_SCHEMA_FILE
     before = schema.stat().st_ino
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets, [LEGACY_SCHEMA_FILE]))
-    (again,) = unpack_inbox(load_settings())
+    (again,) = unpack_inbox(settings_of())
     assert again.status == "unpacked" and again.files == [LEGACY_SCHEMA_FILE]
     assert schema.stat().st_ino == before  # identical: left as it was
     assert sorted(p.name for p in (store / "inbox" / "done").iterdir()) == [
@@ -231,38 +257,40 @@ def test_a_compression_method_that_cannot_be_read_is_refused(store, demo_secrets
     assert_refused(store, artifacts_dir, "cannot be read here")
 
 
-def test_more_than_the_total_limit_is_a_bomb(store, demo_secrets, artifacts_dir):
+def test_more_than_the_total_limit_is_a_bomb(store, demo_secrets, artifacts_dir, settings_of):
     build_zip(store / "inbox" / "bad.zip", demo_entries(demo_secrets))
-    limits = replace(Limits.of(load_settings().intake), max_total_bytes=10_000)
+    limits = replace(Limits.of(settings_of().intake), max_total_bytes=10_000)
     assert_refused(store, artifacts_dir, "zip bomb", limits)
 
 
-def test_the_bomb_limits_are_settings(store, demo_secrets, artifacts_dir, monkeypatch):
+def test_the_bomb_limits_are_settings(store, demo_secrets, artifacts_dir, settings_of):
     """RESTORE_ZIP_MAX_RATIO and RESTORE_ZIP_MAX_MIB: 40 MiB of zeros (about 1000:1) passes a
     ratio of 2000:1, then fails a total of 39 MiB."""
-    monkeypatch.setenv("RESTORE_ZIP_MAX_RATIO", "2000")
     build_zip(store / "inbox" / "zeros.zip", _bomb(demo_secrets))
-    (result,) = unpack_inbox(load_settings())
+    (result,) = unpack_inbox(settings_of(RESTORE_ZIP_MAX_RATIO="2000"))
     assert result.status == "unpacked", result.detail
     (store / LEGACY_SEED_FILE).unlink()
-    monkeypatch.setenv("RESTORE_ZIP_MAX_MIB", "39")
     build_zip(store / "inbox" / "bad.zip", _bomb(demo_secrets))
-    assert_refused(store, artifacts_dir, "zip bomb")
+    both = settings_of(RESTORE_ZIP_MAX_RATIO="2000", RESTORE_ZIP_MAX_MIB="39")
+    assert_refused(store, artifacts_dir, "zip bomb", settings=both)
 
 
-def test_different_content_in_place_is_never_overwritten(store, demo_secrets, artifacts_dir):
+def test_different_content_in_place_is_never_overwritten(
+    store, demo_secrets, artifacts_dir, settings_of
+):
     existing = store / LEGACY_SCHEMA_FILE
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"-- an older delivery\n")
     build_zip(store / "inbox" / "bad.zip", demo_entries(demo_secrets))
-    (result,) = unpack_inbox(load_settings())
+    (result,) = unpack_inbox(settings_of())
     assert result.status == "refused" and "different content" in result.detail
     assert existing.read_bytes() == b"-- an older delivery\n"
     assert [p for p in written_files(store) if "inbox" not in p.parts] == [existing]
 
 
-def assert_refused(store, artifacts_dir, message, limits=None, name="bad.zip"):
-    (result,) = unpack_inbox(load_settings(), limits=limits)
+def assert_refused(store, artifacts_dir, message, limits=None, name="bad.zip", settings=None):
+    settings = settings or inbox_settings(store, artifacts_dir)
+    (result,) = unpack_inbox(settings, limits=limits)
     assert result.status == "refused" and message in result.detail, result.detail
     inbox = store / "inbox"
     assert [p.name for p in inbox.iterdir() if p.suffix == ".zip"] == []
@@ -278,23 +306,26 @@ def assert_refused(store, artifacts_dir, message, limits=None, name="bad.zip"):
 
 
 def test_a_zip_still_arriving_waits_and_a_missing_password_keeps_it(
-    store, demo_secrets, monkeypatch
+    store, demo_secrets, monkeypatch, settings_of
 ):
     zip_path = build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
-    (first,) = unpack_inbox(load_settings(), previous={})
+    (first,) = unpack_inbox(settings_of(), previous={})
     assert first.status == "waiting" and "still arriving" in first.detail
-    monkeypatch.delenv("SECRETS_ZIP_PASSWORD")
-    (nopw,) = unpack_inbox(load_settings(), previous={first.name: first.seen})
+    without = settings_of(SECRETS_ZIP_PASSWORD=None)
+    (nopw,) = unpack_inbox(without, previous={first.name: first.seen})
     assert nopw.status == "waiting" and "SECRETS_ZIP_PASSWORD is not set" in nopw.detail
     assert zip_path.exists()
+    monkeypatch.setenv("SECRETS_DIR", str(store))  # the CLI reads the environment
     result = run_cli("intake-zip")
     assert result.returncode == 3 and "SECRETS_ZIP_PASSWORD" in result.stderr
-    monkeypatch.setenv("SECRETS_ZIP_PASSWORD", PASSWORD)
-    (done,) = unpack_inbox(load_settings(), previous={first.name: first.seen})
+    (done,) = unpack_inbox(settings_of(), previous={first.name: first.seen})
     assert done.status == "unpacked"
 
 
-def test_the_cli_unpacks_by_hand_and_exits_2_on_a_refusal(store, demo_secrets, artifacts_dir):
+def test_the_cli_unpacks_by_hand_and_exits_2_on_a_refusal(
+    store_in_environment, demo_secrets, artifacts_dir
+):
+    store = store_in_environment
     assert run_cli("intake-zip").stdout.startswith("no ZIP in ")
     build_zip(store / "inbox" / "a.zip", demo_entries(demo_secrets))
     build_zip(store / "inbox" / "b.zip", _slip(demo_secrets))
@@ -307,8 +338,9 @@ def test_the_cli_unpacks_by_hand_and_exits_2_on_a_refusal(store, demo_secrets, a
 
 
 def test_the_sensor_unpacks_a_dropped_zip_then_restores_both_sides(
-    store, demo_secrets, artifacts_dir
+    store_in_environment, demo_secrets, artifacts_dir
 ):
+    store = store_in_environment
     from restore_assets_tests.test_sensor import Watcher
 
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
@@ -331,7 +363,9 @@ def test_the_sensor_unpacks_a_dropped_zip_then_restores_both_sides(
     assert PASSWORD not in watcher.cursor
 
 
-def test_one_unpack_at_a_time_and_a_killed_ones_scratch_is_cleared(store, demo_secrets):
+def test_one_unpack_at_a_time_and_a_killed_ones_scratch_is_cleared(
+    store, demo_secrets, settings_of
+):
     import fcntl
 
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
@@ -340,8 +374,8 @@ def test_one_unpack_at_a_time_and_a_killed_ones_scratch_is_cleared(store, demo_s
     (leftover / "0").write_bytes(b"half a file")
     with open(store / "inbox" / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # e.g. `intake-zip` by hand while the sensor looks
-        (busy,) = unpack_inbox(load_settings())
+        (busy,) = unpack_inbox(settings_of())
         assert busy.line() == "inbox: waiting: another unpack holds the inbox; next look"
     assert (store / "inbox" / "delivery.zip").exists()
-    (result,) = unpack_inbox(load_settings())
+    (result,) = unpack_inbox(settings_of())
     assert result.status == "unpacked" and not leftover.exists()
