@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import pyzipper
 
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.evidence import EVIDENCE_SUBDIR
+from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.files import (
     CHUNK,
     append_private,
@@ -351,4 +351,4 @@ def _record(settings: Settings, what: str, files: Mapping[str, str], archive: Pa
     lines.append(f"{sha256_file(archive)}  {_rel(settings, archive)}")
     # The evidence root's own log, outside any run's evidence store: redacted here.
     text = settings.redactor("\n".join(lines) + "\n")
-    append_private(settings.paths.artifacts_dir / EVIDENCE_SUBDIR / "investigation.log", text)
+    append_private(evidence_root(settings) / "investigation.log", text)
