@@ -111,11 +111,11 @@ class Bench:
         )
         os.environ.clear()
         os.environ.update(self.env)
-        from restore_assets.pg.targets import PostgresTarget
+        from restore_assets.pg.database import Database
         from restore_assets.settings import load_settings
 
         self.settings = load_settings()
-        self.target = PostgresTarget(self.settings.legacy, self.settings.pg)
+        self.target = Database(self.settings.legacy, self.settings.pg)
         self.target.endpoint()  # starts the server; held until this process exits
         self.cli = [sys.executable, "-m", "restore_assets.cli"]  # what `restore-assets` runs
 

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from restore_assets.errors import ConfigError
 from restore_assets.settings import (
     SIDES,
+    DatabaseSettings,
     Settings,
     SyncTables,
-    TargetSettings,
     load_settings,
 )
 
@@ -158,7 +158,7 @@ def _settings(
     folder: Path,
     problems: list[str],
 ) -> Settings:
-    def side(side: str) -> TargetSettings:
+    def side(side: str) -> DatabaseSettings:
         spec: _Side = getattr(target, side)
         password = None
         if spec.password_env:
@@ -172,7 +172,7 @@ def _settings(
                 f"targets.{name}.{side}: an external server needs password_env (the name of "
                 "the environment variable holding its password)"
             )
-        return TargetSettings(
+        return DatabaseSettings(
             side=side,
             host=spec.host,
             port=spec.port,
@@ -222,7 +222,7 @@ def _shared_databases(named: dict[str, Settings]) -> list[str]:
     problems = []
     for name, settings in named.items():
         for side in SIDES:
-            t: TargetSettings = getattr(settings, side)
+            t: DatabaseSettings = getattr(settings, side)
             key = (t.host, t.port if t.host else None, t.dbname)
             owner = seen.setdefault(key, f"{name}.{side}")
             if owner != f"{name}.{side}":

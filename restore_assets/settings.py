@@ -202,7 +202,7 @@ class _Given(PydanticBaseSettingsSource):
 
     The prefix goes before the alias (pydantic-settings' own environment source ignores it for
     an aliased field), and it is given here, as BaseSettings' `_env_prefix` would be, rather than
-    fixed in a model_config: the same TargetSettings serves both sides (and targets.yaml), its
+    fixed in a model_config: the same DatabaseSettings serves both sides (and targets.yaml), its
     variables `HOST`, `PORT`, `DB`… after the side's prefix. The other sections have none."""
 
     def __init__(
@@ -254,7 +254,7 @@ class Paths(Section):
         return self.dagster_home_given or self.state_dir / "dagster_home"
 
 
-class TargetSettings(Section):
+class DatabaseSettings(Section):
     """One PostgreSQL target. `host=None` means the embedded server."""
 
     side: str
@@ -341,7 +341,7 @@ class Tools(Section):
 
 @dataclass(frozen=True)
 class PgSettings:
-    """What a `PostgresTarget` needs besides its own connection settings, so `pg/` knows
+    """What a `Database` needs besides its own connection settings, so `pg/` knows
     nothing of sides: derived from `Settings` (`settings.pg`), never read."""
 
     state_dir: Path  # the embedded server's data: <state_dir>/pgdata
@@ -355,8 +355,8 @@ class Settings(Section):
     """Everything configurable; built by `load_settings`."""
 
     paths: Paths
-    legacy: TargetSettings
-    modernized: TargetSettings
+    legacy: DatabaseSettings
+    modernized: DatabaseSettings
     checks: Checks
     flyway: FlywaySettings
     intake: Intake

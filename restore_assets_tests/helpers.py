@@ -15,7 +15,7 @@ from dagster import DagsterInstance, materialize
 from restore_assets.assets.legacy import legacy_facility_num, legacy_restore
 from restore_assets.assets.partitions import register_targets
 from restore_assets.assets.secrets import secret_files
-from restore_assets.pg.targets import USER_SCHEMAS_SQL, PostgresTarget
+from restore_assets.pg.database import USER_SCHEMAS_SQL, Database
 from restore_assets.resources import restore_resources
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.settings import DEFAULT_TARGET, load_settings
@@ -43,9 +43,9 @@ def materialize_legacy(selection=None, **resource_config):
     )
 
 
-def legacy_target() -> PostgresTarget:
+def legacy_target() -> Database:
     settings = load_settings()
-    return PostgresTarget(settings.legacy, settings.pg)
+    return Database(settings.legacy, settings.pg)
 
 
 def query(sql_text: str, params=None):
@@ -60,7 +60,7 @@ def execute(sql_text: str, params=None) -> None:
         conn.execute(sql_text, params)
 
 
-def database_fingerprint(target: PostgresTarget | None = None) -> list[tuple]:
+def database_fingerprint(target: Database | None = None) -> list[tuple]:
     """Every user table with its row count: equal fingerprints = nothing changed."""
     target = target or legacy_target()
     with target.connect(autocommit=True) as conn:
@@ -77,7 +77,7 @@ def database_fingerprint(target: PostgresTarget | None = None) -> list[tuple]:
         return result
 
 
-def catalog_fingerprint(target: PostgresTarget) -> dict[str, list]:
+def catalog_fingerprint(target: Database) -> dict[str, list]:
     """A database as the catalogue and its rows show it: the schemas, every relation and its
     kind, every table's row count, every sequence's last_value. Equal = nothing changed
     (server-wide activity counters, which reading alone moves, are deliberately not in it)."""

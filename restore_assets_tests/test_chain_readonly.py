@@ -102,15 +102,15 @@ def test_facility_api_probe_counts_only_when_configured(restored_chain, monkeypa
 
 
 def test_plan_on_the_restored_chain_changes_nothing_and_holds_no_lock(restored_chain, monkeypatch):
-    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.pg.database import Database
     from restore_assets.runbook.preflight import restore_lock
     from restore_assets.settings import load_settings
     from restore_assets_tests.helpers import catalog_fingerprint, state_listing
 
     assert restored_chain.result.success
     settings = load_settings()
-    legacy = PostgresTarget(settings.legacy, settings.pg)
-    modern = PostgresTarget(settings.modernized, settings.pg)
+    legacy = Database(settings.legacy, settings.pg)
+    modern = Database(settings.modernized, settings.pg)
     before = [catalog_fingerprint(legacy), catalog_fingerprint(modern)]
     files_before = state_listing(settings.paths.state_dir)
     folders_before = sorted(restored_chain.artifacts_dir.rglob("*"))

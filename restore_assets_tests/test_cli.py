@@ -103,9 +103,9 @@ def test_unusable_setting_is_a_configuration_error(monkeypatch):
 
 
 def test_embedded_server_has_the_runbook_databases(settings):
-    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.pg.database import Database
 
-    target = PostgresTarget(settings.legacy, settings.pg)
+    target = Database(settings.legacy, settings.pg)
     with psycopg.connect(**target.conninfo(dbname="postgres")) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert {"opendolphin", "opendolphin_modern"} <= names
@@ -126,7 +126,7 @@ def test_two_processes_starting_the_embedded_server_share_one(tmp_path):
     script = (
         "import sys, psycopg\n"
         "from pathlib import Path\n"
-        "from restore_assets.pg.targets import start_embedded, embedded_admin\n"
+        "from restore_assets.pg.database import start_embedded, embedded_admin\n"
         "endpoint = start_embedded(Path(sys.argv[1]))\n"
         "with embedded_admin(endpoint) as conn:\n"
         "    print(conn.execute('SELECT pg_backend_pid() > 0, current_setting(%s)',"

@@ -275,7 +275,7 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
     (a `dagster_storage` database on the session's embedded server); all ended afterwards."""
     from psycopg import sql
 
-    from restore_assets.pg.targets import embedded_admin, restrict_embedded_auth, start_embedded
+    from restore_assets.pg.database import embedded_admin, restrict_embedded_auth, start_embedded
 
     endpoint = start_embedded(settings.paths.state_dir)
     restrict_embedded_auth(settings.paths.state_dir / "pgdata", endpoint, ["opendolphin"])

@@ -19,7 +19,7 @@ READER = "settings.py"
 
 # `module:function` → why it may touch the environment other than by writing to it.
 PASSED_THROUGH = {
-    "pg/targets.py:client_env": "psql/pg_dump get the environment, their PG* set from the target",
+    "pg/database.py:client_env": "psql/pg_dump get the environment, their PG* set from the target",
     "runbook/flyway_adapter.py:load_flyway_config": (
         "the engine gets what the Flyway CLI would: its own FLYWAY_* and ${ENV} contract"
     ),

@@ -137,7 +137,7 @@ def test_relative_locations_start_where_the_flyway_cli_starts_them(
     import os
     import subprocess
 
-    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.pg.database import Database
     from restore_assets.runbook.flyway_adapter import QUIET, QUIET_ENV, db_env
 
     beside_conf, working = tmp_path / "conf", tmp_path / "work"
@@ -148,7 +148,7 @@ def test_relative_locations_start_where_the_flyway_cli_starts_them(
     conf.write_text(DEMO_FLYWAY_CONF.read_text())  # URL from DB_*; locations=filesystem:sql
     assert "flyway.locations=filesystem:sql\n" in conf.read_text()
     settings = load_settings()
-    env = {**os.environ, **db_env(PostgresTarget(settings.modernized, settings.pg)), **QUIET_ENV}
+    env = {**os.environ, **db_env(Database(settings.modernized, settings.pg)), **QUIET_ENV}
 
     def found(out: str) -> set[str]:
         return {name for name in ("conf", "work") if f"found in {name}" in out}

@@ -14,7 +14,7 @@ from psycopg import sql
 from restore_assets.flyway import Flyway, FlywayError, MigrationFailed, checksum
 from restore_assets.flyway.conf import load_conf
 from restore_assets.flyway.history import lock_key
-from restore_assets.pg.targets import PostgresTarget, embedded_admin
+from restore_assets.pg.database import Database, embedded_admin
 
 _counter = itertools.count()
 
@@ -22,7 +22,7 @@ _counter = itertools.count()
 @pytest.fixture
 def db(settings):
     """A brand-new database owned by `opendolphin` on the embedded server."""
-    target = PostgresTarget(settings.modernized, settings.pg)
+    target = Database(settings.modernized, settings.pg)
     endpoint = target.endpoint()
     name = f"flyway_test_{next(_counter)}_{int(time.time() * 1000) % 100000}"
     with embedded_admin(endpoint) as conn:

@@ -10,7 +10,7 @@ import pytest
 from dagster import AssetKey
 
 from restore_assets.definitions import defs
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.sync import sync_tables
 from restore_assets.settings import (
     DEFAULT_TARGET,
@@ -56,8 +56,8 @@ COMPLETE_EVIDENCE = {
 def targets():
     settings = load_settings()
     return (
-        PostgresTarget(settings.legacy, settings.pg),
-        PostgresTarget(settings.modernized, settings.pg),
+        Database(settings.legacy, settings.pg),
+        Database(settings.modernized, settings.pg),
     )
 
 
@@ -128,7 +128,7 @@ def test_missing_flyway_version_fails_db_restore(secrets_dir, artifacts_dir, tmp
     assert not gates["history_versions"][0]
 
 
-def snapshot(target: PostgresTarget):
+def snapshot(target: Database):
     with target.connect(autocommit=True) as conn:
         return {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()

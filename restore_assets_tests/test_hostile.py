@@ -464,7 +464,7 @@ def test_the_embedded_server_lets_in_only_this_os_user_as_the_projects_roles(set
     """No trust: a role that exists but is not the project's is refused, and no rule trusts."""
     import psycopg
 
-    from restore_assets.pg.targets import embedded_admin
+    from restore_assets.pg.database import embedded_admin
 
     endpoint = legacy_target().endpoint()
     with embedded_admin(endpoint) as conn:
@@ -525,7 +525,7 @@ def test_a_dump_that_ends_the_transaction_itself_is_refused_untouched(
 def test_a_role_name_that_would_add_an_auth_rule_is_refused():
     """pg_ident.conf is text: a configured user carrying a newline must not become a rule."""
     from restore_assets.errors import TargetError
-    from restore_assets.pg.targets import restrict_embedded_auth
+    from restore_assets.pg.database import restrict_embedded_auth
 
     endpoint = legacy_target().endpoint()
     pgdata = load_settings().paths.state_dir / "pgdata"

@@ -13,7 +13,7 @@ from dagster import materialize
 
 from restore_assets.assets.modernized import HISTORY, modernized_flyway_history, modernized_schema
 from restore_assets.assets.secrets import secret_files
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.resources import restore_resources
 from restore_assets.runbook.flyway_adapter import cli_command, docker_command, load_flyway_config
 from restore_assets.settings import (
@@ -50,7 +50,7 @@ def flyway_crc(path: Path) -> int:
 
 def modern_rows():
     settings = load_settings()
-    target = PostgresTarget(settings.modernized, settings.pg)
+    target = Database(settings.modernized, settings.pg)
     with target.connect(autocommit=True) as conn:
         return conn.execute(
             "SELECT installed_rank, version, description, type, script, checksum, success "
@@ -189,7 +189,7 @@ def test_modernized_assets_pass_their_checks_on_embedded(secrets_dir, artifacts_
 
 def test_cli_and_docker_runner_specs(external_modernized):
     settings = load_settings()
-    target = PostgresTarget(settings.modernized, settings.pg)
+    target = Database(settings.modernized, settings.pg)
     config = load_flyway_config(settings, target)
     cli = cli_command(settings, config, target, "migrate")
     assert cli.argv == [

@@ -10,7 +10,7 @@ import pytest
 
 from restore_assets.errors import ConfigError
 from restore_assets.named_targets import load_targets
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.settings import LEGACY_SEED_FILE, load_settings
 from restore_assets_tests.conftest import run_cli
 
@@ -125,7 +125,7 @@ def _dbs(settings) -> dict[str, int]:
     """Patients per Legacy database of each named target (the restored data)."""
     counts = {}
     for name, target_settings in load_targets(settings).items():
-        target = PostgresTarget(target_settings.legacy, target_settings.pg)
+        target = Database(target_settings.legacy, target_settings.pg)
         with target.connect(autocommit=True) as conn:
             try:
                 counts[name] = conn.execute("SELECT count(*) FROM d_patient").fetchone()[0]
@@ -171,7 +171,7 @@ def test_run_all_restores_every_clinic_into_its_own_databases_and_evidence(
 
 def test_the_plan_of_a_target_never_restored_creates_nothing(demo_secrets, tmp_path, monkeypatch):
     """A new embedded target: the plan says the run would create its databases, and does not."""
-    from restore_assets.pg.targets import embedded_admin, start_embedded
+    from restore_assets.pg.database import embedded_admin, start_embedded
 
     root = tmp_path / "Secrets"
     shutil.copytree(demo_secrets, root / "clinic-new")

@@ -10,7 +10,7 @@ import sys
 
 import psycopg
 
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import read_dump
 from restore_assets.settings import LEGACY_SEED_FILE, SIDES, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
@@ -18,9 +18,9 @@ from restore_assets_tests.helpers import catalog_fingerprint, state_listing
 from restore_assets_tests.test_cli import evidence_line
 
 
-def targets() -> list[PostgresTarget]:
+def targets() -> list[Database]:
     settings = load_settings()
-    return [PostgresTarget(getattr(settings, side), settings.pg) for side in SIDES]
+    return [Database(getattr(settings, side), settings.pg) for side in SIDES]
 
 
 def test_plan_on_empty_external_targets_changes_nothing_and_would_proceed(

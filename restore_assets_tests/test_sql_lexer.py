@@ -28,8 +28,8 @@ from restore_assets.flyway.lexer import (
 )
 from restore_assets.flyway.statements import split_statements
 from restore_assets.pg.clients import client_binary
+from restore_assets.pg.database import Database, embedded_admin
 from restore_assets.pg.psql import check_script, iter_meta_commands
-from restore_assets.pg.targets import PostgresTarget, embedded_admin
 
 
 def sqls(text: str) -> list[str]:
@@ -335,7 +335,7 @@ def migration(draw: st.DrawFn) -> str:
 @pytest.fixture(scope="module")
 def scratch_db(settings):
     """A throw-away database on the embedded server: what the properties run may leave there."""
-    target = PostgresTarget(settings.legacy, settings.pg)
+    target = Database(settings.legacy, settings.pg)
     name = "lexer_properties"
     with embedded_admin(target.endpoint()) as conn:
         conn.execute(

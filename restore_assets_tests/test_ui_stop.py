@@ -213,11 +213,11 @@ def _legacy_fingerprint(env: dict[str, str]) -> dict:
     embedded server again as it exits)."""
     script = (
         "import json\n"
-        "from restore_assets.pg.targets import PostgresTarget\n"
+        "from restore_assets.pg.database import Database\n"
         "from restore_assets.settings import load_settings\n"
         "from restore_assets_tests.helpers import catalog_fingerprint\n"
         "s = load_settings()\n"
-        "print(json.dumps(catalog_fingerprint(PostgresTarget(s.legacy, s.pg)), default=str))\n"
+        "print(json.dumps(catalog_fingerprint(Database(s.legacy, s.pg)), default=str))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True

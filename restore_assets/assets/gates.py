@@ -15,8 +15,8 @@ from dagster import (
 
 from restore_assets import __version__
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
-from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.gate_report import REPORT_FILES
 from restore_assets.runbook.gates import run_gates
 
@@ -61,7 +61,7 @@ def gates_report(
     store = evidence.for_run(context)
     with recorded(context, store, "gates/report"):
         settings = restore.settings()
-        report = run_gates(settings, legacy_db.target, modernized_db.target, store)
+        report = run_gates(settings, legacy_db.database, modernized_db.database, store)
         store.record_step(
             "versions",
             "info",

@@ -15,8 +15,8 @@ from dagster import (
 )
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
-from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.facility_num import preview_facility_num
 from restore_assets.runbook.verify import verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
@@ -79,8 +79,8 @@ def legacy_restore(
     result, store, metadata = restore_step(context, "legacy/restore", restore, legacy_db, evidence)
     settings = restore.settings()
     step = "legacy/restore"
-    with recorded(context, store, step), after_commit(context, store, step, legacy_db.target):
-        verification = verify_legacy(legacy_db.target, settings, store)
+    with recorded(context, store, step), after_commit(context, store, step, legacy_db.database):
+        verification = verify_legacy(legacy_db.database, settings, store)
         stop_on_blocking_checks(context, store, SCHEMA, verification.checks)
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
@@ -123,7 +123,7 @@ def legacy_facility_num(
 ):
     store = evidence.for_run(context)
     with recorded(context, store, "legacy/facility_num"):
-        state = preview_facility_num(legacy_db.target, store)
+        state = preview_facility_num(legacy_db.database, store)
         check = state.check("nextval_works")
         store.record_step(
             "legacy/facility_num", "ok" if check.passed else "failed", {"detail": check.detail}

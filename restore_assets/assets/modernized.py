@@ -9,9 +9,9 @@ from dagster import (
 )
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
-from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.migrate import history_summary, run_flyway
 from restore_assets.runbook.verify import verify_modernized
 from restore_assets.settings import MODERN_SCHEMA_FILE
@@ -85,7 +85,7 @@ def modernized_flyway_history(
     evidence: EvidenceResource,
 ):
     settings = restore.settings()
-    target = modernized_db.target
+    target = modernized_db.database
     store = evidence.for_run(context)
     with recorded(context, store, "modernized/flyway_history"):
         step = run_flyway(

@@ -3,8 +3,8 @@
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
-from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook import reports
 
 from .legacy import FACILITY_NUM
@@ -34,7 +34,7 @@ def ddl_inventory(
 ):
     store = evidence.for_run(context)
     with recorded(context, store, "reports/ddl_inventory"):
-        inventory = reports.ddl_inventory(restore.settings(), modernized_db.target, store)
+        inventory = reports.ddl_inventory(restore.settings(), modernized_db.database, store)
         return MaterializeResult(
             metadata={
                 "baseline_files": table(inventory.files),
@@ -63,7 +63,7 @@ def missing_objects(
     store = evidence.for_run(context)
     with recorded(context, store, "reports/missing_objects"):
         settings = restore.settings()
-        found = reports.missing_objects(settings, legacy_db.target, modernized_db.target, store)
+        found = reports.missing_objects(settings, legacy_db.database, modernized_db.database, store)
         return MaterializeResult(
             metadata={
                 "objects": table(found.rows),

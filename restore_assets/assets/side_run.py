@@ -29,7 +29,7 @@ def restore_step(context, step: str, restore, db, evidence_store):
     """The core's side run (plan, intake of every side, the restore, recorded), the run tagged
     with the content it vetted (before the restore: a run that dies mid-restore still says
     what it was restoring); returns the core result, the evidence store and the metadata."""
-    target = db.target
+    target = db.database
     evidence = evidence_store.for_run(context)
     settings = restore.settings()
     with recorded(context, evidence, step):

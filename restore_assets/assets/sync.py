@@ -3,8 +3,8 @@
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
-from restore_assets.resources.targets import PostgresResource
 from restore_assets.runbook.migrate import flyway_schemas
 from restore_assets.runbook.sync import sync_facility_users as run_sync
 
@@ -44,9 +44,9 @@ def sync_facility_users(
     settings = restore.settings()
     store = evidence.for_run(context)
     with recorded(context, store, "sync/facility_users"):
-        modern = modernized_db.target
+        modern = modernized_db.database
         schema = flyway_schemas(settings, modern)[1]
-        result = run_sync(settings, legacy_db.target, modern, store, schema)
+        result = run_sync(settings, legacy_db.database, modern, store, schema)
         check = result.check()
         store.record_step(
             "sync/facility_users",

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.pg.clients import client_binary
-from restore_assets.pg.targets import PostgresTarget, embedded_admin
+from restore_assets.pg.database import Database, embedded_admin
 from restore_assets.runbook.files import make_private_dirs, write_private
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
@@ -46,12 +46,12 @@ class DemoBuild:
 class ScratchDatabase:
     """A throw-away database on the embedded server to build one demo dump from."""
 
-    target: PostgresTarget
+    target: Database
     name: str
 
     def __enter__(self) -> ScratchDatabase:
         self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"))
-        self._admin(sql.SQL("CREATE DATABASE {} OWNER {}"), self.target.target.user)
+        self._admin(sql.SQL("CREATE DATABASE {} OWNER {}"), self.target.settings.user)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -86,7 +86,7 @@ def build_demo_secrets(
     if patients < 1:
         raise ValueError("patients must be at least 1")
     started = time.monotonic()
-    target = PostgresTarget(settings.legacy, settings.pg)
+    target = Database(settings.legacy, settings.pg)
     if not target.embedded:
         raise ValueError("the demo builds its dumps on the embedded server only")
     make_private_dirs(secrets_dir)

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 
 from restore_assets.errors import PsqlError
 from restore_assets.pg.clients import client_binary
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 
 
 def psql_transcript(
-    target: PostgresTarget,
+    target: Database,
     *commands: str,
     variables: Mapping[str, object] | None = None,
     note: str = "",

@@ -6,10 +6,10 @@ the same `RestoreConfig`, so a run's overrides (from the CLI or the launchpad) r
 from __future__ import annotations
 
 from restore_assets.resources.config import RestoreConfig
+from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.resources.flyway import FlywayResource
 from restore_assets.resources.secrets import SecretsResource
-from restore_assets.resources.targets import PostgresResource
 
 
 def restore_resources(config: RestoreConfig | None = None) -> dict[str, object]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from restore_assets.errors import PreflightFailed
 from restore_assets.pg.clients import client_binary
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.files import sha256_file
 from restore_assets.runbook.preflight import inside_secrets
@@ -38,7 +38,7 @@ def pg_dump_supports_restrict_key(pg_dump: str) -> bool:
 
 
 def export_baseline(
-    target: PostgresTarget,
+    target: Database,
     settings: Settings,
     output: Path | None = None,
     now: dt.datetime | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
@@ -101,7 +101,7 @@ def _state(conn) -> tuple[int, bool]:
 
 
 def preview_facility_num(
-    target: PostgresTarget, evidence: EvidenceStore, realign: bool = True
+    target: Database, evidence: EvidenceStore, realign: bool = True
 ) -> FacilityNum:
     """Preview nextval, put it back exactly, and (with `realign`; the gate only looks)
     move the sequence past the highest facility number. The gate's look is appended to the

@@ -24,7 +24,7 @@ from restore_assets.flyway.errors import FlywayError, MigrationFailed, missing_r
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
 from restore_assets.flyway.resolver import ResolvedMigration
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, Settings
 
 
@@ -55,7 +55,7 @@ CONTAINER_CONF_DIR = "/flyway/conf"
 CONTAINER_SQL_DIR = "/flyway/sql"
 
 
-def db_env(target: PostgresTarget) -> dict[str, str]:
+def db_env(target: Database) -> dict[str, str]:
     """The runbook's `DB_*` variables, filled from the Modernized target."""
     info = target.conninfo()
     env = {
@@ -63,7 +63,7 @@ def db_env(target: PostgresTarget) -> dict[str, str]:
         "DB_PORT": str(info["port"]),
         "DB_NAME": str(info["dbname"]),
         "DB_USER": str(info["user"]),
-        "DB_PASSWORD": target.target.password or "",
+        "DB_PASSWORD": target.settings.password or "",
     }
     if "sslmode" in info:
         env["DB_SSLMODE"] = str(info["sslmode"])
@@ -72,7 +72,7 @@ def db_env(target: PostgresTarget) -> dict[str, str]:
 
 def load_flyway_config(
     settings: Settings,
-    target: PostgresTarget,
+    target: Database,
     conf: Path | None = None,
     locations: str | None = None,
 ) -> FlywayConfig:
@@ -102,7 +102,7 @@ class TargetFlyway:
     """The native engine on a project target, as the project calls it: each command as the
     engine's, its errors the project's (`FlywayFailed`)."""
 
-    def __init__(self, config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]):
+    def __init__(self, config: FlywayConfig, target: Database, log: Callable[[str], None]):
         self.config = config
         self.engine = Flyway(config, target.open, log=log)
 
@@ -145,7 +145,7 @@ class TargetFlyway:
 
 
 def native_engine(
-    config: FlywayConfig, target: PostgresTarget, log: Callable[[str], None]
+    config: FlywayConfig, target: Database, log: Callable[[str], None]
 ) -> TargetFlyway:
     return TargetFlyway(config, target, log)
 
@@ -174,7 +174,7 @@ def _single_location(config: FlywayConfig) -> Path:
 
 
 def cli_command(
-    settings: Settings, config: FlywayConfig, target: PostgresTarget, command: str
+    settings: Settings, config: FlywayConfig, target: Database, command: str
 ) -> ExternalCommand:
     """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
     argv = [
@@ -188,7 +188,7 @@ def cli_command(
 
 
 def docker_command(
-    settings: Settings, config: FlywayConfig, target: PostgresTarget, command: str
+    settings: Settings, config: FlywayConfig, target: Database, command: str
 ) -> ExternalCommand:
     """The container the runbook starts by hand: conf and migrations mounted read-only."""
     if target.embedded:

@@ -34,7 +34,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
     from restore_assets.flyway.migration_info import info_table
-    from restore_assets.pg.targets import PostgresTarget
+    from restore_assets.pg.database import Database
     from restore_assets.runbook.flyway_adapter import (
         DOCKER_NEEDS_DAGSTER,
         FlywayFailed,
@@ -45,7 +45,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         run_cli,
     )
 
-    target = PostgresTarget(settings.modernized, settings.pg)
+    target = Database(settings.modernized, settings.pg)
     # This command prints its own lines: each passes the CLI's boundary, the settings' redactor.
     redact = settings.redactor
     conf = Path(args.conf).expanduser() if args.conf else None

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from psycopg import sql
 
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
@@ -79,7 +79,7 @@ MODERNIZED_READS = {
 
 
 def representative_read(
-    check_id: str, target: PostgresTarget, statements: Mapping[str, str], path: str | None = None
+    check_id: str, target: Database, statements: Mapping[str, str], path: str | None = None
 ) -> Check:
     """A representative read on one side: every statement must succeed."""
     try:
@@ -107,8 +107,8 @@ def facility_api(url: str | None) -> Check:
 
 def db_restore_gate(
     settings: Settings,
-    legacy: PostgresTarget,
-    modern: PostgresTarget,
+    legacy: Database,
+    modern: Database,
     schema: str,
     history: Sequence[HistoryRow],
     evidence: EvidenceStore,
@@ -151,7 +151,7 @@ def _probe_value(name: str, type_name: str):
     raise ValueError(f"column {name} ({type_name}) is NOT NULL and the probe has no value for it")
 
 
-def audit_capture_gate(modern: PostgresTarget, schema: str) -> Gate:
+def audit_capture_gate(modern: Database, schema: str) -> Gate:
     """§6.2: INSERT INTO d_audit_event (...) VALUES (...) RETURNING id, rolled back."""
     checks: list[Check] = []
     try:
@@ -242,7 +242,7 @@ def audit_values(conn, table: sql.Identifier, columns) -> dict[str, object]:
     return values
 
 
-def jms_claim_gate(legacy: PostgresTarget, modern: PostgresTarget, earlier: list[Gate]) -> Gate:
+def jms_claim_gate(legacy: Database, modern: Database, earlier: list[Gate]) -> Gate:
     """§6.3: the earlier gates passed and the tables JMS/CLAIM/TRACE use exist on each side."""
     checks = [Check(f"{g.id}_passed", g.passed, g.summary()) for g in earlier]
     names = {"legacy": user_tables(legacy), "modernized": user_tables(modern)}
@@ -263,7 +263,7 @@ def jms_claim_gate(legacy: PostgresTarget, modern: PostgresTarget, earlier: list
 
 
 def run_gates(
-    settings: Settings, legacy: PostgresTarget, modern: PostgresTarget, evidence: EvidenceStore
+    settings: Settings, legacy: Database, modern: Database, evidence: EvidenceStore
 ) -> GateReport:
     """All three gates, and the report files (gate_report.json/.md, table row, snippet)."""
     with reading_lock(legacy, modern):

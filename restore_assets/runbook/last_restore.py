@@ -19,17 +19,17 @@ from pathlib import Path
 import psycopg
 
 from restore_assets.errors import RestoreError
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.files import write_private
 from restore_assets.settings import Settings
 
 
-def _record(settings: Settings, target: PostgresTarget) -> Path:
+def _record(settings: Settings, target: Database) -> Path:
     return settings.paths.state_dir / "last-restore" / f"{target.side}.json"
 
 
-def _facts(target: PostgresTarget, files: list[SecretFile]) -> dict[str, object]:
+def _facts(target: Database, files: list[SecretFile]) -> dict[str, object]:
     return {
         "database_oid": target.database_oid(),
         "sha256": {f.relpath: f.sha256 for f in files},
@@ -38,9 +38,7 @@ def _facts(target: PostgresTarget, files: list[SecretFile]) -> dict[str, object]
     }
 
 
-def restored_from_these(
-    settings: Settings, target: PostgresTarget, files: list[SecretFile]
-) -> bool:
+def restored_from_these(settings: Settings, target: Database, files: list[SecretFile]) -> bool:
     """True when the embedded target holds exactly what these very files gave it, unchanged."""
     if not target.embedded:
         return False
@@ -54,13 +52,13 @@ def restored_from_these(
     return facts["rows_written"] is not None and recorded == facts
 
 
-def forget(settings: Settings, target: PostgresTarget) -> None:
+def forget(settings: Settings, target: Database) -> None:
     """Before the target changes: no record may outlive the content it describes."""
     _record(settings, target).unlink(missing_ok=True)
 
 
 def remember(
-    settings: Settings, target: PostgresTarget, files: list[SecretFile], psql_application: str
+    settings: Settings, target: Database, files: list[SecretFile], psql_application: str
 ) -> None:
     """After psql (connected as `psql_application`) committed these files into the embedded
     target. Recording too few rows written only costs a backup next time."""

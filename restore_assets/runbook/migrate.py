@@ -16,7 +16,7 @@ from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import info_table
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.flyway_adapter import (
@@ -35,7 +35,7 @@ from restore_assets.runbook.preflight import reading_lock
 from restore_assets.settings import Settings
 
 
-def flyway_schemas(settings: Settings, target: PostgresTarget) -> tuple[list[str], str]:
+def flyway_schemas(settings: Settings, target: Database) -> tuple[list[str], str]:
     """The schemas Flyway manages on the Modernized target and the default one (history table,
     first on the application's search_path) — decided by the engine, as Flyway decides it."""
     return native_engine(load_flyway_config(settings, target), target, lambda _: None).schemas()
@@ -68,7 +68,7 @@ class FlywayStep:
 
 def run_flyway(
     settings: Settings,
-    target: PostgresTarget,
+    target: Database,
     evidence: EvidenceStore,
     log: Callable[[str], None] = print,
     run_container: ContainerRunner | None = None,
@@ -112,7 +112,7 @@ def run_flyway(
 def _run(
     settings: Settings,
     config: FlywayConfig,
-    target: PostgresTarget,
+    target: Database,
     engine: TargetFlyway,
     run_container: ContainerRunner | None,
 ) -> list[str]:

@@ -12,7 +12,7 @@ Read-only by construction: catalogue queries and `flyway info` only, no lock, no
 the sha256 cache. An embedded target's server is started as for any command that reads it; its
 databases are only read. Every run builds the same plan first and keeps it as `plan.md`.
 
-One call plans one target pair (a `Settings` and its two `PostgresTarget`s), so named targets
+One call plans one target pair (a `Settings` and its two `Database`s), so named targets
 can plan each pair in turn.
 """
 
@@ -34,7 +34,7 @@ from restore_assets.errors import (
 )
 from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
@@ -166,7 +166,7 @@ class Plan:
 def build_plan(
     settings: Settings,
     sides: Sequence[str] = SIDES,
-    targets: Mapping[str, PostgresTarget] | None = None,
+    targets: Mapping[str, Database] | None = None,
 ) -> Plan:
     """The plan for `sides` of one target pair (`targets` default to the settings' own)."""
     store = SecretsStore(settings)
@@ -176,7 +176,7 @@ def build_plan(
     blocked = [f for side in sides for f in files[side] if not f.usable]
     sides_plans = []
     for side in sides:
-        target = (targets or {}).get(side) or PostgresTarget(
+        target = (targets or {}).get(side) or Database(
             getattr(settings, side), settings.pg, create_missing=False
         )
         plan = SidePlan(side, target.describe(), files[side])
@@ -196,7 +196,7 @@ def build_plan(
     return Plan(settings.target_name, settings.allow_reset, sides_plans, gates)
 
 
-def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
+def plan_target(plan: SidePlan, settings: Settings, target: Database) -> None:
     """The target's questions, in the order a run meets them (psql, preflight, consent,
     backup, Flyway); each is answered even when an earlier one would stop the run."""
     try:
@@ -221,7 +221,7 @@ def plan_target(plan: SidePlan, settings: Settings, target: PostgresTarget) -> N
         plan.stop(EXIT_FAILED, f"could not read the {target.describe()}: {first_line(exc)}")
 
 
-def _not_created_yet(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
+def _not_created_yet(plan: SidePlan, settings: Settings, target: Database) -> None:
     """An embedded database before its first run (a new named target): the run creates it
     empty, so nothing is dropped or backed up; the plan creates nothing."""
     server = target.server()
@@ -233,7 +233,7 @@ def _not_created_yet(plan: SidePlan, settings: Settings, target: PostgresTarget)
         _flyway(plan, settings, target, now=False)
 
 
-def _preflight(plan: SidePlan, target: PostgresTarget, version_num: int) -> None:
+def _preflight(plan: SidePlan, target: Database, version_num: int) -> None:
     extensions = sorted({e for f in plan.files if f.scan for e in f.scan.extensions})
     try:
         preflight(target, plan.files, extensions)
@@ -249,7 +249,7 @@ def _preflight(plan: SidePlan, target: PostgresTarget, version_num: int) -> None
     )
 
 
-def _reset(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
+def _reset(plan: SidePlan, settings: Settings, target: Database) -> None:
     plan.reset_schemas = reset_set(target)
     objects = target.user_schemas_content()
     estimates = target.table_estimates()
@@ -274,7 +274,7 @@ def _reset(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
         plan.consent = f"MISSING: {exc}"
         plan.stop(exc.exit_code, plan.consent)
     size = sum(c.bytes for c in plan.content)
-    where = f"<Secrets>/backups/<UTC>/{target.side}-{target.target.dbname}.dump"
+    where = f"<Secrets>/backups/<UTC>/{target.side}-{target.settings.dbname}.dump"
     plan.backup = (
         f"yes{'' if consented else ' (once consent is given)'}: "
         f"pg_dump --format=custom into {where}; about {_size(size)} of table data to copy "
@@ -286,7 +286,7 @@ def _reset(plan: SidePlan, settings: Settings, target: PostgresTarget) -> None:
         plan.stop(exc.exit_code, str(exc))
 
 
-def _flyway(plan: SidePlan, settings: Settings, target: PostgresTarget, now: bool = True) -> None:
+def _flyway(plan: SidePlan, settings: Settings, target: Database, now: bool = True) -> None:
     """`info` on the target now (`now`: it exists), and what migrate applies after the restore:
     every user schema is reset, so the history starts from the baseline row, not from today's."""
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from restore_assets.errors import PreflightFailed, RestoreError
 from restore_assets.flyway.locks import advisory_lock
 from restore_assets.pg.clients import major_version, parse_major
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.settings import Settings
 
@@ -19,7 +19,7 @@ from restore_assets.settings import Settings
 RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"
 
 
-def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[str]) -> int:
+def preflight(target: Database, files: list[SecretFile], extensions: list[str]) -> int:
     """Returns the server's `server_version_num`; raises `PreflightFailed` saying what to do."""
     try:
         version_num = target.server_version_num()
@@ -51,7 +51,7 @@ def preflight(target: PostgresTarget, files: list[SecretFile], extensions: list[
 
 @contextmanager
 def restore_lock(
-    target: PostgresTarget,
+    target: Database,
     wait_seconds: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
@@ -62,7 +62,7 @@ def restore_lock(
 
 
 @contextmanager
-def reading_lock(*targets: PostgresTarget, wait_seconds: float | None = None) -> Iterator[None]:
+def reading_lock(*targets: Database, wait_seconds: float | None = None) -> Iterator[None]:
     """The targets' locks, shared: verifications, the sync and the gates of any number of runs
     (from any state directory) may read at once, never while a restore drops and reloads."""
     with ExitStack() as stack:
@@ -73,7 +73,7 @@ def reading_lock(*targets: PostgresTarget, wait_seconds: float | None = None) ->
 
 @contextmanager
 def _target_lock(
-    target: PostgresTarget,
+    target: Database,
     wait_seconds: float | None,
     shared: bool,
     what: str,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from restore_assets.flyway import ResolvedMigration
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
 from restore_assets.runbook.intake import SecretsStore
@@ -42,7 +42,7 @@ class Inventory:
     migrations: Rows
 
 
-def ddl_inventory(settings: Settings, modern: PostgresTarget, evidence: EvidenceStore) -> Inventory:
+def ddl_inventory(settings: Settings, modern: Database, evidence: EvidenceStore) -> Inventory:
     with reading_lock(modern):
         files: Rows = [
             {**f.as_evidence(), "role": f.role} for f in SecretsStore(settings).inspect_all()
@@ -132,7 +132,7 @@ class MissingObjects:
 
 
 def missing_objects(
-    settings: Settings, legacy: PostgresTarget, modern: PostgresTarget, evidence: EvidenceStore
+    settings: Settings, legacy: Database, modern: Database, evidence: EvidenceStore
 ) -> MissingObjects:
     with reading_lock(legacy, modern):
         config = load_flyway_config(settings, modern)

@@ -21,9 +21,9 @@ from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
 from restore_assets.pg.clients import client_binary, require_restricted_mode
+from restore_assets.pg.database import Database
 from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import ScriptFile, run_psql
-from restore_assets.pg.targets import PostgresTarget
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.files import sha256_file, write_private
@@ -72,14 +72,14 @@ def describe_content(content: dict[str, int]) -> str:
     return ", ".join(f"{count} object(s) in {schema}" for schema, count in content.items())
 
 
-def reset_set(target: PostgresTarget) -> list[str]:
+def reset_set(target: Database) -> list[str]:
     """The schemas the restore drops. What the server lists, never names read from a file:
     every user schema goes (that is "restore this database to the baseline"), public is
     recreated."""
     return list(dict.fromkeys(["public", *target.user_schemas()]))
 
 
-def require_consent(target: PostgresTarget, settings: Settings, content: dict[str, int]) -> None:
+def require_consent(target: Database, settings: Settings, content: dict[str, int]) -> None:
     """A non-empty external target is dropped only with consent (an embedded one is ours)."""
     if content and not target.embedded and not settings.allow_reset:
         raise ResetRefused(
@@ -89,13 +89,11 @@ def require_consent(target: PostgresTarget, settings: Settings, content: dict[st
         )
 
 
-def backup_target(
-    target: PostgresTarget, settings: Settings, now: dt.datetime | None = None
-) -> Backup:
+def backup_target(target: Database, settings: Settings, now: dt.datetime | None = None) -> Backup:
     """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
     now = now or dt.datetime.now(dt.UTC)
     folder = settings.paths.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
-    name = f"{target.side}-{target.target.dbname}"
+    name = f"{target.side}-{target.settings.dbname}"
     path = inside_secrets(folder / f"{name}.dump", settings)
     attempt = 1
     while path.exists():  # two restores in one second: never overwrite an earlier backup
@@ -107,7 +105,7 @@ def backup_target(
 
 
 def dump_to(
-    target: PostgresTarget, settings: Settings, options: list[str], path: Path, purpose: str
+    target: Database, settings: Settings, options: list[str], path: Path, purpose: str
 ) -> None:
     """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
     data); a failure names the target and leaves no file behind."""
@@ -141,7 +139,7 @@ def reset_script(schemas: Iterable[str], recreate_public: bool) -> str:
 
 def restore_side(
     *,
-    target: PostgresTarget,
+    target: Database,
     settings: Settings,
     files: list[SecretFile],
     evidence: EvidenceStore,

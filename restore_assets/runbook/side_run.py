@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from restore_assets.errors import EvidenceNotWritten
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.intake import intake
@@ -22,7 +22,7 @@ from restore_assets.settings import Settings
 def vet_run(
     settings: Settings,
     sides: Sequence[str],
-    target: PostgresTarget,
+    target: Database,
     evidence: EvidenceStore,
     log: Callable[[str], None],
 ) -> tuple[list[SecretFile], float]:
@@ -41,7 +41,7 @@ def vet_run(
 def restore_and_record(
     step: str,
     settings: Settings,
-    target: PostgresTarget,
+    target: Database,
     files: list[SecretFile],
     evidence: EvidenceStore,
     log: Callable[[str], None],

@@ -11,7 +11,7 @@ import psycopg
 
 from restore_assets.errors import RestoreError
 from restore_assets.flyway.version import Version
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import RUN_MARKER, evidence_root
@@ -33,7 +33,7 @@ def status_lines(settings: Settings) -> list[str]:
     lines.append("Targets:")
     reachable = {}
     for side in SIDE_FILES:
-        target = PostgresTarget(getattr(settings, side), settings.pg)
+        target = Database(getattr(settings, side), settings.pg)
         reachable[side], text = reachability(target)
         lines.append(f"  {target.describe()}: {text}")
     lines.append(f"Flyway: {flyway_summary(settings, reachable['modernized'])}")
@@ -56,7 +56,7 @@ def targets_table(named: dict[str, Settings]) -> list[str]:
         usable = f"{sum(f.usable for f in files)}/{len(files)} usable"
         sides = [
             f"{t.describe()}: {reachability(t)[1]}"
-            for t in (PostgresTarget(getattr(settings, side), settings.pg) for side in SIDE_FILES)
+            for t in (Database(getattr(settings, side), settings.pg) for side in SIDE_FILES)
         ]
         rows.append((name, usable, *sides, _last_gates(settings)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -73,7 +73,7 @@ def _last_gates(settings: Settings) -> str:
     return f"{report['status']} ({last.name})"
 
 
-def reachability(target: PostgresTarget) -> tuple[bool, str]:
+def reachability(target: Database) -> tuple[bool, str]:
     if target.embedded:
         # Read-only: report the embedded server without starting it.
         if (target.pg.state_dir / "pgdata" / "postmaster.pid").exists():
@@ -90,7 +90,7 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     """Flyway info in one line, without starting anything."""
     if not reachable:
         return "not read (Modernized target not reachable without starting it)"
-    target = PostgresTarget(settings.modernized, settings.pg)
+    target = Database(settings.modernized, settings.pg)
     try:
         rows = native_engine(load_flyway_config(settings, target), target, print).info()
     except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from restore_assets.errors import RestoreError, SyncError
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
@@ -135,8 +135,8 @@ def sync_check(check_id: str, missing: Sequence[str]) -> Check:
 
 def sync_facility_users(
     settings: Settings,
-    legacy: PostgresTarget,
-    modern: PostgresTarget,
+    legacy: Database,
+    modern: Database,
     evidence: EvidenceStore,
     schema: str,
 ) -> SyncResult:
@@ -159,7 +159,7 @@ def sync_facility_users(
         return result
 
 
-def sync_tables(legacy: PostgresTarget, modern: PostgresTarget, names: Sequence[str]) -> SyncResult:
+def sync_tables(legacy: Database, modern: Database, names: Sequence[str]) -> SyncResult:
     """Copy `names` (in dependency order) Legacy → Modernized in one Modernized transaction."""
     tables = [SYNC_TABLES[n] for n in SYNC_TABLES if n in names]
     report: dict[str, dict[str, int]] = {}
@@ -211,7 +211,7 @@ def sync_tables(legacy: PostgresTarget, modern: PostgresTarget, names: Sequence[
     return SyncResult(report, (int(before[0]), bool(before[1])))
 
 
-def missing_after_sync(legacy: PostgresTarget, modern: PostgresTarget) -> list[str]:
+def missing_after_sync(legacy: Database, modern: Database) -> list[str]:
     """Legacy facility ids and user ids that the Modernized side does not have."""
     query = "SELECT facilityid FROM d_facility UNION ALL SELECT userid FROM d_users"
     with legacy.connect(autocommit=True) as src, modern.connect(autocommit=True) as dst:

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from restore_assets.flyway import Version
 from restore_assets.flyway.history_row import HistoryRow
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
@@ -59,7 +59,7 @@ def find_object(conn, kind: str, name: str) -> str:
     return f"{rel}.{column}" if conn.execute(COLUMN_EXISTS_SQL, (rel, column)).fetchone()[0] else ""
 
 
-def user_tables(target: PostgresTarget) -> list[tuple[str, str]]:
+def user_tables(target: Database) -> list[tuple[str, str]]:
     with target.connect(autocommit=True) as conn:
         return [(r[0], r[1]) for r in conn.execute(USER_TABLES_SQL).fetchall()]
 
@@ -91,14 +91,14 @@ DT_ALL_USER_SCHEMAS = (
 )
 
 
-def write_dt_transcript(target: PostgresTarget, evidence: EvidenceStore) -> None:
+def write_dt_transcript(target: Database, evidence: EvidenceStore) -> None:
     """`psql_dt_<side>.log`: the tables of every user schema, as `\\dt` prints them."""
     text = psql_transcript(target, *DT_ALL_USER_SCHEMAS)
     evidence.write(f"psql_dt_{target.side}.log", text)
 
 
 def write_count_transcripts(
-    target: PostgresTarget,
+    target: Database,
     tables: Sequence[str],
     evidence: EvidenceStore,
     search_path_schema: str | None = None,
@@ -130,9 +130,7 @@ class Verification:
         return next(c for c in self.checks if c.id == check_id)
 
 
-def verify_legacy(
-    target: PostgresTarget, settings: Settings, evidence: EvidenceStore
-) -> Verification:
+def verify_legacy(target: Database, settings: Settings, evidence: EvidenceStore) -> Verification:
     """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
     with reading_lock(target):
         tables = user_tables(target)
@@ -199,7 +197,7 @@ def versions_check(check_id: str, required: Sequence[str], rows: Sequence[Histor
 
 
 def verify_modernized(
-    target: PostgresTarget,
+    target: Database,
     settings: Settings,
     schema: str,
     rows: Sequence[HistoryRow],

