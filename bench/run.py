@@ -115,8 +115,8 @@ class Bench:
         from restore_assets.settings import load_settings
 
         self.settings = load_settings()
-        self.target = Database(self.settings.legacy, self.settings.pg)
-        self.target.endpoint()  # starts the server; held until this process exits
+        self.db = Database(self.settings.legacy, self.settings.pg)
+        self.db.endpoint()  # starts the server; held until this process exits
         self.cli = [sys.executable, "-m", "restore_assets.cli"]  # what `restore-assets` runs
 
     def seed(self, size_mb: float) -> Path:
@@ -147,8 +147,8 @@ class Bench:
         psql = client_binary("psql", self.settings.tools.psql)
         cmd = [psql, "-X", "-1", "-v", "ON_ERROR_STOP=1"]
         cmd += ["-f", str(secrets / LEGACY_SCHEMA_FILE), "-f", str(secrets / LEGACY_SEED_FILE)]
-        with ScratchDatabase(self.target, RAW_DB):  # created empty, dropped after
-            sample, _ = measure(cmd, self.target.client_env(dbname=RAW_DB), self.logs / "psql.log")
+        with ScratchDatabase(self.db, RAW_DB):  # created empty, dropped after
+            sample, _ = measure(cmd, self.db.client_env(dbname=RAW_DB), self.logs / "psql.log")
         return sample
 
     def project(self, secrets: Path, *args: str, cold: bool = True) -> Sample:

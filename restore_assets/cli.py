@@ -381,8 +381,8 @@ def cmd_export_baseline(settings: Settings, args) -> int:
     from restore_assets.pg.database import Database
     from restore_assets.runbook.export import export_baseline
 
-    target = Database(getattr(settings, args.side), settings.pg)
-    written = export_baseline(target, settings, Path(args.output) if args.output else None)
+    db = Database(getattr(settings, args.side), settings.pg)
+    written = export_baseline(db, settings, Path(args.output) if args.output else None)
     print(f"{written.sha256}  {written.path}  ({written.size} bytes, mode 0600)")
     print(f"dumped: {written.target}")
     return EXIT_OK

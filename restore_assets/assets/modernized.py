@@ -85,13 +85,11 @@ def modernized_flyway_history(
     evidence: EvidenceResource,
 ):
     settings = restore.settings()
-    target = modernized_db.database
+    db = modernized_db.database
     store = evidence.for_run(context)
     with recorded(context, store, "modernized/flyway_history"):
-        step = run_flyway(
-            settings, target, store, context.log.info, flyway.container_runner(context)
-        )
-        verification = verify_modernized(target, settings, step.schema, step.history, store)
+        step = run_flyway(settings, db, store, context.log.info, flyway.container_runner(context))
+        verification = verify_modernized(db, settings, step.schema, step.history, store)
         passed = all(c.passed for c in verification.checks)
         stop_on_blocking_checks(context, store, HISTORY, verification.checks)
         store.record_step(

@@ -25,21 +25,21 @@ def sides_of_run(context, own: str) -> list[str]:
     return sides if own in sides else [*sides, own]
 
 
-def restore_step(context, step: str, restore, db, evidence_store):
+def restore_step(context, step: str, restore, resource, evidence_store):
     """The core's side run (plan, intake of every side, the restore, recorded), the run tagged
     with the content it vetted (before the restore: a run that dies mid-restore still says
     what it was restoring); returns the core result, the evidence store and the metadata."""
-    target = db.database
+    db = resource.database
     evidence = evidence_store.for_run(context)
     settings = restore.settings()
     with recorded(context, evidence, step):
         files, intake_seconds = vet_run(
-            settings, sides_of_run(context, target.side), target, evidence, context.log.info
+            settings, sides_of_run(context, db.side), db, evidence, context.log.info
         )
-        tags = restore_tags(target.side, settings.target_name, content_key(f.sha256 for f in files))
+        tags = restore_tags(db.side, settings.target_name, content_key(f.sha256 for f in files))
         context.instance.add_run_tags(context.run.run_id, tags)
         result = restore_and_record(
-            step, settings, target, files, evidence, context.log.info, intake_seconds
+            step, settings, db, files, evidence, context.log.info, intake_seconds
         )
     metadata = {
         "target": result.target,

@@ -172,14 +172,14 @@ def stop_on_blocking_checks(context, evidence: EvidenceStore, key: AssetKey, che
 
 
 @contextmanager
-def after_commit(context, evidence: EvidenceStore, step: str, target):
+def after_commit(context, evidence: EvidenceStore, step: str, db):
     """Evidence written after the target committed: failing there must say the target WAS
     restored (its own exit code), never read as "failed, nothing happened"."""
     try:
         yield
     except OSError as exc:
-        error = EvidenceNotWritten(target.describe(), exc)
-        raise fail(context, evidence, step, error, target=target.describe()) from None
+        error = EvidenceNotWritten(db.describe(), exc)
+        raise fail(context, evidence, step, error, target=db.describe()) from None
 
 
 @contextmanager

@@ -46,12 +46,12 @@ class DemoBuild:
 class ScratchDatabase:
     """A throw-away database on the embedded server to build one demo dump from."""
 
-    target: Database
+    db: Database
     name: str
 
     def __enter__(self) -> ScratchDatabase:
         self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"))
-        self._admin(sql.SQL("CREATE DATABASE {} OWNER {}"), self.target.settings.user)
+        self._admin(sql.SQL("CREATE DATABASE {} OWNER {}"), self.db.settings.user)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -59,18 +59,18 @@ class ScratchDatabase:
 
     def _admin(self, statement: sql.SQL, owner: str | None = None) -> None:
         names = [sql.Identifier(self.name)] + ([sql.Identifier(owner)] if owner else [])
-        with embedded_admin(self.target.endpoint()) as conn:
+        with embedded_admin(self.db.endpoint()) as conn:
             conn.execute(statement.format(*names))
 
     def run(self, script: str, params: dict[str, object] | None = None) -> None:
-        with self.target.connect(dbname=self.name) as conn:
+        with self.db.connect(dbname=self.name) as conn:
             # ClientCursor binds client-side, so one script of many statements can take params.
             psycopg.ClientCursor(conn).execute(script, params)
             conn.commit()
 
     def dump(self, path: Path, *args: str) -> None:
-        pg_dump = client_binary("pg_dump", self.target.pg.tools.pg_dump)
-        env = self.target.client_env(dbname=self.name)
+        pg_dump = client_binary("pg_dump", self.db.pg.tools.pg_dump)
+        env = self.db.client_env(dbname=self.name)
 
         def writer(out) -> None:
             cmd = [pg_dump, "--no-owner", f"--restrict-key={DEMO_RESTRICT_KEY}", *args]
@@ -86,12 +86,12 @@ def build_demo_secrets(
     if patients < 1:
         raise ValueError("patients must be at least 1")
     started = time.monotonic()
-    target = Database(settings.legacy, settings.pg)
-    if not target.embedded:
+    db = Database(settings.legacy, settings.pg)
+    if not db.embedded:
         raise ValueError("the demo builds its dumps on the embedded server only")
     make_private_dirs(secrets_dir)
     files: dict[str, Path] = {}
-    with ScratchDatabase(target, "restore_demo_build_legacy") as scratch:
+    with ScratchDatabase(db, "restore_demo_build_legacy") as scratch:
         scratch.run(demo_sql("hibernate_tables.sql"))
         scratch.run(demo_sql("legacy_schema.sql"))
         scratch.run(demo_sql("legacy_data.sql"), {"patients": patients})
@@ -99,7 +99,7 @@ def build_demo_secrets(
         scratch.dump(files[LEGACY_SCHEMA_FILE], "--schema-only")
         files[LEGACY_SEED_FILE] = secrets_dir / LEGACY_SEED_FILE
         scratch.dump(files[LEGACY_SEED_FILE], "--data-only")
-    with ScratchDatabase(target, "restore_demo_build_modern") as scratch:
+    with ScratchDatabase(db, "restore_demo_build_modern") as scratch:
         scratch.run(demo_sql("hibernate_tables.sql"))
         scratch.run(demo_sql("modern_schema.sql"))
         files[MODERN_SCHEMA_FILE] = secrets_dir / MODERN_SCHEMA_FILE

@@ -16,7 +16,7 @@ from restore_assets.pg.database import Database
 
 
 def psql_transcript(
-    target: Database,
+    db: Database,
     *commands: str,
     variables: Mapping[str, object] | None = None,
     note: str = "",
@@ -28,7 +28,7 @@ def psql_transcript(
     `echo="all"` shows each input line (meta-commands too); `echo="queries"` shows each query
     as sent to the server, psql variables already filled in. `check`: commands that change
     something stop at the first error, which is raised (transcripts of reads never raise)."""
-    psql = client_binary("psql", target.pg.tools.psql)
+    psql = client_binary("psql", db.pg.tools.psql)
     args = [
         psql,
         "-X",
@@ -43,12 +43,12 @@ def psql_transcript(
     result = subprocess.run(
         args,
         input="\n".join(commands) + "\n",
-        env=target.client_env(),
+        env=db.client_env(),
         capture_output=True,
         text=True,
         encoding="utf-8",
     )
-    header = f"-- {target.describe()}" + (f" ({note})" if note else "")
+    header = f"-- {db.describe()}" + (f" ({note})" if note else "")
     transcript = f"{header}\n{result.stdout}{result.stderr}"
     if check and result.returncode != 0:
         raise PsqlError(f"psql stopped: {result.stderr.strip()}")

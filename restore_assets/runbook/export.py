@@ -38,16 +38,16 @@ def pg_dump_supports_restrict_key(pg_dump: str) -> bool:
 
 
 def export_baseline(
-    target: Database,
+    db: Database,
     settings: Settings,
     output: Path | None = None,
     now: dt.datetime | None = None,
 ) -> Export:
     now = now or dt.datetime.now(dt.UTC)
-    relpath = Path(SIDE_FILES[target.side][0])
-    if output is None and target.embedded:
+    relpath = Path(SIDE_FILES[db.side][0])
+    if output is None and db.embedded:
         raise PreflightFailed(
-            f"the {target.describe()} is the embedded (demo) server, not a real target; its dump "
+            f"the {db.describe()} is the embedded (demo) server, not a real target; its dump "
             "does not belong in the Secrets store. Point POSTGRES_*/MODERNIZED_POSTGRES_* at the "
             "real server, or name the file with --output if you mean it."
         )
@@ -58,5 +58,5 @@ def export_baseline(
     options = ["--schema-only", "--no-owner"]
     if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.tools.pg_dump)):
         options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
-    dump_to(target, settings, options, path, "pg_dump")
-    return Export(target.describe(), path, sha256_file(path), path.stat().st_size)
+    dump_to(db, settings, options, path, "pg_dump")
+    return Export(db.describe(), path, sha256_file(path), path.stat().st_size)

@@ -101,14 +101,14 @@ def _state(conn) -> tuple[int, bool]:
 
 
 def preview_facility_num(
-    target: Database, evidence: EvidenceStore, realign: bool = True
+    db: Database, evidence: EvidenceStore, realign: bool = True
 ) -> FacilityNum:
     """Preview nextval, put it back exactly, and (with `realign`; the gate only looks)
     move the sequence past the highest facility number. The gate's look is appended to the
     transcripts, so the §3.3 step's own (a realignment included) stays readable."""
-    with reading_lock(target):
+    with reading_lock(db):
         save = evidence.write if realign else evidence.append
-        with target.connect(autocommit=True) as conn:
+        with db.connect(autocommit=True) as conn:
             if conn.execute("SELECT to_regclass('facility_num')").fetchone()[0] is None:
                 return FacilityNum(exists=False)
             before = _state(conn)
@@ -118,22 +118,20 @@ def preview_facility_num(
                 note = "" if realign else "gates/report re-check"
                 save(
                     "psql_nextval_facility_num_legacy.log",
-                    psql_transcript(target, *PREVIEW, note=note, echo="queries", check=True),
+                    psql_transcript(db, *PREVIEW, note=note, echo="queries", check=True),
                 )
                 preview = _state(conn)[0]  # nextval leaves last_value at the value it returned
             finally:
                 # Put it back exactly: the runbook's log shows setval(..., 103) after the preview.
                 variables = {"last_value": before[0], "is_called": "true" if before[1] else "false"}
                 transcript = psql_transcript(
-                    target, *PUT_BACK, variables=variables, note=note, echo="queries", check=True
+                    db, *PUT_BACK, variables=variables, note=note, echo="queries", check=True
                 )
             restored = _state(conn)
             realigned = realign and highest is not None and highest >= preview
             if realigned:
                 note = f"highest facility number {highest} >= next value {preview}: realign"
-                transcript += psql_transcript(
-                    target, *REALIGN, note=note, echo="queries", check=True
-                )
+                transcript += psql_transcript(db, *REALIGN, note=note, echo="queries", check=True)
             save("psql_setval_facility_num_legacy.log", transcript)
             after = _state(conn)
         return FacilityNum(

@@ -55,15 +55,15 @@ CONTAINER_CONF_DIR = "/flyway/conf"
 CONTAINER_SQL_DIR = "/flyway/sql"
 
 
-def db_env(target: Database) -> dict[str, str]:
+def db_env(db: Database) -> dict[str, str]:
     """The runbook's `DB_*` variables, filled from the Modernized target."""
-    info = target.conninfo()
+    info = db.conninfo()
     env = {
         "DB_HOST": str(info["host"]),
         "DB_PORT": str(info["port"]),
         "DB_NAME": str(info["dbname"]),
         "DB_USER": str(info["user"]),
-        "DB_PASSWORD": target.settings.password or "",
+        "DB_PASSWORD": db.settings.password or "",
     }
     if "sslmode" in info:
         env["DB_SSLMODE"] = str(info["sslmode"])
@@ -72,11 +72,11 @@ def db_env(target: Database) -> dict[str, str]:
 
 def load_flyway_config(
     settings: Settings,
-    target: Database,
+    db: Database,
     conf: Path | None = None,
     locations: str | None = None,
 ) -> FlywayConfig:
-    env = {**os.environ, **db_env(target)}
+    env = {**os.environ, **db_env(db)}
     overrides = {}
     if locations or settings.flyway.locations:
         overrides["flyway.locations"] = locations or settings.flyway.locations
@@ -98,13 +98,13 @@ def working_dir(settings: Settings, conf: Path) -> Path:
     return Path.cwd()
 
 
-class TargetFlyway:
+class DatabaseFlyway:
     """The native engine on a project target, as the project calls it: each command as the
     engine's, its errors the project's (`FlywayFailed`)."""
 
-    def __init__(self, config: FlywayConfig, target: Database, log: Callable[[str], None]):
+    def __init__(self, config: FlywayConfig, db: Database, log: Callable[[str], None]):
         self.config = config
-        self.engine = Flyway(config, target.open, log=log)
+        self.engine = Flyway(config, db.open, log=log)
 
     def resolved(self) -> list[ResolvedMigration]:
         with project_errors():
@@ -144,10 +144,8 @@ class TargetFlyway:
             return self.engine.repair()
 
 
-def native_engine(
-    config: FlywayConfig, target: Database, log: Callable[[str], None]
-) -> TargetFlyway:
-    return TargetFlyway(config, target, log)
+def native_engine(config: FlywayConfig, db: Database, log: Callable[[str], None]) -> DatabaseFlyway:
+    return DatabaseFlyway(config, db, log)
 
 
 @dataclass(frozen=True)
@@ -174,7 +172,7 @@ def _single_location(config: FlywayConfig) -> Path:
 
 
 def cli_command(
-    settings: Settings, config: FlywayConfig, target: Database, command: str
+    settings: Settings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
     """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
     argv = [
@@ -184,14 +182,14 @@ def cli_command(
         *QUIET,
         command,
     ]
-    return ExternalCommand(argv=argv, env={**db_env(target), **QUIET_ENV}, volumes={})
+    return ExternalCommand(argv=argv, env={**db_env(db), **QUIET_ENV}, volumes={})
 
 
 def docker_command(
-    settings: Settings, config: FlywayConfig, target: Database, command: str
+    settings: Settings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
     """The container the runbook starts by hand: conf and migrations mounted read-only."""
-    if target.embedded:
+    if db.embedded:
         raise FlywayFailed(
             "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
             "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
@@ -209,7 +207,7 @@ def docker_command(
     }
     return ExternalCommand(
         argv=argv,
-        env={**db_env(target), **QUIET_ENV},
+        env={**db_env(db), **QUIET_ENV},
         volumes=volumes,
         image=settings.flyway.docker_image,
     )

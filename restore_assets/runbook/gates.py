@@ -79,19 +79,19 @@ MODERNIZED_READS = {
 
 
 def representative_read(
-    check_id: str, target: Database, statements: Mapping[str, str], path: str | None = None
+    check_id: str, db: Database, statements: Mapping[str, str], path: str | None = None
 ) -> Check:
     """A representative read on one side: every statement must succeed."""
     try:
-        with target.connect(autocommit=True) as conn:
+        with db.connect(autocommit=True) as conn:
             if path:
                 conn.execute(SET_PATH_SQL, (path,))
             counts = {name: conn.execute(q).fetchone()[0] for name, q in statements.items()}
             version = conn.execute("SHOW server_version").fetchone()[0]
     except Exception as exc:  # noqa: BLE001 - the gate reports it
-        return Check(check_id, False, f"{target.describe()}: {first_line(exc)}")
+        return Check(check_id, False, f"{db.describe()}: {first_line(exc)}")
     detail = ", ".join(f"{k}={v}" for k, v in counts.items())
-    return Check(check_id, True, f"{target.describe()} (PostgreSQL {version}): {detail}")
+    return Check(check_id, True, f"{db.describe()} (PostgreSQL {version}): {detail}")
 
 
 def facility_api(url: str | None) -> Check:

@@ -25,50 +25,50 @@ from restore_assets.runbook.files import write_private
 from restore_assets.settings import Settings
 
 
-def _record(settings: Settings, target: Database) -> Path:
-    return settings.paths.state_dir / "last-restore" / f"{target.side}.json"
+def _record(settings: Settings, db: Database) -> Path:
+    return settings.paths.state_dir / "last-restore" / f"{db.side}.json"
 
 
-def _facts(target: Database, files: list[SecretFile]) -> dict[str, object]:
+def _facts(db: Database, files: list[SecretFile]) -> dict[str, object]:
     return {
-        "database_oid": target.database_oid(),
+        "database_oid": db.database_oid(),
         "sha256": {f.relpath: f.sha256 for f in files},
-        "objects": target.user_schemas_content(),
-        "rows_written": target.rows_written(),
+        "objects": db.user_schemas_content(),
+        "rows_written": db.rows_written(),
     }
 
 
-def restored_from_these(settings: Settings, target: Database, files: list[SecretFile]) -> bool:
+def restored_from_these(settings: Settings, db: Database, files: list[SecretFile]) -> bool:
     """True when the embedded target holds exactly what these very files gave it, unchanged."""
-    if not target.embedded:
+    if not db.embedded:
         return False
     try:
-        recorded = json.loads(_record(settings, target).read_text())
+        recorded = json.loads(_record(settings, db).read_text())
     except (OSError, ValueError):
         return False
-    if target.foreign_sessions():
+    if db.foreign_sessions():
         return False
-    facts = _facts(target, files)
+    facts = _facts(db, files)
     return facts["rows_written"] is not None and recorded == facts
 
 
-def forget(settings: Settings, target: Database) -> None:
+def forget(settings: Settings, db: Database) -> None:
     """Before the target changes: no record may outlive the content it describes."""
-    _record(settings, target).unlink(missing_ok=True)
+    _record(settings, db).unlink(missing_ok=True)
 
 
 def remember(
-    settings: Settings, target: Database, files: list[SecretFile], psql_application: str
+    settings: Settings, db: Database, files: list[SecretFile], psql_application: str
 ) -> None:
     """After psql (connected as `psql_application`) committed these files into the embedded
     target. Recording too few rows written only costs a backup next time."""
-    if not target.embedded:
+    if not db.embedded:
         return
-    path = _record(settings, target)
+    path = _record(settings, db)
     try:
-        if not target.wait_until_gone(psql_application):  # its rows are counted as it ends
+        if not db.wait_until_gone(psql_application):  # its rows are counted as it ends
             return
-        data = json.dumps(_facts(target, files)).encode()
+        data = json.dumps(_facts(db, files)).encode()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(path, lambda out: out.write(data))
     except (OSError, RestoreError, psycopg.Error):

@@ -22,8 +22,8 @@ from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.flyway_adapter import (
     DOCKER_NEEDS_DAGSTER,
     ContainerRunner,
+    DatabaseFlyway,
     FlywayFailed,
-    TargetFlyway,
     cli_command,
     diagnose,
     docker_command,
@@ -35,10 +35,10 @@ from restore_assets.runbook.preflight import reading_lock
 from restore_assets.settings import Settings
 
 
-def flyway_schemas(settings: Settings, target: Database) -> tuple[list[str], str]:
+def flyway_schemas(settings: Settings, db: Database) -> tuple[list[str], str]:
     """The schemas Flyway manages on the Modernized target and the default one (history table,
     first on the application's search_path) — decided by the engine, as Flyway decides it."""
-    return native_engine(load_flyway_config(settings, target), target, lambda _: None).schemas()
+    return native_engine(load_flyway_config(settings, db), db, lambda _: None).schemas()
 
 
 HISTORY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum")
@@ -68,7 +68,7 @@ class FlywayStep:
 
 def run_flyway(
     settings: Settings,
-    target: Database,
+    db: Database,
     evidence: EvidenceStore,
     log: Callable[[str], None] = print,
     run_container: ContainerRunner | None = None,
@@ -76,18 +76,18 @@ def run_flyway(
     """`flyway baseline` (when there is no history yet) then `flyway migrate`; writes
     `flyway_migrate.log` (runner output + info table) and `psql_flyway_schema_history.log`.
     On failure the log says what went wrong in the runbook's words and FlywayFailed is raised."""
-    with reading_lock(target):
+    with reading_lock(db):
         step = FlywayStep(settings.flyway.runner, [])
 
         def note(message: str) -> None:
             step.lines.append(message)
             log(message)
 
-        config = load_flyway_config(settings, target)
-        engine = native_engine(config, target, note)
+        config = load_flyway_config(settings, db)
+        engine = native_engine(config, db, note)
         started = time.monotonic()
         try:
-            step.lines += _run(settings, config, target, engine, run_container)
+            step.lines += _run(settings, config, db, engine, run_container)
         except FlywayError as exc:
             diagnosis = diagnose(exc, engine.history_rows(), settings.paths.secrets_dir)
             step.lines += [f"ERROR: {exc}", *([f"DIAGNOSIS: {diagnosis}"] if diagnosis else [])]
@@ -104,7 +104,7 @@ def run_flyway(
         variables = {"schema": step.schema, "table": config.table}
         evidence.write(
             "psql_flyway_schema_history.log",
-            psql_transcript(target, HISTORY_QUERY, variables=variables, echo="queries"),
+            psql_transcript(db, HISTORY_QUERY, variables=variables, echo="queries"),
         )
         return step
 
@@ -112,8 +112,8 @@ def run_flyway(
 def _run(
     settings: Settings,
     config: FlywayConfig,
-    target: Database,
-    engine: TargetFlyway,
+    db: Database,
+    engine: DatabaseFlyway,
     run_container: ContainerRunner | None,
 ) -> list[str]:
     if settings.flyway.runner == "native":
@@ -123,7 +123,7 @@ def _run(
         return [f"migrate: applied {len(result.applied)} migration(s) in {result.seconds}s"]
     commands = ("baseline", "migrate") if not engine.history_rows() else ("migrate",)
     if settings.flyway.runner == "cli":
-        return [run_cli(cli_command(settings, config, target, c)) for c in commands]
+        return [run_cli(cli_command(settings, config, db, c)) for c in commands]
     if run_container is None:
         raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
-    return [run_container(docker_command(settings, config, target, c)) for c in commands]
+    return [run_container(docker_command(settings, config, db, c)) for c in commands]

@@ -166,9 +166,9 @@ class Plan:
 def build_plan(
     settings: Settings,
     sides: Sequence[str] = SIDES,
-    targets: Mapping[str, Database] | None = None,
+    databases: Mapping[str, Database] | None = None,
 ) -> Plan:
-    """The plan for `sides` of one target pair (`targets` default to the settings' own)."""
+    """The plan for `sides` of one target pair (`databases` default to the settings' own)."""
     store = SecretsStore(settings)
     files = {side: store.inspect_side(side) for side in sides}
     # Intake vets every side of a run before any side touches its target: one unusable file
@@ -176,10 +176,10 @@ def build_plan(
     blocked = [f for side in sides for f in files[side] if not f.usable]
     sides_plans = []
     for side in sides:
-        target = (targets or {}).get(side) or Database(
+        db = (databases or {}).get(side) or Database(
             getattr(settings, side), settings.pg, create_missing=False
         )
-        plan = SidePlan(side, target.describe(), files[side])
+        plan = SidePlan(side, db.describe(), files[side])
         if blocked:
             plan.skipped = (
                 "not asked: intake stops the run first (Secrets not usable), before any target "
@@ -190,53 +190,53 @@ def build_plan(
                 names = ", ".join(f"{f.relpath} ({f.status})" for f in mine)
                 plan.stop(EXIT_BLOCKED, f"Secrets not usable: {names}")
         else:
-            plan_target(plan, settings, target)
+            plan_database(plan, settings, db)
         sides_plans.append(plan)
     gates = GATE_CHECKS if set(sides) == set(SIDES) else {}
     return Plan(settings.target_name, settings.allow_reset, sides_plans, gates)
 
 
-def plan_target(plan: SidePlan, settings: Settings, target: Database) -> None:
+def plan_database(plan: SidePlan, settings: Settings, db: Database) -> None:
     """The target's questions, in the order a run meets them (psql, preflight, consent,
     backup, Flyway); each is answered even when an earlier one would stop the run."""
     try:
         require_restricted_mode(client_binary("psql", settings.tools.psql))
     except RestoreError as exc:
         plan.stop(exc.exit_code, str(exc))
-    if not target.database_exists():
-        _not_created_yet(plan, settings, target)
+    if not db.database_exists():
+        _not_created_yet(plan, settings, db)
         return
     try:
-        version_num = target.server_version_num()
+        version_num = db.server_version_num()
     except RestoreError as exc:  # unreachable: nothing more can be read
         plan.preflight = f"FAILED: {exc}"
         plan.stop(EXIT_FAILED, plan.preflight)
         return
-    _preflight(plan, target, version_num)
+    _preflight(plan, db, version_num)
     try:
-        _reset(plan, settings, target)
-        if target.side == "modernized":
-            _flyway(plan, settings, target)
+        _reset(plan, settings, db)
+        if db.side == "modernized":
+            _flyway(plan, settings, db)
     except psycopg.Error as exc:  # e.g. no privilege on a catalogue view
-        plan.stop(EXIT_FAILED, f"could not read the {target.describe()}: {first_line(exc)}")
+        plan.stop(EXIT_FAILED, f"could not read the {db.describe()}: {first_line(exc)}")
 
 
-def _not_created_yet(plan: SidePlan, settings: Settings, target: Database) -> None:
+def _not_created_yet(plan: SidePlan, settings: Settings, db: Database) -> None:
     """An embedded database before its first run (a new named target): the run creates it
     empty, so nothing is dropped or backed up; the plan creates nothing."""
-    server = target.server()
+    server = db.server()
     _preflight(plan, server, server.server_version_num())
     plan.nothing_to_reset = "nothing to drop: the database does not exist yet"
     plan.consent = "not needed: the database does not exist yet (the run creates it, empty)"
     plan.backup = "none: the database does not exist yet"
-    if target.side == "modernized":
-        _flyway(plan, settings, target, now=False)
+    if db.side == "modernized":
+        _flyway(plan, settings, db, now=False)
 
 
-def _preflight(plan: SidePlan, target: Database, version_num: int) -> None:
+def _preflight(plan: SidePlan, db: Database, version_num: int) -> None:
     extensions = sorted({e for f in plan.files if f.scan for e in f.scan.extensions})
     try:
-        preflight(target, plan.files, extensions)
+        preflight(db, plan.files, extensions)
     except RestoreError as exc:
         plan.preflight = f"FAILED: {exc}"
         plan.stop(exc.exit_code, plan.preflight)
@@ -249,10 +249,10 @@ def _preflight(plan: SidePlan, target: Database, version_num: int) -> None:
     )
 
 
-def _reset(plan: SidePlan, settings: Settings, target: Database) -> None:
-    plan.reset_schemas = reset_set(target)
-    objects = target.user_schemas_content()
-    estimates = target.table_estimates()
+def _reset(plan: SidePlan, settings: Settings, db: Database) -> None:
+    plan.reset_schemas = reset_set(db)
+    objects = db.user_schemas_content()
+    estimates = db.table_estimates()
     plan.content = [
         SchemaContent(schema, objects.get(schema, 0), *estimates.get(schema, (0, 0, 0)))
         for schema in plan.reset_schemas
@@ -263,10 +263,10 @@ def _reset(plan: SidePlan, settings: Settings, target: Database) -> None:
         return
     consented = True
     try:
-        require_consent(target, settings, objects)
+        require_consent(db, settings, objects)
         plan.consent = (
             "not needed: the embedded server is the project's own"
-            if target.embedded
+            if db.embedded
             else "given (--allow-reset or RESTORE_ALLOW_RESET)"
         )
     except ResetRefused as exc:
@@ -274,7 +274,7 @@ def _reset(plan: SidePlan, settings: Settings, target: Database) -> None:
         plan.consent = f"MISSING: {exc}"
         plan.stop(exc.exit_code, plan.consent)
     size = sum(c.bytes for c in plan.content)
-    where = f"<Secrets>/backups/<UTC>/{target.side}-{target.settings.dbname}.dump"
+    where = f"<Secrets>/backups/<UTC>/{db.side}-{db.settings.dbname}.dump"
     plan.backup = (
         f"yes{'' if consented else ' (once consent is given)'}: "
         f"pg_dump --format=custom into {where}; about {_size(size)} of table data to copy "
@@ -286,12 +286,12 @@ def _reset(plan: SidePlan, settings: Settings, target: Database) -> None:
         plan.stop(exc.exit_code, str(exc))
 
 
-def _flyway(plan: SidePlan, settings: Settings, target: Database, now: bool = True) -> None:
+def _flyway(plan: SidePlan, settings: Settings, db: Database, now: bool = True) -> None:
     """`info` on the target now (`now`: it exists), and what migrate applies after the restore:
     every user schema is reset, so the history starts from the baseline row, not from today's."""
     try:
-        config = load_flyway_config(settings, target)
-        engine = native_engine(config, target, lambda _: None)
+        config = load_flyway_config(settings, db)
+        engine = native_engine(config, db, lambda _: None)
         plan.flyway_now = engine.info() if now else []
         plan.flyway_after = [m.script for m in engine.pending_after_baseline()]
         plan.baseline_version = config.baseline_version

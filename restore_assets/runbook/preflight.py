@@ -19,10 +19,10 @@ from restore_assets.settings import Settings
 RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"
 
 
-def preflight(target: Database, files: list[SecretFile], extensions: list[str]) -> int:
+def preflight(db: Database, files: list[SecretFile], extensions: list[str]) -> int:
     """Returns the server's `server_version_num`; raises `PreflightFailed` saying what to do."""
     try:
-        version_num = target.server_version_num()
+        version_num = db.server_version_num()
     except RestoreError as exc:
         raise PreflightFailed(str(exc)) from None
     server_major = major_version(version_num)
@@ -31,12 +31,12 @@ def preflight(target: Database, files: list[SecretFile], extensions: list[str]) 
         if dump_major is not None and dump_major > server_major:
             raise PreflightFailed(
                 f"{f.relpath} was written by pg_dump {f.dumped_by}, newer than the "
-                f"{target.describe()} server (PostgreSQL {server_major}); its output "
+                f"{db.describe()} server (PostgreSQL {server_major}); its output "
                 f"(e.g. `SET transaction_timeout`) may not load. Use a server >= {dump_major} or "
                 "ask Ops for a dump made with a matching pg_dump."
             )
     if extensions:
-        with target.connect(autocommit=True) as conn:
+        with db.connect(autocommit=True) as conn:
             available = {
                 r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()
             }
@@ -44,56 +44,56 @@ def preflight(target: Database, files: list[SecretFile], extensions: list[str]) 
         if missing:
             raise PreflightFailed(
                 f"the baseline needs extension(s) {', '.join(missing)}, which the "
-                f"{target.describe()} server does not have; install them on the server first"
+                f"{db.describe()} server does not have; install them on the server first"
             )
     return version_num
 
 
 @contextmanager
 def restore_lock(
-    target: Database,
+    db: Database,
     wait_seconds: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """The target's lock, held exclusively: two restores never overlap, and no verification
     or gate reads the target half-way through one (they hold it shared)."""
-    with _target_lock(target, wait_seconds, shared=False, what="restore", log=log):
+    with _database_lock(db, wait_seconds, shared=False, what="restore", log=log):
         yield
 
 
 @contextmanager
-def reading_lock(*targets: Database, wait_seconds: float | None = None) -> Iterator[None]:
-    """The targets' locks, shared: verifications, the sync and the gates of any number of runs
+def reading_lock(*dbs: Database, wait_seconds: float | None = None) -> Iterator[None]:
+    """The databases' locks, shared: verifications, the sync and the gates of any number of runs
     (from any state directory) may read at once, never while a restore drops and reloads."""
     with ExitStack() as stack:
-        for target in targets:
-            stack.enter_context(_target_lock(target, wait_seconds, shared=True, what="check"))
+        for db in dbs:
+            stack.enter_context(_database_lock(db, wait_seconds, shared=True, what="check"))
         yield
 
 
 @contextmanager
-def _target_lock(
-    target: Database,
+def _database_lock(
+    db: Database,
     wait_seconds: float | None,
     shared: bool,
     what: str,
     log: Callable[[str], None] | None = None,
 ):
     if wait_seconds is None:
-        wait_seconds = target.pg.wait_seconds
+        wait_seconds = db.pg.wait_seconds
     log = log or logging.getLogger(__name__).warning  # stderr: the CLI's, the run's compute log
-    with target.connect(autocommit=True) as conn:
+    with db.connect(autocommit=True) as conn:
         with advisory_lock(
             conn,
             RESTORE_LOCK_KEY,
             wait_seconds=wait_seconds,
             shared=shared,
             on_wait=lambda: log(
-                f"the {target.describe()} is locked by {_lock_holders(conn)}: this {what} "
+                f"the {db.describe()} is locked by {_lock_holders(conn)}: this {what} "
                 f"waits for it, at most {wait_seconds:.0f}s (RESTORE_WAIT_SECONDS)"
             ),
             busy=lambda: PreflightFailed(
-                f"the {target.describe()} is still locked after {wait_seconds:.0f}s "
+                f"the {db.describe()} is still locked after {wait_seconds:.0f}s "
                 f"(RESTORE_WAIT_SECONDS) by {_lock_holders(conn)} (a {what} waits for a "
                 "restore to finish); try again later, or end that session"
             ),

@@ -148,7 +148,7 @@ def missing_objects(
                 app_search_path(flyway_schemas(settings, modern)[1]),
             ),
         }
-        tables = {side: user_tables(target) for side, (_, target, _) in baselines.items()}
+        tables = {side: user_tables(db) for side, (_, db, _) in baselines.items()}
         texts = {}
         for side, (relpath, _, _) in baselines.items():
             path = settings.paths.secrets_dir / relpath

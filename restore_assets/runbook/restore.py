@@ -72,53 +72,51 @@ def describe_content(content: dict[str, int]) -> str:
     return ", ".join(f"{count} object(s) in {schema}" for schema, count in content.items())
 
 
-def reset_set(target: Database) -> list[str]:
+def reset_set(db: Database) -> list[str]:
     """The schemas the restore drops. What the server lists, never names read from a file:
     every user schema goes (that is "restore this database to the baseline"), public is
     recreated."""
-    return list(dict.fromkeys(["public", *target.user_schemas()]))
+    return list(dict.fromkeys(["public", *db.user_schemas()]))
 
 
-def require_consent(target: Database, settings: Settings, content: dict[str, int]) -> None:
+def require_consent(db: Database, settings: Settings, content: dict[str, int]) -> None:
     """A non-empty external target is dropped only with consent (an embedded one is ours)."""
-    if content and not target.embedded and not settings.allow_reset:
+    if content and not db.embedded and not settings.allow_reset:
         raise ResetRefused(
-            f"the {target.describe()} is not empty ({describe_content(content)}); "
+            f"the {db.describe()} is not empty ({describe_content(content)}); "
             "restoring drops it. Re-run with --allow-reset (or RESTORE_ALLOW_RESET=true) "
             "to consent; a backup is taken first."
         )
 
 
-def backup_target(target: Database, settings: Settings, now: dt.datetime | None = None) -> Backup:
+def backup_database(db: Database, settings: Settings, now: dt.datetime | None = None) -> Backup:
     """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
     now = now or dt.datetime.now(dt.UTC)
     folder = settings.paths.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
-    name = f"{target.side}-{target.settings.dbname}"
+    name = f"{db.side}-{db.settings.dbname}"
     path = inside_secrets(folder / f"{name}.dump", settings)
     attempt = 1
     while path.exists():  # two restores in one second: never overwrite an earlier backup
         attempt += 1
         path = path.with_name(f"{name}-{attempt}.dump")
-    dump_to(target, settings, ["--format=custom", "--no-owner"], path, "backup")
+    dump_to(db, settings, ["--format=custom", "--no-owner"], path, "backup")
     relpath = path.relative_to(settings.paths.secrets_dir.resolve())
     return Backup(str(relpath), sha256_file(path), path.stat().st_size)
 
 
-def dump_to(
-    target: Database, settings: Settings, options: list[str], path: Path, purpose: str
-) -> None:
+def dump_to(db: Database, settings: Settings, options: list[str], path: Path, purpose: str) -> None:
     """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
     data); a failure names the target and leaves no file behind."""
     pg_dump = client_binary("pg_dump", settings.tools.pg_dump)
 
     def writer(out: BinaryIO) -> None:
         done = subprocess.run(
-            [pg_dump, *options], env=target.client_env(), stdout=out, stderr=subprocess.PIPE
+            [pg_dump, *options], env=db.client_env(), stdout=out, stderr=subprocess.PIPE
         )
         if done.returncode != 0:
             message = done.stderr.decode("utf-8", "replace").strip()
             raise PreflightFailed(
-                f"{purpose} of the {target.describe()} failed"
+                f"{purpose} of the {db.describe()} failed"
                 + (", so nothing was dropped" if purpose == "backup" else "")
                 + f": {message}"
             )
@@ -139,7 +137,7 @@ def reset_script(schemas: Iterable[str], recreate_public: bool) -> str:
 
 def restore_side(
     *,
-    target: Database,
+    db: Database,
     settings: Settings,
     files: list[SecretFile],
     evidence: EvidenceStore,
@@ -148,7 +146,7 @@ def restore_side(
     """Scan, preflight, consent, backup, then reset + every file in one psql transaction."""
     started = time.monotonic()
     phases = Phases()
-    side = target.side
+    side = db.side
     schemas: list[str] = []
     extensions: list[str] = []
     for f in files:
@@ -161,21 +159,21 @@ def restore_side(
     phases.lap("scan")
     psql = client_binary("psql", settings.tools.psql)
     require_restricted_mode(psql)
-    version_num = preflight(target, files, extensions)
-    superuser = target.role_is_superuser()
+    version_num = preflight(db, files, extensions)
+    superuser = db.role_is_superuser()
     if superuser:
-        log(f"note: the {target.describe()} role is a superuser (written in the evidence)")
+        log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.path(PSQL_LOGS[side])
     phases.lap("preflight")
 
-    with restore_lock(target, log=log):
-        reset_schemas = reset_set(target)
-        content = target.user_schemas_content()
+    with restore_lock(db, log=log):
+        reset_schemas = reset_set(db)
+        content = db.user_schemas_content()
         backup, skipped = None, "not needed (target was empty)"
         phases.lap("lock and inventory")
         if content:
-            require_consent(target, settings, content)
-            if restored_from_these(settings, target, files):
+            require_consent(db, settings, content)
+            if restored_from_these(settings, db, files):
                 skipped = (
                     "skipped: this embedded target was last restored from these very files ("
                     + ", ".join(f"{f.relpath} sha256 {f.sha256[:16]}…" for f in files)
@@ -183,12 +181,12 @@ def restore_side(
                 )
                 log(f"backup {skipped}")
             else:
-                log(f"{target.describe()} holds {describe_content(content)}: backing it up first")
-                backup = backup_target(target, settings)
+                log(f"{db.describe()} holds {describe_content(content)}: backing it up first")
+                backup = backup_database(db, settings)
                 log(f"backup: {backup.describe()}")
         phases.lap("backup")
-        forget(settings, target)  # the target is about to change
-        env = target.client_env()
+        forget(settings, db)  # the target is about to change
+        env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
@@ -202,10 +200,10 @@ def restore_side(
             progress=log,
         )
         phases.lap("psql")
-        remember(settings, target, files, psql_application)  # committed: just these files
+        remember(settings, db, files, psql_application)  # committed: just these files
     return RestoreResult(
         side=side,
-        target=target.describe(),
+        target=db.describe(),
         server_version=f"{version_num // 10000}.{version_num % 10000}",
         files=files,
         reset_schemas=reset_schemas,

@@ -22,26 +22,26 @@ from restore_assets.settings import Settings
 def vet_run(
     settings: Settings,
     sides: Sequence[str],
-    target: Database,
+    db: Database,
     evidence: EvidenceStore,
     log: Callable[[str], None],
 ) -> tuple[list[SecretFile], float]:
     """The run's plan (first words, kept as `plan.md`), then intake of every side of the run:
     returns this side's vetted files and the seconds intake took. Raises `SecretsBlocked`."""
     if not evidence.path(PLAN_FILE).exists():  # whichever side's restore starts first
-        plan = build_plan(settings, list(sides), {target.side: target})
+        plan = build_plan(settings, list(sides), {db.side: db})
         for line in plan.summary_lines():
             log(line)
         evidence.write(PLAN_FILE, plan.markdown())
     started = time.monotonic()
-    files = intake(settings, sides, evidence).side(target.side)
+    files = intake(settings, sides, evidence).side(db.side)
     return files, round(time.monotonic() - started, 3)
 
 
 def restore_and_record(
     step: str,
     settings: Settings,
-    target: Database,
+    db: Database,
     files: list[SecretFile],
     evidence: EvidenceStore,
     log: Callable[[str], None],
@@ -49,7 +49,7 @@ def restore_and_record(
 ) -> RestoreResult:
     """The side's restore, then its line in the evidence. Failing to write that line after the
     target committed is `EvidenceNotWritten` (exit 4), never "failed, nothing happened"."""
-    result = restore_side(target=target, settings=settings, files=files, evidence=evidence, log=log)
+    result = restore_side(db=db, settings=settings, files=files, evidence=evidence, log=log)
     try:
         evidence.record_step(
             step,
@@ -65,5 +65,5 @@ def restore_and_record(
             },
         )
     except OSError as exc:
-        raise EvidenceNotWritten(target.describe(), exc) from None
+        raise EvidenceNotWritten(db.describe(), exc) from None
     return result

@@ -33,9 +33,9 @@ def status_lines(settings: Settings) -> list[str]:
     lines.append("Targets:")
     reachable = {}
     for side in SIDE_FILES:
-        target = Database(getattr(settings, side), settings.pg)
-        reachable[side], text = reachability(target)
-        lines.append(f"  {target.describe()}: {text}")
+        db = Database(getattr(settings, side), settings.pg)
+        reachable[side], text = reachability(db)
+        lines.append(f"  {db.describe()}: {text}")
     lines.append(f"Flyway: {flyway_summary(settings, reachable['modernized'])}")
     last = last_evidence(settings)
     lines.append(f"Last run: {last or 'none'}")
@@ -73,14 +73,14 @@ def _last_gates(settings: Settings) -> str:
     return f"{report['status']} ({last.name})"
 
 
-def reachability(target: Database) -> tuple[bool, str]:
-    if target.embedded:
+def reachability(db: Database) -> tuple[bool, str]:
+    if db.embedded:
         # Read-only: report the embedded server without starting it.
-        if (target.pg.state_dir / "pgdata" / "postmaster.pid").exists():
+        if (db.pg.state_dir / "pgdata" / "postmaster.pid").exists():
             return True, "embedded, running"
         return False, "embedded, starts on demand"
     try:
-        version = target.server_version_num()
+        version = db.server_version_num()
     except RestoreError as exc:
         return False, f"unreachable ({str(exc).splitlines()[0]})"
     return True, f"reachable, PostgreSQL {version // 10000}.{version % 10000}"
@@ -90,9 +90,9 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
     """Flyway info in one line, without starting anything."""
     if not reachable:
         return "not read (Modernized target not reachable without starting it)"
-    target = Database(settings.modernized, settings.pg)
+    db = Database(settings.modernized, settings.pg)
     try:
-        rows = native_engine(load_flyway_config(settings, target), target, print).info()
+        rows = native_engine(load_flyway_config(settings, db), db, print).info()
     except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table
         return f"unavailable ({first_line(exc)})"
     states = Counter(r.state for r in rows)

@@ -59,8 +59,8 @@ def find_object(conn, kind: str, name: str) -> str:
     return f"{rel}.{column}" if conn.execute(COLUMN_EXISTS_SQL, (rel, column)).fetchone()[0] else ""
 
 
-def user_tables(target: Database) -> list[tuple[str, str]]:
-    with target.connect(autocommit=True) as conn:
+def user_tables(db: Database) -> list[tuple[str, str]]:
+    with db.connect(autocommit=True) as conn:
         return [(r[0], r[1]) for r in conn.execute(USER_TABLES_SQL).fetchall()]
 
 
@@ -91,14 +91,14 @@ DT_ALL_USER_SCHEMAS = (
 )
 
 
-def write_dt_transcript(target: Database, evidence: EvidenceStore) -> None:
+def write_dt_transcript(db: Database, evidence: EvidenceStore) -> None:
     """`psql_dt_<side>.log`: the tables of every user schema, as `\\dt` prints them."""
-    text = psql_transcript(target, *DT_ALL_USER_SCHEMAS)
-    evidence.write(f"psql_dt_{target.side}.log", text)
+    text = psql_transcript(db, *DT_ALL_USER_SCHEMAS)
+    evidence.write(f"psql_dt_{db.side}.log", text)
 
 
 def write_count_transcripts(
-    target: Database,
+    db: Database,
     tables: Sequence[str],
     evidence: EvidenceStore,
     search_path_schema: str | None = None,
@@ -113,8 +113,8 @@ def write_count_transcripts(
         if search_path_schema:
             commands.insert(0, SET_APP_PATH_PSQL)
             variables["schema"] = search_path_schema
-        text = psql_transcript(target, *commands, variables=variables, note=note, echo="queries")
-        save(f"psql_count_{table}_{target.side}.log", text)
+        text = psql_transcript(db, *commands, variables=variables, note=note, echo="queries")
+        save(f"psql_count_{table}_{db.side}.log", text)
 
 
 @dataclass
@@ -130,24 +130,24 @@ class Verification:
         return next(c for c in self.checks if c.id == check_id)
 
 
-def verify_legacy(target: Database, settings: Settings, evidence: EvidenceStore) -> Verification:
+def verify_legacy(db: Database, settings: Settings, evidence: EvidenceStore) -> Verification:
     """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
-    with reading_lock(target):
-        tables = user_tables(target)
-        write_dt_transcript(target, evidence)
+    with reading_lock(db):
+        tables = user_tables(db)
+        write_dt_transcript(db, evidence)
         expected = [
             {"expected": p, "present": bool(m), "found": ", ".join(m)}
             for p in settings.checks.legacy_expected_tables
             for m in [matching(p, tables)]
         ]
-        with target.connect(autocommit=True) as conn:
+        with db.connect(autocommit=True) as conn:
             counts = count_rows(conn, settings.checks.legacy_count_tables)
             patients = None
             if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
                 patients = conn.execute(
                     PATIENT_COUNT_SQL, (settings.checks.patient_facility,)
                 ).fetchone()[0]
-        write_count_transcripts(target, settings.checks.legacy_count_tables, evidence)
+        write_count_transcripts(db, settings.checks.legacy_count_tables, evidence)
         missing = [row["expected"] for row in expected if not row["present"]]
         absent = [t for t, n in counts.items() if n is None]
         facility = settings.checks.patient_facility
@@ -197,16 +197,16 @@ def versions_check(check_id: str, required: Sequence[str], rows: Sequence[Histor
 
 
 def verify_modernized(
-    target: Database,
+    db: Database,
     settings: Settings,
     schema: str,
     rows: Sequence[HistoryRow],
     evidence: EvidenceStore,
 ) -> Verification:
     """§4.3/§4.4, resolving names through the application's search_path."""
-    with reading_lock(target):
-        write_dt_transcript(target, evidence)
-        with target.connect(autocommit=True) as conn:
+    with reading_lock(db):
+        write_dt_transcript(db, evidence)
+        with db.connect(autocommit=True) as conn:
             conn.execute(SET_PATH_SQL, (app_search_path(schema),))
             tables = {
                 t: find_object(conn, "table", t) for t in settings.checks.modern_expected_tables
@@ -218,7 +218,7 @@ def verify_modernized(
             counts = count_rows(conn, settings.checks.legacy_count_tables)
         # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
         note = "before the §4.5 account sync"
-        write_count_transcripts(target, settings.checks.legacy_count_tables, evidence, schema, note)
+        write_count_transcripts(db, settings.checks.legacy_count_tables, evidence, schema, note)
         missing_tables = [t for t, where in tables.items() if not where]
         missing_columns = [c for c, where in columns.items() if not where]
         checks = [
