@@ -213,7 +213,7 @@ def test_statements_split_outside_quotes_and_bodies_with_lines():
 
 
 def test_pure_parts_import_without_psycopg_or_dagster():
-    """The package, conf, resolver and planning need neither the driver nor Dagster; the engine,
+    """The package, conf, resolver and migration_info need neither driver nor Dagster; the engine,
     which does need psycopg, fails under the same block (so the block is real)."""
     code = (
         "import sys\n"

@@ -185,20 +185,20 @@ def _unpack(path: Path, root: Path, password: bytes, limits: Limits) -> dict[str
     except (pyzipper.BadZipFile, EOFError, NotImplementedError) as exc:
         raise Refused(f"corrupt or truncated: not a readable ZIP archive ({exc})") from None
     with archive:
-        plan = _plan(archive.infolist())
+        destinations = _destinations(archive.infolist())
         archive.setpassword(password)
         scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=path.parent))
         try:
-            extracted = _extract(archive, plan, scratch, root, limits)
+            extracted = _extract(archive, destinations, scratch, root, limits)
             _place(root, _new_files(root, extracted))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return {relpath: sha for relpath, (_, sha) in sorted(extracted.items())}
 
 
-def _plan(infos: list[pyzipper.ZipInfo]) -> list[tuple[pyzipper.ZipInfo, str]]:
+def _destinations(infos: list[pyzipper.ZipInfo]) -> list[tuple[pyzipper.ZipInfo, str]]:
     """Each file entry and the baseline file it becomes; refuses anything else."""
-    plan: list[tuple[pyzipper.ZipInfo, str]] = []
+    destinations: list[tuple[pyzipper.ZipInfo, str]] = []
     for info in infos:
         name = info.filename
         parts = PurePosixPath(name).parts
@@ -217,19 +217,19 @@ def _plan(infos: list[pyzipper.ZipInfo]) -> list[tuple[pyzipper.ZipInfo, str]]:
         if relpath is None:
             expected = ", ".join(sorted(_KNOWN))
             raise Refused(f"entry {name!r} is not a baseline file; expected one of {expected}")
-        if any(relpath == planned for _, planned in plan):
+        if any(relpath == taken for _, taken in destinations):
             raise Refused(f"entry {name!r}: a second entry for {relpath}")
         if not info.flag_bits & 0x1:
             raise Refused(f"entry {name!r} is not encrypted; the runbook receives encrypted ZIPs")
-        plan.append((info, relpath))
-    if not plan:
+        destinations.append((info, relpath))
+    if not destinations:
         raise Refused("the archive holds no baseline file")
-    return plan
+    return destinations
 
 
 def _extract(
     archive: pyzipper.AESZipFile,
-    plan: list[tuple[pyzipper.ZipInfo, str]],
+    destinations: list[tuple[pyzipper.ZipInfo, str]],
     scratch: Path,
     root: Path,
     limits: Limits,
@@ -239,7 +239,7 @@ def _extract(
     cap = min(limits.max_total_bytes, shutil.disk_usage(root).free)
     total = 0
     extracted: dict[str, tuple[Path, str]] = {}
-    for index, (info, relpath) in enumerate(plan):
+    for index, (info, relpath) in enumerate(destinations):
         out_path = scratch / str(index)
         digest = hashlib.sha256()
         size = 0
