@@ -20,6 +20,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with `~` expanded and every link followed, is `root` or below it: the one
+    check that a Secrets file, a dump written or a folder on the way stays in its root."""
+    return path.expanduser().resolve().is_relative_to(root.expanduser().resolve())
+
+
 def make_private_dirs(folder: Path) -> None:
     """Create `folder` and missing parents with mode 0700 (mkdir's mode covers only the last)."""
     missing = []

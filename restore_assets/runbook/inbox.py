@@ -38,6 +38,7 @@ from restore_assets.runbook.files import (
     CHUNK,
     append_private,
     make_private_dirs,
+    resolves_inside,
     sha256_file,
     write_private,
 )
@@ -295,7 +296,7 @@ def _new_files(root: Path, extracted: dict[str, tuple[Path, str]]) -> list[tuple
     for relpath, (scratch_file, sha) in extracted.items():
         target = root / relpath
         existing = next((p for p in (target, *target.parents) if p.exists()), root)
-        if not existing.resolve().is_relative_to(root.resolve()):
+        if not resolves_inside(existing, root):
             raise Refused(f"{relpath}: its folder resolves outside the Secrets root")
         if not os.path.lexists(target):
             moves.append((scratch_file, target))

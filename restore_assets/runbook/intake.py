@@ -28,19 +28,12 @@ from restore_assets.runbook.baseline_files import (
     read_dump,
 )
 from restore_assets.runbook.evidence import EvidenceStore
+from restore_assets.runbook.files import resolves_inside
 from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import (
     SIDES,
     Settings,
 )
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
 
 
 def _cache_key(path: Path, st: os.stat_result) -> str:
@@ -62,7 +55,7 @@ class SecretsStore:
             return info
         info.present = True
         real = path.resolve()
-        if not _inside(real, self.root.resolve()):
+        if not resolves_inside(real, self.root):
             info.problems.append(f"resolves outside the Secrets root (to {real}); refused")
             return info
         st = real.stat()

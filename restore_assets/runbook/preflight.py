@@ -13,6 +13,7 @@ from restore_assets.flyway.locks import advisory_lock
 from restore_assets.pg.clients import major_version, parse_major
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
+from restore_assets.runbook.files import resolves_inside
 from restore_assets.settings import Settings
 
 # One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).
@@ -125,7 +126,7 @@ def inside_secrets(path: Path, settings: Settings) -> Path:
     """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
     resolved = path.expanduser().resolve()
     root = settings.paths.secrets_dir.expanduser().resolve()
-    if resolved != root and root not in resolved.parents:
+    if not resolves_inside(resolved, root):
         raise PreflightFailed(
             f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"
         )
