@@ -72,7 +72,11 @@ class SyncError(RestoreError):
     """The Legacy → Modernized account sync could not complete (rolled back)."""
 
 
-class EvidenceNotWritten(RestoreError):
+class EvidenceError(RestoreError):
+    """The run's evidence cannot be written (its folder cannot be made): nothing restored yet."""
+
+
+class EvidenceNotWritten(EvidenceError):
     """The target committed, then writing its evidence failed: the database is NOT as it was."""
 
     exit_code = EXIT_UNRECORDED

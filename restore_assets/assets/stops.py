@@ -193,7 +193,8 @@ def recorded(context, evidence: EvidenceStore, step: str):
         raise  # recorded already
     except RestoreError as exc:
         raise fail(context, evidence, step, exc) from None
-    except Exception as exc:  # noqa: BLE001 - any other error stops the run: recorded as such
+    except Exception as exc:  # noqa: BLE001 - must catch anything: a bug or a library's error
+        # stops the run too, and only this step can record it (first line only, redacted).
         # Not `from exc`: Dagster would store (and print) the cause's own text unredacted; its
         # traceback goes with the Failure's metadata instead, through the same redaction.
         trace = MetadataValue.text("".join(traceback.format_exception(exc)))

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from restore_assets.errors import ConfigError
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.database import Database, embedded_admin
 from restore_assets.runbook.files import make_private_dirs, write_private
@@ -84,11 +85,11 @@ def build_demo_secrets(
 ) -> DemoBuild:
     """Write the runbook's baseline files under `secrets_dir` (dirs 0700, files 0600)."""
     if patients < 1:
-        raise ValueError("patients must be at least 1")
+        raise ConfigError("patients must be at least 1")
     started = time.monotonic()
     db = Database(settings.legacy, settings.pg)
     if not db.embedded:
-        raise ValueError("the demo builds its dumps on the embedded server only")
+        raise ConfigError("the demo builds its dumps on the embedded server only")
     make_private_dirs(secrets_dir)
     files: dict[str, Path] = {}
     with ScratchDatabase(db, "restore_demo_build_legacy") as scratch:

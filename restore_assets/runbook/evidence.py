@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from restore_assets.errors import EvidenceError
 from restore_assets.named_targets import labelled
 from restore_assets.runbook.files import write_private
 from restore_assets.settings import Settings
@@ -70,7 +71,7 @@ class EvidenceStore:
                 continue
             write_private(marker, lambda out: out.write(f"{run_id}\n".encode()))
             return cls(folder, redact, artifacts_dir)
-        raise RuntimeError(f"could not create an evidence folder under {base}")
+        raise EvidenceError(f"could not create an evidence folder under {base}")
 
     @property
     def label(self) -> str:

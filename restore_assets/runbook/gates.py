@@ -10,8 +10,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
+import psycopg
 from psycopg import sql
 
+from restore_assets.errors import RestoreError
 from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
@@ -88,7 +90,7 @@ def representative_read(
                 conn.execute(SET_PATH_SQL, (path,))
             counts = {name: conn.execute(q).fetchone()[0] for name, q in statements.items()}
             version = conn.execute("SHOW server_version").fetchone()[0]
-    except Exception as exc:  # noqa: BLE001 - the gate reports it
+    except (RestoreError, psycopg.Error) as exc:  # unreachable or refused: the gate reports it
         return Check(check_id, False, f"{db.describe()}: {first_line(exc)}")
     detail = ", ".join(f"{k}={v}" for k, v in counts.items())
     return Check(check_id, True, f"{db.describe()} (PostgreSQL {version}): {detail}")
@@ -123,12 +125,12 @@ def db_restore_gate(
         checks.append(
             preview_facility_num(legacy, evidence, realign=False).check("facility_num_nextval")
         )
-    except Exception as exc:  # noqa: BLE001
+    except (RestoreError, psycopg.Error, OSError) as exc:  # its transcript is psql's, written
         detail = f"facility_num: {first_line(exc)}"
         checks.append(Check("facility_num_nextval", False, detail))
     try:
         checks.append(sync_check("facility_user_sync", missing_after_sync(legacy, modern)))
-    except Exception as exc:  # noqa: BLE001
+    except (RestoreError, psycopg.Error) as exc:
         checks.append(Check("facility_user_sync", False, first_line(exc)))
     checks.append(facility_api(settings.checks.facility_api_url))
     return Gate("db_restore", checks)
@@ -148,7 +150,7 @@ def _probe_value(name: str, type_name: str):
         return "{}"
     if type_name == "uuid":
         return sql.SQL("gen_random_uuid()")
-    raise ValueError(f"column {name} ({type_name}) is NOT NULL and the probe has no value for it")
+    raise RestoreError(f"column {name} ({type_name}) is NOT NULL and the probe has no value for it")
 
 
 def audit_capture_gate(modern: Database, schema: str) -> Gate:
@@ -188,11 +190,11 @@ def audit_capture_gate(modern: Database, schema: str) -> Gate:
                         f"RETURNING id gave {new_id}",
                     )
                 )
-            except Exception as exc:  # noqa: BLE001 - the gate's subject
+            except (RestoreError, psycopg.Error) as exc:  # the gate's subject: the INSERT
                 detail = f"insert failed: {first_line(exc)}"
                 checks.append(Check("insert_returning_id", False, detail))
             after = conn.execute(count).fetchone()[0]
-    except Exception as exc:  # noqa: BLE001
+    except (RestoreError, psycopg.Error) as exc:
         checks.append(Check("probe", False, first_line(exc)))
         return Gate("audit_capture", checks)
     checks.append(

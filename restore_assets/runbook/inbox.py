@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import pyzipper
 
+from restore_assets.errors import RestoreError
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.files import (
@@ -82,8 +83,9 @@ class InboxResult:
         return f"{where}: {self.status}: {self.detail}"
 
 
-class Refused(Exception):
-    """This archive is not unpacked; the message says why, for a person."""
+class Refused(RestoreError):
+    """This archive is not unpacked; the message says why, for a person. Never leaves the
+    inbox: `_one` turns it into the archive's `refused` result."""
 
 
 def unpack_inbox(
@@ -272,6 +274,8 @@ def _reading(entry: str) -> Iterator[None]:
     """The archive's failures as refusals; a failure to write the scratch file stays an OSError."""
     try:
         yield
+    except Refused:
+        raise  # a zip bomb, found while reading: a RuntimeError too, not pyzipper's
     except NotImplementedError as exc:  # a compression or encryption zipfile cannot read
         raise Refused(f"entry {entry!r} cannot be read here: {exc}") from None
     except RuntimeError as exc:  # pyzipper's "Bad password" (NotImplementedError is one too)

@@ -11,9 +11,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg import sql
 
-from restore_assets.errors import RestoreError, SyncError
+from restore_assets.errors import SyncError
 from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.checks import Check
@@ -146,9 +147,7 @@ def sync_facility_users(
         started = time.monotonic()
         try:
             result = sync_tables(legacy, modern, settings.checks.sync_tables)
-        except RestoreError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a database error, rolled back: say so
+        except psycopg.Error as exc:  # a database error, rolled back: say so
             raise SyncError(f"account sync failed and was rolled back: {first_line(exc)}") from None
         result.seconds = round(time.monotonic() - started, 3)
         result.missing = missing_after_sync(legacy, modern)
