@@ -79,7 +79,7 @@ def run_chain(
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
 
     target = settings.target_name
-    instance = prepare_instance(settings)
+    instance = prepare_instance(settings.paths)
     register_targets(instance, [target])
     overrides = {
         "secrets_dir": str(settings.paths.secrets_dir),
@@ -322,7 +322,7 @@ def cmd_ui(settings: Settings, args) -> int:
         )
     else:
         print(f"watching the Secrets store: {settings.paths.secrets_dir}", flush=True)
-    instance = prepare_instance(settings)
+    instance = prepare_instance(settings.paths)
     try:  # so the UI can launch a target's run before the sensor's first tick
         register_targets(instance, load_targets(settings))
     except ConfigError:
@@ -369,7 +369,7 @@ def cmd_ops_request(settings: Settings, args) -> int:
     from restore_assets.runbook.intake import SecretsStore
     from restore_assets.runbook.ops_request import ops_request
 
-    files = SecretsStore(settings).inspect_all()
+    files = SecretsStore(settings.paths).inspect_all()
     if all(f.usable for f in files):
         print("All baseline files are present and usable; nothing to request.")
         return EXIT_OK

@@ -10,7 +10,7 @@ from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG
 from restore_assets.assets.stops import record_unexpected_failure
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.settings import Settings
+from restore_assets.settings import Paths
 
 LEGACY_JOB = "restore_legacy"
 MODERNIZED_JOB = "restore_modernized"
@@ -106,10 +106,10 @@ _OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" l
 )
 
 
-def prepare_instance(settings: Settings):
+def prepare_instance(paths: Paths):
     """The Dagster instance the CLI and `make ui` record runs in (DAGSTER_HOME, else
     RESTORE_STATE_DIR/dagster_home), with the instance settings above."""
-    home = settings.paths.dagster_home
+    home = paths.dagster_home
     # For DagsterInstance.get() below and every process it starts (`dagster dev`, runs).
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,7 @@ def _watch(
 ) -> tuple[list[RunRequest], str, WatchState]:
     """One target's look: its run requests, what it waits for, and the next cursor."""
     target = settings.target_name
-    store = SecretsStore(settings)
+    store = SecretsStore(settings.paths)
     seen = look(store, previous)
     # Encrypted deliveries: unpacked by the intake run once settled; what they unpack is then
     # seen (and settles) like a copied file. A tick only looks (lstat, cached hashes).

@@ -109,12 +109,12 @@ def test_instance_config_is_ours_upgraded_and_a_users_own_is_kept(tmp_path, monk
     config = tmp_path / "dagster.yaml"
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     config.write_text(_OLD_INSTANCE_CONFIG)  # written by an older version: upgraded
-    prepare_instance(load_settings())
+    prepare_instance(load_settings().paths)
     assert config.read_text() == INSTANCE_CONFIG
     assert "free_slots_after_run_end_seconds" in INSTANCE_CONFIG
     own = "telemetry:\n  enabled: true\n"  # a user's own: kept
     config.write_text(own)
-    prepare_instance(load_settings())
+    prepare_instance(load_settings().paths)
     assert config.read_text() == own
 
 

@@ -36,7 +36,7 @@ def evidence_folder(done) -> Path:
 
 def history_metadata() -> dict[str, object]:
     """The latest modernized/flyway_history materialisation's metadata, as the UI shows it."""
-    event = prepare_instance(load_settings()).get_latest_materialization_event(HISTORY)
+    event = prepare_instance(load_settings().paths).get_latest_materialization_event(HISTORY)
     metadata = event.asset_materialization.metadata
     return {
         "keys": sorted(metadata),

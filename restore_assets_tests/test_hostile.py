@@ -177,7 +177,7 @@ def test_an_in_place_edit_with_the_mtime_put_back_is_hashed_again(secrets_dir, s
     from restore_assets.runbook.intake import SecretsStore
 
     path = secrets_dir / LEGACY_SEED_FILE
-    store = SecretsStore(load_settings())
+    store = SecretsStore(load_settings().paths)
     before = store.inspect(LEGACY_SEED_FILE).sha256
     stat = path.stat()
     data = bytearray(path.read_bytes())

@@ -160,7 +160,7 @@ def test_an_encrypted_zip_is_unpacked_into_place(
     # what lands is a usable delivery, as intake sees it
     from restore_assets.runbook.intake import SecretsStore
 
-    assert all(f.usable for f in SecretsStore(settings_of()).inspect_all())
+    assert all(f.usable for f in SecretsStore(settings_of().paths).inspect_all())
     assert_password_absent(store, artifacts_dir)
 
 

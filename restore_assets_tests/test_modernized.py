@@ -190,8 +190,8 @@ def test_modernized_assets_pass_their_checks_on_embedded(secrets_dir, artifacts_
 def test_cli_and_docker_runner_specs(external_modernized):
     settings = load_settings()
     target = Database(settings.modernized, settings.pg)
-    config = load_flyway_config(settings, target)
-    cli = cli_command(settings, config, target, "migrate")
+    config = load_flyway_config(settings.flyway, target)
+    cli = cli_command(settings.flyway, config, target, "migrate")
     assert cli.argv == [
         "flyway",
         f"-configFiles={DEMO_FLYWAY_CONF}",
@@ -204,7 +204,7 @@ def test_cli_and_docker_runner_specs(external_modernized):
     assert cli.env["DB_NAME"] == external_modernized["MODERNIZED_POSTGRES_DB"]
     assert cli.env["DB_PASSWORD"] == EXTERNAL_PASSWORD  # in the child's env only, never argv
     assert all(EXTERNAL_PASSWORD not in arg for arg in cli.argv)
-    docker = docker_command(settings, config, target, "baseline")
+    docker = docker_command(settings.flyway, config, target, "baseline")
     assert docker.image == "flyway/flyway:10"
     assert docker.argv == [
         "-configFiles=/flyway/conf/flyway.conf",

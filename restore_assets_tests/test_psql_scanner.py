@@ -97,7 +97,7 @@ def test_intake_scans_the_bytes_it_hashes_in_the_same_pass(secrets_dir, settings
     from restore_assets.runbook.intake import SecretsStore
     from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
-    store = SecretsStore(settings.with_overrides(paths={"secrets_dir": secrets_dir}))
+    store = SecretsStore(settings.with_overrides(paths={"secrets_dir": secrets_dir}).paths)
     for relpath in (LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE):
         info = store.inspect(relpath)
         assert info.scan == check_script(secrets_dir / relpath, relpath)
@@ -114,11 +114,11 @@ def test_a_refusal_found_in_intake_is_kept_in_the_cache_with_file_and_line(secre
     lines.insert(6, "\\! touch /tmp/pwned\n")
     path.write_text("".join(lines), encoding="utf-8")
     settings = settings.with_overrides(paths={"secrets_dir": secrets_dir})
-    store = SecretsStore(settings)
+    store = SecretsStore(settings.paths)
     first = store.inspect(LEGACY_SCHEMA_FILE)
     entries = json.loads(store.cache_path.read_text()).values()
     assert [e["refused"] for e in entries if e["sha256"] == first.sha256] == [first.scan.refused]
-    cached = SecretsStore(settings).inspect(LEGACY_SCHEMA_FILE)  # from the sha256 cache
+    cached = SecretsStore(settings.paths).inspect(LEGACY_SCHEMA_FILE)  # from the sha256 cache
     assert cached.scan == first.scan
     assert first.usable  # the scan is no intake problem: the restore refuses, naming the line
     with pytest.raises(UnsafeScriptError) as err:

@@ -133,7 +133,7 @@ def test_a_new_message_path_cannot_leak_the_password(
     assert f"connecting with password {REDACTED}" in printed  # the path was taken, and masked
 
     settings = load_settings()
-    instance = prepare_instance(settings)
+    instance = prepare_instance(settings.paths)
     run = instance.get_runs(limit=1)[0]
     stored = serialize_value(list(instance.all_logs(run.run_id)))
     assert f"connecting with password {REDACTED}" in stored

@@ -327,12 +327,12 @@ def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
     log = artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log"
     assert "legacy: settled; the intake run reads and hashes" in log.read_text()
     files = SIDE_FILES["legacy"]
-    unread = SecretsStore(load_settings()).unread_bytes(files)
+    unread = SecretsStore(load_settings().paths).unread_bytes(files)
     assert unread == sum((store / f).stat().st_size for f in files)  # the tick read none of it
     assert "modernized: waits for the intake run's read" in log.read_text()  # both go together
     assert watcher.tick()[0] == requests  # asked again, the same key: the daemon drops it
     assert watcher.results[-1].success  # the intake run read them
-    assert SecretsStore(load_settings()).unread_bytes(files) == 0
+    assert SecretsStore(load_settings().paths).unread_bytes(files) == 0
     requests, _ = watcher.tick()
     assert [job for job, _ in requests] == ["restore_all"]
 
@@ -382,7 +382,7 @@ def test_runs_recorded_before_runs_were_tagged_still_count(secrets_dir, artifact
     old = watcher.instance.create_run_for_job(
         defs.resolve_job_def("restore_all"), status=DagsterRunStatus.SUCCESS
     )
-    store = SecretsStore(load_settings())
+    store = SecretsStore(load_settings().paths)
     for side, key in RESTORE_KEYS.items():  # what such a run recorded, and nothing else
         inputs = table([f.as_evidence() for f in store.inspect_side(side)])
         data = StepMaterializationData(AssetMaterialization(key, metadata={"inputs": inputs}))
@@ -422,10 +422,10 @@ def test_two_intake_runs_reading_at_once_keep_each_others_hashes(store, demo_sec
         out.seek(0)
         out.writelines([*lines[:at], "-- padding\n" * 1_500_000, *lines[at:]])
     settings = load_settings()
-    slow = threading.Thread(target=SecretsStore(settings).inspect, args=(LEGACY_SEED_FILE,))
+    slow = threading.Thread(target=SecretsStore(settings.paths).inspect, args=(LEGACY_SEED_FILE,))
     slow.start()
     time.sleep(0.2)  # the slow reader has loaded the cache and is reading
-    SecretsStore(settings).inspect(MODERN_SCHEMA_FILE)  # another process's entry, meanwhile
+    SecretsStore(settings.paths).inspect(MODERN_SCHEMA_FILE)  # another process's entry, meanwhile
     slow.join()
-    unread = SecretsStore(settings).unread_bytes([LEGACY_SEED_FILE, MODERN_SCHEMA_FILE])
+    unread = SecretsStore(settings.paths).unread_bytes([LEGACY_SEED_FILE, MODERN_SCHEMA_FILE])
     assert unread == 0

@@ -80,7 +80,7 @@ def legacy_restore(
     settings = restore.settings()
     step = "legacy/restore"
     with recorded(context, store, step), after_commit(context, store, step, legacy_db.database):
-        verification = verify_legacy(legacy_db.database, settings, store)
+        verification = verify_legacy(legacy_db.database, settings.checks, store)
         stop_on_blocking_checks(context, store, SCHEMA, verification.checks)
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}

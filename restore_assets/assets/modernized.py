@@ -89,7 +89,7 @@ def modernized_flyway_history(
     store = evidence.for_run(context)
     with recorded(context, store, "modernized/flyway_history"):
         step = run_flyway(settings, db, store, context.log.info, flyway.container_runner(context))
-        verification = verify_modernized(db, settings, step.schema, step.history, store)
+        verification = verify_modernized(db, settings.checks, step.schema, step.history, store)
         passed = all(c.passed for c in verification.checks)
         stop_on_blocking_checks(context, store, HISTORY, verification.checks)
         store.record_step(

@@ -109,7 +109,7 @@ def secrets_intake(context: AssetExecutionContext, restore: RestoreConfig) -> Ma
     unpacked = unpack_inbox(settings, settled) if settled else []
     for result in unpacked:
         context.log.info(result.line())
-    files = SecretsStore(settings).inspect_all()
+    files = SecretsStore(settings.paths).inspect_all()
     return MaterializeResult(
         metadata={
             "inbox": table(

@@ -45,8 +45,8 @@ def sync_facility_users(
     store = evidence.for_run(context)
     with recorded(context, store, "sync/facility_users"):
         modern = modernized_db.database
-        schema = flyway_schemas(settings, modern)[1]
-        result = run_sync(settings, legacy_db.database, modern, store, schema)
+        schema = flyway_schemas(settings.flyway, modern)[1]
+        result = run_sync(settings.checks, legacy_db.database, modern, store, schema)
         check = result.check()
         store.record_step(
             "sync/facility_users",

@@ -11,4 +11,4 @@ class SecretsResource(ConfigurableResource):
     config: ResourceDependency[RestoreConfig]
 
     def inspect(self, relpath: str) -> SecretFile:
-        return SecretsStore(self.config.settings()).inspect(relpath)
+        return SecretsStore(self.config.settings().paths).inspect(relpath)

@@ -54,7 +54,7 @@ def export_baseline(
     if output is None:
         base = settings.paths.secrets_dir / relpath.parent
         output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / relpath.name
-    path = inside_secrets(output, settings)
+    path = inside_secrets(output, settings.paths.secrets_dir)
     options = ["--schema-only", "--no-owner"]
     if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.tools.pg_dump)):
         options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")

@@ -25,7 +25,7 @@ from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.pg.database import Database
-from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, Settings
+from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, FlywaySettings
 
 
 class FlywayFailed(RestoreError, FlywayError):
@@ -71,28 +71,26 @@ def db_env(db: Database) -> dict[str, str]:
 
 
 def load_flyway_config(
-    settings: Settings,
+    flyway: FlywaySettings,
     db: Database,
     conf: Path | None = None,
     locations: str | None = None,
 ) -> FlywayConfig:
     env = {**os.environ, **db_env(db)}
     overrides = {}
-    if locations or settings.flyway.locations:
-        overrides["flyway.locations"] = locations or settings.flyway.locations
-    conf = conf or settings.flyway.conf
+    if locations or flyway.locations:
+        overrides["flyway.locations"] = locations or flyway.locations
+    conf = conf or flyway.conf
     with project_errors():
-        return load_conf(
-            conf, env=env, overrides=overrides, working_dir=working_dir(settings, conf)
-        )
+        return load_conf(conf, env=env, overrides=overrides, working_dir=working_dir(flyway, conf))
 
 
-def working_dir(settings: Settings, conf: Path) -> Path:
+def working_dir(flyway: FlywaySettings, conf: Path) -> Path:
     """Where relative `filesystem:` locations start, as Flyway's -workingDirectory:
     FLYWAY_WORKING_DIRECTORY, else the process's working directory. The bundled demo conf is
     read as if Flyway ran in its folder, so the demo works from anywhere."""
-    if settings.flyway.working_directory is not None:
-        return settings.flyway.working_directory
+    if flyway.working_directory is not None:
+        return flyway.working_directory
     if conf.resolve() == DEMO_FLYWAY_CONF.resolve():
         return DEMO_FLYWAY_CONF.parent
     return Path.cwd()
@@ -172,12 +170,12 @@ def _single_location(config: FlywayConfig) -> Path:
 
 
 def cli_command(
-    settings: Settings, config: FlywayConfig, db: Database, command: str
+    flyway: FlywaySettings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
     """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
     argv = [
-        settings.flyway.bin,
-        f"-configFiles={settings.flyway.conf}",
+        flyway.bin,
+        f"-configFiles={flyway.conf}",
         f"-locations=filesystem:{_single_location(config)}",
         *QUIET,
         command,
@@ -186,7 +184,7 @@ def cli_command(
 
 
 def docker_command(
-    settings: Settings, config: FlywayConfig, db: Database, command: str
+    flyway: FlywaySettings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
     """The container the runbook starts by hand: conf and migrations mounted read-only."""
     if db.embedded:
@@ -194,7 +192,7 @@ def docker_command(
             "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
             "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
         )
-    conf = settings.flyway.conf.resolve()
+    conf = flyway.conf.resolve()
     argv = [
         f"-configFiles={CONTAINER_CONF_DIR}/{conf.name}",
         f"-locations=filesystem:{CONTAINER_SQL_DIR}",
@@ -209,7 +207,7 @@ def docker_command(
         argv=argv,
         env={**db_env(db), **QUIET_ENV},
         volumes=volumes,
-        image=settings.flyway.docker_image,
+        image=flyway.docker_image,
     )
 
 

@@ -54,12 +54,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.with_overrides(flyway={"working_directory": folder})
     engine = None
     try:
-        config = load_flyway_config(settings, db, conf, args.locations)
+        config = load_flyway_config(settings.flyway, db, conf, args.locations)
         engine = native_engine(config, db, log=print)
         if settings.flyway.runner == "docker":
             raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
         if settings.flyway.runner == "cli":
-            print(redact(run_cli(cli_command(settings, config, db, args.action))))
+            print(redact(run_cli(cli_command(settings.flyway, config, db, args.action))))
             if args.action == "info":
                 print(info_table(engine.info()))
             return EXIT_OK

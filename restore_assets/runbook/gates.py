@@ -33,7 +33,7 @@ from restore_assets.runbook.verify import (
     user_tables,
     versions_check,
 )
-from restore_assets.settings import Settings
+from restore_assets.settings import Checks, Settings
 
 # Each gate's sub-checks, in report order: what the dry-run plan says would be evaluated
 # (a test holds this list to a real gate report).
@@ -108,7 +108,7 @@ def facility_api(url: str | None) -> Check:
 
 
 def db_restore_gate(
-    settings: Settings,
+    expect: Checks,
     legacy: Database,
     modern: Database,
     schema: str,
@@ -119,7 +119,7 @@ def db_restore_gate(
     checks = [
         representative_read("legacy_query", legacy, LEGACY_READS),
         representative_read("modernized_query", modern, MODERNIZED_READS, app_search_path(schema)),
-        versions_check("flyway_versions", settings.checks.required_versions, history),
+        versions_check("flyway_versions", expect.required_versions, history),
     ]
     try:
         checks.append(
@@ -132,7 +132,7 @@ def db_restore_gate(
         checks.append(sync_check("facility_user_sync", missing_after_sync(legacy, modern)))
     except (RestoreError, psycopg.Error) as exc:
         checks.append(Check("facility_user_sync", False, first_line(exc)))
-    checks.append(facility_api(settings.checks.facility_api_url))
+    checks.append(facility_api(expect.facility_api_url))
     return Gate("db_restore", checks)
 
 
@@ -269,13 +269,13 @@ def run_gates(
 ) -> GateReport:
     """All three gates, and the report files (gate_report.json/.md, table row, snippet)."""
     with reading_lock(legacy, modern):
-        engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
+        engine = native_engine(load_flyway_config(settings.flyway, modern), modern, lambda _: None)
         schema = engine.schemas()[1]
         history = engine.history_rows()
-        db = db_restore_gate(settings, legacy, modern, schema, history, evidence)
+        db = db_restore_gate(settings.checks, legacy, modern, schema, history, evidence)
         audit = audit_capture_gate(modern, schema)
         jms = jms_claim_gate(legacy, modern, [db, audit])
-        inputs = [f.as_evidence() for f in SecretsStore(settings).inspect_all()]
+        inputs = [f.as_evidence() for f in SecretsStore(settings.paths).inspect_all()]
         flyway = [row for row in history_summary(history) if row["type"] != "SCHEMA"]
         report = GateReport(
             [db, audit, jms], inputs, flyway, [legacy.describe(), modern.describe()], evidence.label

@@ -30,10 +30,7 @@ from restore_assets.runbook.baseline_files import (
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.files import resolves_inside
 from restore_assets.runbook.ops_request import ops_request
-from restore_assets.settings import (
-    SIDES,
-    Settings,
-)
+from restore_assets.settings import SIDES, Paths, Settings
 
 
 def _cache_key(path: Path, st: os.stat_result) -> str:
@@ -43,9 +40,9 @@ def _cache_key(path: Path, st: os.stat_result) -> str:
 class SecretsStore:
     """The Secrets root and the runbook's files in it."""
 
-    def __init__(self, settings: Settings):
-        self.root = settings.paths.secrets_dir
-        self.cache_path = settings.paths.state_dir / "sha256-cache.json"
+    def __init__(self, paths: Paths):
+        self.root = paths.secrets_dir
+        self.cache_path = paths.state_dir / "sha256-cache.json"
 
     def inspect(self, relpath: str) -> SecretFile:
         path = self.root / relpath
@@ -183,7 +180,7 @@ class Intake:
 def intake(settings: Settings, sides: Iterable[str], evidence: EvidenceStore) -> Intake:
     """Runbook §0: find and vet the files of every side; record hashes in `investigation.log`;
     stop with an Ops request in `baseline_search.log` if any file is unusable."""
-    store = SecretsStore(settings)
+    store = SecretsStore(settings.paths)
     sides = list(sides)
     found = {side: store.inspect_side(side) for side in sides}
     files = [f for side in sides for f in found[side]]

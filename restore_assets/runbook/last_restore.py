@@ -22,11 +22,10 @@ from restore_assets.errors import RestoreError
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.files import write_private
-from restore_assets.settings import Settings
 
 
-def _record(settings: Settings, db: Database) -> Path:
-    return settings.paths.state_dir / "last-restore" / f"{db.side}.json"
+def _record(state_dir: Path, db: Database) -> Path:
+    return state_dir / "last-restore" / f"{db.side}.json"
 
 
 def _facts(db: Database, files: list[SecretFile]) -> dict[str, object]:
@@ -38,12 +37,12 @@ def _facts(db: Database, files: list[SecretFile]) -> dict[str, object]:
     }
 
 
-def restored_from_these(settings: Settings, db: Database, files: list[SecretFile]) -> bool:
+def restored_from_these(state_dir: Path, db: Database, files: list[SecretFile]) -> bool:
     """True when the embedded target holds exactly what these very files gave it, unchanged."""
     if not db.embedded:
         return False
     try:
-        recorded = json.loads(_record(settings, db).read_text())
+        recorded = json.loads(_record(state_dir, db).read_text())
     except (OSError, ValueError):
         return False
     if db.foreign_sessions():
@@ -52,19 +51,17 @@ def restored_from_these(settings: Settings, db: Database, files: list[SecretFile
     return facts["rows_written"] is not None and recorded == facts
 
 
-def forget(settings: Settings, db: Database) -> None:
+def forget(state_dir: Path, db: Database) -> None:
     """Before the target changes: no record may outlive the content it describes."""
-    _record(settings, db).unlink(missing_ok=True)
+    _record(state_dir, db).unlink(missing_ok=True)
 
 
-def remember(
-    settings: Settings, db: Database, files: list[SecretFile], psql_application: str
-) -> None:
+def remember(state_dir: Path, db: Database, files: list[SecretFile], psql_application: str) -> None:
     """After psql (connected as `psql_application`) committed these files into the embedded
     target. Recording too few rows written only costs a backup next time."""
     if not db.embedded:
         return
-    path = _record(settings, db)
+    path = _record(state_dir, db)
     try:
         if not db.wait_until_gone(psql_application):  # its rows are counted as it ends
             return

@@ -32,13 +32,13 @@ from restore_assets.runbook.flyway_adapter import (
     run_cli,
 )
 from restore_assets.runbook.preflight import reading_lock
-from restore_assets.settings import Settings
+from restore_assets.settings import FlywaySettings, Settings
 
 
-def flyway_schemas(settings: Settings, db: Database) -> tuple[list[str], str]:
+def flyway_schemas(flyway: FlywaySettings, db: Database) -> tuple[list[str], str]:
     """The schemas Flyway manages on the Modernized target and the default one (history table,
     first on the application's search_path) — decided by the engine, as Flyway decides it."""
-    return native_engine(load_flyway_config(settings, db), db, lambda _: None).schemas()
+    return native_engine(load_flyway_config(flyway, db), db, lambda _: None).schemas()
 
 
 HISTORY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum")
@@ -83,7 +83,7 @@ def run_flyway(
             step.lines.append(message)
             log(message)
 
-        config = load_flyway_config(settings, db)
+        config = load_flyway_config(settings.flyway, db)
         engine = native_engine(config, db, note)
         started = time.monotonic()
         try:
@@ -123,7 +123,7 @@ def _run(
         return [f"migrate: applied {len(result.applied)} migration(s) in {result.seconds}s"]
     commands = ("baseline", "migrate") if not engine.history_rows() else ("migrate",)
     if settings.flyway.runner == "cli":
-        return [run_cli(cli_command(settings, config, db, c)) for c in commands]
+        return [run_cli(cli_command(settings.flyway, config, db, c)) for c in commands]
     if run_container is None:
         raise FlywayFailed(DOCKER_NEEDS_DAGSTER)
-    return [run_container(docker_command(settings, config, db, c)) for c in commands]
+    return [run_container(docker_command(settings.flyway, config, db, c)) for c in commands]

@@ -169,7 +169,7 @@ def build_plan(
     databases: Mapping[str, Database] | None = None,
 ) -> Plan:
     """The plan for `sides` of one target pair (`databases` default to the settings' own)."""
-    store = SecretsStore(settings)
+    store = SecretsStore(settings.paths)
     files = {side: store.inspect_side(side) for side in sides}
     # Intake vets every side of a run before any side touches its target: one unusable file
     # and no target is asked anything (nor the embedded server started), as in the run.
@@ -290,7 +290,7 @@ def _flyway(plan: SidePlan, settings: Settings, db: Database, now: bool = True) 
     """`info` on the target now (`now`: it exists), and what migrate applies after the restore:
     every user schema is reset, so the history starts from the baseline row, not from today's."""
     try:
-        config = load_flyway_config(settings, db)
+        config = load_flyway_config(settings.flyway, db)
         engine = native_engine(config, db, lambda _: None)
         plan.flyway_now = engine.info() if now else []
         plan.flyway_after = [m.script for m in engine.pending_after_baseline()]

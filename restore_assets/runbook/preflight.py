@@ -14,7 +14,6 @@ from restore_assets.pg.clients import major_version, parse_major
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.files import resolves_inside
-from restore_assets.settings import Settings
 
 # One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).
 RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"
@@ -122,10 +121,10 @@ def _lock_holders(conn) -> str:
     )
 
 
-def inside_secrets(path: Path, settings: Settings) -> Path:
+def inside_secrets(path: Path, secrets_dir: Path) -> Path:
     """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
     resolved = path.expanduser().resolve()
-    root = settings.paths.secrets_dir.expanduser().resolve()
+    root = secrets_dir.expanduser().resolve()
     if not resolves_inside(resolved, root):
         raise PreflightFailed(
             f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"

@@ -45,9 +45,9 @@ class Inventory:
 def ddl_inventory(settings: Settings, modern: Database, evidence: EvidenceStore) -> Inventory:
     with reading_lock(modern):
         files: Rows = [
-            {**f.as_evidence(), "role": f.role} for f in SecretsStore(settings).inspect_all()
+            {**f.as_evidence(), "role": f.role} for f in SecretsStore(settings.paths).inspect_all()
         ]
-        engine = native_engine(load_flyway_config(settings, modern), modern, lambda _: None)
+        engine = native_engine(load_flyway_config(settings.flyway, modern), modern, lambda _: None)
         migrations: Rows = [
             {
                 "version": r.version or "",
@@ -135,7 +135,7 @@ def missing_objects(
     settings: Settings, legacy: Database, modern: Database, evidence: EvidenceStore
 ) -> MissingObjects:
     with reading_lock(legacy, modern):
-        config = load_flyway_config(settings, modern)
+        config = load_flyway_config(settings.flyway, modern)
         migrations: list[tuple[ResolvedMigration, str]] = [
             (m, m.read_text(config.encoding))
             for m in native_engine(config, modern, lambda _: None).resolved()
@@ -145,7 +145,7 @@ def missing_objects(
             "modernized": (
                 MODERN_SCHEMA_FILE,
                 modern,
-                app_search_path(flyway_schemas(settings, modern)[1]),
+                app_search_path(flyway_schemas(settings.flyway, modern)[1]),
             ),
         }
         tables = {side: user_tables(db) for side, (_, db, _) in baselines.items()}

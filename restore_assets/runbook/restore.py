@@ -94,7 +94,7 @@ def backup_database(db: Database, settings: Settings, now: dt.datetime | None = 
     now = now or dt.datetime.now(dt.UTC)
     folder = settings.paths.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
     name = f"{db.side}-{db.settings.dbname}"
-    path = inside_secrets(folder / f"{name}.dump", settings)
+    path = inside_secrets(folder / f"{name}.dump", settings.paths.secrets_dir)
     attempt = 1
     while path.exists():  # two restores in one second: never overwrite an earlier backup
         attempt += 1
@@ -173,7 +173,7 @@ def restore_side(
         phases.lap("lock and inventory")
         if content:
             require_consent(db, settings, content)
-            if restored_from_these(settings, db, files):
+            if restored_from_these(settings.paths.state_dir, db, files):
                 skipped = (
                     "skipped: this embedded target was last restored from these very files ("
                     + ", ".join(f"{f.relpath} sha256 {f.sha256[:16]}…" for f in files)
@@ -185,7 +185,7 @@ def restore_side(
                 backup = backup_database(db, settings)
                 log(f"backup: {backup.describe()}")
         phases.lap("backup")
-        forget(settings, db)  # the target is about to change
+        forget(settings.paths.state_dir, db)  # the target is about to change
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
@@ -200,7 +200,8 @@ def restore_side(
             progress=log,
         )
         phases.lap("psql")
-        remember(settings, db, files, psql_application)  # committed: just these files
+        # committed: just these files
+        remember(settings.paths.state_dir, db, files, psql_application)
     return RestoreResult(
         side=side,
         target=db.describe(),

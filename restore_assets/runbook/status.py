@@ -21,7 +21,7 @@ from restore_assets.settings import Settings
 
 
 def status_lines(settings: Settings) -> list[str]:
-    store = SecretsStore(settings)
+    store = SecretsStore(settings.paths)
     lines = [f"Secrets root: {settings.paths.secrets_dir}"]
     for side, relpaths in SIDE_FILES.items():
         for relpath in relpaths:
@@ -52,7 +52,7 @@ def targets_table(named: dict[str, Settings]) -> list[str]:
     """`status` with RESTORE_TARGETS: one row per named target (read-only, like status)."""
     rows = [("target", "Secrets files", "legacy", "modernized", "last gates")]
     for name, settings in named.items():
-        files = SecretsStore(settings).inspect_all()
+        files = SecretsStore(settings.paths).inspect_all()
         usable = f"{sum(f.usable for f in files)}/{len(files)} usable"
         sides = [
             f"{t.describe()}: {reachability(t)[1]}"
@@ -92,7 +92,7 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
         return "not read (Modernized target not reachable without starting it)"
     db = Database(settings.modernized, settings.pg)
     try:
-        rows = native_engine(load_flyway_config(settings, db), db, print).info()
+        rows = native_engine(load_flyway_config(settings.flyway, db), db, print).info()
     except (RestoreError, psycopg.Error) as exc:  # e.g. no privilege on the history table
         return f"unavailable ({first_line(exc)})"
     states = Counter(r.state for r in rows)

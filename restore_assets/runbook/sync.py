@@ -21,7 +21,7 @@ from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.preflight import reading_lock
 from restore_assets.runbook.verify import write_count_transcripts
-from restore_assets.settings import Settings
+from restore_assets.settings import Checks
 
 FACILITY_NUM_STATE_SQL = "SELECT last_value, is_called FROM facility_num"
 COLUMNS_SQL = """
@@ -135,7 +135,7 @@ def sync_check(check_id: str, missing: Sequence[str]) -> Check:
 
 
 def sync_facility_users(
-    settings: Settings,
+    expect: Checks,
     legacy: Database,
     modern: Database,
     evidence: EvidenceStore,
@@ -146,14 +146,14 @@ def sync_facility_users(
     with reading_lock(legacy, modern):
         started = time.monotonic()
         try:
-            result = sync_tables(legacy, modern, settings.checks.sync_tables)
+            result = sync_tables(legacy, modern, expect.sync_tables)
         except psycopg.Error as exc:  # a database error, rolled back: say so
             raise SyncError(f"account sync failed and was rolled back: {first_line(exc)}") from None
         result.seconds = round(time.monotonic() - started, 3)
         result.missing = missing_after_sync(legacy, modern)
         note = "after the §4.5 account sync"
         write_count_transcripts(
-            modern, settings.checks.legacy_count_tables, evidence, schema, note, append=True
+            modern, expect.legacy_count_tables, evidence, schema, note, append=True
         )
         return result
 

@@ -19,7 +19,7 @@ from restore_assets.pg.transcripts import psql_transcript
 from restore_assets.runbook.checks import Check
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.preflight import reading_lock
-from restore_assets.settings import Settings
+from restore_assets.settings import Checks
 
 USER_TABLES_SQL = """
 SELECT n.nspname, c.relname
@@ -130,27 +130,25 @@ class Verification:
         return next(c for c in self.checks if c.id == check_id)
 
 
-def verify_legacy(db: Database, settings: Settings, evidence: EvidenceStore) -> Verification:
+def verify_legacy(db: Database, expect: Checks, evidence: EvidenceStore) -> Verification:
     """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
     with reading_lock(db):
         tables = user_tables(db)
         write_dt_transcript(db, evidence)
         expected = [
             {"expected": p, "present": bool(m), "found": ", ".join(m)}
-            for p in settings.checks.legacy_expected_tables
+            for p in expect.legacy_expected_tables
             for m in [matching(p, tables)]
         ]
         with db.connect(autocommit=True) as conn:
-            counts = count_rows(conn, settings.checks.legacy_count_tables)
+            counts = count_rows(conn, expect.legacy_count_tables)
             patients = None
             if conn.execute("SELECT to_regclass('d_patient')").fetchone()[0] is not None:
-                patients = conn.execute(
-                    PATIENT_COUNT_SQL, (settings.checks.patient_facility,)
-                ).fetchone()[0]
-        write_count_transcripts(db, settings.checks.legacy_count_tables, evidence)
+                patients = conn.execute(PATIENT_COUNT_SQL, (expect.patient_facility,)).fetchone()[0]
+        write_count_transcripts(db, expect.legacy_count_tables, evidence)
         missing = [row["expected"] for row in expected if not row["present"]]
         absent = [t for t, n in counts.items() if n is None]
-        facility = settings.checks.patient_facility
+        facility = expect.patient_facility
         checks = [
             Check(
                 "expected_tables",
@@ -198,7 +196,7 @@ def versions_check(check_id: str, required: Sequence[str], rows: Sequence[Histor
 
 def verify_modernized(
     db: Database,
-    settings: Settings,
+    expect: Checks,
     schema: str,
     rows: Sequence[HistoryRow],
     evidence: EvidenceStore,
@@ -208,21 +206,17 @@ def verify_modernized(
         write_dt_transcript(db, evidence)
         with db.connect(autocommit=True) as conn:
             conn.execute(SET_PATH_SQL, (app_search_path(schema),))
-            tables = {
-                t: find_object(conn, "table", t) for t in settings.checks.modern_expected_tables
-            }
-            columns = {
-                c: find_object(conn, "column", c) for c in settings.checks.modern_expected_columns
-            }
+            tables = {t: find_object(conn, "table", t) for t in expect.modern_expected_tables}
+            columns = {c: find_object(conn, "column", c) for c in expect.modern_expected_columns}
             trgm = find_object(conn, "extension", "pg_trgm")
-            counts = count_rows(conn, settings.checks.legacy_count_tables)
+            counts = count_rows(conn, expect.legacy_count_tables)
         # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
         note = "before the §4.5 account sync"
-        write_count_transcripts(db, settings.checks.legacy_count_tables, evidence, schema, note)
+        write_count_transcripts(db, expect.legacy_count_tables, evidence, schema, note)
         missing_tables = [t for t, where in tables.items() if not where]
         missing_columns = [c for c, where in columns.items() if not where]
         checks = [
-            versions_check("history_versions", settings.checks.required_versions, rows),
+            versions_check("history_versions", expect.required_versions, rows),
             Check(
                 "expected_tables",
                 not missing_tables,
