@@ -69,7 +69,7 @@ failure-matrix: $(STAMP)
 	  restore_assets_tests/test_failure_matrix.py -k every_account
 
 security-table: $(STAMP)
-	SECURITY_TABLE=$(CURDIR)/docs/security-corpus.md $(BIN)/python -m pytest -q restore_assets_tests/test_hostile.py
+	SECURITY_TABLE=$(CURDIR)/docs/security-corpus.md $(BIN)/python -m pytest -q restore_assets_tests/test_hostile*.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
