@@ -337,6 +337,30 @@ def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
     assert [job for job, _ in requests] == ["restore_all"]
 
 
+def test_the_wrong_slot_check_never_reads_a_large_twin_inside_the_tick(
+    store, demo_secrets, monkeypatch, artifacts_dir
+):
+    """The Legacy seed also copied into the Modernized slot (same size): the Legacy side's look
+    would read the twin to compare them, so the tick counts it and leaves both to the intake
+    run instead of hashing it itself."""
+    from restore_assets.runbook import watch
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.settings import load_settings
+
+    shutil.copytree(demo_secrets, store, dirs_exist_ok=True)
+    shutil.copyfile(store / LEGACY_SEED_FILE, store / MODERN_SCHEMA_FILE)
+    legacy_bytes = sum((store / f).stat().st_size for f in SIDE_FILES["legacy"])
+    monkeypatch.setattr(watch, "TICK_READ_BYTES", legacy_bytes + 1)  # its own files fit
+    watcher = Watcher()
+    watcher.tick()
+    requests, reason = watcher.tick(launch=False)
+    assert [job for job, _ in requests] == ["secrets_intake"], reason
+    log = (artifacts_dir / "parity-manual" / "db-restore" / "baseline_search.log").read_text()
+    assert "legacy: settled; the intake run reads and hashes" in log, log
+    twin = SecretsStore(load_settings().paths).unread_bytes([MODERN_SCHEMA_FILE])
+    assert twin == (store / MODERN_SCHEMA_FILE).stat().st_size  # the tick read none of it
+
+
 def test_a_run_a_person_stopped_is_not_started_again(secrets_dir, artifacts_dir):
     """Terminate in the UI (canceled), or SIGINT/SIGTERM (interrupted): the person's stop holds."""
     watcher = Watcher()

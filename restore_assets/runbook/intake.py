@@ -93,14 +93,22 @@ class SecretsStore:
         both are whole schema dumps. The same content in two sides' slots gives it away."""
         if not file.sha256:
             return None
-        for other_side, relpaths in SIDE_FILES.items():
-            for relpath in relpaths if other_side != side else ():
-                if self._size(relpath) != file.size:
-                    continue  # not the same bytes, and never read for that (a 2 GB seed)
-                other = self.inspect(relpath)
-                if other.sha256 == file.sha256:
-                    return relpath
+        for relpath in self._twin_candidates(side, file.size):
+            if self.inspect(relpath).sha256 == file.sha256:
+                return relpath
         return None
+
+    def _twin_candidates(self, side: str, size: int | None) -> list[str]:
+        """The other sides' files of this size: only they can hold the same bytes, and only
+        they are read for it (never a 2 GB seed of another size)."""
+        others = [rel for other, rels in SIDE_FILES.items() if other != side for rel in rels]
+        return [rel for rel in others if size is not None and self._size(rel) == size]
+
+    def side_reads(self, side: str) -> list[str]:
+        """Every file `inspect_side` reads: the side's own, and the other sides' files of the
+        same size (the wrong-slot check). What a sensor tick must count before reading."""
+        own = SIDE_FILES[side]
+        return [*own, *{rel for f in own for rel in self._twin_candidates(side, self._size(f))}]
 
     def _size(self, relpath: str) -> int | None:
         try:

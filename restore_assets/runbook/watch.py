@@ -88,9 +88,11 @@ def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None
     return None  # its process died: requested again
 
 
-# A tick reads (hashes, checks header and footer) at most this much of newly settled files,
-# well under a second even cold; a larger delivery is read by the intake run, outside the tick.
-TICK_READ_BYTES = 64 << 20
+# A tick reads (hashes, checks header and footer, scans) at most this much of newly settled
+# files; a larger delivery is read by the intake run, outside the tick. The scan, not the hash,
+# sets the size: about 2 MiB/s of schema DDL on a busy machine (64 MiB of DDL took 30 s), so
+# 2 MiB keeps a tick around a second at worst. Demo and schema-only dumps fit; seeds go to intake.
+TICK_READ_BYTES = 2 << 20
 
 
 @dataclass
@@ -123,7 +125,7 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
         if waiting:
             reasons.append(f"{side}: " + ", ".join(waiting))
             continue
-        to_read = store.unread_bytes(SIDE_FILES[side])
+        to_read = store.unread_bytes(store.side_reads(side))
         if to_read > TICK_READ_BYTES:
             unread[side] = to_read
             reasons.append(f"{side}: settled; the intake run reads and hashes {to_read} bytes")
