@@ -19,7 +19,11 @@ from restore_assets.pg.database import Database
 from restore_assets.runbook.flyway_adapter import cli_command, docker_command, load_flyway_config
 from restore_assets.settings import DEMO_FLYWAY_CONF, load_settings
 from restore_assets_tests.conftest import EXTERNAL_PASSWORD, run_cli
-from restore_assets_tests.real_flyway import OracleUnavailable, cli_launcher
+from restore_assets_tests.test_flyway_cli_runner import (
+    all_evidence,
+    evidence_folder,
+    flyway_cli,  # noqa: F401 (the real Flyway CLI, a session fixture)
+)
 
 DEMO_URL = "flyway.url=jdbc:postgresql://${DB_HOST}:${DB_PORT}/${DB_NAME}\n"
 
@@ -121,35 +125,36 @@ def test_the_runners_tell_flyway_the_target_and_keep_the_password_off_the_comman
         assert spec.env["FLYWAY_PASSWORD"] == EXTERNAL_PASSWORD, runner  # the child's env only
 
 
-@pytest.fixture(scope="module")
-def flyway_cli() -> Path:
-    try:
-        return cli_launcher()
-    except OracleUnavailable as exc:
-        pytest.fail(f"the real Flyway CLI is needed for FLYWAY_RUNNER=cli: {exc}")
-
-
-def evidence_text(done) -> str:
-    folder = Path(done.stdout.strip().splitlines()[-1].removeprefix("evidence: "))
-    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+@pytest.fixture
+def cli_runner(request, monkeypatch) -> None:
+    """FLYWAY_RUNNER=cli, with the real Flyway 10.17.3 command line."""
+    monkeypatch.setenv("FLYWAY_RUNNER", "cli")
+    monkeypatch.setenv("FLYWAY_BIN", str(request.getfixturevalue("flyway_cli")))
 
 
 @pytest.mark.slow
 @pytest.mark.real_flyway
-def test_a_conf_naming_another_database_is_refused_and_neither_database_is_touched(
-    secrets_dir, artifacts_dir, external_modernized, neighbour, flyway_cli, tmp_path, monkeypatch
+def test_a_conf_naming_another_database_is_refused_before_flyway_touches_either_database(
+    secrets_dir,
+    artifacts_dir,
+    external_modernized,
+    neighbour,
+    cli_runner,
+    tmp_path,
+    monkeypatch,
 ):
     """A flyway.conf whose flyway.url names another database on the Modernized target's own
-    server (same role, same password), run by the real Flyway CLI. Before: the restore reset the
-    target, Flyway baselined and migrated the other database, and the run blamed a missing
+    server (same role, same password), run by the real Flyway CLI. Before: the target was
+    restored, Flyway migrated the other database instead, and the run blamed a missing
     baseline."""
     conf = flyway_project(
-        tmp_path, monkeypatch, f"flyway.url=jdbc:postgresql://${{DB_HOST}}:${{DB_PORT}}/{neighbour}\n"
+        tmp_path,
+        monkeypatch,
+        f"flyway.url=jdbc:postgresql://${{DB_HOST}}:${{DB_PORT}}/{neighbour}\n",
     )
-    monkeypatch.setenv("FLYWAY_RUNNER", "cli")
-    monkeypatch.setenv("FLYWAY_BIN", str(flyway_cli))
     target = external_modernized["MODERNIZED_POSTGRES_DB"]
-    before = user_objects(external_modernized, target)
+    planned = run_cli("plan", "--only", "modernized", "--allow-reset")
+    assert planned.returncode != 0 and str(conf) in planned.stdout, planned.stdout  # foretold
 
     done = run_cli("run", "--only", "modernized", "--allow-reset")
     output = done.stdout + done.stderr
@@ -157,7 +162,9 @@ def test_a_conf_naming_another_database_is_refused_and_neither_database_is_touch
     assert str(conf) in output and neighbour in output and target in output, output
     assert "baseline missing" not in output
     assert user_objects(external_modernized, neighbour) == []  # Flyway never reached it
-    assert user_objects(external_modernized, target) == before  # refused before the reset
+    restored = user_objects(external_modernized, target)
+    assert "opendolphin.appointment_model" in restored  # the baseline, restored by psql
+    assert "opendolphin.flyway_schema_history" not in restored  # refused before Flyway ran
 
     # `restore-assets flyway migrate`, the conf given by --conf: the same refusal.
     monkeypatch.delenv("FLYWAY_CONF")
@@ -171,7 +178,13 @@ def test_a_conf_naming_another_database_is_refused_and_neither_database_is_touch
 @pytest.mark.slow
 @pytest.mark.real_flyway
 def test_a_conf_without_url_or_user_and_a_wrong_password_still_migrates_the_target(
-    secrets_dir, artifacts_dir, external_modernized, neighbour, flyway_cli, tmp_path, monkeypatch
+    secrets_dir,
+    artifacts_dir,
+    external_modernized,
+    neighbour,
+    cli_runner,
+    tmp_path,
+    monkeypatch,
 ):
     """A flyway.conf with no flyway.url and no flyway.user, and a flyway.password that is not the
     target's: Flyway must be given the target's URL, user and password by the runner, whatever
@@ -179,12 +192,10 @@ def test_a_conf_without_url_or_user_and_a_wrong_password_still_migrates_the_targ
     flyway_project(
         tmp_path, monkeypatch, "flyway.password=not-the-password\n", drop=("flyway.user",)
     )
-    monkeypatch.setenv("FLYWAY_RUNNER", "cli")
-    monkeypatch.setenv("FLYWAY_BIN", str(flyway_cli))
     done = run_cli("run", "--only", "modernized", "--allow-reset")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    evidence = evidence_text(done)
+    evidence = all_evidence(evidence_folder(done))
     assert 'Successfully applied 5 migrations to schema "opendolphin"' in evidence
     target = external_modernized["MODERNIZED_POSTGRES_DB"]
     assert "opendolphin.flyway_schema_history" in user_objects(external_modernized, target)

@@ -192,9 +192,17 @@ def test_cli_and_docker_runner_specs(external_modernized):
     target = Database(settings.modernized, settings.pg)
     config = load_flyway_config(settings.flyway, target)
     cli = cli_command(settings.flyway, config, target, "migrate")
+    # The target by -url/-user, which win over the conf; the password by FLYWAY_PASSWORD.
+    db = external_modernized["MODERNIZED_POSTGRES_DB"]
+    port = external_modernized["MODERNIZED_POSTGRES_PORT"]
+    url_user = [
+        f"-url=jdbc:postgresql://127.0.0.1:{port}/{db}?sslmode=disable",
+        "-user=opendolphin",
+    ]
     assert cli.argv == [
         "flyway",
         f"-configFiles={DEMO_FLYWAY_CONF}",
+        *url_user,
         f"-locations=filesystem:{DEMO_SQL}",
         "-skipCheckForUpdate",
         "migrate",
@@ -203,11 +211,13 @@ def test_cli_and_docker_runner_specs(external_modernized):
     assert cli.env["DB_HOST"] == "127.0.0.1"
     assert cli.env["DB_NAME"] == external_modernized["MODERNIZED_POSTGRES_DB"]
     assert cli.env["DB_PASSWORD"] == EXTERNAL_PASSWORD  # in the child's env only, never argv
+    assert cli.env["FLYWAY_PASSWORD"] == EXTERNAL_PASSWORD
     assert all(EXTERNAL_PASSWORD not in arg for arg in cli.argv)
     docker = docker_command(settings.flyway, config, target, "baseline")
     assert docker.image == "flyway/flyway:10"
     assert docker.argv == [
         "-configFiles=/flyway/conf/flyway.conf",
+        *url_user,
         "-locations=filesystem:/flyway/sql",
         "-skipCheckForUpdate",
         "baseline",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from restore_assets.errors import RestoreError
 from restore_assets.flyway.commands.migrate import MigrateResult
@@ -71,18 +72,17 @@ def db_env(db: Database) -> dict[str, str]:
 
 
 def load_flyway_config(
-    flyway: FlywaySettings,
-    db: Database,
-    conf: Path | None = None,
-    locations: str | None = None,
+    flyway: FlywaySettings, db: Database, locations: str | None = None
 ) -> FlywayConfig:
+    """`flyway.conf` as the engine reads it: always the conf the cli/docker runners hand Flyway."""
     env = {**os.environ, **db_env(db)}
     overrides = {}
     if locations or flyway.locations:
         overrides["flyway.locations"] = locations or flyway.locations
-    conf = conf or flyway.conf
     with project_errors():
-        return load_conf(conf, env=env, overrides=overrides, working_dir=working_dir(flyway, conf))
+        return load_conf(
+            flyway.conf, env=env, overrides=overrides, working_dir=working_dir(flyway, flyway.conf)
+        )
 
 
 def working_dir(flyway: FlywaySettings, conf: Path) -> Path:
@@ -169,32 +169,70 @@ def _single_location(config: FlywayConfig) -> Path:
     return dirs[0]
 
 
+def runner_target(flyway: FlywaySettings, config: FlywayConfig, db: Database) -> list[str]:
+    """The Modernized target as the cli/docker runners name it to Flyway: `-url` and `-user`,
+    which win over the conf (the password goes by FLYWAY_PASSWORD, see `runner_env`). A conf
+    whose own flyway.url, as the engine reads it, names another database is refused first: it
+    was written for that database, and is an error to report, not one to correct silently."""
+    if db.embedded:
+        raise FlywayFailed(
+            f"FLYWAY_RUNNER={flyway.runner} needs a Modernized target reachable over TCP "
+            "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
+        )
+    target = db.settings
+    with project_errors():
+        named = config.jdbc
+    if named is not None and (named.host.lower(), named.port, named.database) != (
+        str(target.host).lower(),
+        target.port,
+        target.dbname,
+    ):
+        # host:port/database only: the conf's URL itself may carry a password.
+        raise FlywayFailed(
+            f"{flyway.conf} names {named.host}:{named.port}/{named.database} in flyway.url, not "
+            f"the Modernized target being restored, {target.host}:{target.port}/{target.dbname}: "
+            f"FLYWAY_RUNNER={flyway.runner} refuses a conf written for another database. Point "
+            "flyway.url at the target (jdbc:postgresql://${DB_HOST}:${DB_PORT}/${DB_NAME}) "
+            "or remove it"
+        )
+    host = f"[{target.host}]" if ":" in str(target.host) else target.host
+    url = f"jdbc:postgresql://{host}:{target.port}/{quote(target.dbname, safe='')}"
+    return [f"-url={url}?sslmode={quote(target.sslmode, safe='')}", f"-user={target.user}"]
+
+
+def runner_env(db: Database) -> dict[str, str]:
+    """The cli/docker runners' environment: the runbook's DB_* (for a conf's ${DB_*}), no call
+    home, and the password as FLYWAY_PASSWORD, which wins over the conf as -password would
+    without showing in `ps` (a process's command line is readable by every local user)."""
+    password = {"FLYWAY_PASSWORD": db.settings.password} if db.settings.password else {}
+    return {**db_env(db), **QUIET_ENV, **password}
+
+
 def cli_command(
     flyway: FlywaySettings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
-    """`flyway -configFiles=<conf> -locations=filesystem:<dir> <command>` with DB_* in env."""
+    """`flyway -configFiles=<conf> -url=<target> -user=<role> -locations=filesystem:<dir>
+    <command>`, the password in the environment."""
     argv = [
         flyway.bin,
         f"-configFiles={flyway.conf}",
+        *runner_target(flyway, config, db),
         f"-locations=filesystem:{_single_location(config)}",
         *QUIET,
         command,
     ]
-    return ExternalCommand(argv=argv, env={**db_env(db), **QUIET_ENV}, volumes={})
+    return ExternalCommand(argv=argv, env=runner_env(db), volumes={})
 
 
 def docker_command(
     flyway: FlywaySettings, config: FlywayConfig, db: Database, command: str
 ) -> ExternalCommand:
     """The container the runbook starts by hand: conf and migrations mounted read-only."""
-    if db.embedded:
-        raise FlywayFailed(
-            "FLYWAY_RUNNER=docker needs a Modernized target reachable over TCP "
-            "(set MODERNIZED_POSTGRES_HOST); the embedded server listens on a local socket only"
-        )
+    target = runner_target(flyway, config, db)
     conf = flyway.conf.resolve()
     argv = [
         f"-configFiles={CONTAINER_CONF_DIR}/{conf.name}",
+        *target,
         f"-locations=filesystem:{CONTAINER_SQL_DIR}",
         *QUIET,
         command,
@@ -204,10 +242,7 @@ def docker_command(
         str(_single_location(config).resolve()): {"bind": CONTAINER_SQL_DIR, "mode": "ro"},
     }
     return ExternalCommand(
-        argv=argv,
-        env={**db_env(db), **QUIET_ENV},
-        volumes=volumes,
-        image=flyway.docker_image,
+        argv=argv, env=runner_env(db), volumes=volumes, image=flyway.docker_image
     )
 
 

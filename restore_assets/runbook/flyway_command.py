@@ -48,13 +48,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(settings.modernized, settings.pg)
     # This command prints its own lines: each passes the CLI's boundary, the settings' redactor.
     redact = settings.redactor
-    conf = Path(args.conf).expanduser() if args.conf else None
+    if args.conf:  # in the settings: the cli runner hands Flyway the conf the engine read
+        settings = settings.with_overrides(flyway={"conf": Path(args.conf).expanduser()})
     if args.working_directory:
         folder = Path(args.working_directory).expanduser().resolve()
         settings = settings.with_overrides(flyway={"working_directory": folder})
     engine = None
     try:
-        config = load_flyway_config(settings.flyway, db, conf, args.locations)
+        config = load_flyway_config(settings.flyway, db, locations=args.locations)
         engine = native_engine(config, db, log=print)
         if settings.flyway.runner == "docker":
             raise FlywayFailed(DOCKER_NEEDS_DAGSTER)

@@ -37,7 +37,7 @@ from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SecretFile
-from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine
+from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine, runner_target
 from restore_assets.runbook.gates import GATE_CHECKS
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.preflight import preflight
@@ -291,6 +291,8 @@ def _flyway(plan: SidePlan, settings: Settings, db: Database, now: bool = True) 
     every user schema is reset, so the history starts from the baseline row, not from today's."""
     try:
         config = load_flyway_config(settings.flyway, db)
+        if settings.flyway.runner != "native":
+            runner_target(settings.flyway, config, db)  # refuses before the restore resets
         engine = native_engine(config, db, lambda _: None)
         plan.flyway_now = engine.info() if now else []
         plan.flyway_after = [m.script for m in engine.pending_after_baseline()]
