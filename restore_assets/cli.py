@@ -17,6 +17,7 @@ import gc
 import os
 import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from restore_assets.errors import (
     EXIT_UNRECORDED,
     ConfigError,
     RestoreError,
+    UnexpectedError,
     worse_exit,
 )
 from restore_assets.named_targets import labelled
@@ -97,7 +99,9 @@ def run_chain(
     result = None
     with signals_received() as signals:
         try:
-            wait_for_target(instance, target, wait_seconds=settings.wait_seconds, log=_progress)
+            wait_for_target(
+                instance, target, wait_seconds=settings.wait_seconds, log=_progress(settings)
+            )
             result = job.execute_in_process(
                 instance=instance,
                 tags=tags,
@@ -131,8 +135,9 @@ def run_chain(
     return outcome
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _progress(settings: Settings):
+    """Where the CLI says what it waits for: stderr, through the settings' redactor."""
+    return lambda message: print(settings.redactor(message), file=sys.stderr, flush=True)
 
 
 def _run_of(instance, result, tags: dict[str, str]):
@@ -373,7 +378,7 @@ def cmd_ops_request(settings: Settings, args) -> int:
     if all(f.usable for f in files):
         print("All baseline files are present and usable; nothing to request.")
         return EXIT_OK
-    print(ops_request(settings, SIDES, files, None), end="")
+    print(settings.redactor(ops_request(settings, SIDES, files, None)), end="")
     return EXIT_OK
 
 
@@ -469,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         label = "configuration error" if exc.exit_code == EXIT_CONFIG else "ERROR"
         print(redact(f"{label}: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a bug: its traceback, but never raw (no password)
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(redact(f"ERROR: {UnexpectedError(exc)}"), file=sys.stderr)
+        return EXIT_FAILED
 
 
 def console() -> None:

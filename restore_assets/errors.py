@@ -9,6 +9,8 @@ raise these too.
 
 from __future__ import annotations
 
+from restore_assets.redaction import first_line
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BLOCKED = 2
@@ -97,5 +99,4 @@ class UnexpectedError(RestoreError):
     database error may quote a row."""
 
     def __init__(self, exc: BaseException):
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # redaction.first_line's rule
-        super().__init__(f"unexpected error ({type(exc).__name__}): {first_line}")
+        super().__init__(f"unexpected error ({type(exc).__name__}): {first_line(exc)}")

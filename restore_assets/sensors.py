@@ -181,10 +181,13 @@ def _watch(
     if intake:
         requests.append(intake)
         inbox_lines += [f"inbox/{name}: settled; the intake run unpacks it" for name in zips]
-    status = "; ".join(
-        inbox_lines
-        + reasons
-        + (["requested: " + ", ".join(r.job_name for r in requests)] if requests else [])
+    # The tick's boundary: its skip reason, cursor and baseline_search.log lines are redacted.
+    status = settings.redactor(
+        "; ".join(
+            inbox_lines
+            + reasons
+            + (["requested: " + ", ".join(r.job_name for r in requests)] if requests else [])
+        )
     )
     if status != previous.status:
         _log(settings, f"{store.root}: {status}")

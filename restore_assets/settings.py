@@ -363,7 +363,7 @@ class Settings(Section):
     sensor: SensorSettings
     tools: Tools
     allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
-    # For a busy pool slot or target lock, then exit 1 naming the holder.
+    # For another run of the target or its lock, then exit 1 naming the holder.
     wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
     targets_file: Resolved | None = Field(None, alias="RESTORE_TARGETS")  # named_targets reads it
     target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's

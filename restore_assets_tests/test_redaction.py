@@ -110,14 +110,24 @@ def _new_message_path(case: str, monkeypatch) -> None:
         log(said)
         return restore(step, settings, target, files, evidence, log, *rest)
 
+    def table(rows):  # outside stops.recorded: the step's own boundary must catch it
+        raise ValueError(f"{said}\n{_ROW}")
+
     monkeypatch.setattr(legacy_asset, "verify_legacy", verify_legacy)
     monkeypatch.setattr(side_run, "restore_and_record", restore_and_record)
+    if case == "outside":
+        monkeypatch.setattr(side_run, "table", table)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case, verbose, code",
-    [("restore_error", False, 1), ("unexpected", True, 1), ("said", False, 0)],
+    [
+        ("restore_error", False, 1),
+        ("unexpected", True, 1),
+        ("outside", True, 1),
+        ("said", False, 0),
+    ],
 )
 def test_a_new_message_path_cannot_leak_the_password(
     case, verbose, code, secrets_dir, artifacts_dir, external_legacy, monkeypatch
@@ -145,3 +155,20 @@ def test_a_new_message_path_cannot_leak_the_password(
         at = text.find(EXTERNAL_PASSWORD)
         assert at < 0, f"{where}: …{text[max(0, at - 600) : at + 100]}…"
         assert "yamada-taro" not in text, where  # the DETAIL line's row
+
+
+def test_a_bug_in_a_command_prints_its_traceback_redacted(external_legacy, monkeypatch):
+    """Not a RestoreError (a bug) in a command the CLI runs without Dagster: the traceback is
+    still shown, and exit 1, but never the password it carries."""
+    import restore_assets.runbook.status as status
+
+    def status_lines(settings):
+        raise ValueError(f"connecting with password {EXTERNAL_PASSWORD}")
+
+    monkeypatch.setattr(status, "status_lines", status_lines)
+    done = run_cli("status")
+    assert done.returncode == 1, done
+    assert "Traceback" in done.stderr and "in status_lines" in done.stderr
+    said = f"ERROR: unexpected error (ValueError): connecting with password {REDACTED}"
+    assert said in done.stderr
+    assert EXTERNAL_PASSWORD not in done.stdout + done.stderr

@@ -30,7 +30,7 @@ from restore_assets.settings import (
 )
 
 from .partitions import TARGETS
-from .shell import redacted_step, table
+from .shell import redacted_metadata, redacted_step, table
 
 SECRET_KEYS = {
     LEGACY_SCHEMA_FILE: AssetKey(["secrets", "legacy_schema_sql"]),
@@ -59,22 +59,24 @@ def _observable(relpath: str):
     )
     def _observe(context, secrets: SecretsResource) -> DataVersionsByPartition:
         info = secrets.inspect(relpath)
+        metadata = {
+            "path": MetadataValue.path(str(info.path)),
+            "status": info.status,
+            "sha256": info.sha256,
+            "size": info.size,
+            "mode": info.mode,
+            "dumped_by": info.dumped_by or "",
+            "dumped_from": info.dumped_from or "",
+        }
         # A partitioned observation returns versions only: the observation is logged here, so
-        # the UI shows where the file is and what was found, with the version Dagster keeps.
+        # the UI shows where the file is and what was found, with the version Dagster keeps;
+        # through the run's redactor, like every step's results (its header is the file's text).
         context.log_event(
             AssetObservation(
                 asset_key=SECRET_KEYS[relpath],
                 partition=context.partition_key,
                 tags={DATA_VERSION_TAG: info.sha256 or f"unusable: {info.status}"},
-                metadata={
-                    "path": MetadataValue.path(str(info.path)),
-                    "status": info.status,
-                    "sha256": info.sha256,
-                    "size": info.size,
-                    "mode": info.mode,
-                    "dumped_by": info.dumped_by or "",
-                    "dumped_from": info.dumped_from or "",
-                },
+                metadata=redacted_metadata(metadata, secrets.config.settings().redactor),
             )
         )
         with warnings.catch_warnings():  # beta in Dagster 1.13, the documented way

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 
 from dagster import (
     AssetCheckResult,
     AssetKey,
+    Failure,
     JsonMetadataValue,
     MarkdownMetadataValue,
     MaterializeResult,
@@ -24,6 +26,7 @@ from dagster import (
     TextMetadataValue,
 )
 
+from restore_assets.errors import UnexpectedError
 from restore_assets.recovery import PARTITION_TAG  # noqa: F401 - the run's target, for assets
 from restore_assets.redaction import RedactingFilter, Redactor
 from restore_assets.resources.config import RestoreConfig
@@ -116,6 +119,15 @@ def redacted_step(compute):
             result = compute(context, **resources)
             for event in result if inspect.isgenerator(result) else [result]:
                 yield redacted(event, redact)
+        except Failure:
+            raise  # made by stops.fail: redacted already
+        except Exception as exc:  # noqa: BLE001 - outside stops.recorded (a resource, the
+            # evidence folder): Dagster would store its text and its cause as they are.
+            raise Failure(
+                description=redact(str(UnexpectedError(exc))),
+                metadata={"traceback": redact(traceback.format_exc())},
+                allow_retries=False,
+            ) from None
         finally:
             context.log.removeFilter(log_filter)
 
