@@ -300,7 +300,7 @@ def assert_refused(store, artifacts_dir, message, limits=None, name="bad.zip", s
     assert message in reason
     # nothing extracted, no scratch left behind
     assert [p for p in written_files(store) if "inbox" not in p.parts] == []
-    assert not list(inbox.glob(".unpacking-*"))
+    assert not list((store.parent / "state" / "inbox-unpacking").iterdir())
     assert f"inbox/refused/{name}" in investigation_log(artifacts_dir).read_text()
     assert_password_absent(store, artifacts_dir)
 
@@ -369,8 +369,8 @@ def test_one_unpack_at_a_time_and_a_killed_ones_scratch_is_cleared(
     import fcntl
 
     build_zip(store / "inbox" / "delivery.zip", demo_entries(demo_secrets))
-    leftover = store / "inbox" / ".unpacking-killed"
-    leftover.mkdir()
+    leftover = store.parent / "state" / "inbox-unpacking" / "killed"  # private, not in the inbox
+    leftover.mkdir(parents=True, mode=0o700)
     (leftover / "0").write_bytes(b"half a file")
     with open(store / "inbox" / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # e.g. `intake-zip` by hand while the sensor looks

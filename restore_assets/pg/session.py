@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restore_assets.errors import PsqlError
+from restore_assets.runbook.files import Folder, Identity
 
 _PSQL_ERROR = re.compile(
     r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL|error):\s+(?P<msg>.*)"
@@ -48,11 +48,13 @@ _CHECK_CLIENT = "-c client_connection_check_interval=1000"
 
 @dataclass(frozen=True)
 class ScriptFile:
-    """A Secrets file to run: the name psql should report, where it is, what intake hashed."""
+    """A Secrets file to run: the name psql should report, where it is, what intake hashed and,
+    when known, which file intake opened (device, inode, size)."""
 
     relpath: str
     path: Path
     sha256: str
+    identity: Identity | None = None
 
 
 class _Feeder(threading.Thread):
@@ -95,7 +97,7 @@ class _Feeder(threading.Thread):
             return  # psql stopped reading (it failed on an earlier line); its error says why
         except OSError as exc:
             self.failure = f"cannot read a Secrets file: {exc.strerror} ({exc.filename})"
-            self.psql.kill()
+            self.psql.kill()  # before any FIFO closes: psql never reaches COMMIT
 
     def _open_for_psql(self, fifo: Path):
         """Open the FIFO for writing once psql opens it for reading (None if psql has ended)."""
@@ -115,10 +117,11 @@ class _Feeder(threading.Thread):
     @staticmethod
     def _stream(file: ScriptFile, out) -> str:
         digest = hashlib.sha256()
-        fd = os.open(file.path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb", buffering=1 << 20) as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", file.relpath)
+        # Never blocks (a FIFO swapped in after vetting is refused, not opened for a writer
+        # that never comes, with every table locked), and is the very file intake opened.
+        with Folder.root(file.path.parent) as folder:
+            handle = folder.open_read(file.path.name, expect=file.identity)
+        with handle:
             dump_key: bytes | None = None
             in_header = True
             for line in handle:
@@ -193,7 +196,8 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # evidence: 0600
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(log_path, flags, 0o600)  # in the private evidence folder; 0600
     with os.fdopen(fd, "w", encoding="utf-8") as log:
         log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
         proc = subprocess.Popen(

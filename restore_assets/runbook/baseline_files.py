@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from restore_assets.pg.psql import ScriptScan, ScriptScanner
+from restore_assets.runbook.files import Folder, Identity
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SIDE_FILES = {
@@ -39,6 +40,7 @@ class SecretFile:
     dumped_by: str | None = None
     problems: list[str] = field(default_factory=list)
     scan: ScriptScan | None = None  # the psql scan of the bytes that gave `sha256`
+    identity: Identity | None = None  # the file intake opened: a restore feeds only that one
 
     @property
     def usable(self) -> bool:
@@ -118,11 +120,13 @@ class DumpFacts:
         return problems
 
 
-def read_dump(path: Path) -> DumpFacts:
+def read_dump(path: Path, expect: Identity | None = None) -> DumpFacts:
     """sha256, pg_dump's own markers and the psql scan in one streamed pass (dumps are
-    gigabytes: each extra read of one is seconds)."""
+    gigabytes: each extra read of one is seconds); of the `expect`ed file, when given."""
     reader = DumpReader()
-    with path.open("rb") as handle:
+    with Folder.root(path.parent) as folder:
+        opened = folder.open_read(path.name, expect)
+    with opened as handle:
         pending: list[bytes] = []  # the start of a line not yet ended
         while chunk := handle.read(_CHUNK):
             reader.digest.update(chunk)

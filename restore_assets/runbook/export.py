@@ -16,7 +16,7 @@ from restore_assets.errors import PreflightFailed
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.files import sha256_file
+from restore_assets.runbook.files import Folder, NotSafe
 from restore_assets.runbook.preflight import inside_secrets
 from restore_assets.runbook.restore import dump_to
 from restore_assets.settings import Settings
@@ -54,9 +54,17 @@ def export_baseline(
     if output is None:
         base = settings.paths.secrets_dir / relpath.parent
         output = base / "exports" / now.strftime("%Y%m%dT%H%M%SZ") / relpath.name
-    path = inside_secrets(output, settings.paths.secrets_dir)
+    relpath = inside_secrets(output, settings.paths.secrets_dir)
     options = ["--schema-only", "--no-owner"]
     if pg_dump_supports_restrict_key(client_binary("pg_dump", settings.tools.pg_dump)):
         options.append(f"--restrict-key={EXPORT_RESTRICT_KEY}")
-    dump_to(db, settings, options, path, "pg_dump")
-    return Export(db.describe(), path, sha256_file(path), path.stat().st_size)
+    try:
+        with (
+            Folder.root(settings.paths.secrets_dir) as root,
+            root.private_at(relpath.parent) as folder,
+        ):
+            written = dump_to(db, settings, options, folder, relpath.name, "pg_dump", True)
+            sha, placed = folder.sha256(relpath.name, expect=written)
+    except NotSafe as exc:
+        raise PreflightFailed(f"not written: {exc}") from None
+    return Export(db.describe(), settings.paths.secrets_dir / relpath, sha, placed.size)

@@ -1,23 +1,324 @@
-"""Private files: dumps and evidence are written mode 0600 from the start, hashed in one pass."""
+"""Every file the project opens or creates where someone else may write (the Secrets store and its
+inbox, backups, artifacts, state): never by path alone.
+
+- A configured root (`SECRETS_DIR`, `RESTORE_ARTIFACTS_DIR`, `RESTORE_STATE_DIR`) is opened as
+  configured; below it every folder is opened relative to its parent's descriptor with
+  `O_NOFOLLOW`, so a link planted on the way is refused, not followed.
+- Files are created only in private folders: ones the project created itself 0700, or found
+  owned by it (or root) and writable by no one else, checked on the opened descriptor. There
+  they are created with `O_EXCL` under a fresh name and renamed within the folder.
+- A file is read after `lstat` says regular, opened `O_NOFOLLOW|O_NONBLOCK` (a FIFO or device
+  swapped in cannot block the open) and checked by `fstat` on the descriptor: regular, the same
+  inode, and, where the caller knows it, the one that was vetted.
+- A file placed in a folder others can write (a baseline file unpacked from the inbox) is
+  hard-linked there, never replacing what is in the way, then checked and hashed as placed.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
-from collections.abc import Callable
-from pathlib import Path
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class NotSafe(OSError):
+    """A file or folder the project will not use: a link, a FIFO or device, not its own,
+    writable by others, or not the file that was vetted. The message names it for a person."""
+
+    def __init__(self, where: object, why: str):
+        super().__init__(errno.EPERM, why, str(where))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which file: device, inode and size, as `fstat` gave them."""
+
+    dev: int
+    ino: int
+    size: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size)
+
+
+def _name(name: str) -> str:
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise NotSafe(name, "not a plain file or folder name")
+    return name
+
+
+class Folder:
+    """A folder held by descriptor. `private`: checked to be writable by this process only."""
+
+    def __init__(self, fd: int, path: Path, private: bool):
+        self.fd, self.path, self.private = fd, path, private
+
+    @classmethod
+    def root(cls, path: Path, *, private: bool = False) -> Folder:
+        """A configured root, opened as configured (its own path may pass through links the
+        operator set up); `private` checks it like a folder below a root."""
+        path = path.expanduser()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        folder = cls(fd, path, False)
+        if private:
+            folder._make_private()
+        return folder
+
+    def __enter__(self) -> Folder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def sub(self, name: str, *, create: bool = False, private: bool = False) -> Folder:
+        """The folder `name` in this one, never through a link; created 0700 when missing and
+        `create`; with `private`, checked (and refused) unless no one else can write it."""
+        path = self.path / _name(name)
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+        try:
+            fd = os.open(name, _DIR, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotSafe(path, "a link or not a folder; refused") from None
+            raise
+        folder = Folder(fd, path, False)
+        if private:
+            try:
+                folder._make_private()
+            except BaseException:
+                folder.close()
+                raise
+        return folder
+
+    def walk(self, relpath: str | PurePosixPath, *, create: bool = False, private: bool = False):
+        """`sub` for each part of `relpath` (this folder itself when it is empty); the caller
+        closes the returned folder (a new descriptor even for an empty `relpath`)."""
+        folder = Folder(os.dup(self.fd), self.path, self.private)
+        for part in PurePosixPath(relpath).parts:
+            try:
+                deeper = folder.sub(part, create=create, private=private)
+            finally:
+                folder.close()
+            folder = deeper
+        return folder
+
+    def private_at(self, relpath: str | PurePosixPath) -> Folder:
+        """The folder `relpath` for files of the project's own: the parts on the way may be
+        shared (never links), the last one is private (created 0700 when missing)."""
+        rel = PurePosixPath(relpath)
+        if not rel.parts:
+            folder = self.walk("")
+            folder._make_private()
+            return folder
+        with self.walk(rel.parent, create=True) as parent:
+            return parent.sub(rel.name, create=True, private=True)
+
+    def _make_private(self) -> None:
+        """Owned by this process's user (or root), writable by no one else: a folder this user
+        owns loses group/other write; any other is refused."""
+        st = os.fstat(self.fd)
+        me = os.geteuid()
+        if st.st_uid not in (me, 0):
+            raise NotSafe(self.path, f"owned by uid {st.st_uid}, not this process's; refused")
+        if st.st_mode & 0o022:
+            if st.st_uid != me:
+                raise NotSafe(self.path, "writable by other users; refused")
+            os.fchmod(self.fd, stat.S_IMODE(st.st_mode) & ~0o022)
+        self.private = True
+
+    def _require_private(self) -> None:
+        if not self.private:
+            raise NotSafe(self.path, "files are created only in a folder checked to be private")
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        """The entry `name` itself (a link is not followed); None when there is none."""
+        try:
+            return os.stat(_name(name), dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, name: str, expect: Identity | None = None) -> BinaryIO:
+        """`name` for reading, refused unless it is a regular file (and `expect`, when given)."""
+        where = self.path / name
+        before = self.lstat(name)
+        if before is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(where))
+        if not stat.S_ISREG(before.st_mode):
+            raise NotSafe(where, "not a regular file (a link, FIFO or device); refused")
+        fd = os.open(name, _READ, dir_fd=self.fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
+                before.st_dev,
+                before.st_ino,
+            ):
+                raise NotSafe(where, "replaced while it was opened; refused")
+            if expect is not None and Identity.of(st) != expect:
+                raise NotSafe(where, "not the file that was vetted (another inode or size)")
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            return os.fdopen(fd, "rb", buffering=CHUNK)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def sha256(self, name: str, expect: Identity | None = None) -> tuple[str, Identity]:
+        with self.open_read(name, expect) as handle:
+            return sha256_of(handle), Identity.of(os.fstat(handle.fileno()))
+
+    def write(
+        self, name: str, writer: Callable[[BinaryIO], None], *, replace: bool = True
+    ) -> Identity:
+        """Create `name` mode 0600 from the start, atomically: written under a fresh `O_EXCL`
+        name in this private folder, then renamed (`replace=False`: linked, so an existing
+        `name` raises FileExistsError and stays as it was)."""
+        self._require_private()
+        tmp = f".{_name(name)}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, _CREATE, 0o600, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)
+                writer(out)
+                out.flush()
+                written = Identity.of(os.fstat(out.fileno()))
+            if replace:
+                os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            else:
+                os.link(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+                os.unlink(tmp, dir_fd=self.fd)
+        except BaseException:
+            with _gone_ok():
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+        return written
+
+    def append(self, name: str, text: str) -> None:
+        """Append to `name` in this private folder, mode 0600 from its first line."""
+        self._require_private()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(_name(name), flags | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
+        with os.fdopen(fd, "a", encoding="utf-8") as log:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+                raise NotSafe(self.path / name, "not this process's own regular file; refused")
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            log.write(text)
+
+    def lock_file(self, name: str) -> int:
+        """A lock file in a folder others may write: created 0600 or opened read-only, never
+        through a link, a FIFO or another's hard link; refused unless it is this user's own."""
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(_name(name), flags, 0o600, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotSafe(self.path / name, "a link; refused") from None
+            raise
+        st = os.fstat(fd)  # only ever locked, never written: whose it is is what matters
+        if not (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1):
+            os.close(fd)
+            raise NotSafe(self.path / name, "not this process's own file; remove it")
+        return fd
+
+    def move(self, name: str, dest: Folder, new_name: str, expect: Identity) -> bool:
+        """Rename `name` into the private folder `dest` (whatever is at `name` moves, a link
+        as a link); True when what arrived is the `expect`ed file."""
+        dest._require_private()
+        os.rename(_name(name), _name(new_name), src_dir_fd=self.fd, dst_dir_fd=dest.fd)
+        arrived = dest.lstat(new_name)
+        return arrived is not None and (arrived.st_dev, arrived.st_ino) == (expect.dev, expect.ino)
+
+    def place(self, name: str, source: Folder, source_name: str, expect: Identity) -> Identity:
+        """Put the private file `source/source_name` at `name` here, never replacing anything
+        (FileExistsError): a hard link, or across filesystems a copy made beside it first."""
+        source._require_private()
+        try:
+            os.link(
+                source_name, _name(name), src_dir_fd=source.fd, dst_dir_fd=self.fd,
+                follow_symlinks=False,
+            )  # fmt: skip
+            return expect
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, _CREATE, 0o600, dir_fd=self.fd)
+        placed = None
+        try:
+            with source.open_read(source_name, expect) as src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+                out.flush()
+                placed = Identity.of(os.fstat(out.fileno()))
+            os.link(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+        finally:
+            with _gone_ok():
+                self.unlink(tmp, placed)
+        return placed
+
+    def unlink(self, name: str, expect: Identity | None) -> None:
+        """Remove `name` if it is still the `expect`ed file (None: whatever regular file)."""
+        st = self.lstat(name)
+        if st is None:
+            return
+        if expect is None and not stat.S_ISREG(st.st_mode):
+            return
+        if expect is not None and (st.st_dev, st.st_ino) != (expect.dev, expect.ino):
+            return
+        os.unlink(name, dir_fd=self.fd)
+
+    def remove_tree(self, name: str) -> None:
+        """Remove the folder `name` and all in it (shutil's descriptor-based walk)."""
+        with _gone_ok():
+            shutil.rmtree(_name(name), dir_fd=self.fd)
+
+
+@contextmanager
+def _gone_ok() -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        pass
+
+
+def sha256_of(handle: BinaryIO) -> str:
+    """Streamed sha256 of an open file from its start (dumps are gigabytes: never read whole)."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
-    """Streamed sha256 (dumps are gigabytes: never read whole)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """`sha256_of` a file given by path, opened as `Folder.open_read` opens one."""
+    with Folder.root(path.parent) as folder:
+        return folder.sha256(path.name)[0]
 
 
 def resolves_inside(path: Path, root: Path) -> bool:
@@ -26,34 +327,49 @@ def resolves_inside(path: Path, root: Path) -> bool:
     return path.expanduser().resolve().is_relative_to(root.expanduser().resolve())
 
 
-def make_private_dirs(folder: Path) -> None:
-    """Create `folder` and missing parents with mode 0700 (mkdir's mode covers only the last)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
+def below(path: Path, root: Path) -> PurePosixPath | None:
+    """`path` relative to `root` by its words alone (links are never followed to decide it:
+    `Folder.walk` refuses them on the way); None when it is not below `root` or climbs `..`."""
+    path, root = path.expanduser().absolute(), root.expanduser().absolute()
+    for base in (root, root.resolve()):
+        if path.is_relative_to(base):
+            rel = PurePosixPath(path.relative_to(base).as_posix())
+            return None if ".." in rel.parts else rel
+    return None
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    while not os.path.lexists(folder) and folder != folder.parent:
         folder = folder.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
-def write_private(path: Path, writer: Callable[[BinaryIO], None]) -> None:
-    """Create `path` with mode 0600 from the start (the runbook's `chmod 600`), atomically."""
-    make_private_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            writer(out)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def private_folder(folder: Path, root: Path | None = None) -> Folder:
+    """`folder`, reached from `root` (as configured; by default, and when `root` is missing, its
+    nearest existing ancestor) without following a link, missing parts created 0700, every
+    part below `root` private."""
+    root = _existing_ancestor((root if root is not None else folder).expanduser())
+    rel = below(folder, root)
+    if rel is None:
+        raise NotSafe(folder, f"not below {root}; refused")
+    with Folder.root(root, private=not rel.parts) as base:
+        return base.walk(rel, create=True, private=True)
 
 
-def append_private(path: Path, text: str) -> None:
+def make_private_dirs(folder: Path, root: Path | None = None) -> None:
+    """Create `folder` and missing parents with mode 0700 (see `private_folder`)."""
+    private_folder(folder, root).close()
+
+
+def write_private(
+    path: Path, writer: Callable[[BinaryIO], None], *, root: Path | None = None
+) -> Identity:
+    """Create `path` with mode 0600 from the start, atomically, in a private folder."""
+    with private_folder(path.parent, root) as folder:
+        return folder.write(path.name, writer)
+
+
+def append_private(path: Path, text: str, *, root: Path | None = None) -> None:
     """Append to a log that is mode 0600 from its first line (evidence names Secrets files)."""
-    make_private_dirs(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as log:
-        log.write(text)
+    with private_folder(path.parent, root) as folder:
+        folder.append(path.name, text)

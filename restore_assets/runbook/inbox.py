@@ -4,8 +4,11 @@ A ZIP dropped into `<Secrets>/inbox/` (AES or ZipCrypto, password `SECRETS_ZIP_P
 unpacked into its `<category>/db-baseline/` folder, files mode 0600, their `shasum -a 256` lines
 appended to the evidence root's `investigation.log`, and the ZIP moved to `inbox/done/`.
 
-All or nothing: every entry is checked and streamed into a scratch folder inside the inbox (same
-filesystem) before anything is moved into place with `os.replace`. A ZIP that cannot be trusted —
+All or nothing: every entry is checked and streamed into a private scratch folder outside the
+inbox (`<state>/inbox-unpacking/`, which no drop-box account can write) before anything is placed,
+by descriptor, never over an existing file, and hashed as placed (`runbook/files.py`). The inbox
+itself is written by others: nothing in it is opened by path or through a link. A ZIP that cannot
+be trusted —
 a path leaving its folder, a link, a wrong password, damage, a bomb, a name that is not a baseline
 file, or a file that would replace different content — is moved to `inbox/refused/` with a
 `.reason.txt` beside it, so a watcher does not try it again on every look. The password is never
@@ -21,14 +24,14 @@ import fcntl
 import hashlib
 import lzma
 import os
-import shutil
+import secrets
 import stat
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
+from typing import BinaryIO
 
 import pyzipper
 
@@ -37,18 +40,19 @@ from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.files import (
     CHUNK,
+    Folder,
+    Identity,
+    NotSafe,
     append_private,
-    make_private_dirs,
-    resolves_inside,
-    sha256_file,
-    write_private,
+    private_folder,
+    sha256_of,
 )
 from restore_assets.settings import Intake, Settings
 
 INBOX = "inbox"
 DONE = "done"
 REFUSED = "refused"
-_SCRATCH = ".unpacking-"
+_SCRATCH = "inbox-unpacking"
 _KNOWN = {relpath for files in SIDE_FILES.values() for relpath in files}
 _BY_NAME = {PurePosixPath(relpath).name: relpath for relpath in _KNOWN}
 _FOLDERS = {str(p) for relpath in _KNOWN for p in PurePosixPath(relpath).parents if str(p) != "."}
@@ -96,17 +100,38 @@ def unpack_inbox(
     """Unpack every ZIP in `<Secrets>/inbox/`. With `previous` (the sensor's last look, ZIP name
     → [size, mtime_ns]) only ZIPs unchanged since then are touched: one still being copied waits.
     Without it (a person asking) everything there now is unpacked."""
-    inbox = settings.paths.secrets_dir / INBOX
-    if not inbox.is_dir():
-        return []
     limits = limits or Limits.of(settings.intake)
-    with _locked(inbox) as held:
-        if not held:
-            return [InboxResult("", "waiting", "another unpack holds the inbox; next look")]
-        for leftover in inbox.glob(f"{_SCRATCH}*"):  # from a process killed mid-unpack
-            shutil.rmtree(leftover, ignore_errors=True)
-        zips = [p for p in inbox.iterdir() if p.suffix.lower() == ".zip" and p.name[0] != "."]
-        return [_one(settings, path, previous, limits) for path in sorted(zips)]
+    try:
+        root = Folder.root(settings.paths.secrets_dir)
+    except FileNotFoundError:
+        return []
+    with root:
+        try:
+            inbox = root.sub(INBOX)
+        except FileNotFoundError:
+            return []
+        except NotSafe as exc:
+            return [InboxResult("", "failed", f"{exc}; nothing unpacked")]
+        with inbox:
+            try:
+                lock = inbox.lock_file(".lock")
+            except NotSafe as exc:
+                return [InboxResult("", "failed", f"{exc}; nothing unpacked")]
+            with _locked(lock) as held:
+                if not held:
+                    return [InboxResult("", "waiting", "another unpack holds the inbox; next look")]
+                try:
+                    with (
+                        _scratch_root(settings) as scratch,
+                        inbox.sub(DONE, create=True, private=True) as done,
+                        inbox.sub(REFUSED, create=True, private=True) as refused,
+                    ):
+                        names = [n for n in os.listdir(inbox.fd) if n.lower().endswith(".zip")]
+                        zips = sorted(n for n in names if n[0] != ".")
+                        places = _Places(root, inbox, scratch, done, refused)
+                        return [_one(settings, places, n, previous, limits) for n in zips]
+                except NotSafe as exc:
+                    return [InboxResult("", "failed", f"{exc}; nothing unpacked")]
 
 
 def look_at_inbox(
@@ -129,9 +154,8 @@ def look_at_inbox(
 
 
 @contextmanager
-def _locked(inbox: Path) -> Iterator[bool]:
+def _locked(fd: int) -> Iterator[bool]:
     """The sensor and a person's `intake-zip` never unpack the same ZIP twice at once."""
-    fd = os.open(inbox / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,60 +167,98 @@ def _locked(inbox: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+@contextmanager
+def _scratch_root(settings: Settings) -> Iterator[Folder]:
+    """`<state>/inbox-unpacking/`, private; what a process killed mid-unpack left is removed."""
+    with private_folder(settings.paths.state_dir / _SCRATCH) as scratch:
+        for leftover in os.listdir(scratch.fd):
+            scratch.remove_tree(leftover)
+        yield scratch
+
+
+@contextmanager
+def _scratch(base: Folder) -> Iterator[Folder]:
+    """A fresh private folder for one archive, removed with all in it afterwards."""
+    name = secrets.token_hex(8)
+    try:
+        with base.sub(name, create=True, private=True) as folder:
+            yield folder
+    finally:
+        base.remove_tree(name)
+
+
+@dataclass(frozen=True)
+class _Places:
+    """The folders one look works in, each held by descriptor: the Secrets root, the inbox (the
+    drop-box writes there), and the private scratch, `done/` and `refused/`."""
+
+    root: Folder
+    inbox: Folder
+    scratch: Folder
+    done: Folder
+    refused: Folder
+
+
 def _one(
-    settings: Settings, path: Path, previous: Mapping[str, list[int]] | None, limits: Limits
+    settings: Settings,
+    places: _Places,
+    name: str,
+    previous: Mapping[str, list[int]] | None,
+    limits: Limits,
 ) -> InboxResult:
-    st = path.lstat()
+    st = places.inbox.lstat(name)
+    if st is None:
+        return InboxResult(name, "waiting", "gone before it was looked at")
     seen = [st.st_size, st.st_mtime_ns]
     password = settings.intake.zip_password
+    archive: BinaryIO | None = None
     try:
         if not stat.S_ISREG(st.st_mode):
             raise Refused("not a regular file (a link or device in the inbox)")
-        if previous is not None and previous.get(path.name) != seen:
+        if previous is not None and previous.get(name) != seen:
             detail = f"new or still arriving ({st.st_size} bytes); next look"
-            return InboxResult(path.name, "waiting", detail, seen=seen)
+            return InboxResult(name, "waiting", detail, seen=seen)
         if password is None:
             detail = "SECRETS_ZIP_PASSWORD is not set; the ZIP stays in the inbox"
-            return InboxResult(path.name, "waiting", detail, seen=seen)
+            return InboxResult(name, "waiting", detail, seen=seen)
         secret = password.get_secret_value().encode("utf-8")
-        files = _unpack(path, settings.paths.secrets_dir, secret, limits)
+        archive = places.inbox.open_read(name)  # what is unpacked, hashed and moved: this inode
+        st = os.fstat(archive.fileno())
+        files = _unpack(archive, places.root, places.scratch, secret, limits)
     except Refused as exc:
         # Written beside the ZIP and in investigation.log, files no run's evidence store writes.
         reason = settings.redactor(str(exc))
-        moved = _move_aside(path, path.parent / REFUSED)
-        write_private(
-            moved.with_name(moved.name + ".reason.txt"),
-            lambda out: out.write(f"{path.name} refused: {reason}\n".encode()),
-        )
-        _record(settings, f"{path.name} refused: {reason}", {}, moved)
-        return InboxResult(path.name, "refused", f"{reason}; moved to {_rel(settings, moved)}")
-    except OSError as exc:  # our side (disk full, permissions): nothing placed, try again later
-        detail = f"not unpacked ({exc}); the ZIP stays in the inbox"
-        return InboxResult(path.name, "failed", detail, seen=seen)
-    moved = _move_aside(path, path.parent / DONE)
-    _record(settings, f"{path.name} unpacked", files, moved)
+        moved, note = _set_aside(places, name, places.refused, st, f"{name} refused: {reason}\n")
+        _record(settings, f"{name} refused: {reason}{note}", {}, moved, archive)
+        return InboxResult(name, "refused", f"{reason}; moved to {moved}{note}")
+    except OSError as exc:  # our side (disk full, permissions), or a file or folder not safe to
+        detail = f"not unpacked ({exc}); the ZIP stays in the inbox"  # use: nothing placed
+        return InboxResult(name, "failed", detail, seen=seen)
+    else:
+        moved, note = _set_aside(places, name, places.done, st)
+        _record(settings, f"{name} unpacked{note}", files, moved, archive)
+    finally:
+        if archive is not None:
+            archive.close()
     names = ", ".join(files)
-    detail = f"{len(files)} file(s) in place ({names}); moved to {_rel(settings, moved)}"
-    return InboxResult(path.name, "unpacked", detail, files=list(files))
+    detail = f"{len(files)} file(s) in place ({names}); moved to {moved}{note}"
+    return InboxResult(name, "unpacked", detail, files=list(files))
 
 
-def _unpack(path: Path, root: Path, password: bytes, limits: Limits) -> dict[str, str]:
-    """Check, extract into scratch, check against what is in place, then move in: relpath →
-    sha256 of every file the archive holds."""
+def _unpack(
+    source: BinaryIO, root: Folder, scratch_root: Folder, password: bytes, limits: Limits
+) -> dict[str, str]:
+    """Check, extract into private scratch, check against what is in place, then place: relpath
+    → sha256 of every file the archive holds, as it is in place."""
     try:
-        archive = pyzipper.AESZipFile(path)
+        archive = pyzipper.AESZipFile(source)
     except (pyzipper.BadZipFile, EOFError, NotImplementedError) as exc:
         raise Refused(f"corrupt or truncated: not a readable ZIP archive ({exc})") from None
-    with archive:
+    with archive, _scratch(scratch_root) as scratch:
         destinations = _destinations(archive.infolist())
         archive.setpassword(password)
-        scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=path.parent))
-        try:
-            extracted = _extract(archive, destinations, scratch, root, limits)
-            _place(root, _new_files(root, extracted))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return {relpath: sha for relpath, (_, sha) in sorted(extracted.items())}
+        extracted = _extract(archive, destinations, scratch, root, limits)
+        return _place(root, scratch, extracted, _in_place(root, extracted))
 
 
 def _destinations(infos: list[pyzipper.ZipInfo]) -> list[tuple[pyzipper.ZipInfo, str]]:
@@ -233,23 +295,24 @@ def _destinations(infos: list[pyzipper.ZipInfo]) -> list[tuple[pyzipper.ZipInfo,
 def _extract(
     archive: pyzipper.AESZipFile,
     destinations: list[tuple[pyzipper.ZipInfo, str]],
-    scratch: Path,
-    root: Path,
+    scratch: Folder,
+    root: Folder,
     limits: Limits,
-) -> dict[str, tuple[Path, str]]:
+) -> dict[str, tuple[str, str, Identity]]:
     """Stream each entry into `scratch` (mode 0600), counting what really comes out: relpath →
-    (scratch file, sha256)."""
-    cap = min(limits.max_total_bytes, shutil.disk_usage(root).free)
+    (scratch file name, sha256, which file)."""
+    free = min(_free(scratch.fd), _free(root.fd))
+    cap = min(limits.max_total_bytes, free)
     total = 0
-    extracted: dict[str, tuple[Path, str]] = {}
+    extracted: dict[str, tuple[str, str, Identity]] = {}
     for index, (info, relpath) in enumerate(destinations):
-        out_path = scratch / str(index)
         digest = hashlib.sha256()
-        size = 0
         ratio_cap = max(limits.ratio_floor, limits.max_ratio * info.compress_size)
-        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out, _reading(info.filename):
-            with archive.open(info) as source:
+
+        def write(out: BinaryIO, info=info, digest=digest, ratio_cap=ratio_cap) -> None:
+            nonlocal total
+            size = 0
+            with _reading(info.filename), archive.open(info) as source:
                 while chunk := source.read(CHUNK):
                     size += len(chunk)
                     total += len(chunk)
@@ -265,8 +328,15 @@ def _extract(
                         )
                     digest.update(chunk)
                     out.write(chunk)
-        extracted[relpath] = (out_path, digest.hexdigest())
+
+        written = scratch.write(str(index), write)
+        extracted[relpath] = (str(index), digest.hexdigest(), written)
     return extracted
+
+
+def _free(fd: int) -> int:
+    st = os.statvfs(fd)
+    return st.f_bavail * st.f_frsize
 
 
 @contextmanager
@@ -293,67 +363,97 @@ def _reading(entry: str) -> Iterator[None]:
         raise Refused(f"corrupt or truncated: entry {entry!r} cannot be read ({exc})") from None
 
 
-def _new_files(root: Path, extracted: dict[str, tuple[Path, str]]) -> list[tuple[Path, Path]]:
-    """(scratch file, destination) for each file not already in place; refuses a different file
-    in the way, or a folder on the way that leaves the Secrets root."""
-    moves = []
-    for relpath, (scratch_file, sha) in extracted.items():
-        target = root / relpath
-        existing = next((p for p in (target, *target.parents) if p.exists()), root)
-        if not resolves_inside(existing, root):
-            raise Refused(f"{relpath}: its folder resolves outside the Secrets root")
-        if not os.path.lexists(target):
-            moves.append((scratch_file, target))
-            continue
-        if target.is_symlink() or not target.is_file():
-            raise Refused(f"{relpath} already exists and is not a regular file")
-        current = sha256_file(target)
+def _in_place(root: Folder, extracted: dict[str, tuple[str, str, Identity]]) -> dict[str, str]:
+    """relpath → sha256 of each file already in place with the archive's content; refuses a
+    different file in the way, or a link on the way (the Secrets store is written by others)."""
+    in_place = {}
+    for relpath, (_, sha, _) in extracted.items():
+        rel = PurePosixPath(relpath)
+        try:
+            with root.walk(rel.parent) as folder:
+                existing = folder.lstat(rel.name)
+                if existing is None:
+                    continue
+                if not stat.S_ISREG(existing.st_mode):
+                    raise Refused(f"{relpath} already exists and is not a regular file")
+                current = folder.sha256(rel.name)[0]
+        except FileNotFoundError:
+            continue  # its folder is not there yet
+        except NotSafe:
+            raise Refused(f"{relpath}: a folder on its way is a link or not a folder") from None
         if current != sha:
             raise Refused(
                 f"{relpath} already exists with different content (sha256 {current[:16]}…, the "
                 f"archive's {sha[:16]}…); move the old file away first if this delivery "
                 "replaces it"
             )
-    return moves
+        in_place[relpath] = current
+    return in_place
 
 
-def _place(root: Path, moves: list[tuple[Path, Path]]) -> None:
-    """Move every file into place; if one move fails, take back the ones already made."""
-    placed: list[Path] = []
+def _place(
+    root: Folder,
+    scratch: Folder,
+    extracted: dict[str, tuple[str, str, Identity]],
+    in_place: dict[str, str],
+) -> dict[str, str]:
+    """Place every file not in place yet, never over anything, and hash it as placed; if one
+    fails, take back the ones already placed. relpath → sha256 of every file, sorted."""
+    hashes = dict(in_place)
+    placed: list[tuple[PurePosixPath, Identity]] = []
     try:
-        for scratch_file, target in moves:
-            make_private_dirs(target.parent)
-            os.replace(scratch_file, target)
-            placed.append(target)
+        for relpath, (name, sha, written) in extracted.items():
+            if relpath in in_place:
+                continue
+            rel = PurePosixPath(relpath)
+            with root.walk(rel.parent, create=True) as folder:
+                identity = folder.place(rel.name, scratch, name, written)
+                placed.append((rel, identity))
+                hashes[relpath] = folder.sha256(rel.name, expect=identity)[0]
+            if hashes[relpath] != sha:
+                raise NotSafe(root.path / relpath, "changed while it was placed")
     except OSError:
-        for target in placed:
-            target.unlink(missing_ok=True)
+        for rel, identity in placed:
+            with contextlib.suppress(OSError), root.walk(rel.parent) as folder:
+                folder.unlink(rel.name, identity)
         raise
+    return dict(sorted(hashes.items()))
 
 
-def _move_aside(path: Path, folder: Path) -> Path:
-    """`path` into `folder` under a name not taken yet (a ZIP re-sent under the same name)."""
-    make_private_dirs(folder)
-    target = folder / path.name
-    number = 1
-    while os.path.lexists(target) or os.path.lexists(target.with_name(target.name + ".reason.txt")):
+def _set_aside(
+    places: _Places, name: str, folder: Folder, st: os.stat_result, reason: str | None = None
+) -> tuple[str, str]:
+    """Move `name` into the private `done/` or `refused/` under a name not taken yet (a ZIP
+    re-sent under the same name), with its `.reason.txt` when refused: where it went, and a
+    note if what moved is not the file that was read (replaced meanwhile in the inbox)."""
+    stem, suffix = os.path.splitext(name)
+    target, number = name, 1
+    while folder.lstat(target) or folder.lstat(target + ".reason.txt"):
         number += 1
-        target = folder / f"{path.stem}-{number}{path.suffix}"
-    os.replace(path, target)
-    return target
+        target = f"{stem}-{number}{suffix}"
+    same = places.inbox.move(name, folder, target, Identity.of(st))
+    if reason is not None:
+        folder.write(target + ".reason.txt", lambda out: out.write(reason.encode()))
+    note = "" if same else " (replaced in the inbox meanwhile: what moved is not what was read)"
+    return f"{INBOX}/{folder.path.name}/{target}", note
 
 
-def _rel(settings: Settings, path: Path) -> str:
-    return path.relative_to(settings.paths.secrets_dir).as_posix()
-
-
-def _record(settings: Settings, what: str, files: Mapping[str, str], archive: Path) -> None:
-    """The runbook's `shasum -a 256` lines (files, then the ZIP itself) in the evidence root's
-    `investigation.log`."""
+def _record(
+    settings: Settings,
+    what: str,
+    files: Mapping[str, str],
+    moved: str,
+    archive: BinaryIO | None,
+) -> None:
+    """The runbook's `shasum -a 256` lines (files, then the ZIP itself: the bytes that were read,
+    from the descriptor they were read through) in the evidence root's `investigation.log`."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [f"# {stamp} {INBOX}/{what}"]
     lines += [f"{sha}  {relpath}" for relpath, sha in files.items()]
-    lines.append(f"{sha256_file(archive)}  {_rel(settings, archive)}")
+    zip_sha = sha256_of(archive) if archive is not None else "(not a regular file: not read)"
+    lines.append(f"{zip_sha}  {moved}")
     # The evidence root's own log, outside any run's evidence store: redacted here.
     text = settings.redactor("\n".join(lines) + "\n")
-    append_private(evidence_root(settings) / "investigation.log", text)
+    append_private(
+        evidence_root(settings) / "investigation.log", text, root=settings.paths.artifacts_dir
+    )

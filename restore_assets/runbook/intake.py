@@ -28,7 +28,7 @@ from restore_assets.runbook.baseline_files import (
     read_dump,
 )
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.files import resolves_inside
+from restore_assets.runbook.files import Folder, Identity, NotSafe, resolves_inside
 from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import SIDES, Paths, Settings
 
@@ -55,10 +55,13 @@ class SecretsStore:
         if not resolves_inside(real, self.root):
             info.problems.append(f"resolves outside the Secrets root (to {real}); refused")
             return info
-        st = real.stat()
-        if not stat.S_ISREG(st.st_mode):
+        try:  # by descriptor: the inode the facts are read from, and a restore feeds
+            with Folder.root(real.parent) as folder, folder.open_read(real.name) as handle:
+                st = os.fstat(handle.fileno())
+        except NotSafe:
             info.problems.append("not a regular file; refused")
             return info
+        info.identity = Identity.of(st)
         info.size = st.st_size
         info.mode = f"{stat.S_IMODE(st.st_mode):04o}"
         if stat.S_IMODE(st.st_mode) & 0o077:
@@ -144,7 +147,7 @@ class SecretsStore:
                 return DumpFacts(**cache[key])
             except TypeError:
                 pass  # an older cache layout: read the file again
-        facts = read_dump(path)
+        facts = read_dump(path, Identity.of(st))
         self._remember(path, key, asdict(facts))
         return facts
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from restore_assets.errors import PreflightFailed, RestoreError
 from restore_assets.flyway.locks import advisory_lock
 from restore_assets.pg.clients import major_version, parse_major
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
-from restore_assets.runbook.files import resolves_inside
+from restore_assets.runbook.files import below
 
 # One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).
 RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"
@@ -121,12 +121,12 @@ def _lock_holders(conn) -> str:
     )
 
 
-def inside_secrets(path: Path, secrets_dir: Path) -> Path:
-    """Dumps (they may hold medical data) are only ever written inside the Secrets root."""
-    resolved = path.expanduser().resolve()
-    root = secrets_dir.expanduser().resolve()
-    if not resolves_inside(resolved, root):
+def inside_secrets(path: Path, secrets_dir: Path) -> PurePosixPath:
+    """Dumps (they may hold medical data) are only ever written inside the Secrets root: `path`
+    relative to it, by its words (`Folder.walk` then refuses any link on the way)."""
+    relpath = below(path, secrets_dir)
+    if relpath is None or not relpath.parts:
         raise PreflightFailed(
-            f"refusing to write a dump to {resolved}: dumps stay inside the Secrets root {root}"
+            f"refusing to write a dump to {path}: dumps stay inside the Secrets root {secrets_dir}"
         )
-    return resolved
+    return relpath

@@ -26,9 +26,9 @@ from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import ScriptFile, run_psql
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.files import sha256_file, write_private
+from restore_assets.runbook.files import Folder, Identity, NotSafe
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
-from restore_assets.runbook.preflight import inside_secrets, preflight, restore_lock
+from restore_assets.runbook.preflight import preflight, restore_lock
 from restore_assets.settings import Settings
 
 PSQL_LOGS = {"legacy": "legacy_psql.log", "modernized": "modern_psql.log"}
@@ -90,23 +90,43 @@ def require_consent(db: Database, settings: Settings, content: dict[str, int]) -
 
 
 def backup_database(db: Database, settings: Settings, now: dt.datetime | None = None) -> Backup:
-    """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it."""
+    """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it.
+    Both folders are the project's own (created 0700, checked by descriptor): a Secrets writer
+    can plant no link there nor rename the backup the evidence names."""
     now = now or dt.datetime.now(dt.UTC)
-    folder = settings.paths.secrets_dir / "backups" / now.strftime("%Y%m%dT%H%M%SZ")
+    relfolder = f"backups/{now.strftime('%Y%m%dT%H%M%SZ')}"
     name = f"{db.side}-{db.settings.dbname}"
-    path = inside_secrets(folder / f"{name}.dump", settings.paths.secrets_dir)
-    attempt = 1
-    while path.exists():  # two restores in one second: never overwrite an earlier backup
-        attempt += 1
-        path = path.with_name(f"{name}-{attempt}.dump")
-    dump_to(db, settings, ["--format=custom", "--no-owner"], path, "backup")
-    relpath = path.relative_to(settings.paths.secrets_dir.resolve())
-    return Backup(str(relpath), sha256_file(path), path.stat().st_size)
+    try:
+        with (
+            Folder.root(settings.paths.secrets_dir) as root,
+            root.walk(relfolder, create=True, private=True) as folder,
+        ):
+            filename, attempt = f"{name}.dump", 1
+            while folder.lstat(filename) is not None:  # two restores in one second: never
+                attempt += 1  # overwrite an earlier backup
+                filename = f"{name}-{attempt}.dump"
+            options = ["--format=custom", "--no-owner"]
+            written = dump_to(db, settings, options, folder, filename, "backup")
+            sha, placed = folder.sha256(filename, expect=written)
+    except NotSafe as exc:
+        raise PreflightFailed(
+            f"backup of the {db.describe()} not written, so nothing was dropped: {exc}"
+        ) from None
+    return Backup(f"{relfolder}/{filename}", sha, placed.size)
 
 
-def dump_to(db: Database, settings: Settings, options: list[str], path: Path, purpose: str) -> None:
-    """Run pg_dump with `options` into `path` (mode 0600 from the start: it may hold medical
-    data); a failure names the target and leaves no file behind."""
+def dump_to(
+    db: Database,
+    settings: Settings,
+    options: list[str],
+    folder: Folder,
+    name: str,
+    purpose: str,
+    replace: bool = False,
+) -> Identity:
+    """Run pg_dump with `options` into `name` in the private `folder` (mode 0600 from the
+    start: it may hold medical data; over an existing file only with `replace`); a failure
+    names the target and leaves no file behind."""
     pg_dump = client_binary("pg_dump", settings.tools.pg_dump)
 
     def writer(out: BinaryIO) -> None:
@@ -121,7 +141,7 @@ def dump_to(db: Database, settings: Settings, options: list[str], path: Path, pu
                 + f": {message}"
             )
 
-    write_private(path, writer)
+    return folder.write(name, writer, replace=replace)
 
 
 def reset_script(schemas: Iterable[str], recreate_public: bool) -> str:
@@ -191,7 +211,7 @@ def restore_side(
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
         lines, fed = run_psql(
             psql,
-            [ScriptFile(f.relpath, f.path, f.sha256) for f in files],
+            [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
             env=env,
             tmp_root=_tmp_root(settings),
