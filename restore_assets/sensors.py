@@ -40,6 +40,7 @@ from restore_assets.assets.shell import (
     restored_tag,
 )
 from restore_assets.errors import ConfigError
+from restore_assets.files import append_private
 from restore_assets.jobs import (
     ALL_JOB,
     FOLLOWUP_JOB,
@@ -54,7 +55,6 @@ from restore_assets.named_targets import labelled, load_targets
 from restore_assets.recovery import free_dead_runs
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
-from restore_assets.runbook.files import append_private
 from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import (

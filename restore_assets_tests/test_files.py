@@ -4,7 +4,7 @@ prefix outside. Pure: a temporary folder, no database."""
 
 from __future__ import annotations
 
-from restore_assets.runbook.files import resolves_inside
+from restore_assets.files import resolves_inside
 
 
 def test_a_path_is_inside_its_root_only_once_links_and_dots_are_resolved(tmp_path):

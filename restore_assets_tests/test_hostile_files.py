@@ -1,7 +1,7 @@
 """Whoever can write into the Secrets store or its inbox (an Ops drop-box account), acting as
 that account: `nobody`, given write access to the Secrets and inbox folders these tests create,
 as a drop-box account would have. The project runs as root here, as it did when the holes were
-found: every file it opens or creates there goes through `runbook/files.py`, by descriptor.
+found: every file it opens or creates there goes through `files.py`, by descriptor.
 
 Classes of issue 20: paths a Secrets writer prepares (1), the unpack folder (2), the inbox's
 own files (3), a FIFO swapped in after vetting (4).

@@ -16,9 +16,9 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import ConfigError
+from restore_assets.files import make_private_dirs, write_private
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.database import Database, embedded_admin
-from restore_assets.runbook.files import make_private_dirs, write_private
 from restore_assets.settings import (
     LEGACY_SCHEMA_FILE,
     LEGACY_SEED_FILE,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restore_assets.errors import PsqlError
-from restore_assets.runbook.files import Folder, Identity
+from restore_assets.files import Folder, Identity
 
 _PSQL_ERROR = re.compile(
     r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL|error):\s+(?P<msg>.*)"

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets.files import Folder, Identity
 from restore_assets.pg.psql import ScriptScan, ScriptScanner
-from restore_assets.runbook.files import Folder, Identity
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE, MODERN_SCHEMA_FILE
 
 SIDE_FILES = {

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from restore_assets.errors import EvidenceError
+from restore_assets.files import write_private
 from restore_assets.named_targets import labelled
-from restore_assets.runbook.files import write_private
 from restore_assets.settings import Settings
 
 EVIDENCE_SUBDIR = Path("parity-manual") / "db-restore"

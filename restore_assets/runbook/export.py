@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restore_assets.errors import PreflightFailed
+from restore_assets.files import Folder, NotSafe
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.files import Folder, NotSafe
 from restore_assets.runbook.preflight import inside_secrets
 from restore_assets.runbook.restore import dump_to
 from restore_assets.settings import Settings

@@ -6,7 +6,7 @@ appended to the evidence root's `investigation.log`, and the ZIP moved to `inbox
 
 All or nothing: every entry is checked and streamed into a private scratch folder outside the
 inbox (`<state>/inbox-unpacking/`, which no drop-box account can write) before anything is placed,
-by descriptor, never over an existing file, and hashed as placed (`runbook/files.py`). The inbox
+by descriptor, never over an existing file, and hashed as placed (`files.py`). The inbox
 itself is written by others: nothing in it is opened by path or through a link. A ZIP that cannot
 be trusted —
 a path leaving its folder, a link, a wrong password, damage, a bomb, a name that is not a baseline
@@ -36,9 +36,7 @@ from typing import BinaryIO
 import pyzipper
 
 from restore_assets.errors import RestoreError
-from restore_assets.runbook.baseline_files import SIDE_FILES
-from restore_assets.runbook.evidence import evidence_root
-from restore_assets.runbook.files import (
+from restore_assets.files import (
     CHUNK,
     Folder,
     Identity,
@@ -47,6 +45,8 @@ from restore_assets.runbook.files import (
     private_folder,
     sha256_of,
 )
+from restore_assets.runbook.baseline_files import SIDE_FILES
+from restore_assets.runbook.evidence import evidence_root
 from restore_assets.settings import Intake, Settings
 
 INBOX = "inbox"

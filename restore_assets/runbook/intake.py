@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from restore_assets.errors import SecretsBlocked
+from restore_assets.files import Folder, Identity, NotSafe, resolves_inside
 from restore_assets.runbook.baseline_files import (
     SIDE_FILES,
     DumpFacts,
@@ -28,7 +29,6 @@ from restore_assets.runbook.baseline_files import (
     read_dump,
 )
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.files import Folder, Identity, NotSafe, resolves_inside
 from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import SIDES, Paths, Settings
 

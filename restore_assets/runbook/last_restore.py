@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 
 from restore_assets.errors import RestoreError
+from restore_assets.files import write_private
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
-from restore_assets.runbook.files import write_private
 
 
 def _record(state_dir: Path, db: Database) -> Path:

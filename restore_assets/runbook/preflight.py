@@ -9,11 +9,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 
 from restore_assets.errors import PreflightFailed, RestoreError
+from restore_assets.files import below
 from restore_assets.flyway.locks import advisory_lock
 from restore_assets.pg.clients import major_version, parse_major
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
-from restore_assets.runbook.files import below
 
 # One restore per target at a time; the key is ours, Flyway's differs (flyway-compat.md).
 RESTORE_LOCK_KEY = 0x52657374_6F7265  # "Restore"

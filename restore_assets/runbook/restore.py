@@ -20,13 +20,13 @@ from typing import BinaryIO
 from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
+from restore_assets.files import Folder, Identity, NotSafe
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
 from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import ScriptFile, run_psql
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
-from restore_assets.runbook.files import Folder, Identity, NotSafe
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import preflight, restore_lock
 from restore_assets.settings import Settings
