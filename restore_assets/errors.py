@@ -95,8 +95,8 @@ def worse_exit(current: int, new: int) -> int:
 
 
 class UnexpectedError(RestoreError):
-    """Not one of ours: a bug, a driver error. Only the first line is kept: a DETAIL line of a
-    database error may quote a row."""
+    """Not one of ours: a bug, a driver error. Said by `redaction.first_line`: a database error
+    by its condition and names, never a value it quotes."""
 
     def __init__(self, exc: BaseException):
         super().__init__(f"unexpected error ({type(exc).__name__}): {first_line(exc)}")

@@ -6,6 +6,9 @@ CLI prints — so a new message needs no call of its own to be safe. Two rules:
 - every secret value (the targets' passwords, the ZIP password) becomes `********`;
 - a database error's DETAIL and CONTEXT lines are dropped: they can quote a row
   (`Failing row contains (…)`, `Key (userid)=(…)`, a COPY line), which is medical data.
+And one for an exception turned into text (`describe`, `first_line`): a database error says its
+condition and the names PostgreSQL reports with it (SQLSTATE, constraint, table, column) — its
+primary message only where that cannot carry a value.
 
 Standard library only, so the settings reader, the core and the shells can all use it.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Iterable
 
 REDACTED = "********"
@@ -41,10 +45,66 @@ class Redactor:
         return f"Redactor({len(self.secrets)} secret(s))"
 
 
+# SQLSTATE classes whose primary message names objects and conditions only, never a value:
+# connection, feature, transaction state, authorization, catalog/schema name, rollback, syntax
+# or access rule (our statements carry values as parameters, never in their text), resources,
+# limits, object state (locks), operator intervention, system error. Every other class may quote
+# a value in the primary message itself — 22 data exceptions (`invalid input syntax for type
+# integer: "…"`), a trigger's RAISE (P0001) — so it is described by its fields instead.
+_NAMES_ONLY = frozenset(
+    {"08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58"}
+)
+
+
+def database_message(exc: BaseException) -> str | None:
+    """A database error reported by the server (psycopg's: it has a SQLSTATE and diagnostics)
+    as a message may carry it, without its SQLSTATE; None for any other error. Built from the
+    diagnostic fields, never from the text: e.g. `not null violation on column email of table
+    public.d_users` (never `Failing row contains (…)`, which the DETAIL says)."""
+    sqlstate, diag = getattr(exc, "sqlstate", None), getattr(exc, "diag", None)
+    if not isinstance(sqlstate, str) or diag is None:
+        return None
+    if sqlstate[:2] in _NAMES_ONLY and diag.message_primary:
+        return diag.message_primary.strip().splitlines()[0]
+    # psycopg names its class after the condition: NotNullViolation -> "not null violation".
+    said = [re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", type(exc).__name__).lower()]
+    if diag.constraint_name:
+        said.append(f"on constraint {diag.constraint_name}")
+    if diag.column_name:
+        said.append(f"on column {diag.column_name}")
+    if diag.table_name:
+        table = ".".join(n for n in (diag.schema_name, diag.table_name) if n)
+        said.append(f"of table {table}")
+    if diag.datatype_name:
+        said.append(f"of type {diag.datatype_name}")
+    return " ".join(said)
+
+
+def describe(exc: BaseException) -> str:
+    """An error as it may leave the core: a database error by `database_message` and its
+    SQLSTATE (e.g. `not null violation on column email of table public.d_users (23502)`),
+    anything else by its own text."""
+    message = database_message(exc)
+    return str(exc) if message is None else f"{message} ({exc.sqlstate})"
+
+
 def first_line(exc: BaseException) -> str:
-    """An error as a message may carry it: its first line only (a database error's primary
-    message; the DETAIL and CONTEXT lines after it can quote a row)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """An error as a message may carry it: the first line of `describe` (the DETAIL and CONTEXT
+    lines a database error's text has after it can quote a row)."""
+    return (describe(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def traceback_text(exc: BaseException) -> str:
+    """`traceback.format_exception(exc)`, each exception of the chain said by `describe`."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "".join(
+        "".join(["Traceback (most recent call last):\n", *traceback.format_tb(e.__traceback__)])
+        + f"{type(e).__module__}.{type(e).__qualname__}: {describe(e)}\n"
+        for e in reversed(chain)
+    )
 
 
 class RedactingFilter(logging.Filter):

@@ -7,7 +7,6 @@ that failed, and an unexpected error (the failure hook), are recorded the same w
 from __future__ import annotations
 
 import signal
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from restore_assets.errors import (
     RestoreError,
     UnexpectedError,
 )
+from restore_assets.redaction import traceback_text
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
 from restore_assets.runbook.gate_report import unreached_report
@@ -196,8 +196,9 @@ def recorded(context, evidence: EvidenceStore, step: str):
     except Exception as exc:  # noqa: BLE001 - must catch anything: a bug or a library's error
         # stops the run too, and only this step can record it (first line only, redacted).
         # Not `from exc`: Dagster would store (and print) the cause's own text unredacted; its
-        # traceback goes with the Failure's metadata instead, through the same redaction.
-        trace = MetadataValue.text("".join(traceback.format_exception(exc)))
+        # traceback goes with the Failure's metadata instead (each exception said by
+        # `redaction.describe`: a database error never by the values it quotes), redacted.
+        trace = MetadataValue.text(traceback_text(exc))
         raise fail(context, evidence, step, UnexpectedError(exc), traceback=trace) from None
 
 

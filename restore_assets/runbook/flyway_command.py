@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from restore_assets.errors import EXIT_FAILED, EXIT_OK, RestoreError
+from restore_assets.redaction import describe
 
 if TYPE_CHECKING:
     from restore_assets.settings import Settings
@@ -76,7 +77,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         hint = diagnose(exc, history, settings.paths.secrets_dir)
         if hint:
             print(f"DIAGNOSIS: {hint}")
-        print(redact(f"ERROR: {exc}"))
+        print(redact(f"ERROR: {describe(exc)}"))
         return EXIT_FAILED
 
 

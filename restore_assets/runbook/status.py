@@ -82,7 +82,7 @@ def reachability(db: Database) -> tuple[bool, str]:
     try:
         version = db.server_version_num()
     except RestoreError as exc:
-        return False, f"unreachable ({str(exc).splitlines()[0]})"
+        return False, f"unreachable ({first_line(exc)})"
     return True, f"reachable, PostgreSQL {version // 10000}.{version % 10000}"
 
 
