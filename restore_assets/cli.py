@@ -346,8 +346,11 @@ def cmd_status(settings: Settings, args) -> int:
 
     targets = load_targets(settings)
     lines = targets_table(targets) if labelled(settings) else status_lines(settings)
-    # The CLI's boundary: any target's password, a server's error quoting a row.
-    redact = Redactor([*settings.passwords, *(p for s in targets.values() for p in s.passwords)])
+    # The CLI's boundary: any target's password and URL, a server's error quoting a row.
+    every = [settings, *targets.values()]
+    redact = Redactor(
+        [p for s in every for p in s.passwords], urls=[s.checks.facility_api_url for s in every]
+    )
     print(redact("\n".join(lines)))
     return EXIT_OK
 

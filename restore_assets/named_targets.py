@@ -30,7 +30,9 @@ from restore_assets.settings import (
 )
 
 TARGETS_VARIABLE = "RESTORE_TARGETS"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Whole name (fullmatch: `$` would let a trailing newline through): what a Dagster partition
+# key, a folder and a run key can all carry.
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class _Side(BaseModel):
@@ -71,7 +73,7 @@ class _File(BaseModel):
         if not targets:
             raise ValueError("lists no target")
         for name in targets:
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(
                     f"target name {name!r}: use lower-case letters, digits, '-' and '_' "
                     "(it names partitions, folders and run keys)"

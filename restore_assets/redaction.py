@@ -5,7 +5,8 @@ only — evidence writes, what a step hands Dagster (events, failures, log lines
 CLI prints — so a new message needs no call of its own to be safe. Two rules:
 - every secret value (the targets' passwords, the ZIP password) becomes `********`;
 - a database error's DETAIL and CONTEXT lines are dropped: they can quote a row
-  (`Failing row contains (…)`, `Key (userid)=(…)`, a COPY line), which is medical data.
+  (`Failing row contains (…)`, `Key (userid)=(…)`, a COPY line), which is medical data;
+- a configured URL (`RESTORE_FACILITY_API_URL`) is shown without its user info and query values.
 And one for an exception turned into text (`describe`, `first_line`): a database error says its
 condition and the names PostgreSQL reports with it (SQLSTATE, constraint, table, column) — its
 primary message only where that cannot carry a value.
@@ -19,6 +20,7 @@ import logging
 import re
 import traceback
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "********"
 
@@ -28,11 +30,17 @@ _ROW_QUOTING = re.compile(r"^[ \t]*(?:DETAIL|CONTEXT):.*(?:\n|$)", re.MULTILINE)
 class Redactor:
     """Callable: `redactor(text)` is `text` as it may be shown, stored or written."""
 
-    def __init__(self, secrets: Iterable[str | None] = ()):
+    def __init__(self, secrets: Iterable[str | None] = (), urls: Iterable[str | None] = ()):
+        # A URL's password is a secret wherever it shows (an error can quote its netloc).
+        urls = [u for u in urls if u]
+        secrets = [*secrets, *(urlsplit(u).password for u in urls)]
         # Longest first: a password containing another must not be left half-visible.
         self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self.urls = {u: shown_url(u) for u in sorted(urls, key=len, reverse=True)}
 
     def __call__(self, text: str) -> str:
+        for url, shown in self.urls.items():
+            text = text.replace(url, shown)
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return _ROW_QUOTING.sub("", text)
@@ -42,7 +50,28 @@ class Redactor:
         return any(secret in text for secret in self.secrets)
 
     def __repr__(self) -> str:
-        return f"Redactor({len(self.secrets)} secret(s))"
+        return f"Redactor({len(self.secrets)} secret(s), {len(self.urls)} URL(s))"
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown: user info (`user:password@`, a token) and every query value
+    and fragment masked, read by the parser urllib itself uses; scheme, host, port, path and
+    query keys kept, so a person can still tell which endpoint was asked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    masked = urlencode([(key, REDACTED) for key, _ in query], safe="*")
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, masked, fragment))
+
+
+def escaped(name: str) -> str:
+    """A name from outside (a ZIP's file name) as a log line may carry it: Python's `repr` rule
+    without the quotes — a newline, CR, escape or other unprintable character, and a backslash,
+    become backslash escapes, so a name can never start a line of its own."""
+    return repr(name)[1:-1]
 
 
 # SQLSTATE classes whose primary message names objects and conditions only, never a value:

@@ -53,6 +53,7 @@ from restore_assets.jobs import (
 )
 from restore_assets.named_targets import labelled, load_targets
 from restore_assets.recovery import free_dead_runs
+from restore_assets.redaction import escaped
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.inbox import look_at_inbox
@@ -132,7 +133,7 @@ def _watch(
     # seen (and settles) like a copied file. A tick only looks (lstat, cached hashes).
     seen.state.inbox, zips = look_at_inbox(settings, previous.inbox)
     inbox_lines = [
-        f"inbox/{name}: new or still arriving ({size} bytes); next look"
+        f"inbox/{escaped(name)}: new or still arriving ({size} bytes); next look"
         for name, (size, _) in seen.state.inbox.items()
         if name not in zips
     ]
@@ -180,7 +181,7 @@ def _watch(
         )
     if intake:
         requests.append(intake)
-        inbox_lines += [f"inbox/{name}: settled; the intake run unpacks it" for name in zips]
+        inbox_lines += [f"inbox/{escaped(n)}: settled; the intake run unpacks it" for n in zips]
     # The tick's boundary: its skip reason, cursor and baseline_search.log lines are redacted.
     status = settings.redactor(
         "; ".join(

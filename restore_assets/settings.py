@@ -408,7 +408,7 @@ class Settings(Section):
     @property
     def redactor(self) -> Redactor:
         """What the boundaries (evidence, Dagster, the CLI) pass every text through."""
-        return Redactor(self.passwords)
+        return Redactor(self.passwords, urls=[self.checks.facility_api_url])
 
     @property
     def pg(self) -> PgSettings:

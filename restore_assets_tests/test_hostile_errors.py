@@ -7,15 +7,26 @@ core is said by its SQLSTATE and the names PostgreSQL reports with it
 (`redaction.describe`/`first_line`), against the real server and a real run: a staff row whose
 e-mail and password hash carry a marker must reach none of the CLI's output, the evidence and
 Dagster's storage.
+
+Class 9: a ZIP's file name never adds a line to a log (`redaction.escaped`); a credential in
+RESTORE_FACILITY_API_URL is masked by the one redactor (`redaction.shown_url`); a target name is
+validated whole, to what a Dagster partition key can carry, and a bad targets.yaml never stops
+the code location from loading.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 from dagster import serialize_value
+from hypothesis import given
+from hypothesis import strategies as st
 
 from restore_assets.errors import UnexpectedError
 from restore_assets.redaction import describe, first_line, traceback_text
@@ -150,3 +161,170 @@ def test_a_failed_account_sync_never_shows_the_staff_row(
     assert MARKER not in stored
     assert not _files_holding(artifacts_dir, MARKER)
     assert not _files_holding(load_settings().paths.dagster_home, MARKER)
+
+
+# Class 9 (a): a ZIP's file name is chosen by whoever can write into the inbox; every log that
+# names it must keep one line per record. The forged line: a shasum line for a file never sent.
+FORGED = "0" * 64 + "  opendolphin-legacy-seed.sql"
+FORGING_NAMES = {
+    "a newline, then a forged shasum line": f"delivery\n{FORGED}\n.zip",
+    "a carriage return and a terminal escape": f"delivery\r{FORGED}\x1b[2K.zip",
+    "a Unicode line separator (U+2028)": f"delivery\u2028{FORGED}.zip",
+}
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["unpacked", "refused"])
+@pytest.mark.parametrize("case", list(FORGING_NAMES))
+def test_a_zip_name_never_adds_a_line_to_a_log(
+    case, refused, demo_secrets, tmp_path, artifacts_dir, monkeypatch
+):
+    """A ZIP in the inbox named FORGING_NAMES[case], unpacked or refused by `intake-zip`."""
+    from restore_assets_tests.test_inbox import PASSWORD, build_zip, demo_entries
+
+    store = tmp_path / "Secrets"
+    entries = demo_entries(demo_secrets)
+    if refused:
+        entries["notes.txt"] = b"not a baseline file"
+    build_zip(store / "inbox" / FORGING_NAMES[case], entries)
+    monkeypatch.setenv("SECRETS_DIR", str(store))
+    monkeypatch.setenv("SECRETS_ZIP_PASSWORD", PASSWORD)
+
+    done = run_cli("intake-zip")
+    assert done.returncode == (2 if refused else 0), done
+    assert "unpacked" in done.stdout or "refused" in done.stdout
+    logs = {"CLI": done.stdout + done.stderr}
+    logs |= {str(p): p.read_text() for p in artifacts_dir.rglob("*") if p.is_file()}
+    logs |= {str(p): p.read_text() for p in store.rglob("*.reason.txt")}
+    assert any(p.endswith("investigation.log") for p in logs)
+    for where, text in logs.items():
+        lines = text.splitlines()  # every line break Python knows, U+2028 included
+        assert not any(line.startswith("0" * 64) for line in lines), (where, text)
+        assert "\x1b" not in text and "\r" not in text, (where, text)
+
+
+# Class 9 (b): a credential in RESTORE_FACILITY_API_URL: user info and a token in the query.
+API_USER, API_PASSWORD, API_TOKEN = "api-user-Q2", "api-pw-Zr8!never", "tok-Lm4-never"
+
+
+def test_a_url_is_shown_without_its_user_info_and_query_values():
+    from restore_assets.redaction import REDACTED, Redactor, shown_url
+
+    url = f"https://{API_USER}:{API_PASSWORD}@api.clinic.example:8443/f?token={API_TOKEN}&v=2"
+    shown = f"https://{REDACTED}@api.clinic.example:8443/f?token={REDACTED}&v={REDACTED}"
+    assert shown_url(url) == shown
+    redact = Redactor(urls=[url])
+    # The password is a secret on its own too: an error can quote the URL's netloc.
+    assert redact(f"GET {url}: nonnumeric port: '{API_PASSWORD}@api'") == (
+        f"GET {shown}: nonnumeric port: '{REDACTED}@api'"
+    )
+    assert shown_url("http://127.0.0.1:8080/health") == "http://127.0.0.1:8080/health"
+
+
+@pytest.mark.slow
+def test_a_credential_in_the_facility_api_url_is_in_no_report(
+    demo_secrets, secrets_dir, artifacts_dir, monkeypatch
+):
+    """RESTORE_FACILITY_API_URL with `user:password@` and `?token=…`, on a port that refuses."""
+    from restore_assets.jobs import prepare_instance
+    from restore_assets_tests.helpers import free_port
+
+    url = f"http://{API_USER}:{API_PASSWORD}@127.0.0.1:{free_port()}/f?token={API_TOKEN}"
+    monkeypatch.setenv("RESTORE_FACILITY_API_URL", url)
+    instance = prepare_instance(load_settings().paths)
+    earlier = {run.run_id for run in instance.get_runs()}
+
+    done = run_cli("run", "--allow-reset")
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1, printed  # the facility_api check fails: nothing listens
+    assert "facility_api" in printed and "127.0.0.1" in printed, printed
+    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
+    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
+    assert "facility_api" in stored
+    for secret in (API_USER, API_PASSWORD, API_TOKEN):
+        assert secret not in printed, printed
+        assert secret not in stored
+        assert not _files_holding(artifacts_dir, secret)
+        assert not _files_holding(load_settings().paths.dagster_home, secret)
+
+
+# Class 9 (c): target names are Dagster partition keys, folder names and run keys.
+ONE_TARGET = (
+    "targets:\n  {}:\n    secrets_dir: a\n    legacy: {{db: x}}\n    modernized: {{db: y}}\n"
+)
+BAD_NAMES = ["clinic\n", "clinic\r", "clinic\nb", "clinic...b", "-clinic", "Clinic", "a" * 64]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_a_target_name_dagster_cannot_carry_is_refused(name, tmp_path):
+    """A targets.yaml whose one target is named `name` (a trailing newline passed `$`)."""
+    from restore_assets.errors import ConfigError
+    from restore_assets.named_targets import load_targets
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(ONE_TARGET.format(json.dumps(name)))
+    with pytest.raises(ConfigError, match="use lower-case letters"):
+        load_targets(load_settings({"RESTORE_TARGETS": str(path)}))
+
+
+@given(
+    name=st.text(min_size=1, max_size=70)
+    | st.builds(
+        str.__add__,
+        st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True),
+        st.sampled_from(["", "\n", "\r\n", "\t", " ", "...", "\x00"]),
+    )
+)
+def test_every_target_name_accepted_is_a_valid_partition_key(name):
+    """Any name, and valid names with a newline or other character Dagster refuses after them,
+    through targets.yaml's validation."""
+    from dagster._core.definitions.partitions.utils import (
+        raise_error_on_invalid_partition_key_substring,
+    )
+    from pydantic import ValidationError
+
+    from restore_assets.named_targets import _File
+
+    target = {"secrets_dir": "a", "legacy": {"db": "x"}, "modernized": {"db": "y"}}
+    try:
+        _File.model_validate({"targets": {name: target}})
+    except ValidationError:
+        return
+    raise_error_on_invalid_partition_key_substring([name])
+    assert name.isprintable() and "," not in name and "/" not in name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "text",
+    [
+        ONE_TARGET.format(json.dumps("clinic\n")),
+        "targets: [not, a, mapping\n",
+        None,  # RESTORE_TARGETS names a file that is not there
+    ],
+    ids=["a name ending in a newline", "not YAML", "missing"],
+)
+def test_a_bad_targets_yaml_never_stops_the_code_location_from_loading(text, tmp_path):
+    """RESTORE_TARGETS naming a bad targets.yaml: a fresh process loads the definitions (the
+    sensor included); the sensor's tick reports the configuration error instead."""
+    path = tmp_path / "targets.yaml"
+    if text is not None:
+        path.write_text(text)
+    script = (
+        "from dagster import DagsterInstance, build_sensor_context\n"
+        "from restore_assets.definitions import defs\n"
+        "from restore_assets.errors import ConfigError\n"
+        "repository = defs.get_repository_def()\n"
+        "repository.load_all_definitions()\n"
+        "sensor = repository.get_sensor_def('secrets_sensor')\n"
+        "context = build_sensor_context(instance=DagsterInstance.ephemeral())\n"
+        "try:\n"
+        "    sensor(context)\n"
+        "except ConfigError as exc:\n"
+        "    print('tick:', exc)\n"
+    )
+    env = {**os.environ, "RESTORE_TARGETS": str(path), "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tick: ") and str(path) in done.stdout, done.stdout

@@ -45,6 +45,7 @@ from restore_assets.files import (
     private_folder,
     sha256_of,
 )
+from restore_assets.redaction import escaped
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.settings import Intake, Settings
@@ -206,9 +207,10 @@ def _one(
     previous: Mapping[str, list[int]] | None,
     limits: Limits,
 ) -> InboxResult:
+    shown = escaped(name)  # chosen by whoever wrote the ZIP: never a line of its own
     st = places.inbox.lstat(name)
     if st is None:
-        return InboxResult(name, "waiting", "gone before it was looked at")
+        return InboxResult(shown, "waiting", "gone before it was looked at")
     seen = [st.st_size, st.st_mtime_ns]
     password = settings.intake.zip_password
     archive: BinaryIO | None = None
@@ -217,10 +219,10 @@ def _one(
             raise Refused("not a regular file (a link or device in the inbox)")
         if previous is not None and previous.get(name) != seen:
             detail = f"new or still arriving ({st.st_size} bytes); next look"
-            return InboxResult(name, "waiting", detail, seen=seen)
+            return InboxResult(shown, "waiting", detail, seen=seen)
         if password is None:
             detail = "SECRETS_ZIP_PASSWORD is not set; the ZIP stays in the inbox"
-            return InboxResult(name, "waiting", detail, seen=seen)
+            return InboxResult(shown, "waiting", detail, seen=seen)
         secret = password.get_secret_value().encode("utf-8")
         archive = places.inbox.open_read(name)  # what is unpacked, hashed and moved: this inode
         st = os.fstat(archive.fileno())
@@ -228,21 +230,22 @@ def _one(
     except Refused as exc:
         # Written beside the ZIP and in investigation.log, files no run's evidence store writes.
         reason = settings.redactor(str(exc))
-        moved, note = _set_aside(places, name, places.refused, st, f"{name} refused: {reason}\n")
-        _record(settings, f"{name} refused: {reason}{note}", {}, moved, archive)
-        return InboxResult(name, "refused", f"{reason}; moved to {moved}{note}")
+        why = f"{shown} refused: {reason}\n"
+        moved, note = _set_aside(places, name, places.refused, st, why)
+        _record(settings, f"{shown} refused: {reason}{note}", {}, moved, archive)
+        return InboxResult(shown, "refused", f"{reason}; moved to {moved}{note}")
     except OSError as exc:  # our side (disk full, permissions), or a file or folder not safe to
         detail = f"not unpacked ({exc}); the ZIP stays in the inbox"  # use: nothing placed
-        return InboxResult(name, "failed", detail, seen=seen)
+        return InboxResult(shown, "failed", detail, seen=seen)
     else:
         moved, note = _set_aside(places, name, places.done, st)
-        _record(settings, f"{name} unpacked{note}", files, moved, archive)
+        _record(settings, f"{shown} unpacked{note}", files, moved, archive)
     finally:
         if archive is not None:
             archive.close()
     names = ", ".join(files)
     detail = f"{len(files)} file(s) in place ({names}); moved to {moved}{note}"
-    return InboxResult(name, "unpacked", detail, files=list(files))
+    return InboxResult(shown, "unpacked", detail, files=list(files))
 
 
 def _unpack(
@@ -435,7 +438,7 @@ def _set_aside(
     if reason is not None:
         folder.write(target + ".reason.txt", lambda out: out.write(reason.encode()))
     note = "" if same else " (replaced in the inbox meanwhile: what moved is not what was read)"
-    return f"{INBOX}/{folder.path.name}/{target}", note
+    return f"{INBOX}/{folder.path.name}/{escaped(target)}", note
 
 
 def _record(
