@@ -37,17 +37,17 @@ class SecretsBlocked(RestoreError):
 
 
 class ResetRefused(RestoreError):
-    """A non-empty external target and no consent to reset it."""
+    """A non-empty external database and no consent to reset it."""
 
     exit_code = EXIT_CONFIG
 
 
 class PreflightFailed(RestoreError):
-    """The target cannot take this dump (unreachable, too old, missing extension)."""
+    """The database cannot take this dump (unreachable, too old, missing extension)."""
 
 
-class TargetError(RestoreError):
-    """The target cannot be reached or used."""
+class DatabaseUnusable(RestoreError):
+    """A database cannot be reached or used (not a DB-API error: what the restore makes of one)."""
 
 
 class UnsafeScriptError(RestoreError):
@@ -79,7 +79,7 @@ class EvidenceError(RestoreError):
 
 
 class EvidenceNotWritten(EvidenceError):
-    """The target committed, then writing its evidence failed: the database is NOT as it was."""
+    """The database committed, then writing its evidence failed: the database is NOT as it was."""
 
     exit_code = EXIT_UNRECORDED
 

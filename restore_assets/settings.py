@@ -72,8 +72,8 @@ DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 SIDES = ("legacy", "modernized")
 DEFAULT_TARGET = "default"  # the environment's target's name, when RESTORE_TARGETS is unset
 # Each side's variables are `<prefix>HOST`, `_PORT`, …; these defaults differ by side.
-TARGET_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
-_TARGET_DEFAULTS = {
+DATABASE_ENV_PREFIXES = {"legacy": "POSTGRES_", "modernized": "MODERNIZED_POSTGRES_"}
+_DATABASE_DEFAULTS = {
     "legacy": {"PORT": 5432, "DB": "opendolphin"},
     "modernized": {"PORT": 55432, "DB": "opendolphin_modern"},
 }
@@ -259,8 +259,8 @@ class DatabaseSettings(Section):
 
     side: str
     host: str | None = Field(None, alias="HOST")
-    port: Port = Field(alias="PORT")  # default: _TARGET_DEFAULTS
-    dbname: str = Field(alias="DB")  # default: _TARGET_DEFAULTS
+    port: Port = Field(alias="PORT")  # default: _DATABASE_DEFAULTS
+    dbname: str = Field(alias="DB")  # default: _DATABASE_DEFAULTS
     user: str = Field("opendolphin", alias="USER")
     password: str | None = Field(None, alias="PASSWORD", repr=False)
     sslmode: str = Field("prefer", alias="SSLMODE")  # else DB_SSLMODE
@@ -278,7 +278,7 @@ class DatabaseSettings(Section):
     @property
     def env_prefix(self) -> str:
         """Where this target's settings come from (`POSTGRES_`, `MODERNIZED_POSTGRES_`)."""
-        return TARGET_ENV_PREFIXES[self.side]
+        return DATABASE_ENV_PREFIXES[self.side]
 
 
 class Checks(Section):
@@ -442,7 +442,7 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
         given[name] = _Given(section, env, prefix)()
     for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
         fallback = {"SSLMODE": env[SSLMODE_FALLBACK]} if env.get(SSLMODE_FALLBACK) else {}
-        given[side] = {"side": side, **_TARGET_DEFAULTS[side], **fallback, **given[side]}
+        given[side] = {"side": side, **_DATABASE_DEFAULTS[side], **fallback, **given[side]}
     resolving = _CWD.set(cwd)
     try:
         return Settings(**given, variables=dict(env))
@@ -464,7 +464,7 @@ def _sections():
     """(field, model, variable prefix) for each section of `Settings`."""
     for name, info in Settings.model_fields.items():
         if isinstance(info.annotation, type) and issubclass(info.annotation, Section):
-            yield name, info.annotation, TARGET_ENV_PREFIXES.get(name, "")
+            yield name, info.annotation, DATABASE_ENV_PREFIXES.get(name, "")
 
 
 def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:
@@ -476,7 +476,7 @@ def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:
     for error in exc.errors():
         first, *rest = error["loc"]  # (VARIABLE, …) or (section, VARIABLE, …)
         nested = first in Settings.model_fields and rest
-        name = f"{TARGET_ENV_PREFIXES.get(str(first), '')}{rest[0]}" if nested else str(first)
+        name = f"{DATABASE_ENV_PREFIXES.get(str(first), '')}{rest[0]}" if nested else str(first)
         value = str((error.get("ctx") or {}).get("shown", error["input"]))
         hidden = name.endswith("_PASSWORD") or redact.hides(value)
         message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)

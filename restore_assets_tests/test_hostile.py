@@ -524,12 +524,12 @@ def test_a_dump_that_ends_the_transaction_itself_is_refused_untouched(
 
 def test_a_role_name_that_would_add_an_auth_rule_is_refused():
     """pg_ident.conf is text: a configured user carrying a newline must not become a rule."""
-    from restore_assets.errors import TargetError
+    from restore_assets.errors import DatabaseUnusable
     from restore_assets.pg.database import restrict_embedded_auth
 
     endpoint = legacy_target().endpoint()
     pgdata = load_settings().paths.state_dir / "pgdata"
     before = (pgdata / "pg_ident.conf").read_text()
-    with pytest.raises(TargetError, match="is not a plain name"):
+    with pytest.raises(DatabaseUnusable, match="is not a plain name"):
         restrict_embedded_auth(pgdata, endpoint, ["opendolphin\nrestore_assets nobody postgres"])
     assert (pgdata / "pg_ident.conf").read_text() == before

@@ -239,6 +239,7 @@ def test_targets_are_partitions_when_the_definitions_load_with_them(
     assert instance.get_materialized_partitions(seed) == {"clinic-b"}
 
 
+@pytest.mark.slow
 def test_without_targets_yaml_the_default_target_prints_and_files_as_before(
     secrets_dir, artifacts_dir
 ):

