@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +74,7 @@ def run_chain(
     from restore_assets.definitions import defs
     from restore_assets.jobs import ALL_JOB, JOBS_BY_SIDE, prepare_instance
     from restore_assets.recovery import (
-        PROCESS_TAG,
-        process_identity,
+        process_tag,
         signals_received,
         wait_for_target,
     )
@@ -90,11 +90,8 @@ def run_chain(
         "allow_reset": allow_reset or settings.allow_reset,
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    tags = {
-        EVIDENCE_TAG: started.isoformat(),
-        SIDES_TAG: ",".join(sides),
-        PROCESS_TAG: process_identity(),
-    }
+    run_id = str(uuid.uuid4())  # known before the run exists: its process tag names it
+    tags = {EVIDENCE_TAG: started.isoformat(), SIDES_TAG: ",".join(sides), **process_tag(run_id)}
     job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
     result = None
     with signals_received() as signals:
@@ -104,6 +101,7 @@ def run_chain(
             )
             result = job.execute_in_process(
                 instance=instance,
+                run_id=run_id,
                 tags=tags,
                 partition_key=target,
                 run_config={
@@ -114,7 +112,7 @@ def run_chain(
             )
         except (KeyboardInterrupt, DagsterExecutionInterruptedError):
             pass  # `signals` says which signal; the run's own events say how far it got
-    run = _run_of(instance, result, tags)
+    run = instance.get_run_by_id(run_id)  # also when interrupted before it returned
     folder = run.tags.get(EVIDENCE_FOLDER_TAG) if run else None
     if signals and run is not None:
         from restore_assets.assets.stops import record_interrupt
@@ -138,16 +136,6 @@ def run_chain(
 def _progress(settings: Settings):
     """Where the CLI says what it waits for: stderr, through the settings' redactor."""
     return lambda message: print(settings.redactor(message), file=sys.stderr, flush=True)
-
-
-def _run_of(instance, result, tags: dict[str, str]):
-    """The run record: from the result, or (interrupted before it returned) by its tags."""
-    from dagster import RunsFilter
-
-    if result is not None:
-        return instance.get_run_by_id(result.run_id)
-    runs = instance.get_runs(filters=RunsFilter(tags=tags), limit=1)
-    return runs[0] if runs else None
 
 
 def outcome_of(events) -> RunOutcome:

@@ -64,11 +64,24 @@ def process_gone(identity: str) -> bool:
     return _start_ticks(int(pid)) != ticks
 
 
+def process_tag(run_id: str) -> dict[str, str]:
+    """The tag that records this process as the one executing run `run_id`."""
+    return {PROCESS_TAG: f"{run_id}@{process_identity()}"}
+
+
+def recorded_process(run) -> str | None:
+    """`host:pid:start-ticks` of the process that recorded itself on `run`, or None. A tag under
+    another run's id was copied from a parent run (Dagster copies tags into a re-execution):
+    it is not this run's process, whatever that process's fate."""
+    run_id, _, identity = run.tags.get(PROCESS_TAG, "").partition("@")
+    return identity if run_id == run.run_id else None
+
+
 def tag_run_process(context) -> None:
     """Record on the run the process that executes it (the run worker, or the CLI)."""
-    mine = process_identity()
-    if context.run.tags.get(PROCESS_TAG) != mine:
-        context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: mine})
+    mine = process_tag(context.run.run_id)
+    if context.run.tags.get(PROCESS_TAG) != mine[PROCESS_TAG]:
+        context.instance.add_run_tags(context.run.run_id, mine)
 
 
 def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> list[str]:
@@ -78,7 +91,7 @@ def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> lis
     storage = instance.event_log_storage
     for record in instance.get_run_records(RunsFilter(statuses=_UNFINISHED)):
         run = record.dagster_run
-        identity = run.tags.get(PROCESS_TAG)
+        identity = recorded_process(run)
         if not identity or not process_gone(identity):
             continue
         message = (
@@ -137,7 +150,7 @@ def _holder(instance: DagsterInstance, target: str) -> str | None:
     if not runs:
         return None
     run = runs[-1]  # the oldest: the one that started first
-    process = run.tags.get(PROCESS_TAG, "process unknown")
+    process = recorded_process(run) or "process unknown"
     return f"run {run.run_id[:8]} ({run.job_name}, {run.status.value}, {process})"
 
 

@@ -115,12 +115,12 @@ def run_workers(instance, members: dict[int, Proc]) -> dict[str, Proc]:
     process (`restore_assets/process`, written at each step's start) is one of `members`."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    from restore_assets.recovery import PROCESS_TAG
+    from restore_assets.recovery import recorded_process
 
     unfinished = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
     found = {}
     for record in instance.get_run_records(RunsFilter(statuses=unfinished)):
-        host, _, rest = record.dagster_run.tags.get(PROCESS_TAG, "").partition(":")
+        host, _, rest = (recorded_process(record.dagster_run) or "").partition(":")
         pid, _, start = rest.partition(":")
         proc = members.get(int(pid)) if pid.isdigit() else None
         if host == socket.gethostname() and proc is not None and proc.start == start:

@@ -1,0 +1,88 @@
+"""Another local user, and the runs that share the machine with them (issue 20, classes 6, 8
+and 9): what one run, one target or one user must not be able to take from another."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus, in_process_executor, job, op
+
+from restore_assets import recovery
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@op
+def step_that_dies(context) -> None:
+    """What every restore step does first (`EvidenceResource.for_run`), then a crash."""
+    recovery.tag_run_process(context)
+    os._exit(9)
+
+
+@job(executor_def=in_process_executor)  # as every job of the project (definitions.py)
+def crashing_job():
+    step_that_dies()
+
+
+def _in_a_process_that_dies(code: str) -> None:
+    """Run `code` in a Python process that is gone once this returns."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 9, done.stderr[-2000:]
+
+
+def test_a_reexecution_is_never_marked_crashed_for_its_dead_parents_process(tmp_path):
+    """The parent run's process died; a UI re-execution of it copies the parent's tags, the
+    parent's `restore_assets/process` included, and is starting (its own step has not tagged it
+    yet). Crash recovery must leave it alone — and still fail it once its own process dies."""
+    from dagster._core.storage.tags import (
+        PARENT_RUN_ID_TAG,
+        ROOT_RUN_ID_TAG,
+        TAGS_TO_MAYBE_OMIT_ON_RETRY,
+    )
+
+    instance = DagsterInstance.local_temp(str(tmp_path))
+    home = repr(str(tmp_path))
+    parent_id = "aaaaaaaa-0000-4000-8000-000000000001"
+    _in_a_process_that_dies(
+        "from dagster import DagsterInstance\n"
+        "from restore_assets_tests.test_hostile_local import crashing_job\n"
+        f"crashing_job.execute_in_process(instance=DagsterInstance.local_temp({home}), "
+        f"run_id={parent_id!r})\n"
+    )
+    parent = instance.get_run_by_id(parent_id)
+    assert parent.status == DagsterRunStatus.STARTED and recovery.PROCESS_TAG in parent.tags
+    said: list[str] = []
+    assert recovery.free_dead_runs(instance, said.append) == [parent_id]  # the crash is seen
+
+    # What the UI's "Re-execute" creates (create_reexecuted_run with the parent's tags).
+    copied = {k: v for k, v in parent.tags.items() if k not in TAGS_TO_MAYBE_OMIT_ON_RETRY}
+    child = instance.create_run_for_job(
+        crashing_job,
+        tags={**copied, PARENT_RUN_ID_TAG: parent_id, ROOT_RUN_ID_TAG: parent_id},
+        parent_run_id=parent_id,
+        root_run_id=parent_id,
+        status=DagsterRunStatus.STARTING,  # the launcher started its worker
+    )
+    assert recovery.free_dead_runs(instance, said.append) == [], said
+    assert instance.get_run_by_id(child.run_id).status == DagsterRunStatus.STARTING
+
+    # Its own process runs its step, records itself, and dies: now it is a crash.
+    _in_a_process_that_dies(
+        "from dagster import DagsterInstance, reconstructable\n"
+        "from dagster._core.execution.api import execute_run\n"  # what a run worker calls
+        "from restore_assets_tests.test_hostile_local import crashing_job\n"
+        f"instance = DagsterInstance.local_temp({home})\n"
+        f"execute_run(reconstructable(crashing_job), instance.get_run_by_id({child.run_id!r}), "
+        "instance)\n"
+    )
+    assert recovery.free_dead_runs(instance, said.append) == [child.run_id]
+    assert instance.get_run_by_id(child.run_id).status == DagsterRunStatus.FAILURE
