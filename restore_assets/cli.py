@@ -457,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     redact = Redactor()  # settings unreadable: their own error lines hide the passwords
+    # What this process and those it starts (`dagster dev`, its daemon and run workers) create
+    # — Dagster's SQLite files, the state — is this user's only.
+    umask = os.umask(0o077)
     try:
         settings = load_settings()
         redact = settings.redactor
@@ -469,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(redact(f"ERROR: {UnexpectedError(exc)}"), file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        os.umask(umask)  # for callers in the same process (tests)
 
 
 def console() -> None:

@@ -361,6 +361,25 @@ def make_private_dirs(folder: Path, root: Path | None = None) -> None:
     private_folder(folder, root).close()
 
 
+def keep_private(folder: Path, mode: int = 0o700, *, entries: bool = False) -> None:
+    """`folder` (made as `private_folder` makes it) set to `mode` on its descriptor, also when an
+    older version or another tool left it open; with `entries`, what is directly in it loses
+    its group and other bits too (each held by descriptor: a link or a socket is left alone)."""
+    with private_folder(folder) as held:
+        if stat.S_IMODE(os.fstat(held.fd).st_mode) != mode:
+            os.fchmod(held.fd, mode)
+        for name in os.listdir(held.fd) if entries else ():
+            try:
+                fd = os.open(name, _READ, dir_fd=held.fd)
+            except OSError:
+                continue  # a link (ELOOP), a socket (ENXIO), gone meanwhile
+            try:
+                if (bits := stat.S_IMODE(os.fstat(fd).st_mode)) & 0o077:
+                    os.fchmod(fd, bits & 0o700)
+            finally:
+                os.close(fd)
+
+
 def write_private(
     path: Path, writer: Callable[[BinaryIO], None], *, root: Path | None = None
 ) -> Identity:

@@ -9,6 +9,8 @@ from dagster import AssetSelection, DagsterInstance, define_asset_job
 from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG
 from restore_assets.assets.stops import record_unexpected_failure
+from restore_assets.files import keep_private
+from restore_assets.pg.database import close_state_dir
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.settings import Paths
 
@@ -108,11 +110,13 @@ _OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" l
 
 def prepare_instance(paths: Paths):
     """The Dagster instance the CLI and `make ui` record runs in (DAGSTER_HOME, else
-    RESTORE_STATE_DIR/dagster_home), with the instance settings above."""
+    RESTORE_STATE_DIR/dagster_home), with the instance settings above. Both folders are this
+    user's only: Dagster's SQLite files hold every run's counts and target details."""
     home = paths.dagster_home
     # For DagsterInstance.get() below and every process it starts (`dagster dev`, runs).
     os.environ["DAGSTER_HOME"] = str(home)
-    home.mkdir(parents=True, exist_ok=True)
+    close_state_dir(paths.state_dir)
+    keep_private(home)
     config = home / "dagster.yaml"
     current = config.read_text() if config.exists() else None
     ours = current is None or current == _OLD_INSTANCE_CONFIG or current.startswith("# written by")

@@ -4,13 +4,19 @@ and 9): what one run, one target or one user must not be able to take from anoth
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, DagsterRunStatus, in_process_executor, job, op
 
 from restore_assets import recovery
+from restore_assets_tests.conftest import run_cli_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +92,42 @@ def test_a_reexecution_is_never_marked_crashed_for_its_dead_parents_process(tmp_
     )
     assert recovery.free_dead_runs(instance, said.append) == [child.run_id]
     assert instance.get_run_by_id(child.run_id).status == DagsterRunStatus.FAILURE
+
+
+def _as_nobody(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["su", "nobody", "-s", "/bin/sh", "-c", command], capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another local user needs root")
+def test_another_local_user_reads_nothing_of_the_state_and_dagster_storage(
+    secrets_dir, artifacts_dir, monkeypatch
+):
+    """A state folder left 0755 by an older version, in a folder every user may enter (a home
+    directory); the Dagster home made by the first run: its SQLite files hold every run's
+    patient counts and target details. After a real CLI run, `nobody` can list or read none."""
+    place = Path(tempfile.mkdtemp(prefix="restore-local-user-"))
+    try:
+        place.chmod(0o755)
+        state = place / "state"
+        state.mkdir(mode=0o755)
+        state.chmod(0o755)  # whatever the umask: as an older version left it
+        monkeypatch.setenv("RESTORE_STATE_DIR", str(state))
+        done = run_cli_process("run", "--only", "legacy")
+        assert done.returncode == 0, done.stdout + done.stderr
+        home = state / "dagster_home"
+        stored = [*home.rglob("*.db"), state / "sha256-cache.json"]
+        assert home / "history" / "runs.db" in stored
+        for folder in (state, home):
+            assert _as_nobody(f"ls -- {shlex.quote(str(folder))}").returncode != 0, folder
+        for file in stored:
+            assert _as_nobody(f"cat -- {shlex.quote(str(file))} >/dev/null").returncode != 0, file
+        assert _as_nobody(f"ls -- {shlex.quote(str(place))}").returncode == 0  # su works
+        # Private by their own modes too (the umask), not only by the folder above them.
+        for path in [home, *home.rglob("*"), state / "sha256-cache.json"]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
+    finally:
+        shutil.rmtree(place, ignore_errors=True)

