@@ -20,7 +20,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from restore_assets.errors import ConfigError
+from restore_assets.errors import ConfigError, RestoreError
+from restore_assets.pg.database import Database
 from restore_assets.settings import (
     SIDES,
     DatabaseSettings,
@@ -218,8 +219,35 @@ def _settings(
     )
 
 
+def refuse_a_database_of_another_target(db: Database, settings: Settings) -> None:
+    """Before a run touches `db`: refuse it when another target's database is the same one by
+    the servers' own word (`Database.identity`) — `127.0.0.1` and `localhost`, or two names of
+    one host, pass the text check of `load_targets`. A server that cannot be reached now has no
+    identity to compare and is passed over."""
+    if not labelled(settings):
+        return  # the one target of the environment
+    mine = db.identity()
+    for name, other in load_targets(settings).items():
+        for side in SIDES:
+            if (name, side) == (settings.target_name, db.side):
+                continue
+            theirs = Database(getattr(other, side), other.pg, create_missing=False)
+            try:
+                same = theirs.identity() == mine
+            except RestoreError:
+                continue
+            if same:
+                raise ConfigError(
+                    f"targets.{settings.target_name}.{db.side} ({db.describe()}) and "
+                    f"targets.{name}.{side} ({theirs.describe()}) are the same database (same "
+                    "server, same database oid): two targets restoring into one database would "
+                    "drop each other's work"
+                )
+
+
 def _shared_databases(named: dict[str, Settings]) -> list[str]:
-    """Two targets restoring into one database would drop each other's work."""
+    """Two targets restoring into one database would drop each other's work (by their text;
+    `refuse_a_database_of_another_target` asks the servers)."""
     seen: dict[tuple, str] = {}
     problems = []
     for name, settings in named.items():

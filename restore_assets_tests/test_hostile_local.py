@@ -131,3 +131,41 @@ def test_another_local_user_reads_nothing_of_the_state_and_dagster_storage(
             assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_targets_naming_one_database_by_two_host_names_are_refused_before_it_is_touched(
+    demo_secrets, external_legacy, tmp_path, monkeypatch, artifacts_dir
+):
+    """`127.0.0.1` for one clinic, `localhost` for the other, the same database on the same
+    password-protected server: the text of targets.yaml differs, the database does not."""
+    from restore_assets.pg.database import Database
+    from restore_assets.settings import load_settings
+    from restore_assets_tests.conftest import run_cli
+    from restore_assets_tests.helpers import database_fingerprint
+
+    root = tmp_path / "Secrets"
+    for clinic in ("north", "south"):
+        shutil.copytree(demo_secrets, root / clinic)
+    monkeypatch.setenv("SECRETS_DIR", str(root))
+    same = (
+        f"port: {external_legacy['POSTGRES_PORT']}, db: {external_legacy['POSTGRES_DB']}, "
+        "password_env: POSTGRES_PASSWORD, sslmode: disable"
+    )
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        f"  north:\n    secrets_dir: north\n    legacy: {{host: 127.0.0.1, {same}}}\n"
+        "    modernized: {db: od_north_modern}\n"
+        f"  south:\n    secrets_dir: south\n    legacy: {{host: localhost, {same}}}\n"
+        "    modernized: {db: od_south_modern}\n"
+    )
+    monkeypatch.setenv("RESTORE_TARGETS", str(targets))
+    shared = Database(load_settings().legacy, load_settings().pg)  # the environment's: 127.0.0.1
+
+    done = run_cli("run", "--target", "south", "--only", "legacy")
+    assert done.returncode == 3, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "targets.south.legacy" in said and "targets.north.legacy" in said, said
+    assert "are the same database" in said
+    assert database_fingerprint(shared) == []  # never touched

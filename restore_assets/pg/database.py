@@ -293,6 +293,16 @@ class Database:
             env["PGPASSWORD"] = self.settings.password
         return env
 
+    def identity(self) -> tuple[int, int]:
+        """The server's system identifier and this database's oid: the same pair is the same
+        database, whichever name or address reaches it (`127.0.0.1` and `localhost`)."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT (SELECT system_identifier FROM pg_control_system()), oid "
+                "FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
     def server_version_num(self) -> int:
         with self.connect(autocommit=True) as conn:
             return int(conn.execute("SHOW server_version_num").fetchone()[0])

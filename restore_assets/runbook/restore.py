@@ -21,6 +21,7 @@ from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
 from restore_assets.files import Folder, Identity, NotSafe
+from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
 from restore_assets.pg.psql import check_script
@@ -180,6 +181,7 @@ def restore_side(
     psql = client_binary("psql", settings.tools.psql)
     require_restricted_mode(psql)
     version_num = preflight(db, files, extensions)
+    refuse_a_database_of_another_target(db, settings)
     superuser = db.role_is_superuser()
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
