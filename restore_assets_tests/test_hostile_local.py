@@ -169,3 +169,39 @@ def test_two_targets_naming_one_database_by_two_host_names_are_refused_before_it
     assert "targets.south.legacy" in said and "targets.north.legacy" in said, said
     assert "are the same database" in said
     assert database_fingerprint(shared) == []  # never touched
+
+
+@pytest.mark.slow
+def test_intake_reads_a_dump_with_a_huge_row_in_bounded_memory(demo_secrets, tmp_path):
+    """A seed with one 128 MiB COPY row (a bytea or text value): intake's one pass held about six
+    times the longest line (1.9 GB for a 300 MiB row, on every status, plan, run and tick). The
+    peak must stay within 64 MiB of the process before the read, whatever the row's length."""
+    from restore_assets.settings import LEGACY_SEED_FILE
+
+    seed = (demo_secrets / LEGACY_SEED_FILE).read_bytes()
+    copy = seed.index(b" FROM stdin;\n") + len(b" FROM stdin;\n")
+    row = b"9" * (128 << 20) + b"\n"
+    dump = tmp_path / "seed.sql"
+    dump.write_bytes(seed[:copy] + row + seed[copy:])
+    measured = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_READ_DUMP, str(dump)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    grown_kib, complete, refused = measured.stdout.split()
+    assert complete == "True" and refused == "[]"  # read whole: the footer, nothing refused
+    assert int(grown_kib) < 64 << 10, f"peak grew by {int(grown_kib) >> 10} MiB"
+
+
+_PEAK_OF_READ_DUMP = """
+import resource, sys
+from pathlib import Path
+from restore_assets.runbook.baseline_files import read_dump
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+facts = read_dump(Path(sys.argv[1]))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown, facts.complete, facts.refused)
+"""
