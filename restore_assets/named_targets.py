@@ -223,10 +223,10 @@ def refuse_a_database_of_another_target(db: Database, settings: Settings) -> Non
     """Before a run touches `db`: refuse it when another target's database is the same one by
     the servers' own word (`Database.identity`) — `127.0.0.1` and `localhost`, or two names of
     one host, pass the text check of `load_targets`. A server that cannot be reached now has no
-    identity to compare and is passed over."""
-    if not labelled(settings):
-        return  # the one target of the environment
-    mine = db.identity()
+    identity to compare and is passed over, as an embedded server never created."""
+    mine = db.identity() if labelled(settings) else None  # `default`: the only target
+    if mine is None:
+        return
     for name, other in load_targets(settings).items():
         for side in SIDES:
             if (name, side) == (settings.target_name, db.side):

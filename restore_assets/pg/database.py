@@ -293,9 +293,12 @@ class Database:
             env["PGPASSWORD"] = self.settings.password
         return env
 
-    def identity(self) -> tuple[int, int]:
+    def identity(self) -> tuple[int, int] | None:
         """The server's system identifier and this database's oid: the same pair is the same
-        database, whichever name or address reaches it (`127.0.0.1` and `localhost`)."""
+        database, whichever name or address reaches it (`127.0.0.1` and `localhost`). None for
+        an embedded database whose server was never created (asking would create it)."""
+        if self.embedded and not (self.pg.state_dir / "pgdata" / "PG_VERSION").exists():
+            return None
         with self.connect(autocommit=True) as conn:
             row = conn.execute(
                 "SELECT (SELECT system_identifier FROM pg_control_system()), oid "
