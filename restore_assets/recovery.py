@@ -31,7 +31,6 @@ from restore_assets.errors import RestoreError
 PROCESS_TAG = "restore_assets/process"
 PARTITION_TAG = "dagster/partition"  # every run's target (named_targets; `default`)
 _UNFINISHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
-_FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 _HOLDER_EVERY_SECONDS = 5
 
 
@@ -85,30 +84,22 @@ def tag_run_process(context) -> None:
 
 
 def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> list[str]:
-    """Mark failed every unfinished run whose process is gone, and free the pool slots of any
-    finished run that still holds one. Returns the run ids it cleaned up."""
+    """Mark failed every unfinished run whose process is gone, so its target is free for the
+    next run. Returns the run ids it marked."""
     cleaned = []
-    storage = instance.event_log_storage
     for record in instance.get_run_records(RunsFilter(statuses=_UNFINISHED)):
         run = record.dagster_run
         identity = recorded_process(run)
         if not identity or not process_gone(identity):
             continue
         message = (
-            f"its process ({identity}) is gone: killed or crashed. Marked failed and its pool "
-            "slots freed by restore_assets, so later runs are not blocked; the target was left "
+            f"its process ({identity}) is gone: killed or crashed. Marked failed by "
+            "restore_assets, so later runs of its target are not blocked; the target was left "
             "as the database's own rollback left it"
         )
         instance.report_run_failed(run, message)
-        storage.free_concurrency_slots_for_run(run.run_id)
         log(f"run {run.run_id[:8]} ({run.job_name}): {message}")
         cleaned.append(run.run_id)
-    holding = storage.get_concurrency_run_ids() - set(cleaned)
-    if holding:
-        finished = instance.get_run_records(RunsFilter(run_ids=list(holding), statuses=_FINISHED))
-        for record in finished:
-            storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
-            cleaned.append(record.dagster_run.run_id)
     return cleaned
 
 
