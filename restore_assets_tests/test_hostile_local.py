@@ -115,6 +115,8 @@ def test_another_local_user_reads_nothing_of_the_state_and_dagster_storage(
         state.mkdir(mode=0o755)
         state.chmod(0o755)  # whatever the umask: as an older version left it
         monkeypatch.setenv("RESTORE_STATE_DIR", str(state))
+        # Its Dagster home under this state folder, whatever an earlier test left in the env.
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
         done = run_cli_process("run", "--only", "legacy")
         assert done.returncode == 0, done.stdout + done.stderr
         home = state / "dagster_home"
