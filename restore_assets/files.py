@@ -321,9 +321,40 @@ def sha256_file(path: Path) -> str:
         return folder.sha256(path.name)[0]
 
 
+def _relative(root: Path, relpath: str | PurePosixPath) -> PurePosixPath:
+    rel = PurePosixPath(relpath)
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        raise NotSafe(root / rel, "not a file name below its root; refused")
+    return rel
+
+
+def lstat_below(root: Path, relpath: str | PurePosixPath) -> os.stat_result | None:
+    """The entry `relpath` below the configured `root` itself, reached as `open_below` reaches
+    it (NotSafe when a folder on the way is a link); None when it or a folder is missing."""
+    rel = _relative(root, relpath)
+    try:
+        with Folder.root(root) as base, base.walk(rel.parent) as folder:
+            return folder.lstat(rel.name)
+    except FileNotFoundError:
+        return None
+
+
+def open_below(
+    root: Path, relpath: str | PurePosixPath, expect: Identity | None = None
+) -> BinaryIO:
+    """The file `relpath` below the configured `root` (a Secrets file), for reading: every
+    folder on the way opened from its parent's descriptor without following a link, the file
+    by `Folder.open_read`. Never `resolve()` then a path open: a writer below `root` could swap
+    a folder for a link between the two. A link anywhere below `root` is refused (NotSafe)."""
+    rel = _relative(root, relpath)
+    with Folder.root(root) as base, base.walk(rel.parent) as folder:
+        return folder.open_read(rel.name, expect)
+
+
 def resolves_inside(path: Path, root: Path) -> bool:
-    """Whether `path`, with `~` expanded and every link followed, is `root` or below it: the one
-    check that a Secrets file, a dump written or a folder on the way stays in its root."""
+    """Whether `path`, with `~` expanded and every link followed, is `root` or below it. An
+    answer for a person only, never what decides an open: a link can be swapped in after it
+    (`open_below` and `Folder.walk` refuse links on the way instead)."""
     return path.expanduser().resolve().is_relative_to(root.expanduser().resolve())
 
 

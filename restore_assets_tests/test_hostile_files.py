@@ -10,21 +10,28 @@ own files (3), a FIFO swapped in after vetting (4).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import os
+import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from restore_assets.errors import PreflightFailed, PsqlError
+from restore_assets.files import Folder, Identity
+from restore_assets.pg.session import ScriptFile
 from restore_assets.runbook import inbox as inbox_module
 from restore_assets.runbook.inbox import unpack_inbox
+from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.restore import backup_database
 from restore_assets.settings import LEGACY_SEED_FILE, load_settings
 from restore_assets_tests.helpers import database_fingerprint, legacy_target
@@ -126,6 +133,149 @@ def test_a_backup_is_a_regular_file_in_the_projects_own_folders(shared, tmp_path
     st = path.lstat()
     assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o600
     assert hashlib.sha256(path.read_bytes()).hexdigest() == backup.sha256
+
+
+# Class 1: a folder on the way to a baseline file swapped for a link (issue 20, round 3).
+SEED_TEXT = "-- the genuine seed, in the Secrets root\n"
+OUTSIDE_TEXT = "CREATE TABLE public.read_from_outside (id int);\n"
+
+
+def _seed_and_outside(secrets: Path, victim: Path) -> tuple[Path, Path]:
+    """As `nobody`: the seed in its own folders (the drop-box account's); and, root-only,
+    outside the Secrets root, a file at the same relative path a link could lead to."""
+    seed = secrets / LEGACY_SEED_FILE
+    as_nobody(f"mkdir -p {seed.parent} && printf '%s' '{SEED_TEXT}' > {seed} && chmod 600 {seed}")
+    outside = victim / Path(LEGACY_SEED_FILE).relative_to("legacy-server")
+    outside.parent.mkdir(parents=True)
+    outside.write_text(OUTSIDE_TEXT)
+    outside.chmod(0o600)
+    return seed, outside
+
+
+def _store(secrets: Path, tmp_path: Path) -> SecretsStore:
+    return SecretsStore(SimpleNamespace(secrets_dir=secrets, state_dir=tmp_path / "state"))
+
+
+@pytest.mark.parametrize("leads", ["outside", "inside"])
+def test_a_baseline_folder_that_is_a_link_is_refused_and_never_read(leads, shared, tmp_path):
+    """As `nobody`: `legacy-server/` a link, to a folder outside the Secrets root holding a
+    file of the right name (or to a copy inside it: a link is refused wherever it leads)."""
+    secrets, victim = shared
+    _, outside = _seed_and_outside(secrets, victim)
+    target = victim if leads == "outside" else secrets / "copy"
+    as_nobody(
+        f"cd {secrets} && mv legacy-server copy && ln -s {target} legacy-server"
+        if leads == "inside"
+        else f"cd {secrets} && mv legacy-server moved && ln -s {target} legacy-server"
+    )
+    info = _store(secrets, tmp_path).inspect(LEGACY_SEED_FILE)
+    assert not info.usable and info.identity is None and not info.sha256
+    (problem,) = info.problems
+    assert "not a regular file" in problem and "is a link" in problem, problem
+    assert outside.read_text() == OUTSIDE_TEXT
+
+
+def test_the_restore_never_feeds_a_file_through_a_folder_swapped_for_a_link(
+    shared, tmp_path, settings
+):
+    """As `nobody`, after intake vetted the file a racing swap showed it (the outside one, its
+    identity and sha256 as intake recorded them): the link left in place for the restore."""
+    secrets, victim = shared
+    _, outside = _seed_and_outside(secrets, victim)
+    as_nobody(f"cd {secrets} && mv legacy-server moved && ln -s {victim} legacy-server")
+    st = outside.stat()
+    vetted = ScriptFile(
+        LEGACY_SEED_FILE,
+        secrets / LEGACY_SEED_FILE,
+        hashlib.sha256(outside.read_bytes()).hexdigest(),
+        Identity.of(st),
+    )
+    before = database_fingerprint()
+    with pytest.raises(PsqlError, match="a link or not a folder"):
+        run(tmp_path, [vetted])
+    assert database_fingerprint() == before
+
+
+def test_a_folder_swapped_for_a_link_just_before_intake_opens_is_refused(
+    shared, tmp_path, monkeypatch
+):
+    """The race, made certain: as `nobody`, `legacy-server/` swapped for a link to an outside
+    folder at the moment intake opens its first folder (after any check it made by path)."""
+    secrets, victim = shared
+    _, outside = _seed_and_outside(secrets, victim)
+    opening, swapped = Folder.root, []
+
+    def swap_then_open(path, **kwargs):
+        if not swapped:
+            as_nobody(f"cd {secrets} && mv legacy-server moved && ln -s {victim} legacy-server")
+            swapped.append(path)
+        return opening(path, **kwargs)
+
+    monkeypatch.setattr(Folder, "root", staticmethod(swap_then_open))
+    info = _store(secrets, tmp_path).inspect(LEGACY_SEED_FILE)
+    assert swapped, "intake opened no folder"
+    assert info.identity is None or info.identity.ino != outside.stat().st_ino
+    assert info.sha256 != hashlib.sha256(outside.read_bytes()).hexdigest()
+    assert not info.usable and "is a link" in info.status, info.status
+
+
+TRIES = 3000
+
+
+def _exchange_forever(uid: int, gid: int, a: bytes, b: bytes) -> None:
+    """The forked swapper, as `nobody`: renameat2(RENAME_EXCHANGE) `a` and `b`, until killed."""
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        exchange, at_cwd = 2, -100  # RENAME_EXCHANGE, AT_FDCWD
+        while True:
+            libc.renameat2(at_cwd, a, at_cwd, b, exchange)
+    finally:
+        os._exit(1)
+
+
+def test_a_folder_swapped_for_a_link_while_intake_looks_never_lets_it_read_outside(
+    shared, tmp_path
+):
+    """As `nobody`, racing root: `legacy-server/` and a link to an outside folder exchanged
+    (renameat2 RENAME_EXCHANGE) in a loop while intake inspects the seed. Before the fix a
+    resolve() then a path open read the outside file within 1-31 tries (here: within
+    3000 most runs; the test above makes the same race certain)."""
+    secrets, victim = shared
+    seed, outside = _seed_and_outside(secrets, victim)
+    as_nobody(f"ln -s {victim} {secrets}/swap")
+    nobody = pwd.getpwnam("nobody")
+    store, seed_ino, outside_ino = (
+        _store(secrets, tmp_path),
+        seed.stat().st_ino,
+        outside.stat().st_ino,
+    )
+    outside_sha = hashlib.sha256(outside.read_bytes()).hexdigest()
+    seen: list[tuple[int | None, str]] = []
+    pid = os.fork()
+    if pid == 0:
+        _exchange_forever(
+            nobody.pw_uid,
+            nobody.pw_gid,
+            bytes(secrets / "legacy-server"),
+            bytes(secrets / "swap"),
+        )
+    try:
+        for _ in range(TRIES):
+            try:
+                info = store.inspect(LEGACY_SEED_FILE)
+            except OSError:  # refused on the way: nothing was vetted
+                seen.append((None, ""))
+                continue
+            seen.append((info.identity.ino if info.identity else None, info.sha256))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert not [s for s in seen if s[0] == outside_ino or s[1] == outside_sha], seen
+    assert any(ino is None for ino, _ in seen), "the swapper never ran: nothing was tested"
+    assert any(ino == seed_ino for ino, _ in seen), "never saw the genuine seed"
 
 
 # Class 2: a drop-box account without the ZIP password swaps its own seed in while unpacking.

@@ -32,10 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from restore_assets.errors import PsqlError
-from restore_assets.files import Folder, Identity
+from restore_assets.files import Identity, NotSafe, open_below
 
 _PSQL_ERROR = re.compile(
     r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL|error):\s+(?P<msg>.*)"
@@ -55,6 +56,17 @@ class ScriptFile:
     path: Path
     sha256: str
     identity: Identity | None = None
+
+    def open(self) -> BinaryIO:
+        """The file opened as intake opened it: from the root `path` is `relpath` below, every
+        folder on the way by descriptor, no link followed (`files.open_below`); refused unless
+        it is the very file intake vetted. Never blocks: a FIFO swapped in is refused, not opened
+        for a writer that never comes, with every table locked."""
+        rel = PurePosixPath(self.relpath)
+        if not rel.parts or self.path.parts[-len(rel.parts) :] != rel.parts:
+            raise NotSafe(self.path, f"not {self.relpath} below a Secrets root; refused")
+        root = Path(*self.path.parts[: -len(rel.parts)])
+        return open_below(root, rel, expect=self.identity)
 
 
 class _Feeder(threading.Thread):
@@ -117,11 +129,7 @@ class _Feeder(threading.Thread):
     @staticmethod
     def _stream(file: ScriptFile, out) -> str:
         digest = hashlib.sha256()
-        # Never blocks (a FIFO swapped in after vetting is refused, not opened for a writer
-        # that never comes, with every table locked), and is the very file intake opened.
-        with Folder.root(file.path.parent) as folder:
-            handle = folder.open_read(file.path.name, expect=file.identity)
-        with handle:
+        with file.open() as handle:
             dump_key: bytes | None = None
             in_header = True
             for line in handle:

@@ -4,10 +4,12 @@ what is known of one file (presence, mode, size, sha256, the pg_dump version tha
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from restore_assets.files import Folder, Identity
 from restore_assets.pg.psql import ScriptScan, ScriptScanner
@@ -121,13 +123,19 @@ class DumpFacts:
         return problems
 
 
-def read_dump(path: Path, expect: Identity | None = None) -> DumpFacts:
+def read_dump(source: Path | BinaryIO, expect: Identity | None = None) -> DumpFacts:
     """sha256, pg_dump's own markers and the psql scan in one streamed pass (dumps are
     gigabytes: each extra read of one is seconds), in bounded memory for COPY rows of any
-    length (`DumpReader.feed`); of the `expect`ed file, when given."""
+    length (`DumpReader.feed`). Of an open file from its start (intake's: the very descriptor
+    it vetted, reached from the Secrets root), or of a file an operator names by path (its
+    folder opened as given; the `expect`ed file, when given)."""
     reader = DumpReader()
-    with Folder.root(path.parent) as folder:
-        opened = folder.open_read(path.name, expect)
+    if isinstance(source, Path):
+        with Folder.root(source.parent) as folder:
+            opened = folder.open_read(source.name, expect)
+    else:
+        opened = contextlib.nullcontext(source)
+        source.seek(0)
     with opened as handle:
         while chunk := handle.read(_CHUNK):
             reader.digest.update(chunk)

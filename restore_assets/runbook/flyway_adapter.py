@@ -8,6 +8,7 @@ commands and every other runbook step that reads Flyway's state.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from restore_assets.errors import RestoreError
+from restore_assets.files import open_below
 from restore_assets.flyway.commands.migrate import MigrateResult
 from restore_assets.flyway.conf import FlywayConfig, load_conf
 from restore_assets.flyway.engine import Flyway
@@ -293,7 +295,7 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
     """Runbook §4.3/§4.4: say what went wrong in the runbook's words, not only SQL's."""
     if isinstance(error, MigrationFailed) and error.sqlstate == "42P01":
         baseline = secrets_dir / MODERN_SCHEMA_FILE
-        if error.relation and baseline.is_file() and not _dump_defines(baseline, error.relation):
+        if error.relation and _dump_defines(secrets_dir, error.relation) is False:
             return (
                 f'migration {error.script} needs relation "{error.relation}", which neither '
                 f"the Modernized baseline ({baseline}) nor an earlier migration creates: the "
@@ -320,11 +322,17 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
     return None
 
 
-def _dump_defines(dump: Path, relation: str) -> bool:
-    """Whether pg_dump's table of contents in `dump` names a table or view called `relation`."""
+def _dump_defines(secrets_dir: Path, relation: str) -> bool | None:
+    """Whether pg_dump's table of contents in the Modernized schema names a table or view
+    called `relation`; None when it cannot be read as a regular file (missing, a link, a FIFO:
+    opened as intake opens it, from the Secrets root by descriptor, never blocking)."""
     name = relation.rsplit(".", 1)[-1].strip('"')
     entries = (f"-- Name: {name}; Type: TABLE;", f"-- Name: {name}; Type: VIEW;")
-    with dump.open(encoding="utf-8", errors="replace") as lines:
+    try:
+        handle = open_below(secrets_dir, MODERN_SCHEMA_FILE)
+    except OSError:
+        return None
+    with io.TextIOWrapper(handle, encoding="utf-8", errors="replace") as lines:
         return any(line.startswith(entries) for line in lines)
 
 

@@ -1,6 +1,7 @@
 """Runbook §0/§1: find the baseline files in the Secrets store and decide whether they are usable.
 
-A file is usable when it is a regular file inside the Secrets root (no symlink escaping it), mode
+A file is usable when it is a regular file inside the Secrets root (reached from the root's
+descriptor, no link followed on the way: a link there is refused wherever it leads), mode
 600 or stricter, non-empty, and a whole pg_dump file of the kind its slot expects (header and
 "dump complete" footer present; schema dumps hold no table data, the seed no table definitions).
 One streamed pass gives the sha256, those facts and the psql scan of the same bytes, cached by
@@ -19,9 +20,10 @@ import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from restore_assets.errors import SecretsBlocked
-from restore_assets.files import Folder, Identity, NotSafe, resolves_inside
+from restore_assets.files import Identity, NotSafe, lstat_below, open_below
 from restore_assets.runbook.baseline_files import (
     SIDE_FILES,
     DumpFacts,
@@ -31,6 +33,20 @@ from restore_assets.runbook.baseline_files import (
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.ops_request import ops_request
 from restore_assets.settings import SIDES, Paths, Settings
+
+
+def _refusal(path: Path, exc: NotSafe) -> str:
+    """Why a baseline file is refused: it, or a folder on the way to it, is a link (or a FIFO,
+    a device): never followed, whether it leads outside the Secrets root or not."""
+    if exc.filename == str(path):
+        return (
+            f"{exc.strerror} (a baseline file is read only as a regular file, never through "
+            "a link: one may lead outside the Secrets root)"
+        )
+    return (
+        f"not a regular file: {exc.filename} on the way is a link or not a folder; refused "
+        "(never followed: a link may lead outside the Secrets root)"
+    )
 
 
 def _cache_key(path: Path, st: os.stat_result) -> str:
@@ -47,31 +63,30 @@ class SecretsStore:
     def inspect(self, relpath: str) -> SecretFile:
         path = self.root / relpath
         info = SecretFile(relpath=relpath, path=path)
-        if not os.path.lexists(path):
+        try:  # by descriptor from the root, no link followed: the inode the facts are read from
+            handle = open_below(self.root, relpath)
+        except FileNotFoundError:
             info.problems.append("missing")
             return info
+        except NotSafe as exc:
+            info.present = True
+            info.problems.append(_refusal(path, exc))
+            return info
         info.present = True
-        real = path.resolve()
-        if not resolves_inside(real, self.root):
-            info.problems.append(f"resolves outside the Secrets root (to {real}); refused")
-            return info
-        try:  # by descriptor: the inode the facts are read from, and a restore feeds
-            with Folder.root(real.parent) as folder, folder.open_read(real.name) as handle:
-                st = os.fstat(handle.fileno())
-        except NotSafe:
-            info.problems.append("not a regular file; refused")
-            return info
-        info.identity = Identity.of(st)
-        info.size = st.st_size
-        info.mode = f"{stat.S_IMODE(st.st_mode):04o}"
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            info.problems.append(
-                f"mode {info.mode} is looser than 0600; the runbook requires `chmod 600 {relpath}`"
-            )
-        if st.st_size == 0:
-            info.problems.append("empty file")
-            return info
-        facts = self._facts(real, st)
+        with handle:
+            st = os.fstat(handle.fileno())
+            info.identity = Identity.of(st)
+            info.size = st.st_size
+            info.mode = f"{stat.S_IMODE(st.st_mode):04o}"
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                info.problems.append(
+                    f"mode {info.mode} is looser than 0600; the runbook requires "
+                    f"`chmod 600 {relpath}`"
+                )
+            if st.st_size == 0:
+                info.problems.append("empty file")
+                return info
+            facts = self._facts(path, st, handle)
         info.sha256, info.dumped_from, info.dumped_by, info.scan = (
             facts.sha256,
             facts.dumped_from,
@@ -114,10 +129,17 @@ class SecretsStore:
         return [*own, *{rel for f in own for rel in self._twin_candidates(side, self._size(f))}]
 
     def _size(self, relpath: str) -> int | None:
+        st = self._regular(relpath)
+        return None if st is None else st.st_size
+
+    def _regular(self, relpath: str) -> os.stat_result | None:
+        """The file `relpath` as `inspect` would reach it, when it is a regular file (a link
+        on the way, or the file one, is never read: it counts nothing)."""
         try:
-            return (self.root / relpath).resolve().stat().st_size
+            st = lstat_below(self.root, relpath)
         except OSError:
             return None
+        return st if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def inspect_all(self) -> list[SecretFile]:
         return [f for side in SIDES for f in self.inspect_side(side)]
@@ -128,18 +150,15 @@ class SecretsStore:
         the intake run. Files that cannot be read (missing, not regular) count nothing."""
         cache, total = self._load_cache(), 0
         for relpath in relpaths:
-            try:
-                real = (self.root / relpath).resolve()
-                st = real.stat()
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and _cache_key(real, st) not in cache:
+            st = self._regular(relpath)
+            if st is not None and _cache_key(self.root / relpath, st) not in cache:
                 total += st.st_size
         return total
 
-    def _facts(self, path: Path, st: os.stat_result) -> DumpFacts:
-        """`read_dump`, cached by inode, size, mtime and ctime: an in-place edit with the mtime
-        put back still changes the ctime, so it is read again."""
+    def _facts(self, path: Path, st: os.stat_result, handle: BinaryIO) -> DumpFacts:
+        """`read_dump` of the open `handle` (`path`, stat `st`), cached by inode, size, mtime
+        and ctime: an in-place edit with the mtime put back still changes the ctime, so it is
+        read again."""
         key = _cache_key(path, st)
         cache = self._load_cache()
         if isinstance(cache.get(key), dict):
@@ -147,7 +166,7 @@ class SecretsStore:
                 return DumpFacts(**cache[key])
             except TypeError:
                 pass  # an older cache layout: read the file again
-        facts = read_dump(path, Identity.of(st))
+        facts = read_dump(handle)
         self._remember(path, key, asdict(facts))
         return facts
 
