@@ -11,7 +11,8 @@ And one for an exception turned into text (`describe`, `first_line`): a database
 condition and the names PostgreSQL reports with it (SQLSTATE, constraint, table, column) — its
 primary message only where that cannot carry a value.
 
-Standard library only, so the settings reader, the core and the shells can all use it.
+Standard library only (psycopg, when installed, only to name a SQLSTATE), so the settings
+reader, the core and the shells can all use it.
 """
 
 from __future__ import annotations
@@ -95,8 +96,7 @@ def database_message(exc: BaseException) -> str | None:
         return None
     if sqlstate[:2] in _NAMES_ONLY and diag.message_primary:
         return diag.message_primary.strip().splitlines()[0]
-    # psycopg names its class after the condition: NotNullViolation -> "not null violation".
-    said = [re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", type(exc).__name__).lower()]
+    said = [_words(type(exc).__name__)]
     if diag.constraint_name:
         said.append(f"on constraint {diag.constraint_name}")
     if diag.column_name:
@@ -107,6 +107,34 @@ def database_message(exc: BaseException) -> str | None:
     if diag.datatype_name:
         said.append(f"of type {diag.datatype_name}")
     return " ".join(said)
+
+
+def _words(class_name: str) -> str:
+    """psycopg names its error classes after the condition: NotNullViolation -> "not null
+    violation"."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", class_name).lower()
+
+
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+
+def sqlstate_message(sqlstate: str, primary: str | None = None) -> str:
+    """What a SQLSTATE may say when the error is known by its code only (psql's
+    `VERBOSITY=sqlstate`, the Flyway CLI's report): `primary`'s first line where the class names
+    objects only (`relation "x" does not exist (42P01)`), else the condition's name as psycopg
+    knows it (`invalid text representation (22P02)`) — never a value. psycopg is imported here
+    only, to name the condition; an unknown code is said as `SQLSTATE …`."""
+    if not _SQLSTATE.fullmatch(sqlstate):
+        raise ValueError("not a SQLSTATE")
+    said = primary.strip().splitlines()[0] if primary and primary.strip() else ""
+    if said and sqlstate[:2] in _NAMES_ONLY:
+        return f"{said} ({sqlstate})"
+    try:
+        from psycopg import errors
+
+        return f"{_words(errors.lookup(sqlstate).__name__)} ({sqlstate})"
+    except (ImportError, KeyError):
+        return f"SQLSTATE {sqlstate}"
 
 
 def describe(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ from restore_assets.settings import LEGACY_SEED_FILE, load_settings
 from restore_assets_tests.conftest import run_cli
 from restore_assets_tests.helpers import legacy_target
 from restore_assets_tests.test_failure_matrix import before_footer, migration
+from restore_assets_tests.test_flyway_engine import db  # noqa: F401 (a fixture)
 
 MARKER = "Hx7-MARKER-q9"  # in the staff row's e-mail and password hash
 
@@ -161,6 +162,163 @@ def test_a_failed_account_sync_never_shows_the_staff_row(
     assert MARKER not in stored
     assert not _files_holding(artifacts_dir, MARKER)
     assert not _files_holding(load_settings().paths.dagster_home, MARKER)
+
+
+# A seed row whose value does not fit its column: PostgreSQL's primary message quotes the value
+# (`invalid input syntax for type bigint: "…"`). psql prints it word for word unless told
+# otherwise, so the restore's own session runs with VERBOSITY=sqlstate.
+SEED_REFUSALS = {
+    "a karte id that is no bigint (22P02)": (0, MARKER, "invalid text representation (22P02)"),
+    "a karte date that is no date (22007)": (1, f"2018-{MARKER}", "(22007)"),
+}
+
+
+def _karte_row_holding(seed: Path, field: int, value: str) -> None:
+    """The first d_karte COPY row gets `value` in its `field`."""
+    lines = seed.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("COPY public.d_karte ")) + 1
+    fields = lines[at].rstrip("\n").split("\t")
+    fields[field] = value
+    lines[at] = "\t".join(fields) + "\n"
+    seed.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", list(SEED_REFUSALS))
+def test_the_restore_session_says_a_refused_value_by_its_sqlstate_only(case, settings, tmp_path):
+    """SEED_REFUSALS[case] in a COPY block fed to the restore's psql session directly."""
+    from restore_assets.errors import PsqlError
+    from restore_assets_tests.test_hostile import fed, run
+
+    field, value, says = SEED_REFUSALS[case]
+    text = "CREATE TEMP TABLE karte (id bigint, created date, patient_id bigint);\n"
+    text += "COPY karte (id, created, patient_id) FROM stdin;\n1\t2018-06-28\t1\n"
+    row = ["2", "2018-06-28", "1"]
+    row[field] = value
+    text += "\t".join(row) + "\n\\.\n"
+    dump = fed(tmp_path / "in", "legacy-server/db-baseline/x.sql", text)
+    with pytest.raises(PsqlError) as error:
+        run(tmp_path, [dump])
+    message = str(error.value)
+    assert MARKER not in message, message
+    assert MARKER.encode() not in (tmp_path / "psql.log").read_bytes()
+    assert "legacy-server/db-baseline/x.sql:" in message and says in message, message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SEED_REFUSALS))
+def test_a_seed_value_refused_by_its_column_never_shows(case, secrets_dir, artifacts_dir):
+    """SEED_REFUSALS[case] in the Legacy seed's first d_karte row, through a real `run`."""
+    from restore_assets.jobs import prepare_instance
+
+    field, value, says = SEED_REFUSALS[case]
+    _karte_row_holding(secrets_dir / LEGACY_SEED_FILE, field, value)
+    instance = prepare_instance(load_settings().paths)
+    earlier = {run.run_id for run in instance.get_runs()}
+
+    done = run_cli("run", "--only", "legacy")
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1, printed
+    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
+    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
+    assert runs and "legacy/restore" in stored
+    leaks = {
+        "CLI": MARKER in printed,
+        "Dagster's event log": MARKER in stored,
+        "evidence": _files_holding(artifacts_dir, MARKER),
+        "Dagster home": _files_holding(load_settings().paths.dagster_home, MARKER),
+    }
+    assert not any(leaks.values()), leaks
+    assert f"{LEGACY_SEED_FILE}:" in printed and says in printed, printed  # the path was taken
+    assert says in stored
+
+
+# A Modernized migration that casts a stored value its new type refuses (22P02 quotes it). The
+# failing statement's own text does not hold the value: the row does.
+CASTING_MIGRATION = (
+    "CREATE TABLE hostile_note (v text);\n"
+    f"INSERT INTO hostile_note VALUES ('{MARKER}');\n"
+    "ALTER TABLE hostile_note ALTER COLUMN v TYPE bigint USING v::bigint;\n"
+)
+
+
+def test_a_failed_migration_says_its_condition_never_the_value(db, tmp_path):  # noqa: F811
+    """CASTING_MIGRATION through the native engine on the real server, taken into the project's
+    errors by the adapter (the engine's own message and the adapter's)."""
+    from restore_assets.flyway.errors import MigrationFailed
+    from restore_assets.runbook.flyway_adapter import project_errors
+    from restore_assets_tests.test_flyway_engine import flyway, write
+
+    write(tmp_path / "sql", "V1__cast.sql", CASTING_MIGRATION)
+    engine = flyway(db, tmp_path / "sql")
+    with pytest.raises(MigrationFailed) as engine_error:
+        engine.migrate()
+    with pytest.raises(MigrationFailed) as project_error, project_errors():
+        raise engine_error.value
+    for exc in (engine_error.value, project_error.value):
+        assert MARKER not in str(exc) and MARKER not in traceback_text(exc), str(exc)
+        assert "V1__cast.sql failed at line 3" in str(exc), str(exc)
+        assert "invalid text representation" in str(exc) and "22P02" in str(exc), str(exc)
+
+
+def test_the_flyway_cli_failure_keeps_no_server_text():
+    """Flyway 10's CLI report of a failed script and of another failure, each quoting a value
+    in its `Message` field: neither the error nor its message keeps the value."""
+    from restore_assets.runbook.flyway_adapter import cli_failure
+
+    script = (
+        'Migrating schema "opendolphin" to version "0300 - cast"\n'
+        "ERROR: Script V0300__cast.sql failed\n"
+        "-----------------------------------\n"
+        "SQL State  : 22P02\n"
+        "Error Code : 0\n"
+        f'Message    : ERROR: invalid input syntax for type bigint: "{MARKER}"\n'
+        "Location   : V0300__cast.sql (/flyway/sql/V0300__cast.sql)\n"
+        "Line       : 3\n"
+        "Statement  : ALTER TABLE hostile_note ALTER COLUMN v TYPE bigint USING v::bigint\n"
+    )
+    failed = cli_failure("flyway migrate exited 1", script)
+    assert str(failed) == (
+        "flyway migrate exited 1: Migration V0300__cast.sql failed at line 3: "
+        "ERROR: invalid text representation (22P02)"
+    )
+    assert (failed.script, failed.version, failed.line, failed.sqlstate) == (
+        "V0300__cast.sql", "0300", 3, "22P02"
+    )  # fmt: skip
+    other = (
+        "ERROR: Unable to insert row for version '0300' in Schema History table\n"
+        "SQL State  : 23505\n"
+        f"Message    : ERROR: duplicate key value\n  Detail: Key (v)=({MARKER}) already exists.\n"
+    )
+    refused = cli_failure("flyway migrate exited 1", other)
+    assert MARKER not in str(refused) and "Unable to insert row" in str(refused), str(refused)
+    assert "SQL State  : 23505" in str(refused)
+
+
+@pytest.mark.slow
+def test_a_migration_casting_a_stored_value_never_shows_it(
+    secrets_dir, artifacts_dir, tmp_path, monkeypatch
+):
+    """CASTING_MIGRATION as Modernized's V0300, through a real `run` (native engine)."""
+    from restore_assets.jobs import prepare_instance
+
+    migration(tmp_path, monkeypatch, "V0300__cast.sql", CASTING_MIGRATION)
+    instance = prepare_instance(load_settings().paths)
+    earlier = {run.run_id for run in instance.get_runs()}
+
+    done = run_cli("run", "--only", "modernized", "--allow-reset")
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1, printed
+    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
+    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
+    leaks = {
+        "CLI": MARKER in printed,
+        "Dagster's event log": MARKER in stored,
+        "evidence": _files_holding(artifacts_dir, MARKER),
+        "Dagster home": _files_holding(load_settings().paths.dagster_home, MARKER),
+    }
+    assert not any(leaks.values()), leaks
+    assert "V0300__cast.sql failed at line 3" in printed, printed  # the path was taken
+    assert "invalid text representation (22P02)" in printed and "22P02" in stored
 
 
 # Class 9 (a): a ZIP's file name is chosen by whoever can write into the inbox; every log that

@@ -31,8 +31,13 @@ class MigrationFailed(FlywayError):
         line: int | None,
         sqlstate: str | None,
         relation: str | None = None,
+        error: BaseException | None = None,
     ):
         super().__init__(message)
+        # The database's own error, for the project to say in its own words: its text can
+        # quote a row's value (22P02 `invalid input syntax for type integer: "…"`, a DETAIL),
+        # so the message above never carries it.
+        self.error = error
         self.script = script
         self.version = version
         self.line = line

@@ -124,7 +124,7 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
 
 # The server's own log (pgdata/log, under RESTORE_STATE_DIR) would keep what a failing statement
 # was given: an ERROR quotes the bad value and its CONTEXT the whole COPY row, a patient's name.
-# psql's output, redacted and terse, is the record; the server logs only FATAL and PANIC.
+# psql's output, redacted and SQLSTATE-only, is the record; the server logs only FATAL and PANIC.
 QUIET_SERVER_LOG = {"log_min_messages": "fatal", "log_min_error_statement": "panic"}
 
 

@@ -37,6 +37,7 @@ from typing import BinaryIO
 
 from restore_assets.errors import PsqlError
 from restore_assets.files import Identity, NotSafe, open_below
+from restore_assets.redaction import sqlstate_message
 
 _PSQL_ERROR = re.compile(
     r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<level>ERROR|FATAL|error):\s+(?P<msg>.*)"
@@ -173,8 +174,12 @@ def run_psql(
             fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.mkfifo(fifo, 0o600)
             fifos.append(fifo)
-        # VERBOSITY=terse: no CONTEXT lines, which would echo a whole seed row (medical data).
-        cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--single-transaction"]
+        # VERBOSITY=sqlstate: a server error or notice prints as `psql:<file>:<line>: ERROR:
+        # 22P02`, nothing else — PostgreSQL's own text can quote a seed value (`invalid input
+        # syntax for type bigint: "…"`, a CONTEXT or DETAIL line), which is medical data. Set
+        # before any file runs; after `\restrict` no file can `\set` it back.
+        cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
+        cmd.append("--single-transaction")
         os.mkfifo(tmp / VERIFIED_FILE, 0o600)
         for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files), VERIFIED_FILE):
             cmd += ["-f", name]
@@ -182,6 +187,15 @@ def run_psql(
         # the statement ends) and rolls back, releasing the target's locks.
         env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
         return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+
+
+def _server_message(printed: str) -> str:
+    """A server error as psql printed it under VERBOSITY=sqlstate (the bare code), said by its
+    condition name: `invalid text representation (22P02)`. Nothing else of the line is read."""
+    try:
+        return sqlstate_message(printed.strip())
+    except ValueError:  # a server error always has a SQLSTATE; never show text in its place
+        return "an error without a SQLSTATE (see the psql log)"
 
 
 def _die_with_parent() -> None:
@@ -248,6 +262,8 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
         if first_error:
             relpath, line = first_error.group("file"), int(first_error.group("line"))
             level, message = first_error.group("level").upper(), first_error.group("msg")
+            if first_error.group("level") != "error":  # the server's (psql's own: `error:`)
+                message = _server_message(message)
             raise PsqlError(
                 f"{relpath}:{line}: {level}: {message}"
                 " — the transaction was rolled back; the target is as it was",

@@ -28,6 +28,7 @@ from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.pg.database import Database
+from restore_assets.redaction import describe, sqlstate_message
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, FlywaySettings
 
 
@@ -49,9 +50,23 @@ def project_errors() -> Iterator[None]:
         raise
     except FlywayError as exc:
         kind = FlywayMigrationFailed if isinstance(exc, MigrationFailed) else FlywayFailed
-        error = kind.__new__(kind, *exc.args)
+        args = exc.args
+        if isinstance(exc, MigrationFailed) and exc.error is not None:
+            args = (_migration_message(exc),)
+        error = kind.__new__(kind, *args)
         error.__dict__.update(vars(exc))
         raise error.with_traceback(exc.__traceback__) from None
+
+
+def _migration_message(exc: MigrationFailed) -> str:
+    """The engine's MigrationFailed said by the project's rule (`redaction.describe`): the
+    condition and the names PostgreSQL reports, its primary message only where that names
+    objects (`relation "x" does not exist`), never a value. The engine's own message below its
+    first line (the failing statement's first line, from the migration) is kept."""
+    assert exc.error is not None
+    rest = str(exc).partition("\n")[2]
+    head = f"Migration {exc.script} failed at line {exc.line}: ERROR: {describe(exc.error)}"
+    return f"{head}\n{rest}" if rest else head
 
 
 CONTAINER_CONF_DIR = "/flyway/conf"
@@ -259,7 +274,7 @@ def run_cli(spec: ExternalCommand) -> str:
         ) from None
     output = done.stdout + done.stderr
     if done.returncode != 0:
-        raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}:\n{output}")
+        raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}", output)
     return output
 
 
@@ -270,24 +285,40 @@ def run_cli(spec: ExternalCommand) -> str:
 _CLI_SCRIPT = re.compile(r"^ERROR: Script (\S+) failed$", re.M)
 _CLI_FIELD = re.compile(r"^(SQL State|Message|Line) +: (.*)$", re.M)
 _CLI_VERSION = re.compile(r'^Migrating schema "[^"]*" to version "([^" ]+)', re.M)
+# Where Flyway quotes the server's own text: its `Message`/`Details` fields (and what is
+# indented under them), a `Caused by:` chain. Everything from there to the next blank line.
+_CLI_SERVER_TEXT = re.compile(
+    r"^(?:Message|Details?|Error Code|Caused by|Location|Statement) *:.*(?:\n(?!\s*\n).*)*", re.M
+)
 
 
-def cli_failure(message: str) -> FlywayFailed:
+def cli_failure(headline: str, output: str) -> FlywayFailed:
     """The CLI's failure as the native engine raises it: a failed script becomes MigrationFailed
-    (script, version, line, SQL state, missing relation), so `diagnose` says the same for both."""
-    script = _CLI_SCRIPT.search(message)
+    (script, version, line, SQL state, missing relation), so `diagnose` says the same for both.
+    Flyway's `Message` quotes PostgreSQL's text, which can carry a row's value: a failed script
+    is said from the structured fields only (script, line, SQL State; the message's first line
+    only for a class whose messages name objects, `redaction.sqlstate_message`); any other
+    failure keeps Flyway's own words without the fields that quote the server."""
+    script = _CLI_SCRIPT.search(output)
     if script is None:
-        return FlywayFailed(message)
-    fields = dict(_CLI_FIELD.findall(message[script.end() :]))  # Flyway repeats the block
-    versions = _CLI_VERSION.findall(message[: script.start()])
+        return FlywayFailed(f"{headline}:\n{_CLI_SERVER_TEXT.sub('', output).strip()}")
+    fields = dict(_CLI_FIELD.findall(output[script.end() :]))  # Flyway repeats the block
+    versions = _CLI_VERSION.findall(output[: script.start()])
     line = fields.get("Line", "")
+    state = fields.get("SQL State", "").strip()
+    primary = fields.get("Message", "").strip().removeprefix("ERROR:").strip()
+    try:
+        said = sqlstate_message(state, primary)
+    except ValueError:
+        said = "no SQL State reported"
+    where = f" at line {line}" if line.isdigit() else ""
     return FlywayMigrationFailed(
-        message,
+        f"{headline}: Migration {script.group(1)} failed{where}: ERROR: {said}",
         script=script.group(1),
         version=versions[-1] if versions else None,
         line=int(line) if line.isdigit() else None,
-        sqlstate=fields.get("SQL State"),
-        relation=missing_relation(fields.get("Message", "")),
+        sqlstate=state or None,
+        relation=missing_relation(primary) if state == "42P01" else None,
     )
 
 

@@ -3,6 +3,7 @@ migration — a transactional one in one transaction together with its history r
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -201,14 +202,18 @@ def _execute(
             diag = exc.diag
             position = diag.statement_position
             line = statement.line_of(int(position)) if position else statement.line
-            message = (diag.message_primary or str(exc)).strip()
             first = statement.code.splitlines()[0] if statement.code else ""
+            # The condition, never PostgreSQL's text: it can quote a row's value. The error
+            # itself goes with it (`error`) for the caller to say more, by its own rule.
+            condition = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", type(exc).__name__).lower()
+            missing = diag.message_primary if diag.sqlstate == "42P01" else None  # names only
             raise MigrationFailed(
                 f"Migration {migration.script} failed at line {line}: "
-                f"ERROR: {message} (SQL State: {diag.sqlstate})\n  statement: {first}",
+                f"ERROR: {condition} (SQL State: {diag.sqlstate})\n  statement: {first}",
                 script=migration.script,
                 version=migration.version_text,
                 line=line,
                 sqlstate=diag.sqlstate,
-                relation=missing_relation(message),
+                relation=missing_relation(missing or ""),
+                error=exc,
             ) from None
