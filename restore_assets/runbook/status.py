@@ -4,12 +4,15 @@ last run — nothing is started, nothing written."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
 import psycopg
 
 from restore_assets.errors import RestoreError
+from restore_assets.files import Folder, NotSafe, below
 from restore_assets.flyway.version import Version
 from restore_assets.pg.database import Database
 from restore_assets.redaction import first_line
@@ -37,10 +40,9 @@ def status_lines(settings: Settings) -> list[str]:
         reachable[side], text = reachability(db)
         lines.append(f"  {db.describe()}: {text}")
     lines.append(f"Flyway: {flyway_summary(settings, reachable['modernized'])}")
-    last = last_evidence(settings)
+    last, report = last_gate_report(settings)
     lines.append(f"Last run: {last or 'none'}")
-    if last and (last / "gate_report.json").is_file():
-        report = json.loads((last / "gate_report.json").read_text(encoding="utf-8"))
+    if report is not None:
         gates = ", ".join(
             f"{g['id']} {'passed' if g['passed'] else 'FAILED'}" for g in report["gates"]
         )
@@ -66,10 +68,9 @@ def targets_table(named: dict[str, Settings]) -> list[str]:
 
 
 def _last_gates(settings: Settings) -> str:
-    last = last_evidence(settings)
-    if not last or not (last / "gate_report.json").is_file():
+    last, report = last_gate_report(settings)
+    if last is None or report is None:
         return "no run yet"
-    report = json.loads((last / "gate_report.json").read_text(encoding="utf-8"))
     return f"{report['status']} ({last.name})"
 
 
@@ -103,5 +104,45 @@ def flyway_summary(settings: Settings, reachable: bool) -> str:
 
 
 def last_evidence(settings: Settings) -> Path | None:
-    folders = sorted(evidence_root(settings).glob(f"*/{RUN_MARKER}"))
-    return folders[-1].parent if folders else None
+    return last_gate_report(settings)[0]
+
+
+def last_gate_report(settings: Settings) -> tuple[Path | None, dict | None]:
+    """The newest run folder (one holding `.run_id`) and its `gate_report.json`, if any: read
+    by descriptor from the artifacts root, never through a link, and only in the project's own
+    folders (as `EvidenceStore` writes them); nothing is created or changed."""
+    root = evidence_root(settings)
+    rel = below(root, settings.paths.artifacts_dir)
+    if rel is None:
+        return None, None
+    try:
+        with Folder.root(settings.paths.artifacts_dir) as artifacts:
+            held = artifacts.walk(rel)
+    except (OSError, NotSafe):  # no evidence yet, or a link on the way: nothing to show
+        return None, None
+    with held:
+        if not _own(held):
+            return None, None
+        for name in sorted(os.listdir(held.fd), reverse=True):
+            try:
+                with held.sub(name) as run:
+                    if not _own(run) or not _is_file(run, RUN_MARKER):
+                        continue
+                    if not _is_file(run, "gate_report.json"):
+                        return root / name, None
+                    with run.open_read("gate_report.json") as handle:
+                        return root / name, json.loads(handle.read().decode("utf-8"))
+            except (OSError, ValueError):  # a link, a file, gone meanwhile, unreadable JSON
+                continue
+    return None, None
+
+
+def _own(folder: Folder) -> bool:
+    """Written by this user (or root) and by no one else: `status` changes no mode, it skips."""
+    st = os.fstat(folder.fd)
+    return st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
+
+
+def _is_file(folder: Folder, name: str) -> bool:
+    st = folder.lstat(name)
+    return st is not None and stat.S_ISREG(st.st_mode)
