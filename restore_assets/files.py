@@ -351,13 +351,6 @@ def open_below(
         return folder.open_read(rel.name, expect)
 
 
-def resolves_inside(path: Path, root: Path) -> bool:
-    """Whether `path`, with `~` expanded and every link followed, is `root` or below it. An
-    answer for a person only, never what decides an open: a link can be swapped in after it
-    (`open_below` and `Folder.walk` refuse links on the way instead)."""
-    return path.expanduser().resolve().is_relative_to(root.expanduser().resolve())
-
-
 def below(path: Path, root: Path) -> PurePosixPath | None:
     """`path` relative to `root` by its words alone (links are never followed to decide it:
     `Folder.walk` refuses them on the way); None when it is not below `root` or climbs `..`."""
