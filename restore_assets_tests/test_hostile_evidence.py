@@ -168,13 +168,19 @@ def test_a_runtime_folder_another_user_made_first_never_stops_the_embedded_serve
     untouched). Before: every start failed (platformdirs: owned by uid 65534). Now the lock
     lives in the state folder, and the server starts."""
     uid = os.getuid()
+    # The checkout and the venv may live under /tmp (CI clones there): bound back into the
+    # fresh /tmp at their own paths, so the child runs the same code.
     script = (
-        "set -e; mount -t tmpfs none /tmp; mount -t tmpfs none /run/user; "
+        "set -e; mount -t tmpfs none /run/user; mkdir /run/user/repo /run/user/venv; "
+        'mount --bind "$REPO" /run/user/repo; mount --bind "$VENV" /run/user/venv; '
+        'mount -t tmpfs none /tmp; mkdir -p "$REPO" "$VENV"; '
+        'mount --bind /run/user/repo "$REPO"; mount --bind /run/user/venv "$VENV"; '
         f"mkdir -m 777 /tmp/runtime-{uid}; chown {NOBODY}:{NOBODY} /tmp/runtime-{uid}; "
         'exec "$0" -c "$1" /tmp/state'
     )
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = env["REPO"] = str(Path(__file__).resolve().parents[1])
+    env["VENV"] = sys.prefix
     done = subprocess.run(
         [
             "unshare",
