@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from restore_assets.redaction import escaped
+
 CHUNK = 1 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -43,7 +45,8 @@ class NotSafe(OSError):
         super().__init__(errno.EPERM, why, str(where))
 
     def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+        # The name may be chosen by whoever wrote the file (a ZIP's): never a line of its own.
+        return f"{escaped(str(self.filename))}: {self.strerror}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -385,3 +386,26 @@ def test_a_fifo_swapped_in_after_vetting_stops_the_restore_at_once(shared, tmp_p
     assert not hung, "the feeder blocked opening the FIFO, with the target's tables locked"
     assert isinstance(outcome[0], PsqlError) and "not a regular file" in str(outcome[0])
     assert database_fingerprint() == before
+
+
+def test_a_crafted_schema_file_cannot_stall_the_missing_objects_report():
+    """A schema file of tens of thousands of unterminated `CREATE TABLE d_document (` lines
+    (it passes intake: comments): the report's search for a baseline column reads the file
+    once, not once per line (176 kB took 11 s, and the time grew with the square)."""
+    code = (
+        "from restore_assets.runbook.reports import origin\n"
+        "text = '-- CREATE TABLE d_document (\\n' * 80_000\n"
+        "print(origin('column', 'd_document.admflag', text, 'schema.sql', []))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "unknown: neither the baseline nor a migration creates it" in done.stdout
+
+
+def test_a_name_chosen_by_a_writer_never_adds_a_line_to_a_refusal():
+    """A file or folder the one rule refuses is named in messages (CLI, Dagster, the inbox's
+    results): a ZIP's name with a newline stays one line."""
+    from restore_assets.files import NotSafe
+
+    said = str(NotSafe("delivery.zip\n# 2099-01-01T00:00:00Z inbox/forged.zip unpacked", "a link"))
+    assert "\n" not in said and "forged.zip" in said

@@ -434,7 +434,10 @@ def _set_aside(
     while folder.lstat(target) or folder.lstat(target + ".reason.txt"):
         number += 1
         target = f"{stem}-{number}{suffix}"
-    same = places.inbox.move(name, folder, target, Identity.of(st))
+    try:
+        same = places.inbox.move(name, folder, target, Identity.of(st))
+    except OSError as exc:  # deleted or swapped meanwhile (the drop-box can): still recorded
+        return f"{INBOX}/{escaped(name)}", f" (not moved to {folder.path.name}/: {exc})"
     if reason is not None:
         folder.write(target + ".reason.txt", lambda out: out.write(reason.encode()))
     note = "" if same else " (replaced in the inbox meanwhile: what moved is not what was read)"

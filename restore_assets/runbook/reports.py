@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from restore_assets.files import open_below
 from restore_assets.flyway import ResolvedMigration
 from restore_assets.pg.database import Database
 from restore_assets.runbook.evidence import EvidenceStore
@@ -105,9 +106,12 @@ def origin(kind: str, name: str, baseline_text: str, baseline: str, migrations) 
         rf"CREATE {kind.upper()} (?:\w+\.)?{obj}\b", baseline_text, re.IGNORECASE
     ):
         return f"baseline: {baseline}"
-    if kind == "column" and re.search(
-        rf"CREATE TABLE (?:\w+\.)?{obj} \([^;]*\b{_pattern(column)}\b", baseline_text, re.IGNORECASE
-    ):
+    # Each CREATE TABLE statement's body once, then the column in it: a search for both at once
+    # backtracks over the rest of the file from every statement start (quadratic in a crafted
+    # schema file of unterminated `CREATE TABLE` lines).
+    bodies = re.finditer(rf"CREATE TABLE (?:\w+\.)?{obj} \(([^;]*)", baseline_text, re.IGNORECASE)
+    column_at = rf"\b{_pattern(column)}\b"
+    if kind == "column" and any(re.search(column_at, b.group(1), re.IGNORECASE) for b in bodies):
         return f"baseline: {baseline}"
     patterns = {
         "table": rf"CREATE TABLE (?:IF NOT EXISTS )?(?:\w+\.)?{obj}\b",
@@ -120,6 +124,17 @@ def origin(kind: str, name: str, baseline_text: str, baseline: str, migrations) 
         if re.search(patterns[kind], text, re.IGNORECASE):
             return f"migration V{migration.version_text} ({migration.script})"
     return "unknown: neither the baseline nor a migration creates it"
+
+
+def _baseline_text(settings: Settings, relpath: str) -> str:
+    """A baseline file's text, read by the one rule (from the Secrets root's descriptor, no link
+    followed, a regular file only: a FIFO swapped in cannot hang the step); "" when it cannot
+    be read so (the report then says where else an object comes from)."""
+    try:
+        with open_below(settings.paths.secrets_dir, relpath) as source:
+            return source.read().decode("utf-8", errors="replace")
+    except OSError:  # missing, a link, not regular: NotSafe is an OSError too
+        return ""
 
 
 @dataclass
@@ -151,10 +166,7 @@ def missing_objects(
         tables = {side: user_tables(db) for side, (_, db, _) in baselines.items()}
         texts = {}
         for side, (relpath, _, _) in baselines.items():
-            path = settings.paths.secrets_dir / relpath
-            texts[side] = (
-                path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-            )
+            texts[side] = _baseline_text(settings, relpath)
         rows: Rows = []
         with (
             legacy.connect(autocommit=True) as legacy_conn,
