@@ -137,31 +137,44 @@ def _files_holding(folder: Path, marker: str) -> list[str]:
     ]
 
 
+def _run_recorded(*args: str):
+    """`restore-assets ARGS` through the CLI: its exit, what it printed, and the serialized
+    event log of the runs it made (what Dagster stored)."""
+    from restore_assets.jobs import prepare_instance
+
+    instance = prepare_instance(load_settings().paths)
+    earlier = {run.run_id for run in instance.get_runs()}
+    done = run_cli(*args)
+    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
+    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
+    return done.returncode, done.stdout + done.stderr, stored
+
+
+def _where_held(secret: str, printed: str, stored: str, artifacts_dir: Path) -> dict:
+    """Every place a secret must never reach, and whether (or in which files) it did."""
+    return {
+        "CLI": secret in printed,
+        "Dagster's event log": secret in stored,
+        "evidence": _files_holding(artifacts_dir, secret),
+        "Dagster home": _files_holding(load_settings().paths.dagster_home, secret),
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(SYNC_REFUSALS))
 def test_a_failed_account_sync_never_shows_the_staff_row(
     case, secrets_dir, artifacts_dir, tmp_path, monkeypatch
 ):
     """SYNC_REFUSALS[case] on Modernized, and a Legacy staff row carrying the marker."""
-    from restore_assets.jobs import prepare_instance
-
     before_footer(secrets_dir / LEGACY_SEED_FILE, STAFF_ROW)
     migration(tmp_path, monkeypatch, "V0300__refuse_account.sql", SYNC_REFUSALS[case])
-    instance = prepare_instance(load_settings().paths)
-    earlier = {run.run_id for run in instance.get_runs()}
 
-    done = run_cli("run")
-    printed = done.stdout + done.stderr
-    assert done.returncode == 1, printed
+    code, printed, stored = _run_recorded("run")
+    assert code == 1, printed
     assert "account sync failed and was rolled back" in printed, printed  # the path was taken
-
-    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
-    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
-    assert runs and "account sync failed" in stored
-    assert MARKER not in printed, printed
-    assert MARKER not in stored
-    assert not _files_holding(artifacts_dir, MARKER)
-    assert not _files_holding(load_settings().paths.dagster_home, MARKER)
+    assert "account sync failed" in stored
+    leaks = _where_held(MARKER, printed, stored, artifacts_dir)
+    assert not any(leaks.values()), leaks
 
 
 # A seed row whose value does not fit its column: PostgreSQL's primary message quotes the value
@@ -208,25 +221,13 @@ def test_the_restore_session_says_a_refused_value_by_its_sqlstate_only(case, set
 @pytest.mark.parametrize("case", list(SEED_REFUSALS))
 def test_a_seed_value_refused_by_its_column_never_shows(case, secrets_dir, artifacts_dir):
     """SEED_REFUSALS[case] in the Legacy seed's first d_karte row, through a real `run`."""
-    from restore_assets.jobs import prepare_instance
-
     field, value, says = SEED_REFUSALS[case]
     _karte_row_holding(secrets_dir / LEGACY_SEED_FILE, field, value)
-    instance = prepare_instance(load_settings().paths)
-    earlier = {run.run_id for run in instance.get_runs()}
 
-    done = run_cli("run", "--only", "legacy")
-    printed = done.stdout + done.stderr
-    assert done.returncode == 1, printed
-    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
-    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
-    assert runs and "legacy/restore" in stored
-    leaks = {
-        "CLI": MARKER in printed,
-        "Dagster's event log": MARKER in stored,
-        "evidence": _files_holding(artifacts_dir, MARKER),
-        "Dagster home": _files_holding(load_settings().paths.dagster_home, MARKER),
-    }
+    code, printed, stored = _run_recorded("run", "--only", "legacy")
+    assert code == 1, printed
+    assert "legacy/restore" in stored
+    leaks = _where_held(MARKER, printed, stored, artifacts_dir)
     assert not any(leaks.values()), leaks
     assert f"{LEGACY_SEED_FILE}:" in printed and says in printed, printed  # the path was taken
     assert says in stored
@@ -299,23 +300,11 @@ def test_a_migration_casting_a_stored_value_never_shows_it(
     secrets_dir, artifacts_dir, tmp_path, monkeypatch
 ):
     """CASTING_MIGRATION as Modernized's V0300, through a real `run` (native engine)."""
-    from restore_assets.jobs import prepare_instance
-
     migration(tmp_path, monkeypatch, "V0300__cast.sql", CASTING_MIGRATION)
-    instance = prepare_instance(load_settings().paths)
-    earlier = {run.run_id for run in instance.get_runs()}
 
-    done = run_cli("run", "--only", "modernized", "--allow-reset")
-    printed = done.stdout + done.stderr
-    assert done.returncode == 1, printed
-    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
-    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
-    leaks = {
-        "CLI": MARKER in printed,
-        "Dagster's event log": MARKER in stored,
-        "evidence": _files_holding(artifacts_dir, MARKER),
-        "Dagster home": _files_holding(load_settings().paths.dagster_home, MARKER),
-    }
+    code, printed, stored = _run_recorded("run", "--only", "modernized", "--allow-reset")
+    assert code == 1, printed
+    leaks = _where_held(MARKER, printed, stored, artifacts_dir)
     assert not any(leaks.values()), leaks
     assert "V0300__cast.sql failed at line 3" in printed, printed  # the path was taken
     assert "invalid text representation (22P02)" in printed and "22P02" in stored
@@ -383,26 +372,18 @@ def test_a_credential_in_the_facility_api_url_is_in_no_report(
     demo_secrets, secrets_dir, artifacts_dir, monkeypatch
 ):
     """RESTORE_FACILITY_API_URL with `user:password@` and `?token=…`, on a port that refuses."""
-    from restore_assets.jobs import prepare_instance
     from restore_assets_tests.helpers import free_port
 
     url = f"http://{API_USER}:{API_PASSWORD}@127.0.0.1:{free_port()}/f?token={API_TOKEN}"
     monkeypatch.setenv("RESTORE_FACILITY_API_URL", url)
-    instance = prepare_instance(load_settings().paths)
-    earlier = {run.run_id for run in instance.get_runs()}
 
-    done = run_cli("run", "--allow-reset")
-    printed = done.stdout + done.stderr
-    assert done.returncode == 1, printed  # the facility_api check fails: nothing listens
+    code, printed, stored = _run_recorded("run", "--allow-reset")
+    assert code == 1, printed  # the facility_api check fails: nothing listens
     assert "facility_api" in printed and "127.0.0.1" in printed, printed
-    runs = [run for run in instance.get_runs() if run.run_id not in earlier]
-    stored = serialize_value([list(instance.all_logs(run.run_id)) for run in runs])
     assert "facility_api" in stored
     for secret in (API_USER, API_PASSWORD, API_TOKEN):
-        assert secret not in printed, printed
-        assert secret not in stored
-        assert not _files_holding(artifacts_dir, secret)
-        assert not _files_holding(load_settings().paths.dagster_home, secret)
+        leaks = _where_held(secret, printed, stored, artifacts_dir)
+        assert not any(leaks.values()), (secret, leaks)
 
 
 # Class 9 (c): target names are Dagster partition keys, folder names and run keys.
