@@ -44,7 +44,7 @@ LEGACY_SCHEMA_FILE = "legacy-server/db-baseline/opendolphin-legacy-schema.sql"
 LEGACY_SEED_FILE = "legacy-server/db-baseline/opendolphin-legacy-seed.sql"
 MODERN_SCHEMA_FILE = "server-modernized/db-baseline/opendolphin-modern-schema.sql"
 
-# Runbook §3.4/§3.5: what the Legacy checks look for unless configured otherwise.
+# Runbook §3.3/§3.5: what the Legacy checks look for unless configured otherwise.
 DEFAULT_LEGACY_EXPECTED_TABLES = (
     "d_users",
     "d_audit_event",
@@ -54,7 +54,7 @@ DEFAULT_LEGACY_EXPECTED_TABLES = (
 )
 DEFAULT_LEGACY_COUNT_TABLES = ("d_users", "d_audit_event", "d_factor2_credential")
 DEFAULT_PATIENT_FACILITY = "1.3.6.1.4.1.9414.72.103"
-# Runbook §4.3/§4.4: what the Modernized checks look for unless configured otherwise.
+# Runbook §4.2/§4.3: what the Modernized checks look for unless configured otherwise.
 DEFAULT_REQUIRED_VERSIONS = ("0", "2", "3", "220", "221")
 DEFAULT_MODERN_EXPECTED_TABLES = (
     "d_audit_event",
@@ -165,7 +165,7 @@ Port = Annotated[int, BeforeValidator(_port)]
 Seconds = Annotated[int, BeforeValidator(_seconds)]
 # NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
-# The one rule for what §4.5 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
+# The one rule for what §4.4 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
 SyncTables = Annotated[CommaList, AfterValidator(_syncable)]
 Resolved = Annotated[Path, AfterValidator(_resolved)]
 
@@ -282,7 +282,7 @@ class DatabaseSettings(Section):
 
 
 class Checks(Section):
-    """What the gates look for (runbook §3.4/§3.5, §4.3-§4.5)."""
+    """What the gates look for (runbook §3.3/§3.5, §4.2-§4.4)."""
 
     legacy_expected_tables: CommaList = Field(
         DEFAULT_LEGACY_EXPECTED_TABLES, alias="RESTORE_LEGACY_EXPECTED_TABLES"
