@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -82,6 +82,8 @@ SSLMODE_FALLBACK = "DB_SSLMODE"
 # Read from the process environment only, never from `.env`: RESTORE_DOTENV names the `.env`
 # itself, and Dagster reads DAGSTER_HOME from the process environment.
 ENVIRONMENT_ONLY = ("RESTORE_DOTENV", "DAGSTER_HOME")
+# The operators' language when RESTORE_LANG is unset: the locale's, as POSIX ranks its variables.
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
 
 
 # What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
@@ -366,6 +368,8 @@ class Settings(Section):
     # For another run of the target or its lock, then exit 1 naming the holder.
     wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
     targets_file: Resolved | None = Field(None, alias="RESTORE_TARGETS")  # named_targets reads it
+    lang: Literal["ja", "en"] = Field("en", alias="RESTORE_LANG")  # else the locale's
+    lang_origin: str = "default"  # what chose `lang`, for the evidence: RESTORE_LANG, LANG=…
     target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's
     # What the settings were read from (`.env` overlaid by the environment, or the mapping
     # given): for the variables a file names, such as targets.yaml's password_env.
@@ -438,6 +442,10 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
     if env is None:
         env = environment(cwd)
     given: dict[str, Any] = _Given(Settings, env)()
+    if "RESTORE_LANG" not in given:
+        given["RESTORE_LANG"], given["lang_origin"] = language_of(env)
+    else:
+        given["lang_origin"] = "RESTORE_LANG"
     for name, section, prefix in _sections():
         given[name] = _Given(section, env, prefix)()
     for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
@@ -450,6 +458,24 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
         raise ConfigError("\n".join(_lines(exc, env))) from None
     finally:
         _CWD.reset(resolving)
+
+
+def language_of(env: Mapping[str, str | None]) -> tuple[str, str]:
+    """The language RESTORE_LANG names (when valid), else the locale's (LC_ALL, LC_MESSAGES,
+    LANG: the first set; `ja…` → Japanese), else English; and what chose it. Never fails: the
+    CLI asks before it can report a bad setting (its --help is in this language)."""
+    chosen = (env.get("RESTORE_LANG") or "").strip()
+    if chosen in ("ja", "en"):
+        return chosen, "RESTORE_LANG"
+    for name in LOCALE_VARIABLES:
+        if value := env.get(name):
+            return ("ja" if value.startswith("ja") else "en"), f"{name}={value}"
+    return "en", "default"
+
+
+def process_language() -> str:
+    """The language of this process's environment (and `.env`), before its settings are read."""
+    return language_of(environment())[0]
 
 
 def variable_names() -> set[str]:

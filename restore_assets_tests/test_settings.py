@@ -461,6 +461,11 @@ USES: dict[str, Use] = {
     "RESTORE_ZIP_MAX_RATIO": Use(_setting("intake.zip_max_ratio"), ("50", "60"), int),
     "RESTORE_SENSOR_INTERVAL_SECONDS": Use(_sensor_interval, ("7", "11"), int),
     "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
+    "RESTORE_LANG": Use(  # the default is the locale's language: told apart by its origin
+        lambda: (load_settings().lang, load_settings().lang_origin),
+        ("ja", "en"),
+        lambda value: (value, "RESTORE_LANG"),
+    ),
     "RESTORE_TARGETS": Use(
         lambda: sorted(load_targets(load_settings())),
         ("clinic-dot.yaml", "clinic-env.yaml"),
