@@ -334,6 +334,59 @@ class SensorSettings(Section):
     )
 
 
+NOTIFY_KINDS = ("blocked", "failed", "crashed", "waiting", "passed")
+DEFAULT_NOTIFY_ON = ("blocked", "failed", "crashed", "waiting")
+
+
+def _kinds(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [k for k in kinds if k not in NOTIFY_KINDS]
+    if unknown:
+        raise PydanticCustomError(
+            "notify_on",
+            "names {unknown}; choose from {allowed}",
+            {"unknown": ", ".join(unknown), "allowed": ", ".join(NOTIFY_KINDS)},
+        )
+    return kinds
+
+
+def _webhook(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().startswith(("https://", "http://")):
+        raise PydanticCustomError("webhook", "is not an http(s) URL; use the incoming webhook's URL")
+    return value
+
+
+def _hours(value: Any) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = 0.0
+    if not hours > 0:
+        raise PydanticCustomError("hours", "is not a number of hours (more than 0)")
+    return hours
+
+
+class Notify(Section):
+    """Telling Ops (runbook §0/§7: Slack `#ops-db` or a ticket): an incoming webhook, mail."""
+
+    # Secret: a Slack-style webhook URL is its own credential (the token is in the path).
+    webhook_url: Annotated[SecretStr, AfterValidator(_webhook)] | None = Field(
+        None, alias="RESTORE_NOTIFY_WEBHOOK_URL"
+    )
+    email_to: CommaList = Field((), alias="RESTORE_NOTIFY_EMAIL_TO")
+    smtp_host: str | None = Field(None, alias="RESTORE_SMTP_HOST")
+    smtp_port: Port = Field(587, alias="RESTORE_SMTP_PORT")
+    smtp_from: str = Field("restore-assets@localhost", alias="RESTORE_SMTP_FROM")
+    smtp_user: str | None = Field(None, alias="RESTORE_SMTP_USER")
+    smtp_password: SecretStr | None = Field(None, alias="RESTORE_SMTP_PASSWORD")
+    smtp_starttls: Flag = Field(True, alias="RESTORE_SMTP_STARTTLS")
+    on: Annotated[CommaList, AfterValidator(_kinds)] = Field(
+        DEFAULT_NOTIFY_ON, alias="RESTORE_NOTIFY_ON"
+    )
+    waiting_hours: Annotated[float, BeforeValidator(_hours)] = Field(
+        24.0, alias="RESTORE_NOTIFY_WAITING_HOURS"
+    )
+
+
 class Tools(Section):
     """Client binaries to use instead of the bundled ones."""
 
@@ -364,6 +417,7 @@ class Settings(Section):
     intake: Intake
     sensor: SensorSettings
     tools: Tools
+    notify: Notify
     allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
     # For another run of the target or its lock, then exit 1 naming the holder.
     wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
@@ -401,11 +455,11 @@ class Settings(Section):
     @property
     def passwords(self) -> tuple[str, ...]:
         """Every secret value that must never be printed (the redaction choke point's list)."""
-        zip_password = self.intake.zip_password
+        secrets = (self.intake.zip_password, self.notify.smtp_password, self.notify.webhook_url)
         candidates = (
             self.legacy.password,
             self.modernized.password,
-            zip_password.get_secret_value() if zip_password else None,
+            *(secret.get_secret_value() for secret in secrets if secret),
         )
         return tuple(p for p in candidates if p)
 
@@ -493,18 +547,23 @@ def _sections():
             yield name, info.annotation, DATABASE_ENV_PREFIXES.get(name, "")
 
 
+def _secret_variable(name: str) -> bool:
+    """A variable whose value is a credential: never shown, even when it is unusable."""
+    return name.endswith("_PASSWORD") or name == "RESTORE_NOTIFY_WEBHOOK_URL"
+
+
 def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:
     """One line per bad variable: its name, its value unless that holds a password, and what
     to use instead."""
     # No Settings yet, so no Settings.redactor: every *_PASSWORD variable is a secret here.
-    redact = Redactor(value for name, value in env.items() if name.endswith("_PASSWORD"))
+    redact = Redactor(value for name, value in env.items() if _secret_variable(name))
     lines = []
     for error in exc.errors():
         first, *rest = error["loc"]  # (VARIABLE, …) or (section, VARIABLE, …)
         nested = first in Settings.model_fields and rest
         name = f"{DATABASE_ENV_PREFIXES.get(str(first), '')}{rest[0]}" if nested else str(first)
         value = str((error.get("ctx") or {}).get("shown", error["input"]))
-        hidden = name.endswith("_PASSWORD") or redact.hides(value)
+        hidden = _secret_variable(name) or redact.hides(value)
         message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)
         lines.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
     return lines
