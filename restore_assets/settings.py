@@ -351,7 +351,9 @@ def _kinds(kinds: tuple[str, ...]) -> tuple[str, ...]:
 
 def _webhook(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().startswith(("https://", "http://")):
-        raise PydanticCustomError("webhook", "is not an http(s) URL; use the incoming webhook's URL")
+        raise PydanticCustomError(
+            "webhook", "is not an http(s) URL; use the incoming webhook's URL"
+        )
     return value
 
 

@@ -221,6 +221,21 @@ def _send_once(settings: Settings, event: Event, found, now: dt.datetime):
     return deliveries, entry["rounds"]
 
 
+def tell_about_secrets(
+    settings: Settings, problems: Mapping[str, str], since: str, now: dt.datetime
+) -> None:
+    """The sensor's look, for Ops: blocked once per content while files are missing or
+    refused, still waiting once per stall past RESTORE_NOTIFY_WAITING_HOURS, and both
+    forgotten once the files are there (`since` is "" then)."""
+    if not problems:
+        forget(settings, ("blocked", "waiting"))
+        return
+    send(settings, blocked_event(settings, problems), now)
+    started = dt.datetime.fromisoformat(since)
+    if now - started >= dt.timedelta(hours=settings.notify.waiting_hours):
+        send(settings, waiting_event(settings, problems, started, now), now)
+
+
 def forget(settings: Settings, kinds: Iterable[str]) -> None:
     """The cause is gone (the Secrets arrived): the next time it happens is told again."""
     kinds = set(kinds)
@@ -311,7 +326,10 @@ def _sent_state(settings: Settings) -> Iterator[dict[str, dict]]:
                 state = {}
             except ValueError:
                 state = {}  # unreadable: at worst an event is told once more
+            before = json.dumps(state, sort_keys=True)
             yield state
+            if json.dumps(state, sort_keys=True) == before:
+                return  # a tick that sent nothing writes nothing
             cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=KEEP_DAYS)).isoformat()
             kept = {k: v for k, v in state.items() if v.get("at", cutoff) >= cutoff}
             data = json.dumps(kept, indent=1, sort_keys=True).encode()
