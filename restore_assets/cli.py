@@ -366,14 +366,23 @@ def cmd_plan(settings: Settings, args) -> int:
 
 
 def cmd_ops_request(settings: Settings, args) -> int:
+    """Print the request to Ops; with --tracking-id, record when it went and Ops' ID (§0.3):
+    every blocked run's progress_snippet.md then says so."""
     from restore_assets.runbook.intake import SecretsStore
-    from restore_assets.runbook.ops_request import ops_request
+    from restore_assets.runbook.ops_request import ops_request, record_request
 
     files = SecretsStore(settings.paths).inspect_all()
     if all(f.usable for f in files):
         print("All baseline files are present and usable; nothing to request.")
         return EXIT_OK
     print(settings.redactor(ops_request(settings, SIDES, files, None)), end="")
+    if args.tracking_id is not None:
+        try:
+            request = record_request(settings, args.tracking_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        recorded = _("Recorded: {request} (blocked runs' progress_snippet.md will say so)")
+        print(recorded.format(request=request.line()))
     return EXIT_OK
 
 
@@ -447,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help=_("read-only: Secrets files, targets, last run"))
     status.set_defaults(func=cmd_status)
     ops = sub.add_parser("ops-request", help=_("print the request to Ops/DBA for missing files"))
+    ops.add_argument(
+        "--tracking-id",
+        metavar="ID",
+        help=_("record now as the request time and ID as Ops' ticket or thread (runbook §0.3)"),
+    )
     ops.set_defaults(func=cmd_ops_request)
     intake_zip = sub.add_parser(
         "intake-zip", help=_("unpack the encrypted ZIPs in <Secrets>/inbox/ into place (§0)")
