@@ -27,12 +27,12 @@ import smtplib
 import socket
 import ssl
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from http.client import HTTPException
 from urllib.parse import urlsplit
 
 from restore_assets.files import append_private
@@ -238,6 +238,8 @@ def tell_about_secrets(
 
 def forget(settings: Settings, kinds: Iterable[str]) -> None:
     """The cause is gone (the Secrets arrived): the next time it happens is told again."""
+    if not channels(settings):
+        return  # nothing was ever sent: no state to keep (and no folder made every tick)
     kinds = set(kinds)
     with _sent_state(settings) as state:  # raises OSError: the callers' guard logs it
         for key in [
@@ -254,7 +256,8 @@ def _deliver(settings: Settings, name: str, fn, event: Event) -> Delivery:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return Delivery(name, True, fn(settings, event))
-        except (OSError, smtplib.SMTPException, ValueError) as exc:  # URLError is an OSError
+        # URLError and ssl errors are OSErrors; a garbled HTTP answer is an HTTPException.
+        except (OSError, HTTPException, smtplib.SMTPException, ValueError) as exc:
             detail = redact(f"{type(exc).__name__}: {exc}")
             log.warning("notification %s to %s, attempt %d: %s", event.kind, name, attempt, detail)
             if attempt < ATTEMPTS:

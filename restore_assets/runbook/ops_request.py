@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def record_request(
 def recorded_request(settings: Settings) -> RecordedRequest | None:
     """The request recorded for this target, or None (none, or unreadable: then it says so
     nowhere rather than something untrue)."""
+    if not os.path.lexists(settings.paths.state_dir / "ops" / REQUESTS_FILE):
+        return None  # never recorded: reading must not create the folder
     try:
         with ops_folder(settings) as folder:
             entry = _read_requests(folder).get(settings.target_name)
