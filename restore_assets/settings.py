@@ -131,15 +131,21 @@ def _runner(value: str) -> str:
     return runner
 
 
-def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [t for t in tables if t not in DEFAULT_SYNC_TABLES]
-    if unknown:
-        raise PydanticCustomError(
-            "sync_tables",
-            "names {unknown}, which cannot be synced; choose from {allowed}",
-            {"unknown": ", ".join(unknown), "allowed": ", ".join(DEFAULT_SYNC_TABLES)},
-        )
-    return tables
+def _one_of(allowed: tuple[str, ...], why: str = ""):
+    """A check that every item of a comma list is one of `allowed` (`why`: what the others
+    cannot be)."""
+
+    def check(items: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [item for item in items if item not in allowed]
+        if unknown:
+            raise PydanticCustomError(
+                "one_of",
+                "names {unknown}" + why + "; choose from {allowed}",
+                {"unknown": ", ".join(unknown), "allowed": ", ".join(allowed)},
+            )
+        return items
+
+    return check
 
 
 # The working directory `load_settings` was given. Not the validation context: pydantic-settings
@@ -168,7 +174,9 @@ Seconds = Annotated[int, BeforeValidator(_seconds)]
 # NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 # The one rule for what §4.4 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
-SyncTables = Annotated[CommaList, AfterValidator(_syncable)]
+SyncTables = Annotated[
+    CommaList, AfterValidator(_one_of(DEFAULT_SYNC_TABLES, ", which cannot be synced"))
+]
 Resolved = Annotated[Path, AfterValidator(_resolved)]
 
 
@@ -338,17 +346,6 @@ NOTIFY_KINDS = ("blocked", "failed", "crashed", "waiting", "passed")
 DEFAULT_NOTIFY_ON = ("blocked", "failed", "crashed", "waiting")
 
 
-def _kinds(kinds: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [k for k in kinds if k not in NOTIFY_KINDS]
-    if unknown:
-        raise PydanticCustomError(
-            "notify_on",
-            "names {unknown}; choose from {allowed}",
-            {"unknown": ", ".join(unknown), "allowed": ", ".join(NOTIFY_KINDS)},
-        )
-    return kinds
-
-
 def _webhook(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().startswith(("https://", "http://")):
         raise PydanticCustomError(
@@ -381,7 +378,7 @@ class Notify(Section):
     smtp_user: str | None = Field(None, alias="RESTORE_SMTP_USER")
     smtp_password: SecretStr | None = Field(None, alias="RESTORE_SMTP_PASSWORD")
     smtp_starttls: Flag = Field(True, alias="RESTORE_SMTP_STARTTLS")
-    on: Annotated[CommaList, AfterValidator(_kinds)] = Field(
+    on: Annotated[CommaList, AfterValidator(_one_of(NOTIFY_KINDS))] = Field(
         DEFAULT_NOTIFY_ON, alias="RESTORE_NOTIFY_ON"
     )
     waiting_hours: Annotated[float, BeforeValidator(_hours)] = Field(
