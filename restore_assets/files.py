@@ -75,14 +75,19 @@ class Folder:
         self.fd, self.path, self.private = fd, path, private
 
     @classmethod
-    def root(cls, path: Path, *, private: bool = False) -> Folder:
+    def root(cls, path: Path, *, private: bool = False, owner: int | None = None) -> Folder:
         """A configured root, opened as configured (its own path may pass through links the
-        operator set up); `private` checks it like a folder below a root."""
+        operator set up); `private` checks it like a folder below a root (`owner`: a uid
+        trusted besides this process's and root's, e.g. the embedded server's own user)."""
         path = path.expanduser()
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         folder = cls(fd, path, False)
         if private:
-            folder._make_private()
+            try:
+                folder._make_private(owner)
+            except BaseException:
+                folder.close()
+                raise
         return folder
 
     def __enter__(self) -> Folder:
@@ -143,12 +148,12 @@ class Folder:
         with self.walk(rel.parent, create=True) as parent:
             return parent.sub(rel.name, create=True, private=True)
 
-    def _make_private(self) -> None:
-        """Owned by this process's user (or root), writable by no one else: a folder this user
-        owns loses group/other write; any other is refused."""
+    def _make_private(self, owner: int | None = None) -> None:
+        """Owned by this process's user (or root, or `owner`), writable by no one else: a folder
+        this user owns loses group/other write; any other is refused."""
         st = os.fstat(self.fd)
         me = os.geteuid()
-        if st.st_uid not in (me, 0):
+        if st.st_uid not in (me, 0, owner):
             raise NotSafe(self.path, f"owned by uid {st.st_uid}, not this process's; refused")
         if st.st_mode & 0o022:
             if st.st_uid != me:
@@ -196,17 +201,25 @@ class Folder:
             return sha256_of(handle), Identity.of(os.fstat(handle.fileno()))
 
     def write(
-        self, name: str, writer: Callable[[BinaryIO], None], *, replace: bool = True
+        self,
+        name: str,
+        writer: Callable[[BinaryIO], None],
+        *,
+        replace: bool = True,
+        chown: tuple[int, int] | None = None,
     ) -> Identity:
         """Create `name` mode 0600 from the start, atomically: written under a fresh `O_EXCL`
         name in this private folder, then renamed (`replace=False`: linked, so an existing
-        `name` raises FileExistsError and stays as it was)."""
+        `name` raises FileExistsError and stays as it was); `chown` gives it to that
+        (uid, gid) on its descriptor before it takes the name."""
         self._require_private()
         tmp = f".{_name(name)}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, _CREATE, 0o600, dir_fd=self.fd)
         try:
             with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), 0o600)
+                if chown is not None:
+                    os.fchown(out.fileno(), *chown)
                 writer(out)
                 out.flush()
                 written = Identity.of(os.fstat(out.fileno()))
@@ -371,16 +384,16 @@ def _existing_ancestor(folder: Path) -> Path:
     return folder
 
 
-def private_folder(folder: Path, root: Path | None = None) -> Folder:
+def private_folder(folder: Path, root: Path | None = None, *, create: bool = True) -> Folder:
     """`folder`, reached from `root` (as configured; by default, and when `root` is missing, its
-    nearest existing ancestor) without following a link, missing parts created 0700, every
-    part below `root` private."""
+    nearest existing ancestor) without following a link, missing parts created 0700 (with
+    `create`; else FileNotFoundError), every part below `root` private."""
     root = _existing_ancestor((root if root is not None else folder).expanduser())
     rel = below(folder, root)
     if rel is None:
         raise NotSafe(folder, f"not below {root}; refused")
     with Folder.root(root, private=not rel.parts) as base:
-        return base.walk(rel, create=True, private=True)
+        return base.walk(rel, create=create, private=True)
 
 
 def make_private_dirs(folder: Path, root: Path | None = None) -> None:
@@ -413,6 +426,15 @@ def write_private(
     """Create `path` with mode 0600 from the start, atomically, in a private folder."""
     with private_folder(path.parent, root) as folder:
         return folder.write(path.name, writer)
+
+
+def read_private(path: Path, *, root: Path | None = None) -> bytes:
+    """The whole of a small file of the project's own (state: the hash cache, the last restore
+    record), in a folder checked private as `private_folder` checks it, nothing created;
+    FileNotFoundError when it or its folder is missing, NotSafe when either is not ours."""
+    with private_folder(path.parent, root, create=False) as folder:
+        with folder.open_read(path.name) as handle:
+            return handle.read()
 
 
 def append_private(path: Path, text: str, *, root: Path | None = None) -> None:

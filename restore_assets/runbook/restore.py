@@ -20,7 +20,7 @@ from typing import BinaryIO
 from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
-from restore_assets.files import Folder, Identity, NotSafe
+from restore_assets.files import Folder, Identity, NotSafe, private_folder
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
@@ -256,6 +256,8 @@ class Phases:
 
 
 def _tmp_root(settings: Settings) -> Path:
+    """`<state>/tmp`, where psql's FIFOs are made: created 0700, or refused unless it (and the
+    state folder) is this user's own and no one else can write it (`files.private_folder`)."""
     root = settings.paths.state_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    with private_folder(settings.paths.state_dir), private_folder(root):
+        return root

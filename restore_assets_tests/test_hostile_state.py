@@ -1,0 +1,135 @@
+"""The project's own state (issue 20, third round): the sha256 cache, `<state>/tmp`, the last
+restore record and the embedded server's auth files are created by the one rule (`files.py`),
+never by path through a folder or a link someone else prepared. The project runs as root here,
+as it did when the holes were found; the other account is `nobody`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from restore_assets.files import NotSafe, read_private
+from restore_assets.settings import LEGACY_SEED_FILE, load_settings
+from restore_assets_tests.helpers import legacy_target
+from restore_assets_tests.test_hostile_files import as_nobody
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as `nobody` needs root")
+
+ROOTS_OWN = "root's own file\n"
+
+
+@pytest.fixture
+def place():
+    """A folder every user may enter (as /tmp or a home directory), and a root-only file in it
+    that a link planted by `nobody` aims at."""
+    base = Path(tempfile.mkdtemp(prefix="hostile-state-", dir="/tmp"))
+    base.chmod(0o1777)  # as /tmp: anyone may create a folder here first
+    victim = base / "victim"
+    victim.write_text(ROOTS_OWN)
+    victim.chmod(0o644)
+    yield base, victim
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _untouched(victim: Path) -> None:
+    st = victim.stat()
+    assert victim.read_text() == ROOTS_OWN
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o644, 0)
+
+
+def _state_prepared_by_nobody(base: Path, links: list[str], victim: Path) -> Path:
+    """The state folder created first by `nobody`, open to all, with links at `links`."""
+    state = base / "state"
+    planted = " && ".join(f"ln -s {victim} {state}/{name}" for name in links)
+    as_nobody(f"mkdir -m 777 {state} && {planted}")
+    return state
+
+
+def test_the_hash_cache_is_never_written_into_a_state_folder_another_user_prepared(
+    place, demo_secrets
+):
+    """`nobody` created the state folder first (RESTORE_STATE_DIR under a shared folder) and
+    planted links at the cache's lock and temporary names: the old code followed them as root,
+    overwriting any file with the cache's JSON. Intake still vets the file (a cache not written
+    only costs time), writes nothing there, and the file aimed at is untouched."""
+    from restore_assets.runbook.intake import SecretsStore
+
+    base, victim = place
+    links = ["sha256-cache.lock", f"sha256-cache.{os.getpid()}.tmp"]
+    state = _state_prepared_by_nobody(base, links, victim)
+    paths = load_settings({"SECRETS_DIR": str(demo_secrets), "RESTORE_STATE_DIR": str(state)})
+    seed = SecretsStore(paths.paths).inspect(LEGACY_SEED_FILE)
+    assert seed.usable, seed.status
+    _untouched(victim)
+    assert sorted(p.name for p in state.iterdir()) == sorted(links)  # nothing of ours there
+
+
+def test_psqls_scratch_folder_is_refused_in_a_state_folder_another_user_prepared(place):
+    """`<state>/tmp` (psql's FIFOs and the restrict key's file) was made by `mkdir -p` and used
+    by path: `nobody`, who made the state folder and its `tmp` first, could swap what psql
+    reads there. Refused: it is not this user's own."""
+    from restore_assets.runbook.restore import _tmp_root
+
+    base, _ = place
+    state = base / "state"
+    as_nobody(f"mkdir -m 777 {state} {state}/tmp")
+    settings = load_settings({"RESTORE_STATE_DIR": str(state)})
+    with pytest.raises(NotSafe, match="not this process's"):
+        _tmp_root(settings)
+    assert list((state / "tmp").iterdir()) == []
+
+
+def test_a_last_restore_record_another_user_planted_vouches_for_nothing(place):
+    """A record that would let a restore skip the backup, planted as a link in a record folder
+    `nobody` made: never read (the backup is then taken), never removed through the link."""
+    from restore_assets.runbook.last_restore import forget, restored_from_these
+
+    base, victim = place
+    state = base / "state"
+    record = state / "last-restore" / "legacy.json"
+    as_nobody(f"mkdir -m 777 {state} {record.parent} && ln -s {victim} {record}")
+    target = legacy_target()
+    with pytest.raises(NotSafe):
+        read_private(record)
+    assert restored_from_these(state, target, []) is False
+    with pytest.raises(NotSafe):
+        forget(state, target)
+    _untouched(victim)
+
+
+def test_the_embedded_servers_account_cannot_aim_roots_auth_file_write_elsewhere(settings):
+    """As root, the auth files are written into pgdata, which belongs to the server's own
+    account (whatever runs as it — a superuser's `COPY … TO PROGRAM` — may write there). A link
+    it planted at the temporary name the old code used (`.pg_hba.conf.<pid>`) was followed by
+    root: the file aimed at was overwritten, made 0600, given to the server's account, and
+    pg_hba.conf became a link to it. Now nothing is followed and pg_hba.conf is written whole."""
+    from restore_assets.pg.database import HBA_CONF, restrict_embedded_auth
+
+    endpoint = legacy_target().endpoint()
+    pgdata = settings.paths.state_dir / "pgdata"
+    server = pgdata.stat()
+    base = Path(tempfile.mkdtemp(prefix="hostile-pgdata-", dir="/tmp"))
+    victim = base / "victim"
+    victim.write_text(ROOTS_OWN)
+    victim.chmod(0o644)
+    link = pgdata / f".pg_hba.conf.{os.getpid()}"
+    hba = pgdata / "pg_hba.conf"
+    try:
+        os.symlink(victim, link)
+        os.lchown(link, server.st_uid, server.st_gid)  # as the server's account made it
+        hba.write_text(HBA_CONF + "# changed meanwhile: rewritten at the next start\n")
+        restrict_embedded_auth(pgdata, endpoint, [settings.legacy.user])
+        _untouched(victim)
+        assert stat.S_ISREG(hba.lstat().st_mode) and hba.read_text() == HBA_CONF
+        assert (hba.stat().st_uid, stat.S_IMODE(hba.stat().st_mode)) == (server.st_uid, 0o600)
+    finally:
+        link.unlink(missing_ok=True)
+        if hba.is_symlink():  # what the old code left: the session's server needs its file
+            hba.unlink()
+            restrict_embedded_auth(pgdata, endpoint, [settings.legacy.user])
+        shutil.rmtree(base, ignore_errors=True)
