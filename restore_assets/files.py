@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from restore_assets.redaction import escaped
 
@@ -236,15 +236,28 @@ class Folder:
 
     def append(self, name: str, text: str) -> None:
         """Append to `name` in this private folder, mode 0600 from its first line."""
-        self._require_private()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(_name(name), flags | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
-        with os.fdopen(fd, "a", encoding="utf-8") as log:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
-                raise NotSafe(self.path / name, "not this process's own regular file; refused")
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        with os.fdopen(self._own_file(name, os.O_APPEND), "a", encoding="utf-8") as log:
             log.write(text)
+
+    def open_log(self, name: str) -> TextIO:
+        """`name` in this private folder, emptied, for a log written as it comes (psql's
+        output): mode 0600, opened by descriptor as `append` opens it."""
+        fd = self._own_file(name, 0)
+        os.ftruncate(fd, 0)  # only once it is known to be this user's own file
+        return os.fdopen(fd, "w", encoding="utf-8")
+
+    def _own_file(self, name: str, flags: int) -> int:
+        """A descriptor for writing `name`, created 0600 if missing; never through a link or a
+        FIFO, and refused unless it is this user's own regular file with no other name."""
+        self._require_private()
+        flags |= os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(_name(name), flags, 0o600, dir_fd=self.fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            os.close(fd)
+            raise NotSafe(self.path / name, "not this process's own regular file; refused")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return fd
 
     def lock_file(self, name: str) -> int:
         """A lock file in a folder others may write: created 0600 or opened read-only, never

@@ -133,3 +133,44 @@ def test_the_embedded_servers_account_cannot_aim_roots_auth_file_write_elsewhere
             hba.unlink()
             restrict_embedded_auth(pgdata, endpoint, [settings.legacy.user])
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_psqls_log_never_lands_in_a_folder_swapped_in_after_the_evidence_check(
+    secrets_dir, place, monkeypatch
+):
+    """An artifacts root a team shares (writable by `nobody`): the run folder below it is the
+    project's own, but its parent can be renamed away and a link to `nobody`'s own tree put in
+    its place. psql's log was checked at preflight and opened by path after the lock and the
+    backup: it then went through the link into their folder. Now it is opened by descriptor in
+    the run folder as checked: the swap stops the run before psql, the target as it was."""
+    from restore_assets.runbook import restore as restore_module
+    from restore_assets_tests.conftest import run_cli
+    from restore_assets_tests.helpers import database_fingerprint
+
+    base, _ = place
+    artifacts = base / "artifacts"
+    artifacts.mkdir(mode=0o777)
+    artifacts.chmod(0o777)
+    monkeypatch.setenv("RESTORE_ARTIFACTS_DIR", str(artifacts))
+    theirs = base / "theirs"
+    reset_set = restore_module.reset_set
+
+    def swapped_meanwhile(db):
+        """After preflight checked the evidence folder: `nobody` swaps its parent."""
+        (run_folder,) = (artifacts / "parity-manual" / "db-restore").iterdir()
+        as_nobody(
+            f"cd {artifacts} && mv parity-manual parity-manual.was"
+            f" && mkdir -p {theirs}/db-restore/{run_folder.name} && chmod -R 777 {theirs}"
+            f" && ln -s {theirs} parity-manual"
+        )
+        return reset_set(db)
+
+    monkeypatch.setattr(restore_module, "reset_set", swapped_meanwhile)
+    before = database_fingerprint()
+    done = run_cli("run", "--only", "legacy")
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert [p.name for p in theirs.rglob("*") if p.is_file()] == [], said
+    assert "refused" in said, said
+    assert database_fingerprint() == before

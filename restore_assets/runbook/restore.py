@@ -185,7 +185,7 @@ def restore_side(
     superuser = db.role_is_superuser()
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
-    psql_log = evidence.checked_path(PSQL_LOGS[side])  # opened by psql's log writer
+    psql_log = evidence.path(PSQL_LOGS[side])
     phases.lap("preflight")
 
     with restore_lock(db, log=log):
@@ -211,16 +211,17 @@ def restore_side(
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-        lines, fed = run_psql(
-            psql,
-            [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
-            prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=env,
-            tmp_root=_tmp_root(settings),
-            log_path=psql_log,
-            redact=evidence.redact,  # psql_log is streamed, line by line, past the store
-            progress=log,
-        )
+        with evidence.log(PSQL_LOGS[side]) as psql_output:
+            lines, fed = run_psql(
+                psql,
+                [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
+                prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
+                env=env,
+                tmp_root=_tmp_root(settings),
+                log=psql_output,
+                redact=evidence.redact,  # the log is streamed, line by line, past the store
+                progress=log,
+            )
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
