@@ -52,7 +52,7 @@ from restore_assets.jobs import (
     restore_modernized_job,
 )
 from restore_assets.named_targets import labelled, load_targets
-from restore_assets.recovery import free_dead_runs
+from restore_assets.recovery import free_dead_runs, own_tag
 from restore_assets.redaction import escaped
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
@@ -255,7 +255,7 @@ def last_restore(instance, side: str, target: str) -> LastRestore | None:
         return None
     if run.status == DagsterRunStatus.SUCCESS:
         return LastRestore(run.run_id, content, "passed")
-    if run.status == DagsterRunStatus.CANCELED or run.tags.get(INTERRUPTED_TAG):
+    if run.status == DagsterRunStatus.CANCELED or own_tag(run, INTERRUPTED_TAG):
         return LastRestore(run.run_id, content, "stopped")
     failures = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.STEP_FAILURE

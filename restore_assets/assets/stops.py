@@ -28,6 +28,7 @@ from restore_assets.errors import (
     RestoreError,
     UnexpectedError,
 )
+from restore_assets.recovery import stamped
 from restore_assets.redaction import traceback_text
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
@@ -77,7 +78,7 @@ def record_stop(
     instance = instance or context.instance
     run = run or context.run
     if status == "interrupted":  # a person's stop: the sensor must not start it again
-        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: step})
+        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: stamped(run.run_id, step)})
     try:
         # Locked until the run holds the report too: both sides may stop at once, in two
         # processes, and the last word (file and run) must name them both.

@@ -6,7 +6,7 @@ import datetime as dt
 
 from dagster import ConfigurableResource, ResourceDependency
 
-from restore_assets.recovery import tag_run_process
+from restore_assets.recovery import own_tag, tag_run_process
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.evidence import EvidenceStore
 
@@ -25,7 +25,7 @@ class EvidenceResource(ConfigurableResource):
     def for_dagster_run(self, run, instance) -> EvidenceStore:
         """The run's evidence folder, from its tags (also where a hook finds it)."""
         settings = self.config.settings()
-        tagged = run.tags.get(EVIDENCE_TAG)
+        tagged = own_tag(run, EVIDENCE_TAG)  # a re-execution's own start, not its parent's
         if tagged:
             started = dt.datetime.fromisoformat(tagged)
         else:
