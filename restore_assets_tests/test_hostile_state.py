@@ -15,12 +15,14 @@ import pytest
 
 from restore_assets.files import NotSafe, read_private
 from restore_assets.settings import LEGACY_SEED_FILE, load_settings
+from restore_assets_tests import test_hostile_files
 from restore_assets_tests.helpers import legacy_target
 from restore_assets_tests.test_hostile_files import as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as `nobody` needs root")
 
 ROOTS_OWN = "root's own file\n"
+shared = test_hostile_files.shared  # the Secrets store the drop-box account may write
 
 
 @pytest.fixture
@@ -174,3 +176,42 @@ def test_psqls_log_never_lands_in_a_folder_swapped_in_after_the_evidence_check(
     assert [p.name for p in theirs.rglob("*") if p.is_file()] == [], said
     assert "refused" in said, said
     assert database_fingerprint() == before
+
+
+@pytest.mark.parametrize("outcome", ["unpacked", "refused"])
+def test_a_zip_the_drop_box_deletes_before_it_is_set_aside_is_still_recorded(
+    outcome, shared, tmp_path, demo_secrets, monkeypatch
+):
+    """As `nobody`, once the ZIP was read (unpacked, or refused): delete it from the inbox
+    before it is moved to `done/` or `refused/`. The move fails; the look goes on, says the ZIP
+    was not moved, and investigation.log still has the sha256 of the bytes that were read."""
+    import hashlib
+
+    from restore_assets.runbook import inbox as inbox_module
+    from restore_assets.runbook.inbox import unpack_inbox
+    from restore_assets_tests.test_hostile_files import settings_for
+    from restore_assets_tests.test_inbox import build_zip, demo_entries
+
+    secrets, _ = shared
+    zip_path = secrets / "inbox" / "delivery.zip"
+    good = demo_entries(demo_secrets, [LEGACY_SEED_FILE])
+    build_zip(zip_path, good if outcome == "unpacked" else {"x": b"not a baseline file"})
+    read = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    unpack = inbox_module._unpack
+
+    def unpack_then_deleted(*args, **kwargs):
+        try:
+            return unpack(*args, **kwargs)
+        finally:
+            as_nobody(f"rm -f {zip_path}")  # the drop-box account, after the read
+
+    monkeypatch.setattr(inbox_module, "_unpack", unpack_then_deleted)
+    settings = settings_for(secrets, tmp_path)
+    (result,) = unpack_inbox(settings)
+    folder = "done" if outcome == "unpacked" else "refused"
+    assert result.status == outcome, result.line()
+    assert f"not moved to {folder}/" in result.detail, result.line()
+    log = (settings.paths.artifacts_dir / "parity-manual/db-restore/investigation.log").read_text()
+    assert f"{read}  inbox/delivery.zip" in log, log
+    assert f"not moved to {folder}/" in log
+    assert not (secrets / "inbox" / folder / "delivery.zip").exists()
