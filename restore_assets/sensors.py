@@ -47,6 +47,7 @@ from restore_assets.jobs import (
     INTAKE_JOB,
     JOBS_BY_SIDE,
     all_jobs,
+    keep_instance_private,
     restore_followup_job,
     restore_legacy_job,
     restore_modernized_job,
@@ -93,6 +94,7 @@ def _interval() -> int:
     "gates.",
 )
 def secrets_sensor(context: SensorEvaluationContext):
+    keep_instance_private(context.instance)  # a daemon started by hand has the caller's umask
     # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever.
     free_dead_runs(context.instance, context.log.info)
     cursor = json.loads(context.cursor) if context.cursor else {}

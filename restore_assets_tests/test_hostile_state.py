@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from restore_assets_tests.test_hostile_files import as_nobody
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as `nobody` needs root")
 
 ROOTS_OWN = "root's own file\n"
+ROOT = Path(__file__).resolve().parents[1]
 shared = test_hostile_files.shared  # the Secrets store the drop-box account may write
 
 
@@ -215,3 +218,44 @@ def test_a_zip_the_drop_box_deletes_before_it_is_set_aside_is_still_recorded(
     assert f"{read}  inbox/delivery.zip" in log, log
     assert f"not moved to {folder}/" in log
     assert not (secrets / "inbox" / folder / "delivery.zip").exists()
+
+
+def _nobody_can(command: str) -> bool:
+    done = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", command], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.slow
+def test_dagster_started_by_hand_keeps_its_storage_private_whatever_its_umask(
+    place, secrets_dir, artifacts_dir
+):
+    """`dagster dev` or a daemon started without `restore-assets` keeps the caller's umask,
+    022: the Dagster home a person created 0755 and the SQLite files Dagster makes in it 0644
+    held every run's counts and target details for any local user. A real run of the Legacy
+    job in such a process (as its run worker executes it): `nobody` lists and reads nothing."""
+    base, _ = place
+    home = base / "dagster_home"
+    home.mkdir()
+    home.chmod(0o755)
+    code = (
+        "import os\n"
+        "os.umask(0o022)\n"
+        "from dagster import DagsterInstance\n"
+        "from restore_assets.assets.partitions import register_targets\n"
+        "from restore_assets.definitions import defs\n"
+        "instance = DagsterInstance.get()\n"
+        "register_targets(instance, ['default'])\n"
+        "job = defs.resolve_job_def('restore_legacy')\n"
+        "print(job.execute_in_process(instance=instance, partition_key='default').success)\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.stdout.strip().endswith("True"), done.stderr[-3000:]
+    runs_db = home / "history" / "runs.db"
+    assert runs_db.is_file()
+    assert _nobody_can(f"ls {base}")  # su works, the folder above is open
+    assert not _nobody_can(f"ls {home}")
+    assert not _nobody_can(f"cat {runs_db} >/dev/null")
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700

@@ -18,7 +18,11 @@ class EvidenceResource(ConfigurableResource):
     config: ResourceDependency[RestoreConfig]
 
     def for_run(self, context) -> EvidenceStore:
-        """Every step starts here: it also records the run's process (see `recovery`)."""
+        """Every step starts here: it also records the run's process (see `recovery`) and
+        keeps the Dagster home private (a run worker of `dagster dev` has its umask)."""
+        from restore_assets.jobs import keep_instance_private  # jobs imports the assets
+
+        keep_instance_private(context.instance)
         tag_run_process(context)
         return self.for_dagster_run(context.run, context.instance)
 
