@@ -50,13 +50,14 @@ from restore_assets.jobs import (
     INTAKE_JOB,
     JOBS_BY_SIDE,
     all_jobs,
+    keep_instance_private,
     restore_followup_job,
     restore_legacy_job,
     restore_modernized_job,
 )
 from restore_assets.named_targets import labelled, load_targets
 from restore_assets.notifications import tell_about_secrets
-from restore_assets.recovery import free_dead_runs
+from restore_assets.recovery import free_dead_runs, own_tag
 from restore_assets.redaction import escaped
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
@@ -98,6 +99,7 @@ def _interval() -> int:
     "gates.",
 )
 def secrets_sensor(context: SensorEvaluationContext):
+    keep_instance_private(context.instance)  # a daemon started by hand has the caller's umask
     # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever.
     free_dead_runs(context.instance, context.log.info)
     cursor = json.loads(context.cursor) if context.cursor else {}
@@ -305,7 +307,7 @@ def last_restore(instance, side: str, target: str) -> LastRestore | None:
         return None
     if run.status == DagsterRunStatus.SUCCESS:
         return LastRestore(run.run_id, content, "passed")
-    if run.status == DagsterRunStatus.CANCELED or run.tags.get(INTERRUPTED_TAG):
+    if run.status == DagsterRunStatus.CANCELED or own_tag(run, INTERRUPTED_TAG):
         return LastRestore(run.run_id, content, "stopped")
     failures = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.STEP_FAILURE

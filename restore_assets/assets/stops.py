@@ -29,6 +29,7 @@ from restore_assets.errors import (
     UnexpectedError,
 )
 from restore_assets.notifications import run_settings, tell
+from restore_assets.recovery import stamped
 from restore_assets.redaction import traceback_text
 from restore_assets.runbook import notify
 from restore_assets.runbook.evidence import EvidenceStore
@@ -88,7 +89,7 @@ def record_stop(
     instance = instance or context.instance
     run = run or context.run
     if status == "interrupted":  # a person's stop: the sensor must not start it again
-        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: step})
+        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: stamped(run.run_id, step)})
     settings = run_settings(context) if status in ("blocked", "failed") else None
     note = not_received_line(settings) if settings and status == "blocked" else None
     try:

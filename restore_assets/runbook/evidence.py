@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from restore_assets.errors import EvidenceError
 from restore_assets.files import Folder, NotSafe, below, private_folder
@@ -102,11 +103,13 @@ class EvidenceStore:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def checked_path(self, name: str) -> Path:
-        """`path(name)` for a writer that opens it by path (psql's log, `O_NOFOLLOW`), after
-        checking that the run folder at that path is still the one this run created."""
-        with self.opened():
-            return self.path(name)
+    @contextmanager
+    def log(self, name: str) -> Iterator[TextIO]:
+        """`name` for a log written as it comes (psql's output), opened by descriptor in the
+        run folder as `opened` holds it: never by path (a folder on the way could be swapped
+        between a check and the open)."""
+        with self.opened() as run, run.open_log(name) as log:
+            yield log
 
     @contextmanager
     def opened(self) -> Iterator[Folder]:

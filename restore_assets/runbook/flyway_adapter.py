@@ -28,7 +28,7 @@ from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.pg.database import Database
-from restore_assets.redaction import describe, sqlstate_message
+from restore_assets.redaction import Redactor, describe, sqlstate_message
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, FlywaySettings
 
 
@@ -171,6 +171,16 @@ class ExternalCommand:
     env: dict[str, str]
     volumes: dict[str, dict[str, str]]
     image: str | None = None
+    # What its output must never show, whatever prints it: the target's password and the
+    # conf's own flyway.password (which may be another one). See `Redactor`.
+    secrets: tuple[str, ...] = ()
+
+    def redact(self, output: str) -> str:
+        return Redactor(self.secrets)(output)
+
+
+def _secrets(config: FlywayConfig, db: Database) -> tuple[str, ...]:
+    return tuple(p for p in (db.settings.password, config.password) if p)
 
 
 # A restore step makes no call home: the Flyway CLI checks online for a newer version and has
@@ -238,7 +248,7 @@ def cli_command(
         *QUIET,
         command,
     ]
-    return ExternalCommand(argv=argv, env=runner_env(db), volumes={})
+    return ExternalCommand(argv=argv, env=runner_env(db), volumes={}, secrets=_secrets(config, db))
 
 
 def docker_command(
@@ -259,7 +269,11 @@ def docker_command(
         str(_single_location(config).resolve()): {"bind": CONTAINER_SQL_DIR, "mode": "ro"},
     }
     return ExternalCommand(
-        argv=argv, env=runner_env(db), volumes=volumes, image=flyway.docker_image
+        argv=argv,
+        env=runner_env(db),
+        volumes=volumes,
+        image=flyway.docker_image,
+        secrets=_secrets(config, db),
     )
 
 
@@ -272,7 +286,7 @@ def run_cli(spec: ExternalCommand) -> str:
             f"FLYWAY_RUNNER=cli but {spec.argv[0]!r} is not on PATH; install Flyway or set "
             "FLYWAY_BIN, or use FLYWAY_RUNNER=native"
         ) from None
-    output = done.stdout + done.stderr
+    output = spec.redact(done.stdout + done.stderr)
     if done.returncode != 0:
         raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}", output)
     return output

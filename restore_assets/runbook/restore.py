@@ -20,7 +20,7 @@ from typing import BinaryIO
 from psycopg import sql
 
 from restore_assets.errors import PreflightFailed, ResetRefused
-from restore_assets.files import Folder, Identity, NotSafe
+from restore_assets.files import Folder, Identity, NotSafe, private_folder
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
@@ -185,7 +185,7 @@ def restore_side(
     superuser = db.role_is_superuser()
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
-    psql_log = evidence.checked_path(PSQL_LOGS[side])  # opened by psql's log writer
+    psql_log = evidence.path(PSQL_LOGS[side])
     phases.lap("preflight")
 
     with restore_lock(db, log=log):
@@ -211,16 +211,17 @@ def restore_side(
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-        lines, fed = run_psql(
-            psql,
-            [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
-            prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=env,
-            tmp_root=_tmp_root(settings),
-            log_path=psql_log,
-            redact=evidence.redact,  # psql_log is streamed, line by line, past the store
-            progress=log,
-        )
+        with evidence.log(PSQL_LOGS[side]) as psql_output:
+            lines, fed = run_psql(
+                psql,
+                [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
+                prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
+                env=env,
+                tmp_root=_tmp_root(settings),
+                log=psql_output,
+                redact=evidence.redact,  # the log is streamed, line by line, past the store
+                progress=log,
+            )
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
@@ -256,6 +257,8 @@ class Phases:
 
 
 def _tmp_root(settings: Settings) -> Path:
+    """`<state>/tmp`, where psql's FIFOs are made: created 0700, or refused unless it (and the
+    state folder) is this user's own and no one else can write it (`files.private_folder`)."""
     root = settings.paths.state_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    with private_folder(settings.paths.state_dir), private_folder(root):
+        return root
