@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import subprocess
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -343,6 +344,45 @@ class Database:
             ).fetchone()
         return int(row[0]), int(row[1])
 
+    def transport(self) -> str:
+        """How the project's own connections reach the database, for the evidence: the sslmode
+        they ask for and whether SSL is in use, as libpq says for this very connection."""
+        if self.embedded:
+            return "embedded server on a local socket (no network)"
+        with self.connect(autocommit=True) as conn:
+            in_use = conn.pgconn.ssl_in_use
+            row = conn.execute(SSL_OF_THIS_SESSION).fetchone()
+        return _transport(self.settings.effective_sslmode, in_use, row[1] if row else None)
+
+    def client_transport(self, binary: str) -> str:
+        """The same for a client program (psql): it connects as the restore will (same
+        variables) and asks the server about its own session. A client that cannot connect so
+        (a build without SSL asked for `require`) stops the run before anything is touched."""
+        if self.embedded:
+            return "embedded server on a local socket (no network)"
+        done = subprocess.run(
+            [binary, "-XAt", "-F", " ", "-c", SSL_OF_THIS_SESSION],
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        mode = self.settings.effective_sslmode
+        if done.returncode != 0:
+            raise DatabaseUnusable(
+                f"{binary} cannot connect to the {self.describe()} with sslmode={mode}: "
+                f"{done.stderr.strip()} — a client built without SSL cannot use require or "
+                f"verify-*: point RESTORE_PSQL and RESTORE_PG_DUMP at clients built with SSL "
+                f"(e.g. the postgresql-client package's), or set {self._sslmode_variable()}"
+            )
+        ssl, _, version = done.stdout.strip().partition(" ")
+        return _transport(mode, ssl == "t", version or None)
+
+    def _sslmode_variable(self) -> str:
+        if self.settings.origin:
+            return f"sslmode of {self.settings.origin}"
+        return f"{self.settings.env_prefix}SSLMODE (or DB_SSLMODE)"
+
     def server_version_num(self) -> int:
         with self.connect(autocommit=True) as conn:
             return int(conn.execute("SHOW server_version_num").fetchone()[0])
@@ -421,6 +461,15 @@ class Database:
         """Every non-system schema of the database, as the server lists it: the reset set."""
         with self.connect(autocommit=True) as conn:
             return [r[0] for r in conn.execute(USER_SCHEMAS_SQL).fetchall()]
+
+
+SSL_OF_THIS_SESSION = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+def _transport(mode: str, in_use: bool, version: str | None) -> str:
+    if in_use:
+        return f"sslmode={mode}: SSL in use" + (f" ({version})" if version else "")
+    return f"sslmode={mode}: SSL NOT in use (plain TCP)"
 
 
 USER_SCHEMAS_SQL = """

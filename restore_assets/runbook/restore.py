@@ -62,6 +62,7 @@ class RestoreResult:
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
+    transport: str = ""  # sslmode and whether SSL is in use (`Database.transport`)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
     backup_skipped: str = "not needed (target was empty)"  # why there is no backup
     # --terminate-sessions: the sessions ended before the reset, and those that could not be
@@ -192,6 +193,8 @@ def restore_side(
     version_num = preflight(db, files, extensions)
     refuse_a_database_of_another_target(db, settings)
     superuser = db.role_is_superuser()
+    transport = f"{db.transport()}; psql: {db.client_transport(psql)}"
+    log(f"connection to the {db.describe()}: {transport}")
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.checked_path(PSQL_LOGS[side])  # opened by psql's log writer
@@ -251,6 +254,7 @@ def restore_side(
         psql_output_lines=lines,
         ran_sha256=fed,
         superuser=superuser,
+        transport=transport,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
         phases=phases.seconds,

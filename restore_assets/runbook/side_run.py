@@ -57,6 +57,7 @@ def restore_and_record(
             {
                 "target": result.target,
                 "server": result.server_version,
+                "connection": result.transport,
                 "seconds": result.seconds,
                 "backup": result.backup_summary,
                 "schemas reset": result.reset_schemas,
