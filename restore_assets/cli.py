@@ -81,6 +81,7 @@ def run_chain(
         wait_for_target,
     )
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
+    from restore_assets.started_by import cli_tag
 
     target = settings.target_name
     instance = prepare_instance(settings.paths)
@@ -94,7 +95,12 @@ def run_chain(
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = str(uuid.uuid4())  # known before the run exists: its process tag names it
-    tags = {EVIDENCE_TAG: started.isoformat(), SIDES_TAG: ",".join(sides), **process_tag(run_id)}
+    tags = {
+        EVIDENCE_TAG: started.isoformat(),
+        SIDES_TAG: ",".join(sides),
+        **process_tag(run_id),
+        **cli_tag(),
+    }
     job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
     result = None
     with signals_received() as signals:
