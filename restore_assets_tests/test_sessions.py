@@ -76,7 +76,9 @@ def test_an_open_transaction_stops_the_restore_in_bounded_time_naming_it(
         readme = (evidence_of(out) / "README.md").read_text()
         assert "wildfly" in readme
 
+        started = time.monotonic()
         ended = run_cli("run", "--only", "legacy", "--allow-reset", "--terminate-sessions")
+        print(f"with --terminate-sessions: restored in {time.monotonic() - started:.1f}s")
         assert ended.returncode == 0, ended.stdout + ended.stderr
         readme = (evidence_of(ended.stdout) / "README.md").read_text()
         assert "sessions ended: 'wildfly' (user opendolphin from 127.0.0.1" in readme, readme

@@ -232,6 +232,8 @@ def runner_target(flyway: FlywaySettings, config: FlywayConfig, db: Database) ->
     host = f"[{target.host}]" if ":" in str(target.host) else target.host
     url = f"jdbc:postgresql://{host}:{target.port}/{quote(target.dbname, safe='')}"
     params = f"sslmode={quote(target.effective_sslmode, safe='')}"
+    # Flyway's own statements wait for another session's lock as ours do (pgjdbc's `options`).
+    params += f"&options={quote(f'-c lock_timeout={db.lock_timeout_ms}', safe='')}"
     if target.sslrootcert is not None:
         params += f"&sslrootcert={quote(str(target.sslrootcert), safe='/')}"
     return [f"-url={url}?{params}", f"-user={target.user}"]
