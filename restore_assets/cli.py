@@ -455,8 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--terminate-sessions",
         action="store_true",
-        help="end the other sessions on each target just before its reset (an application "
-        "still connected); the evidence names them (RESTORE_TERMINATE_SESSIONS)",
+        help=_(
+            "end the other sessions on each target just before its reset (an application "
+            "still connected); the evidence names them (RESTORE_TERMINATE_SESSIONS)"
+        ),
     )
     plan.set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help=_("read-only: Secrets files, targets, last run"))
