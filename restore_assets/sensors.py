@@ -78,6 +78,7 @@ from restore_assets.settings import (
     Settings,
     load_settings,
 )
+from restore_assets.started_by import sensor_tag
 
 
 def _interval() -> int:
@@ -188,7 +189,7 @@ def _watch(
         # again after another one (A, B, A) is a new request, a second tick asking for the
         # same one is not.
         key = "|".join(restore[side] for side in sides)
-        tags = {SIDES_TAG: ",".join(sides)}
+        tags = {SIDES_TAG: ",".join(sides), **sensor_tag("secrets_sensor")}
         for side in sides:  # queued, it already counts as this content's restore
             tags |= restore_tags(side, target, restore[side])
         requests.append(

@@ -59,7 +59,8 @@ def test_defaults(tmp_path):
     assert modern.dbname == "opendolphin_modern"
     for target in (legacy, modern):
         assert target.embedded and target.user == "opendolphin"
-        assert target.password is None and target.sslmode == "prefer"
+        assert target.password is None and target.sslmode is None
+        assert target.effective_sslmode == "prefer"
     assert settings.allow_reset is False and settings.passwords == ()
     assert settings.tools.psql is None and settings.tools.pg_dump is None
     assert settings.checks.legacy_expected_tables == DEFAULT_LEGACY_EXPECTED_TABLES
@@ -165,6 +166,44 @@ def test_empty_means_unset(tmp_path):
 def test_names_are_upper_case(tmp_path):
     settings = load_settings({"postgres_host": "db.example", "restore_allow_reset": "x"}, tmp_path)
     assert settings.legacy.embedded and settings.allow_reset is False
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("db.example.org", "require"),
+        ("10.1.2.3", "require"),
+        ("192.168.0.7", "require"),
+        ("2001:db8::5", "require"),
+        ("127.0.0.1", "prefer"),
+        ("127.4.5.6", "prefer"),
+        ("::1", "prefer"),
+        ("[::1]", "prefer"),
+        ("localhost", "prefer"),
+        ("LOCALHOST", "prefer"),
+        ("/var/run/postgresql", "prefer"),
+    ],
+)
+def test_sslmode_defaults_to_require_across_the_network(host, expected, tmp_path):
+    settings = load_settings({"POSTGRES_HOST": host}, cwd=tmp_path)
+    assert settings.legacy.effective_sslmode == expected
+    # What is set wins, in either direction: the target's own, then DB_SSLMODE.
+    own = load_settings({"POSTGRES_HOST": host, "POSTGRES_SSLMODE": "disable"}, cwd=tmp_path)
+    assert own.legacy.effective_sslmode == "disable"
+    shared = {"POSTGRES_HOST": host, "DB_SSLMODE": "verify-full"}
+    assert load_settings(shared, cwd=tmp_path).legacy.effective_sslmode == "verify-full"
+
+
+def test_the_connection_carries_the_sslmode_and_root_certificate(tmp_path):
+    from restore_assets.pg.database import Database
+
+    env = {"POSTGRES_HOST": "db.example.org", "PGSSLROOTCERT": str(tmp_path / "root.crt")}
+    settings = load_settings(env, cwd=tmp_path)
+    db = Database(settings.legacy, settings.pg)
+    info = db.conninfo()
+    assert (info["sslmode"], info["sslrootcert"]) == ("require", str(tmp_path / "root.crt"))
+    client = db.client_env()  # psql and pg_dump: the same, by libpq's variables
+    assert (client["PGSSLMODE"], client["PGSSLROOTCERT"]) == ("require", str(tmp_path / "root.crt"))
 
 
 def test_db_sslmode_is_the_fallback_for_both_targets(tmp_path):
@@ -420,6 +459,7 @@ def _target_uses(prefix: str, side: str) -> dict[str, Use]:
         f"{prefix}USER": Use(field("user"), ("dot_user", "env_user")),
         f"{prefix}PASSWORD": Use(field("password"), ("Dot-pw-never-print", "Env-pw-never-print")),
         f"{prefix}SSLMODE": Use(field("sslmode"), ("require", "verify-full")),
+        f"{prefix}SSLROOTCERT": Use(field("sslrootcert"), ("dot.crt", "env.crt"), _here),
     }
 
 
@@ -497,6 +537,9 @@ USES: dict[str, Use] = {
         _write_targets,
     ),
     "RESTORE_ALLOW_RESET": Use(_setting("allow_reset"), ("true", "false"), lambda v: v == "true"),
+    "RESTORE_TERMINATE_SESSIONS": Use(
+        _setting("terminate_sessions"), ("true", "false"), lambda v: v == "true"
+    ),
     "RESTORE_PSQL": Use(_setting("tools.psql"), ("/opt/dot/psql", "/opt/env/psql")),
     "RESTORE_PG_DUMP": Use(_setting("tools.pg_dump"), ("/opt/dot/pg_dump", "/opt/env/pg_dump")),
     "RESTORE_LEGACY_EXPECTED_TABLES": Use(
@@ -516,6 +559,11 @@ USES: dict[str, Use] = {
         lambda: (load_settings().legacy.sslmode, load_settings().modernized.sslmode),
         ("require", "disable"),
         lambda value: (value, value),
+    ),
+    "PGSSLROOTCERT": Use(
+        lambda: (load_settings().legacy.sslrootcert, load_settings().modernized.sslrootcert),
+        ("dot-root.crt", "env-root.crt"),
+        lambda value: (_here(value), _here(value)),
     ),
 }
 # RESTORE_DOTENV names the `.env` file itself, so only the environment can set it (its own test

@@ -44,6 +44,7 @@ def restore_step(context, step: str, restore, resource, evidence_store):
     metadata = {
         "target": result.target,
         "server_version": result.server_version,
+        "connection": result.transport,
         "inputs": table([f.as_evidence() for f in result.files]),
         "schemas_reset": ", ".join(result.reset_schemas),
         "objects_before": table(

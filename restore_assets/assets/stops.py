@@ -37,6 +37,7 @@ from restore_assets.runbook.gate_report import record_stop as record_stop_in_evi
 from restore_assets.runbook.gate_report import unreached_report
 from restore_assets.runbook.ops_request import not_received_line
 from restore_assets.settings import Settings
+from restore_assets.started_by import started_by
 
 from .shell import (
     GATES_REPORT,
@@ -233,5 +234,7 @@ def record_interrupt(settings: Settings, instance, run, folder: str | None, sign
     128 + the signal's number, as a shell reports a process killed by it)."""
     if not folder:
         return
-    store = EvidenceStore(Path(folder), settings.redactor, settings.paths.artifacts_dir)
+    store = EvidenceStore(
+        Path(folder), settings.redactor, settings.paths.artifacts_dir, None, started_by(run.tags)
+    )
     record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)

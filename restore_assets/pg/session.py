@@ -45,6 +45,7 @@ _PSQL_ERROR = re.compile(
 )
 _DUMP_RESTRICT = re.compile(rb"^\\restrict (\S+)\r?\n?$")
 RESTRICT_FILE = "restrict-session.sql"
+PRELUDE = "prelude.sql"  # the project's own SQL before the files: the reset
 VERIFIED_FILE = "all-files-verified.sql"  # a FIFO: written only after every hash matched
 _CHECK_CLIENT = "-c client_connection_check_interval=1000"
 
@@ -169,7 +170,7 @@ def run_psql(
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o700)
         (tmp / RESTRICT_FILE).write_text(f"\\restrict {key}\n", encoding="utf-8")
-        (tmp / "prelude.sql").write_text(prelude, encoding="utf-8")
+        (tmp / PRELUDE).write_text(prelude, encoding="utf-8")
         fifos = []
         for file in files:
             fifo = tmp / file.relpath
@@ -183,7 +184,7 @@ def run_psql(
         cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
         cmd.append("--single-transaction")
         os.mkfifo(tmp / VERIFIED_FILE, 0o600)
-        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files), VERIFIED_FILE):
+        for name in (RESTRICT_FILE, PRELUDE, *(f.relpath for f in files), VERIFIED_FILE):
             cmd += ["-f", name]
         # If psql itself is killed mid-statement, the server notices within a second (not when
         # the statement ends) and rolls back, releasing the target's locks.
@@ -263,13 +264,16 @@ def _run(cmd, cwd, files, fifos, env, log, redact, progress) -> tuple[int, dict[
         if first_error:
             relpath, line = first_error.group("file"), int(first_error.group("line"))
             level, message = first_error.group("level").upper(), first_error.group("msg")
+            sqlstate = None
             if first_error.group("level") != "error":  # the server's (psql's own: `error:`)
+                sqlstate = message.strip()
                 message = _server_message(message)
             raise PsqlError(
                 f"{relpath}:{line}: {level}: {message}"
                 " — the transaction was rolled back; the target is as it was",
                 relpath,
                 line,
+                sqlstate,
             )
         raise PsqlError(f"psql exited with code {code}: " + " | ".join(tail))
     return lines, feeder.sha256

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+
 from restore_assets.errors import RestoreError
 from restore_assets.files import open_below
 from restore_assets.flyway.commands.migrate import MigrateResult
@@ -119,43 +121,58 @@ class DatabaseFlyway:
 
     def __init__(self, config: FlywayConfig, db: Database, log: Callable[[str], None]):
         self.config = config
+        self.db = db
         self.engine = Flyway(config, db.open, log=log)
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """`project_errors`; a statement that gave up waiting for another session's lock
+        (RESTORE_WAIT_SECONDS, `Database.conninfo`) is said as such, naming the holders."""
+        try:
+            with project_errors():
+                yield
+        except psycopg.errors.LockNotAvailable:
+            raise self.db.blocked("Flyway") from None
+        except FlywayMigrationFailed as exc:
+            if isinstance(exc.error, psycopg.errors.LockNotAvailable):
+                raise self.db.blocked(f"Flyway ({exc.script})") from None
+            raise
+
     def resolved(self) -> list[ResolvedMigration]:
-        with project_errors():
+        with self._errors():
             return self.engine.resolved()
 
     def pending_after_baseline(self) -> list[ResolvedMigration]:
         """What migrate would apply to this target once restored to its baseline."""
-        with project_errors():
+        with self._errors():
             return pending_after_baseline(self.config, self.engine.resolved())
 
     def schemas(self) -> tuple[list[str], str]:
-        with project_errors():
+        with self._errors():
             return self.engine.schemas()
 
     def history_rows(self) -> list[HistoryRow]:
-        with project_errors():
+        with self._errors():
             return self.engine.history_rows()
 
     def info(self) -> list[InfoRow]:
-        with project_errors():
+        with self._errors():
             return self.engine.info()
 
     def validate(self) -> list[str]:
-        with project_errors():
+        with self._errors():
             return self.engine.validate()
 
     def baseline(self) -> bool:
-        with project_errors():
+        with self._errors():
             return self.engine.baseline()
 
     def migrate(self) -> MigrateResult:
-        with project_errors():
+        with self._errors():
             return self.engine.migrate()
 
     def repair(self) -> dict[str, list[str]]:
-        with project_errors():
+        with self._errors():
             return self.engine.repair()
 
 
@@ -224,7 +241,12 @@ def runner_target(flyway: FlywaySettings, config: FlywayConfig, db: Database) ->
         )
     host = f"[{target.host}]" if ":" in str(target.host) else target.host
     url = f"jdbc:postgresql://{host}:{target.port}/{quote(target.dbname, safe='')}"
-    return [f"-url={url}?sslmode={quote(target.sslmode, safe='')}", f"-user={target.user}"]
+    params = f"sslmode={quote(target.effective_sslmode, safe='')}"
+    # Flyway's own statements wait for another session's lock as ours do (pgjdbc's `options`).
+    params += f"&options={quote(f'-c lock_timeout={db.lock_timeout_ms}', safe='')}"
+    if target.sslrootcert is not None:
+        params += f"&sslrootcert={quote(str(target.sslrootcert), safe='/')}"
+    return [f"-url={url}?{params}", f"-user={target.user}"]
 
 
 def runner_env(db: Database) -> dict[str, str]:

@@ -138,9 +138,10 @@ REPORT_FILES = ("gate_report.json", "gate_report.md", "gate_table_row.md", "prog
 
 def write_report(evidence: EvidenceStore, report: GateReport) -> tuple[str, ...]:
     """gate_report.json, gate_report.md, gate_table_row.md and progress_snippet.md."""
-    evidence.write(
-        "gate_report.json", json.dumps(report.as_json(), indent=2, ensure_ascii=False) + "\n"
-    )
+    shown = report.as_json()
+    if evidence.started_by:
+        shown["started_by"] = evidence.started_by
+    evidence.write("gate_report.json", json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
     evidence.write("gate_report.md", report.markdown())
     evidence.write("gate_table_row.md", gate_table_row(report))
     evidence.write("progress_snippet.md", progress_snippet(report))

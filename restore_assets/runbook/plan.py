@@ -35,6 +35,7 @@ from restore_assets.errors import (
 from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
+from restore_assets.pg.sessions import connected
 from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine, runner_target
@@ -82,6 +83,7 @@ class SidePlan:
     flyway_now: list[InfoRow] | None = None  # `flyway info` on the target as it is
     flyway_after: list[str] | None = None  # scripts migrate applies after the restore
     baseline_version: str = ""
+    sessions: list[str] | None = None  # the other sessions connected to the target now
     skipped: str = ""  # why the target was not asked anything
     stops: list[tuple[int, str]] = field(default_factory=list)  # (exit code, why)
 
@@ -112,6 +114,8 @@ class SidePlan:
             f"({self.objects} object(s), {tables} table(s), ~{rows} row(s))",
             f"backup {self.backup.split(':')[0]}",
         ]
+        if self.sessions:
+            parts.append(f"{len(self.sessions)} other session(s) connected")
         if self.flyway_after is not None:
             parts.append(f"flyway: {len(self.flyway_after)} pending after the restore")
         return f"{self.target}: " + "; ".join(parts)
@@ -121,6 +125,7 @@ class SidePlan:
 class Plan:
     name: str  # the target pair (`default`: the environment's, without RESTORE_TARGETS)
     allow_reset: bool
+    terminate_sessions: bool
     sides: list[SidePlan]
     gates: Mapping[str, Sequence[str]]  # evaluated only when the run covers both sides
 
@@ -145,7 +150,9 @@ class Plan:
             "",
             "Dry run: read only, nothing was changed. "
             f"Sides: {', '.join(s.side for s in self.sides)}; "
-            f"consent to reset (--allow-reset): {'given' if self.allow_reset else 'not given'}.",
+            f"consent to reset (--allow-reset): {'given' if self.allow_reset else 'not given'}; "
+            "other sessions on a target (--terminate-sessions): "
+            f"{'ended before its reset' if self.terminate_sessions else 'not ended'}.",
             "",
             f"**Verdict: {self.verdict}**",
         ]
@@ -193,7 +200,9 @@ def build_plan(
             plan_database(plan, settings, db)
         sides_plans.append(plan)
     gates = GATE_CHECKS if set(sides) == set(SIDES) else {}
-    return Plan(settings.target_name, settings.allow_reset, sides_plans, gates)
+    return Plan(
+        settings.target_name, settings.allow_reset, settings.terminate_sessions, sides_plans, gates
+    )
 
 
 def plan_database(plan: SidePlan, settings: Settings, db: Database) -> None:
@@ -214,6 +223,8 @@ def plan_database(plan: SidePlan, settings: Settings, db: Database) -> None:
         return
     _preflight(plan, db, version_num)
     try:
+        with db.connect(autocommit=True) as conn:
+            plan.sessions = [s.describe() for s in connected(conn)]
         _reset(plan, settings, db)
         if db.side == "modernized":
             _flyway(plan, settings, db)
@@ -330,6 +341,17 @@ def _side_markdown(side: SidePlan) -> list[str]:
     else:
         lines.append(side.nothing_to_reset)
     lines += ["", f"Consent: {_cell(side.consent)}", "", f"Backup: {side.backup}"]
+    if side.sessions is not None:
+        lines += ["", "### Sessions connected now", ""]
+        lines += [f"- {s}" for s in side.sessions] or [
+            "None but this one: no application is connected."
+        ]
+        if side.sessions:
+            lines += [
+                "",
+                "Their locks hold the reset at most RESTORE_WAIT_SECONDS, then the run stops "
+                "naming them; --terminate-sessions ends them just before the reset.",
+            ]
     if side.flyway_now is not None and side.flyway_after is not None:
         lines += [
             "",

@@ -19,13 +19,14 @@ from typing import BinaryIO
 
 from psycopg import sql
 
-from restore_assets.errors import PreflightFailed, ResetRefused
+from restore_assets.errors import PreflightFailed, PsqlError, ResetRefused
 from restore_assets.files import Folder, Identity, NotSafe, private_folder
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
 from restore_assets.pg.psql import check_script
-from restore_assets.pg.session import ScriptFile, run_psql
+from restore_assets.pg.session import PRELUDE, ScriptFile, run_psql
+from restore_assets.pg.sessions import Ended, terminate_others
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
@@ -61,8 +62,13 @@ class RestoreResult:
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
+    transport: str = ""  # sslmode and whether SSL is in use (`Database.transport`)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
     backup_skipped: str = "not needed (target was empty)"  # why there is no backup
+    # --terminate-sessions: the sessions ended before the reset, and those that could not be
+    # (None: the option was off)
+    sessions_ended: list[str] | None = None
+    sessions_not_ended: list[str] = field(default_factory=list)
 
     @property
     def backup_summary(self) -> str:
@@ -130,16 +136,20 @@ def dump_to(
     names the target and leaves no file behind."""
     pg_dump = client_binary("pg_dump", settings.tools.pg_dump)
 
+    # pg_dump sets its own lock_timeout to 0 (PGOPTIONS cannot bound it): its table locks wait
+    # at most RESTORE_WAIT_SECONDS behind an application's, as every other statement of ours.
+    bounded = [f"--lock-wait-timeout={db.lock_timeout_ms}", *options]
+
     def writer(out: BinaryIO) -> None:
         done = subprocess.run(
-            [pg_dump, *options], env=db.client_env(), stdout=out, stderr=subprocess.PIPE
+            [pg_dump, *bounded], env=db.client_env(), stdout=out, stderr=subprocess.PIPE
         )
         if done.returncode != 0:
             message = done.stderr.decode("utf-8", "replace").strip()
             raise PreflightFailed(
                 f"{purpose} of the {db.describe()} failed"
                 + (", so nothing was dropped" if purpose == "backup" else "")
-                + f": {message}"
+                + f": {message} (sessions holding locks there now: {db.lock_holders_now()})"
             )
 
     return folder.write(name, writer, replace=replace)
@@ -183,6 +193,8 @@ def restore_side(
     version_num = preflight(db, files, extensions)
     refuse_a_database_of_another_target(db, settings)
     superuser = db.role_is_superuser()
+    transport = f"{db.transport()}; psql: {db.client_transport(psql)}"
+    log(f"connection to the {db.describe()}: {transport}")
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
     psql_log = evidence.path(PSQL_LOGS[side])
@@ -207,21 +219,28 @@ def restore_side(
                 backup = backup_database(db, settings)
                 log(f"backup: {backup.describe()}")
         phases.lap("backup")
+        ended = end_other_sessions(db, log) if settings.terminate_sessions else None
         forget(settings.paths.state_dir, db)  # the target is about to change
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-        with evidence.log(PSQL_LOGS[side]) as psql_output:
-            lines, fed = run_psql(
-                psql,
-                [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
-                prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-                env=env,
-                tmp_root=_tmp_root(settings),
-                log=psql_output,
-                redact=evidence.redact,  # the log is streamed, line by line, past the store
-                progress=log,
-            )
+        try:
+            with evidence.log(PSQL_LOGS[side]) as psql_output:
+                lines, fed = run_psql(
+                    psql,
+                    [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
+                    prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
+                    env=env,
+                    tmp_root=_tmp_root(settings),
+                    log=psql_output,
+                    redact=evidence.redact,  # the log is streamed, line by line, past the store
+                    progress=log,
+                )
+        except PsqlError as exc:
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                where = exc.relpath if exc.relpath != PRELUDE else "the reset (DROP SCHEMA)"
+                raise db.blocked(f"the restore, at {where}") from None
+            raise
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
@@ -236,11 +255,30 @@ def restore_side(
         psql_output_lines=lines,
         ran_sha256=fed,
         superuser=superuser,
+        transport=transport,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
         phases=phases.seconds,
         backup_skipped=skipped,
+        sessions_ended=[s.describe() for s in ended.ended] if ended else None,
+        sessions_not_ended=[f"{s.describe()}: {why}" for s, why in ended.refused] if ended else [],
     )
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout reached
+
+
+def end_other_sessions(db: Database, log: Callable[[str], None]) -> Ended:
+    """--terminate-sessions: end the other sessions on the target just before the reset (an
+    application's open transaction would hold the DROP); each is named in the log and the
+    evidence. One that cannot be ended is only named: the bounded lock wait still holds."""
+    with db.connect(autocommit=True) as conn:
+        ended = terminate_others(conn, db.lock_timeout_ms)
+    for session in ended.ended:
+        log(f"--terminate-sessions: ended {session.describe()}")
+    for session, why in ended.refused:
+        log(f"--terminate-sessions: could not end {session.describe()}: {why}")
+    return ended
 
 
 class Phases:
