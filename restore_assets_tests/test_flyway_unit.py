@@ -70,10 +70,12 @@ def test_undecodable_bytes_name_the_file():
 @pytest.mark.parametrize(
     ("name", "parsed"),
     [
-        ("V0002__performance_indexes.sql", ("0002", "performance indexes")),
-        ("V1_1__two_parts.sql", ("1.1", "two parts")),
-        ("V2.0.1__dots.sql", ("2.0.1", "dots")),
-        ("R__refresh_views.sql", (None, "refresh views")),
+        ("V0002__performance_indexes.sql", ("V", "0002", "performance indexes")),
+        ("V1_1__two_parts.sql", ("V", "1.1", "two parts")),
+        ("V2.0.1__dots.sql", ("V", "2.0.1", "dots")),
+        ("R__refresh_views.sql", ("R", None, "refresh views")),
+        ("B5__baseline.sql", ("B", "5", "baseline")),
+        ("B__no_version.sql", None),
         ("V1a__bad_version.sql", None),
         ("README.sql", None),
         ("V3_missing_separator.sql", None),

@@ -752,3 +752,138 @@ def test_mixed_scripts(twin):
     twin.step("migrate", mixed="true", **props)
     twin.assert_same()
     twin.real_accepts_ours(mixed="true", **props)
+
+
+# -- Issue 25: what real deployments meet -------------------------------------------------------
+
+
+def configmap(folder, files: dict[str, str], stamp: str = "..2026_12_07_10_00_00.000000001"):
+    """The layout kubelet writes for a ConfigMap volume (atomic_writer.go): the files in a
+    hidden timestamped folder, `..data` linking to it, and one link per file at the top."""
+    for name, text in files.items():
+        write(folder / stamp, name, text)
+    (folder / "..data").symlink_to(stamp)
+    for name in files:
+        (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_kubernetes_configmap_layout(twin):
+    """FileSystemScanner skips hidden folders (#1807, "to avoid issues with Kubernetes") and
+    follows links: a ConfigMap volume's files are each found once, by their top-level link, and
+    recorded with that name."""
+    configmap(
+        twin.folder,
+        {
+            "V1__one.sql": "CREATE TABLE k1 (id int);",
+            "V2__two.sql": "CREATE TABLE k2 (id int);",
+            "R__view.sql": "CREATE OR REPLACE VIEW kv AS SELECT 1 AS x;",
+        },
+    )
+    write(twin.folder / "..2026_12_06_09_00_00.000000002", "V1__one.sql", "stale copy")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert [r[4] for r in rows] == ["V1__one.sql", "V2__two.sql", "R__view.sql"]
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_hidden_and_linked_folders(twin):
+    """Hidden folders are skipped (a `.git`, an editor's `.backup`), hidden files are not
+    migrations (their names do not start with the prefix), a dangling link is passed over
+    (File.canRead), a linked folder is followed and its scripts named through the link; a
+    folder linked twice holds each file twice, which both refuse as duplicates."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE h1 (id int);")
+    write(twin.folder, ".git/V2__in_git.sql", "CREATE TABLE h2 (id int);")
+    write(twin.folder, "sub/.backup/V3__backup.sql", "CREATE TABLE h3 (id int);")
+    write(twin.folder, ".V4__hidden_file.sql", "CREATE TABLE h4 (id int);")
+    write(twin.folder, "shared/V5__shared.sql", "CREATE TABLE h5 (id int);")
+    write(twin.folder, "sub/R__view.sql", "CREATE OR REPLACE VIEW hv AS SELECT 1 AS x;")
+    (twin.folder / "V6__dangling.sql").symlink_to("nowhere.sql")
+    (twin.folder / "linked").symlink_to("shared")
+    real, ours = twin.step("migrate")
+    lead = "Found more than one migration with version 5\nOffenders:\n-> "
+    assert real.error.startswith(lead) and ours.error.startswith(lead)
+    assert "linked/V5__shared.sql (SQL)" in ours.error and "(SQL)" in real.error
+    (twin.folder / "linked").unlink()
+    write(twin.folder, ".store/V7__through_link.sql", "CREATE TABLE h7 (id int);")
+    (twin.folder / "current").symlink_to(".store")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    scripts = ["V1__one.sql", "shared/V5__shared.sql", "current/V7__through_link.sql"]
+    assert [r[4] for r in rows] == [*scripts, "sub/R__view.sql"]
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_links_out_of_the_location_and_loops(twin, tmp_path):
+    """The engine's one difference in discovery: a link leading out of the location is
+    refused, naming it (Flyway reads it; the location is outside input, so the engine reads
+    only what is inside it). A link looping back to a folder above makes Flyway list the same
+    files again at every depth until the path is too long: both refuse."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE x1 (id int);")
+    (twin.folder / "loop").symlink_to(".")
+    real, ours = twin.step("migrate")
+    assert real.error.startswith("Found more than one migration with version 1")
+    assert "loop: a link back to a folder above it" in ours.error
+    (twin.folder / "loop").unlink()
+    write(tmp_path / "outside", "V2__outside.sql", "CREATE TABLE x2 (id int);")
+    (twin.folder / "V2__outside.sql").symlink_to(tmp_path / "outside" / "V2__outside.sql")
+    assert twin.run_real("migrate").ok
+    ours = twin.run_ours("migrate")
+    assert not ours.ok and "V2__outside.sql: a link to a file outside the location" in ours.error
+    (twin.folder / "V2__outside.sql").unlink()
+    (twin.folder / "elsewhere").symlink_to(tmp_path / "outside")
+    ours = twin.run_ours("migrate")
+    assert not ours.ok and "elsewhere: a link to a folder outside the location" in ours.error
+    assert twin.history(twin.ours) == []
+
+
+def test_baseline_migrations_on_a_fresh_database(twin):
+    """Flyway 10's `B<version>__` files (BaselineMigrationResolver, type SQL_BASELINE): on a
+    fresh database the highest one runs instead of every version up to it
+    (BaselineResolvedMigration.getState, `pendingBaseline`); the versions above follow. Once
+    anything is applied they are Ignored, and no validate error."""
+    for n in (1, 2, 3, 4, 5, 6):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE bm{n} (id int);")
+    write(twin.folder, "B3__older_baseline.sql", "CREATE TABLE old_base (id int);")
+    write(
+        twin.folder,
+        "base/B5__baseline.sql",
+        "".join(f"CREATE TABLE bm{n} (id int);\n" for n in (1, 2, 3, 4, 5)),
+    )
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW bv AS SELECT 1 AS x;")
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.step("validate")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert [(r[1], r[3]) for r in rows] == [("5", "SQL_BASELINE"), ("6", "SQL"), (None, "SQL")]
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    write(twin.folder, "B7__later_baseline.sql", "CREATE TABLE later (id int);")
+    write(twin.folder, "V7__v7.sql", "CREATE TABLE bm7 (id int);")
+    twin.step("validate")
+    twin.step("migrate")
+    twin.assert_same()
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours()
+
+
+def test_baseline_migrations_beside_baseline_on_migrate(twin):
+    """On a non-empty schema baselineOnMigrate writes its BASELINE row first, so every `B` file
+    is Ignored and the versions above the baseline run."""
+    write(twin.folder, "B2__baseline.sql", "CREATE TABLE b_two (id int);")
+    write(twin.folder, "V2__two.sql", "CREATE TABLE v_two (id int);")
+    write(twin.folder, "V3__three.sql", "CREATE TABLE v_three (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE TABLE existing (id int)")
+    twin.step("migrate", baselineOnMigrate="true")
+    rows = twin.assert_same()
+    assert [(r[1], r[3]) for r in rows] == [("1", "BASELINE"), ("2", "SQL"), ("3", "SQL")]
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours()

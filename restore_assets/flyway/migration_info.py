@@ -45,6 +45,9 @@ class MigrationState(enum.Enum):
 
 # Types Flyway calls synthetic (CoreMigrationType): markers, not migrations.
 SYNTHETIC = ("SCHEMA", "BASELINE", "DELETE")
+# Types whose rows set the applied baseline (MigrationType.isBaseline): the `baseline` command's
+# marker and an applied `B<version>__` file.
+BASELINES = ("BASELINE", "SQL_BASELINE")
 
 
 @dataclass(frozen=True)
@@ -173,21 +176,34 @@ class MigrationInfoService:
         self.config = config
         self.resolved = resolved
         self.rows = rows
-        self.baseline = next(
-            (Version.parse(r.version) for r in rows if r.type == "BASELINE" and r.version), None
+        # appliedBaseline: the highest baseline row's version.
+        self.baseline = max(
+            (Version.parse(r.version) for r in rows if r.type in BASELINES and r.version),
+            default=None,
         )
-        versioned = {m.version: m for m in resolved if m.version is not None}
+        # Files and rows pair by version and type (getResolvedVersionedMigrations): `V1` and
+        # `B1` are two migrations.
+        versioned = {(m.version, m.type): m for m in resolved if m.version is not None}
         repeatable = {m.stored_description: m for m in resolved if m.version is None}
         # lastResolved: an applied version below it is Missing, at or above it Future.
-        self.last_resolved = max(versioned, default=None)
+        self.last_resolved = max((v for v, _ in versioned), default=None)
         deleted = _deleted_ranks(rows)
         # The applied versioned migrations that count (not markers, not deleted by repair): the
-        # last row of each version.
+        # last row of each version and type.
         self.applied = {
-            Version.parse(r.version): r
+            (Version.parse(r.version), r.type): r
             for r in rows
             if r.version is not None and r.type not in SYNTHETIC and r.installed_rank not in deleted
         }
+        # pendingBaseline: the highest baseline migration no live row accounts for.
+        self.pending_baseline = max(
+            (
+                v
+                for (v, t), m in versioned.items()
+                if m.baseline_migration and (v, t) not in self.applied
+            ),
+            default=None,
+        )
         self.last_applied, out_of_order = _applied_order(rows, deleted)
         # MigrationInfoServiceImpl.getLatestRepeatableRuns (DELETE rows included).
         latest_runs = {r.description: r for r in rows if r.version is None and r.type != "SCHEMA"}
@@ -197,8 +213,8 @@ class MigrationInfoService:
             if row.version is not None and row.type == "DELETE":
                 continue  # a versioned DELETE row only marks the row it deletes
             if row.version is not None:
-                version = Version.parse(row.version)
-                file, latest = versioned.get(version), self.applied.get(version) is row
+                key = (Version.parse(row.version), row.type)
+                file, latest = versioned.get(key), self.applied.get(key) is row
             else:
                 file, latest = repeatable.get(row.description), latest_runs.get(row.description)
                 latest = latest is row
@@ -207,9 +223,9 @@ class MigrationInfoService:
             else:
                 state = self._applied_state(row, file, latest, row.installed_rank in out_of_order)
             infos.append(MigrationInfo(file, row, state, latest))
-        for version, m in versioned.items():
-            if version not in self.applied:
-                infos.append(MigrationInfo(m, None, self._resolved_state(version)))
+        for key, m in versioned.items():
+            if key not in self.applied:
+                infos.append(MigrationInfo(m, None, self._resolved_state(m)))
         for m in repeatable.values():
             # Done only if its latest run is a live run of the same text
             # (getPendingResolvedRepeatableMigrations).
@@ -233,12 +249,11 @@ class MigrationInfoService:
             return MigrationState.BASELINE
         if row.type == "SCHEMA":
             return MigrationState.SUCCESS
-        if file is None and (row.version is not None or latest):  # getMissingState
-            if row.version is None or (
-                self.last_resolved is not None and Version.parse(row.version) < self.last_resolved
-            ):
-                return MigrationState.MISSING
-            return MigrationState.FUTURE
+        missing = self._missing_state(row) if file is None and (row.version or latest) else None
+        if row.type in BASELINES:  # an applied `B` file: BaselineAppliedMigration.getState
+            return MigrationState.FAILED if not row.success else missing or MigrationState.BASELINE
+        if missing is not None:
+            return missing
         if not row.success:
             return MigrationState.FAILED
         if row.version is None:  # getRepeatableState
@@ -251,11 +266,36 @@ class MigrationInfoService:
             return MigrationState.OUT_OF_ORDER
         return MigrationState.SUCCESS
 
-    def _resolved_state(self, version: Version) -> MigrationState:
-        """ResolvedMigration.getState for a file no live row accounts for."""
-        if self.baseline is not None and version < self.baseline:
+    def _missing_state(self, row: HistoryRow) -> MigrationState:
+        """getMissingState: a row whose file is gone is Missing below the highest file, else
+        Future."""
+        if row.version is None or (
+            self.last_resolved is not None and Version.parse(row.version) < self.last_resolved
+        ):
+            return MigrationState.MISSING
+        return MigrationState.FUTURE
+
+    def _resolved_state(self, m: ResolvedMigration) -> MigrationState:
+        """ResolvedMigration.getState for a file no live row accounts for, and
+        BaselineResolvedMigration.getState's turn for a `B` file: on a database where nothing
+        is applied yet the highest one is Pending and the versions up to it are baselined by
+        it; once anything is applied, every `B` file is Ignored (and no validate error)."""
+        state = self._versioned_state(m.version)
+        if not m.baseline_migration:
+            return state
+        anything_applied = self.baseline is not None or self.last_applied is not None
+        if state is MigrationState.PENDING and anything_applied:
+            return MigrationState.IGNORED
+        if state is MigrationState.BASELINE_IGNORED and m.version == self.pending_baseline:
+            return MigrationState.BASELINE_IGNORED if anything_applied else MigrationState.PENDING
+        return state
+
+    def _versioned_state(self, version: Version) -> MigrationState:
+        # Below or at the applied baseline, or with nothing applied, the pending B file's.
+        baseline = self.baseline if self.last_applied is not None else self.pending_baseline
+        if baseline is not None and version < baseline:
             return MigrationState.BELOW_BASELINE
-        if self.baseline is not None and version == self.baseline:
+        if baseline is not None and version == baseline:
             return MigrationState.BASELINE_IGNORED
         if self.config.target is not None and version > Version.parse(self.config.target):
             return MigrationState.ABOVE_TARGET
@@ -349,7 +389,7 @@ class MigrationInfoService:
         for i in self.infos:
             if i.applied is not None or i.ignored_by(self.config):
                 continue
-            if i.state is MigrationState.IGNORED:
+            if i.state is MigrationState.IGNORED and not i.resolved.baseline_migration:
                 errors.append(
                     f"Detected resolved migration not applied to database: "
                     f"{i.resolved.version_text} ({i.resolved.script}) is below the highest "

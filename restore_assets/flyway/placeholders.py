@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from typing import TYPE_CHECKING
 
-from restore_assets.flyway.checksum import checksum_text, decode
+from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.resolver import ResolvedMigration, resolve
@@ -86,8 +86,7 @@ def resolve_replaced(config: FlywayConfig, values: dict[str, str]) -> list[Resol
     out = []
     for m in resolved:
         if m.repeatable:
-            raw = decode(m.path.read_bytes(), config.encoding, m.script)
-            text = replace_placeholders(raw, for_file(values, m))
+            text = replace_placeholders(m.raw_text(config.encoding), for_file(values, m))
             m = dataclasses.replace(m, checksum=checksum_text(text))
         out.append(m)
     return out
