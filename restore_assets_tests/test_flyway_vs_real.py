@@ -887,3 +887,125 @@ def test_baseline_migrations_beside_baseline_on_migrate(twin):
     real, ours = twin.info()
     assert ours == real, f"\nflyway {real}\nengine {ours}"
     twin.real_accepts_ours()
+
+
+def test_a_migration_that_commits_part_of_its_work_then_fails(twin):
+    """A script with its own COMMIT: Flyway's transaction (JDBC, autocommit off) ends there and
+    the driver opens the next one at the next statement, so what came before the COMMIT stays,
+    what came after is rolled back with the failure, and no row is written."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE c1 (id int);")
+    write(
+        twin.folder,
+        "V2__partial.sql",
+        "CREATE TABLE kept (id int);\nCOMMIT;\nCREATE TABLE lost (id int);\n"
+        "INSERT INTO kept VALUES (1);\nSELECT 1/0;\n",
+    )
+    real, ours = twin.step("migrate")
+    assert "V2__partial.sql" in real.error
+    assert "failed at line 5" in ours.error and "transaction itself at line 2" in ours.error
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1"]
+    with twin.connect(twin.ours) as conn:
+        tables = "SELECT to_regclass('kept') IS NOT NULL, to_regclass('lost') IS NOT NULL"
+        assert conn.execute(tables).fetchone() == (True, False)
+        assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 0
+
+
+def test_non_transactional_statements_after_comments(twin):
+    """PostgreSQLParser.detectCanExecuteInTransaction reads the statement's first keywords,
+    comments left out: a CREATE INDEX CONCURRENTLY after a comment, or with comments between
+    its words, runs outside a transaction."""
+    props = {"postgresql.transactional.lock": "false"}
+    write(twin.folder, "V1__table.sql", "CREATE TABLE ct (id int, v int);")
+    write(
+        twin.folder,
+        "V2__index.sql",
+        "-- the index the report needs\n/* built online */\n"
+        "CREATE /* no lock */ INDEX -- online\n CONCURRENTLY cti ON ct (id);\n",
+    )
+    write(
+        twin.folder,
+        "V3__unique.sql",
+        "/* a */ -- b\nCREATE UNIQUE INDEX CONCURRENTLY ctu ON ct (v);\n",
+    )
+    real, ours = twin.step("migrate", **props)
+    assert real.ok
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1", "2", "3"]
+    twin.real_accepts_ours(**props)
+
+
+@pytest.mark.parametrize("version", ["1.a", "v2", "1..2", "1_a", "1_1", "+3"])
+def test_baseline_version_is_checked_like_flyway(twin, version):
+    """MigrationVersion.fromVersion reads baselineVersion when Flyway baselines, not before: a
+    migrate that needs no baseline and info pass; baseline and baselineOnMigrate on a
+    non-empty schema refuse a version that is none, in Flyway's words, writing nothing."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE bv1 (id int);")
+    twin.step("migrate", baselineVersion=version)
+    twin.step("info", baselineVersion=version)
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("DROP TABLE flyway_schema_history, bv1")
+            conn.execute("CREATE TABLE existing (id int)")
+    props = dict(baselineVersion=version, baselineOnMigrate="true")
+    for command in ("baseline", "migrate"):
+        real, ours = twin.step(command, **props)
+        if not real.ok:
+            lead = "Version may only contain 0..9 and . (dot). Invalid version: "
+            normalized = version.replace("_", ".")
+            assert real.error == lead + normalized and ours.error.startswith(real.error)
+        twin.assert_same()
+
+
+def test_baseline_version_latest_is_refused(twin):
+    """A deliberate difference: Flyway takes baselineVersion=latest, records
+    '<< Latest Version >>' as the baseline's version and then fails on its own history; the
+    engine refuses it."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE bl1 (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE TABLE existing (id int)")
+    assert twin.run_real("baseline", baselineVersion="latest").ok
+    assert twin.history(twin.real)[0][1] == "<< Latest Version >>"
+    real = twin.run_real("info")
+    assert not real.ok and "Invalid version: << Latest Version >>" in real.error
+    ours = twin.run_ours("baseline", baselineVersion="latest")
+    assert not ours.ok and "flyway.baselineVersion='latest' is not a version" in ours.error
+    assert twin.history(twin.ours) == []
+
+
+def test_messages_lead_with_flyways_words(twin):
+    """For a missing target (MigrationInfoServiceImpl.validateTarget), duplicates
+    (CompositeMigrationResolver.checkForIncompatibilities) and an unknown placeholder
+    (PlaceholderReplacingReader) the engine's message starts with Flyway's own, which a DBA
+    searches for, then says what to do."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE m1 (id int);")
+    for command in ("migrate", "info", "validate"):
+        real, ours = twin.step(command, target="7")
+        assert real.error.startswith("No migration with a target version 7 could be found.")
+        assert ours.error.startswith(real.error)
+    write(twin.folder, "V2__placeholder.sql", "SELECT '${nobody}';")
+    real, ours = twin.step("migrate")
+    flyway = "No value provided for placeholder: ${nobody}.  Check your configuration!"
+    assert flyway in real.error and ours.error.startswith(flyway)
+    write(twin.folder, "V2__placeholder.sql", "SELECT '${flyway:nothing}';")
+    real, ours = twin.step("migrate")
+    flyway = "Failed to populate value for default placeholder: ${flyway:nothing}"
+    assert flyway in real.error and ours.error.startswith(flyway)
+    write(twin.folder, "V2__placeholder.sql", "SELECT 1;")
+    write(twin.folder, "R__a.sql", "SELECT 1;")
+    write(twin.folder, "sub/R__a.sql", "SELECT 1;")
+    real, ours = twin.step("migrate")
+    assert real.error.startswith("Found more than one repeatable migration with description a\n")
+    assert ours.error.startswith(real.error)
+    (twin.folder / "sub/R__a.sql").unlink()
+    other = twin.folder.parent / "other"
+    write(other, "V001__again.sql", "SELECT 1;")
+    real, ours = twin.step("migrate", locations=f"filesystem:{twin.folder},filesystem:{other}")
+    # Which of the two Flyway names first (and so whose version text it shows) follows a
+    # HashSet's order; the engine names them in path order.
+    for error in (real.error, ours.error):
+        assert error.startswith("Found more than one migration with version ")
+        assert f"-> {other}/V001__again.sql (SQL)" in error
+        assert f"-> {twin.folder}/V1__one.sql (SQL)" in error
+    twin.assert_same()

@@ -477,5 +477,6 @@ def pending_after_baseline(
 ) -> list[ResolvedMigration]:
     """What migrate would apply to a freshly restored baseline: the history holds only the
     baseline row `flyway baseline` writes at flyway.baselineVersion."""
+    config.baseline()  # refused in Flyway's words before it is compared with anything
     row = baseline_row(config.baseline_version, config.baseline_description)
     return MigrationInfoService(config, resolved, [row]).pending()

@@ -44,11 +44,16 @@ def replace_placeholders(text: str, values: dict[str, str]) -> str:
         name = text[i:end] if end >= 0 else text[i : -len(suffix)]
         i = end + len(suffix) if end >= 0 else n
         if name.lower() not in known:
+            # Flyway's own words first (what a DBA searches for), then what to do.
             if "flyway:" in name:
-                raise FlywayError(f"Failed to populate value for default placeholder: ${{{name}}}")
+                raise FlywayError(
+                    f"Failed to populate value for default placeholder: ${{{name}}} (not one of "
+                    "Flyway's built-in placeholders; check its spelling)"
+                )
             raise FlywayError(
-                f"No value provided for placeholder: ${{{name}}}. "
-                f"Set flyway.placeholders.{name} or remove it from the migration"
+                f"No value provided for placeholder: ${{{name}}}.  Check your configuration! "
+                f"Set flyway.placeholders.{name} (or FLYWAY_PLACEHOLDERS_{name.upper()}), or "
+                "remove it from the migration"
             )
         out.append(known[name.lower()])
     return "".join(out)
