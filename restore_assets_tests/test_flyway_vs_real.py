@@ -1009,3 +1009,69 @@ def test_messages_lead_with_flyways_words(twin):
         assert f"-> {other}/V001__again.sql (SQL)" in error
         assert f"-> {twin.folder}/V1__one.sql (SQL)" in error
     twin.assert_same()
+
+
+@pytest.mark.parametrize(
+    "constant, flyway_fails",
+    [
+        ("e'it\\'s; DROP TABLE pe; --'", True),
+        ("e'\\\\'", False),
+        ("E'it\\'s; fine'", False),
+        ("E'a'\n'b\\'c'", False),  # to Flyway the statement runs on to the end: the same
+        ("x'1f'", False),
+        ("X'1F'", False),
+        ("u&'d\\0061t\\+000061'", False),
+        ("n'Ｘ'", False),
+    ],
+    ids=["lower-e", "lower-e-backslash", "upper-E", "E-continued", "lower-x", "upper-X",
+         "unicode", "national"],
+)  # fmt: skip
+def test_string_constants_flyway_reads_its_own_way(twin, constant, flyway_fails):
+    """Parser.readToken knows `E'`, `B'`, `X'` (backslash escapes) and `U&'` in upper case
+    only: a lowercase `e'a\\'b'` is a word and a plain string to it, so outside parentheses the
+    statement splits inside the constant and the server refuses the pieces; an `E'...'`
+    continued on the next line is two strings to it (here the rest of the script still
+    reaches the server whole). PostgreSQL reads them otherwise, but the
+    history must be the one real Flyway writes: the engine splits as Flyway does, and fails
+    where Flyway fails (a Flyway parser gap, kept on purpose)."""
+    write(twin.folder, "V1__table.sql", "CREATE TABLE pe (v text);")
+    write(twin.folder, "V2__constant.sql", f"CREATE TABLE pc AS SELECT {constant}::text AS v;\n")
+    real, ours = twin.step("migrate")
+    assert real.ok is not flyway_fails
+    twin.assert_same()
+    if real.ok:
+        with twin.connect(twin.real) as a, twin.connect(twin.ours) as b:
+            assert (
+                b.execute("SELECT v FROM pc").fetchall() == a.execute("SELECT v FROM pc").fetchall()
+            )
+        twin.real_accepts_ours()
+
+
+def test_a_parameter_in_a_begin_atomic_body_fails_alike(twin):
+    """PostgreSQLParser.handleAlternativeStringLiteral takes any `$` for a dollar quote whose
+    tag runs to the next `$`: `$1` in a BEGIN ATOMIC body swallows the rest of the script and
+    Flyway stops with "Incomplete statement" before running any of it. The engine reads it
+    the same way and refuses the script before running anything; the file before it stays
+    applied, as with Flyway."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE before_fn (id int);")
+    write(
+        twin.folder,
+        "V2__fn.sql",
+        "CREATE TABLE in_fn_script (id int);\n"
+        "CREATE FUNCTION add_one(int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+        "  SELECT $1 + 1;\nEND;\nCREATE TABLE after_fn (id int);\n",
+    )
+    real, ours = twin.step("migrate", **{"postgresql.transactional.lock": "false"})
+    assert "Incomplete statement at line 2" in real.error
+    assert ours.error.startswith("Unable to parse statement in V2__fn.sql: Incomplete statement")
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1"]
+    write(
+        twin.folder,
+        "V2__fn.sql",
+        "CREATE FUNCTION add_one(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1 $$;\n"
+        "CREATE TABLE after_fn AS SELECT add_one(1) AS two, $x$ $1 $x$ AS quoted;\n",
+    )
+    twin.step("migrate")
+    twin.assert_same()
+    twin.real_accepts_ours()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from restore_assets.flyway.errors import FlywayError
-from restore_assets.flyway.lexer import FLYWAY_POSTGRES, Span, lex, split_lines
+from restore_assets.flyway.lexer import FLYWAY_POSTGRES, Lexer, Span, split_lines
 
 if TYPE_CHECKING:
     from restore_assets.flyway.resolver import ResolvedMigration
@@ -98,8 +98,18 @@ class Statement:
 
 def split_statements(text: str) -> list[Statement]:
     """Statements separated by `;` outside quotes, comments, parentheses and BEGIN ATOMIC
-    bodies, COPY ... FROM stdin with its data; statements of comments only are dropped."""
-    return [_statement(text, span) for span in lex(split_lines(text), FLYWAY_POSTGRES)]
+    bodies, COPY ... FROM stdin with its data; statements of comments only are dropped. A
+    statement left open at the end (Parser.getNextStatement) is refused before any runs."""
+    lexer = Lexer(FLYWAY_POSTGRES)
+    spans = [span for line in split_lines(text) for span in lexer.feed(line)]
+    if (line := lexer.incomplete_at) is not None:
+        raise FlywayError(
+            f"Incomplete statement at line {line}: parentheses or a BEGIN ATOMIC body are "
+            "still open at the end of the script (Flyway's parser takes every `$` for a dollar "
+            "quote, so a `$1` parameter in a BEGIN ATOMIC body swallows the rest: write the "
+            "body between $$ quotes instead)"
+        )
+    return [_statement(text, span) for span in spans + lexer.finish()]
 
 
 def _statement(text: str, span: Span) -> Statement:

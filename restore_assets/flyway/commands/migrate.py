@@ -114,7 +114,10 @@ def _apply(
     text = migration.read_text(config.encoding)
     if config.placeholder_replacement:
         text = replace_placeholders(text, for_file(placeholders, migration))
-    statements = split_statements(text)
+    try:
+        statements = split_statements(text)
+    except FlywayError as exc:
+        raise FlywayError(f"Unable to parse statement in {migration.script}: {exc}") from None
     transactional = is_transactional(migration, statements, config.mixed)
     label = migration.version_text or migration.description
     log(
