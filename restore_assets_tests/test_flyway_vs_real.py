@@ -1075,3 +1075,48 @@ def test_a_parameter_in_a_begin_atomic_body_fails_alike(twin):
     twin.step("migrate")
     twin.assert_same()
     twin.real_accepts_ours()
+
+
+def test_default_schema_not_among_the_schemas(twin):
+    """SchemaHistoryFactory.prepareSchemas: a defaultSchema that flyway.schemas does not list
+    leads the managed schemas; Flyway creates it with them (marker `"hist","app","extra"`) and
+    keeps the history there. A missing schema beside a non-empty default one: Flyway creates it
+    with the history table, so baselineOnMigrate finds a history and does not baseline."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE ds1 (id int);")
+    props = dict(schemas="app,extra", defaultSchema="hist")
+    twin.step("migrate", **props)
+    rows = twin.assert_same("hist")
+    assert rows[0][4] == '"hist","app","extra"'
+    real, ours = twin.info(**props)
+    assert ours == real
+    twin.real_accepts_ours(**props)
+    props = dict(schemas="app2", defaultSchema="hist2", baselineOnMigrate="true")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE SCHEMA hist2; CREATE TABLE hist2.t (id int)")
+    twin.step("migrate", **props)
+    rows = twin.assert_same("hist2")
+    assert [(r[3], r[4]) for r in rows] == [("SCHEMA", '"app2"'), ("SQL", "V1__one.sql")]
+
+
+@pytest.mark.parametrize(
+    "path", ["nowhere", '"$user", nowhere', "''"], ids=["app", "user", "empty"]
+)
+def test_a_search_path_with_no_schema_to_create_in(twin, path):
+    """A database whose search_path names no existing schema: current_schema() is NULL, and
+    without flyway.schemas or defaultSchema PostgreSQLConnection.doGetCurrentSchema takes the
+    search_path text for the schema's name, which Flyway then creates: `nowhere` (a role or
+    database set to its application schema before anyone created it), and, a quirk matched so
+    the history is where Flyway keeps it, a schema named `"$user", nowhere` or `""`, after which
+    the migration fails on the search_path Flyway sets (3F000)."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE sp1 (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute(f"ALTER DATABASE {db} SET search_path = {path}")
+    real, ours = twin.step("migrate")
+    assert real.ok is (path == "nowhere")
+    schema = {"nowhere": "nowhere", "''": '""'}.get(path, path)
+    rows = twin.assert_same(schema)
+    assert rows[0][3] == "SCHEMA"
+    real, ours = twin.info()
+    assert ours == real
