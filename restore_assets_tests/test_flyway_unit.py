@@ -122,6 +122,26 @@ def test_duplicate_versions_are_an_error(tmp_path):
         resolve(conf)
 
 
+def test_a_migration_is_read_only_as_a_regular_file_inside_its_location(tmp_path):
+    """The location is outside input: a FIFO named like a migration is refused, not waited on;
+    a file swapped for a link (to a file outside) after the scan is refused, not followed."""
+    location, outside = tmp_path / "sql", tmp_path / "outside"
+    write(location, "V1__one.sql", "SELECT 1;")
+    write(outside, "secret.txt", "first line of a local file\n")
+    conf = load_conf(None, env={}, overrides={"flyway.locations": f"filesystem:{location}"})
+    (migration,) = resolve(conf)
+    os.mkfifo(location / "V2__fifo.sql")
+    with pytest.raises(FlywayError, match="V2__fifo.sql: not a regular file"):
+        resolve(conf)  # returns at once: opened O_NONBLOCK, refused by fstat
+    (location / "V2__fifo.sql").unlink()
+    (location / "V1__one.sql").unlink()
+    (location / "V1__one.sql").symlink_to(outside / "secret.txt")
+    with pytest.raises(FlywayError, match="changed into a link or special file"):
+        migration.read_bytes()
+    with pytest.raises(FlywayError, match="a link to a file outside the location"):
+        resolve(conf)
+
+
 def test_conf_java_properties_and_env_substitution(tmp_path):
     conf = write(
         tmp_path,

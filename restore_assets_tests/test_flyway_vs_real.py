@@ -1120,3 +1120,31 @@ def test_a_search_path_with_no_schema_to_create_in(twin, path):
     assert rows[0][3] == "SCHEMA"
     real, ours = twin.info()
     assert ours == real
+
+
+def test_validate_messages_are_flyways(twin):
+    """MigrationInfoImpl.validate's messages, word for word (the engine may add a line after):
+    checksum and description mismatches, a missing migration, an ignored one, pending versioned
+    and repeatable ones, a failed one."""
+    props = {"postgresql.transactional.lock": "false"}
+    for n in (1, 2, 4, 6):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE vm{n} (id int);")
+    write(twin.folder, "V5__fails.sql", "CREATE INDEX CONCURRENTLY vmi ON nowhere (id);")
+    twin.step("migrate", target="4", **props)
+    write(twin.folder, "V1__v1.sql", "CREATE TABLE vm1 (id int); -- edited")
+    (twin.folder / "V2__v2.sql").rename(twin.folder / "V2__renamed.sql")
+    (twin.folder / "V4__v4.sql").unlink()
+    write(twin.folder, "V3__late.sql", "CREATE TABLE vm3 (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW vmv AS SELECT 1 AS x;")
+    real, ours = twin.step("validate", **props)
+    errors = twin.engine(**props).validate()
+    assert len(errors) == 7  # 1 and 2 changed, 4 missing, 3 ignored, 5, 6 and R pending
+    for error in errors:
+        flyway_part = error.split("\n(")[0]  # the engine's own added line
+        assert flyway_part in real.error, f"{flyway_part!r} not in Flyway's\n{real.error}"
+    twin.step(
+        "migrate", ignoreMigrationPatterns="*:missing,*:ignored", validateOnMigrate="false", **props
+    )
+    real, ours = twin.step("validate", **props)
+    failed = [e for e in twin.engine(**props).validate() if "failed" in e]
+    assert failed and failed[0].split(" (`restore-assets")[0] in real.error

@@ -158,12 +158,37 @@ class MigrationInfo:
 
 
 def failed_migration_message(row: HistoryRow) -> str:
-    """Shared by validate and migrate, which both stop on a failed row."""
+    """Shared by validate and migrate, which both stop on a failed row; Flyway's words
+    (MigrationInfoImpl.validate), then how."""
+    if row.version is None:
+        head = f"Detected failed repeatable migration: {row.description}."
+    else:
+        head = f"Detected failed migration to version {row.version} ({row.description})."
     return (
-        f"Detected failed migration to version {row.version} ({row.description}). "
-        "Please remove any half-completed changes then run repair to fix the schema history "
-        "(`restore-assets flyway repair`), then migrate again."
+        f"{head}\nPlease remove any half-completed changes then run repair to fix the schema "
+        "history (`restore-assets flyway repair`), then migrate again."
     )
+
+
+# The rest of MigrationInfoImpl.validate's messages, word for word: a DBA searches for them.
+_NOT_RESOLVED = (
+    "Detected applied migration not resolved locally: {}.\nIf you removed this migration "
+    "intentionally, run repair to mark the migration as deleted."
+)
+_IGNORED = (
+    "Detected resolved migration not applied to database: {}.\nTo ignore this migration, set "
+    "-ignoreMigrationPatterns='*:ignored'. To allow executing this migration, set "
+    "-outOfOrder=true."
+)
+_PENDING = (
+    "Detected resolved {}migration not applied to database: {}.\nTo fix this error, either run "
+    "migrate, or set -ignoreMigrationPatterns='*:pending'."
+)
+_MISMATCH = (
+    "Migration {} mismatch for migration version {}\n-> Applied to database : {}\n"
+    "-> Resolved locally    : {}\nEither revert the changes to the migration, or run repair to "
+    "update the schema history."
+)
 
 
 class MigrationInfoService:
@@ -374,11 +399,7 @@ class MigrationInfoService:
                 or self.baseline is None
                 or (Version.parse(row.version) > self.baseline)
             ):
-                errors.append(
-                    "Detected applied migration not resolved locally: "
-                    f"{row.version or row.description}. If you removed it on purpose, run "
-                    "repair to mark it as deleted."
-                )
+                errors.append(_NOT_RESOLVED.format(row.version or row.description))
         live = [i for i in self.infos if i.applied is not None and i.versioned and i.latest]
         for i in sorted(live, key=lambda i: Version.parse(i.applied.version)):
             above_baseline = self.baseline is None or (
@@ -391,15 +412,14 @@ class MigrationInfoService:
                 continue
             if i.state is MigrationState.IGNORED and not i.resolved.baseline_migration:
                 errors.append(
-                    f"Detected resolved migration not applied to database: "
-                    f"{i.resolved.version_text} ({i.resolved.script}) is below the highest "
-                    f"applied version {self.last_applied}; set flyway.outOfOrder=true to apply "
-                    "it, or renumber it."
+                    _IGNORED.format(i.resolved.version_text)
+                    + f"\n({i.resolved.script} is below the highest applied version "
+                    f"{self.last_applied}: set flyway.outOfOrder=true to apply it, or renumber it)"
                 )
             elif i.state is MigrationState.PENDING and pending_is_error:
                 kind = "" if i.versioned else "repeatable "
                 name = i.resolved.version_text if i.versioned else i.resolved.description
-                errors.append(f"Detected resolved {kind}migration not applied to database: {name}.")
+                errors.append(_PENDING.format(kind, name))
         return errors
 
 
@@ -408,23 +428,12 @@ def _mismatches(row: HistoryRow, file: ResolvedMigration) -> list[str]:
     migration against its file."""
     errors = []
     if row.type != file.type:
-        errors.append(
-            f"Migration type mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.type}\n-> Resolved locally    : {file.type}"
-        )
+        errors.append(_MISMATCH.format("type", row.version, row.type, file.type))
     if row.checksum is not None and file.checksum is not None and row.checksum != file.checksum:
-        errors.append(
-            f"Migration checksum mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.checksum}\n"
-            f"-> Resolved locally    : {file.checksum}\n"
-            "Either revert the changes to the migration, or run repair to update the schema "
-            "history."
-        )
+        errors.append(_MISMATCH.format("checksum", row.version, row.checksum, file.checksum))
     if row.description != file.stored_description:
         errors.append(
-            f"Migration description mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.description}\n"
-            f"-> Resolved locally    : {file.description}"
+            _MISMATCH.format("description", row.version, row.description, file.description)
         )
     return errors
 
