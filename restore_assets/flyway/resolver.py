@@ -187,8 +187,9 @@ def read_inside(root: Path, inside: str, shown: Path) -> bytes:
     one and without blocking on a FIFO, then checked regular on the descriptor. A link or
     other file swapped in after the scan is refused, never read."""
     parts = inside.split("/")
-    fds = [os.open(root.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    fds: list[int] = []
     try:
+        fds.append(os.open(root.resolve(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         for part in parts[:-1]:
             fds.append(os.open(part, _OPEN_DIR, dir_fd=fds[-1]))
         fd = os.open(parts[-1], _OPEN_FILE, dir_fd=fds[-1])

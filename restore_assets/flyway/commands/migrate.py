@@ -38,6 +38,8 @@ from restore_assets.flyway.placeholders import (
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.statements import Statement, is_transactional, split_statements
 
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
 
 @dataclass
 class MigrateResult:
@@ -150,7 +152,9 @@ def _apply(
                 history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
                 conn.execute("COMMIT")
             finally:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
+                # Left open by a failure (not by a lost connection, where ROLLBACK would only
+                # hide the error).
+                if conn.info.transaction_status in _OPEN:
                     conn.execute("ROLLBACK")
         else:
             try:
