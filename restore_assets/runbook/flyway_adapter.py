@@ -381,7 +381,7 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
             )
             + "."
         )
-    if isinstance(error, FlywayError) and "Detected failed migration" in str(error):
+    if isinstance(error, FlywayError) and "Detected failed " in str(error):
         return (
             "a failed migration is recorded in flyway_schema_history: remove its half-completed "
             "changes, run `restore-assets flyway repair`, then `restore-assets flyway migrate`."
