@@ -21,7 +21,7 @@ import pytest
 from dagster import AssetCheckKey, DagsterInstance
 
 from restore_assets.assets.shell import GATES_REPORT
-from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED
+from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED, STATUS_WORDS
 from restore_assets.settings import (
     DEFAULT_TARGET,
     DEMO_FLYWAY_CONF,
@@ -278,9 +278,10 @@ def test_every_account_of_a_stop_names_the_real_cause_and_only_it(
     for gate_id in GATE_IDS:
         verdict = "not reached" if not reached else "NG" if gate_id in case.failed else "OK"
         assert f"{gate_id} {verdict}" in snippet.replace("未到達 / ", ""), snippet
-    assert f"❌ {case.status}" in row
+    assert f"❌ {STATUS_WORDS[case.status]} / {case.status}" in row  # the runbook's word first
+    assert "DB ベースライン復旧済み" not in row + snippet  # said only of a restore that passed
     if not reached:
-        assert "Flyway 履歴 / history: (none)" not in snippet  # never read, so never "none"
+        assert "Flyway 履歴 / history: なし / none" not in snippet  # never read, so never "none"
     for name in (*PEOPLE_FILES, "gate_report.json"):
         text = (folder / name).read_text()
         assert not DAGSTER_WORDS.search(text), (name, text)
