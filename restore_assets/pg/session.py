@@ -70,6 +70,15 @@ class ScriptFile:
         return open_below(root, rel, expect=self.identity)
 
 
+@dataclass(frozen=True)
+class OwnScript:
+    """SQL of the project's own (e.g. the fast load's), run between the Secrets files under the
+    name `name` (what psql's errors report)."""
+
+    name: str
+    text: str
+
+
 class _Feeder(threading.Thread):
     """Streams each file into its FIFO in psql's order; stops psql if a file is not the one
     intake vetted. `failure` says why it stopped, `sha256` what was fed."""
@@ -149,7 +158,7 @@ class _Feeder(threading.Thread):
 
 def run_psql(
     psql: str,
-    files: Sequence[ScriptFile],
+    files: Sequence[ScriptFile | OwnScript],
     *,
     prelude: str,
     env: dict[str, str],
@@ -157,11 +166,13 @@ def run_psql(
     log_path: Path,
     redact: Callable[[str], str],
     progress: Callable[[str], None] | None = None,
+    output: Callable[[str], None] | None = None,
 ) -> tuple[int, dict[str, str]]:
-    """Run `prelude` (our own SQL, e.g. the reset) then `files`, in one restricted psql session and
-    one transaction. Output goes line by line, redacted, to `log_path`; a failure raises
-    `PsqlError` naming the file and line psql reported. Returns the number of output lines and
-    the sha256 of what psql was fed, per file."""
+    """Run `prelude` (our own SQL, e.g. the reset) then `files` (Secrets files, and SQL of our
+    own between them), in one restricted psql session and one transaction. Output goes line by
+    line, redacted, to `log_path` (and to `output`); a failure raises `PsqlError` naming the
+    file and line psql reported. Returns the number of output lines and the sha256 of what psql
+    was fed, per Secrets file."""
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="psql-", dir=tmp_root) as tmp_name:
         tmp = Path(tmp_name)
@@ -169,7 +180,11 @@ def run_psql(
         (tmp / RESTRICT_FILE).write_text(f"\\restrict {key}\n", encoding="utf-8")
         (tmp / "prelude.sql").write_text(prelude, encoding="utf-8")
         fifos = []
-        for file in files:
+        for own in files:
+            if isinstance(own, OwnScript):
+                (tmp / own.name).write_text(own.text, encoding="utf-8")
+        secret_files = [f for f in files if isinstance(f, ScriptFile)]
+        for file in secret_files:
             fifo = tmp / file.relpath
             fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.mkfifo(fifo, 0o600)
@@ -181,12 +196,13 @@ def run_psql(
         cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
         cmd.append("--single-transaction")
         os.mkfifo(tmp / VERIFIED_FILE, 0o600)
-        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files), VERIFIED_FILE):
+        names = [f.name if isinstance(f, OwnScript) else f.relpath for f in files]
+        for name in (RESTRICT_FILE, "prelude.sql", *names, VERIFIED_FILE):
             cmd += ["-f", name]
         # If psql itself is killed mid-statement, the server notices within a second (not when
         # the statement ends) and rolls back, releasing the target's locks.
         env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
-        return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+        return _run(cmd, tmp, secret_files, fifos, env, log_path, redact, progress, output)
 
 
 def _server_message(printed: str) -> str:
@@ -214,7 +230,9 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, dict[str, str]]:
+def _run(
+    cmd, cwd, files, fifos, env, log_path, redact, progress, output
+) -> tuple[int, dict[str, str]]:
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
@@ -242,6 +260,8 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
                 out = redact(out)
                 log.write(out)
                 lines += 1
+                if output:
+                    output(out)
                 if first_error is None:
                     first_error = _PSQL_ERROR.match(out)
                 now = time.monotonic()
@@ -262,13 +282,15 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
         if first_error:
             relpath, line = first_error.group("file"), int(first_error.group("line"))
             level, message = first_error.group("level").upper(), first_error.group("msg")
+            sqlstate = None
             if first_error.group("level") != "error":  # the server's (psql's own: `error:`)
-                message = _server_message(message)
+                sqlstate, message = message.strip(), _server_message(message)
             raise PsqlError(
                 f"{relpath}:{line}: {level}: {message}"
                 " — the transaction was rolled back; the target is as it was",
                 relpath,
                 line,
+                sqlstate,
             )
         tail = log_path.read_text(encoding="utf-8").splitlines()[-5:]
         raise PsqlError(f"psql exited with code {code}: " + " | ".join(tail))

@@ -4,7 +4,9 @@ Order is the safety story: scan (no meta-command psql would run on this host; do
 read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
 into the Secrets store; skipped only for an embedded target last restored from these very files)
 → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
-back and the target is exactly as it was.
+back and the target is exactly as it was. The seed loads into bare tables, every index and key
+built after it and proven the same (`pg/fastload.py`), unless RESTORE_LOAD=plain or that cannot
+reproduce the schema: then the runbook's own order (`load_files`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from psycopg import sql
 
-from restore_assets.errors import PreflightFailed, ResetRefused
+from restore_assets.errors import PreflightFailed, PsqlError, ResetRefused
 from restore_assets.files import Folder, Identity, NotSafe
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
+from restore_assets.pg.fastload import FastLoad, LoadPath
 from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import ScriptFile, run_psql
-from restore_assets.runbook.baseline_files import SecretFile
+from restore_assets.runbook.baseline_files import SLOT_KINDS, SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import preflight, restore_lock
@@ -63,6 +67,7 @@ class RestoreResult:
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
     backup_skipped: str = "not needed (target was empty)"  # why there is no backup
+    load: LoadPath | None = None  # which load ran (fast or the runbook's order), and why
 
     @property
     def backup_summary(self) -> str:
@@ -211,16 +216,16 @@ def restore_side(
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-        lines, fed = run_psql(
+        session = partial(
+            run_psql,
             psql,
-            [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=env,
             tmp_root=_tmp_root(settings),
             log_path=psql_log,
             redact=evidence.redact,  # psql_log is streamed, line by line, past the store
             progress=log,
         )
+        lines, fed, load = load_files(session, files, env, settings, log)
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
@@ -233,6 +238,7 @@ def restore_side(
         backup=backup,
         psql_log=psql_log,
         psql_output_lines=lines,
+        load=load,
         ran_sha256=fed,
         superuser=superuser,
         seconds=round(time.monotonic() - started, 3),
@@ -240,6 +246,48 @@ def restore_side(
         phases=phases.seconds,
         backup_skipped=skipped,
     )
+
+
+def load_files(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction): with RESTORE_LOAD=
+    fast and a seed among them, the fast load around the seed; if its own SQL stops psql (the
+    schema not reproduced, a key the seed's rows break), the whole transaction rolled back and
+    the runbook's order runs, the same files in one transaction: never worse than psql."""
+    scripts = [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files]
+    seeds = [i for i, f in enumerate(files) if SLOT_KINDS[f.relpath] == "data"]
+    if settings.load.mode == "plain" or not seeds:
+        why = "RESTORE_LOAD=plain" if seeds else "no seed to load"
+        return *session(scripts, env=env), LoadPath("plain", why)
+    fast = FastLoad()
+    around = [
+        *scripts[: seeds[0]],
+        fast.defer_script(),
+        *scripts[seeds[0] : seeds[-1] + 1],
+        fast.rebuild_script(),
+        *scripts[seeds[-1] + 1 :],
+    ]
+    fast_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {settings.load.server_options()}"}
+    try:
+        lines, fed = session(around, env=fast_env, output=fast.watch)
+        return lines, fed, fast.outcome()
+    except PsqlError as exc:
+        why = fast.own_failure(exc)
+        if why is None:
+            raise
+    log(f"the fast load was rolled back ({why}); loading in the runbook's order")
+    try:
+        lines, fed = session(scripts, env=env)
+    except PsqlError as exc:
+        raise PsqlError(
+            f"{exc} (the fast load stopped first: {why})", exc.relpath, exc.line, exc.sqlstate
+        ) from None
+    return lines, fed, LoadPath("plain", f"the fast load was rolled back: {why}")
 
 
 class Phases:

@@ -61,6 +61,7 @@ def restore_and_record(
                 "backup": result.backup_summary,
                 "schemas reset": result.reset_schemas,
                 "role is superuser": result.superuser,
+                "load": result.load.describe() if result.load else "not run",
                 "phases (s)": {"intake": intake_seconds, **result.phases},
             },
         )
