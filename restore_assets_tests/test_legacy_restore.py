@@ -66,6 +66,7 @@ def test_demo_secrets_restore_and_verify(side, secrets_dir, artifacts_dir):
         "expected_tables": True,
         "patient_count": True,
         "row_counts": True,
+        "rows_match_dump": True,
         "nextval_works": True,
     }
     # The demo puts two patients in three in facility .103.

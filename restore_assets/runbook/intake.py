@@ -93,6 +93,7 @@ class SecretsStore:
             facts.dumped_by,
             facts.scan,
         )
+        info.copy_rows = facts.copy_rows
         info.problems += facts.problems(relpath)
         return info
 
