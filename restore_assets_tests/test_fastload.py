@@ -226,9 +226,7 @@ def test_schema_not_reproduced_rolls_back_and_loads_in_the_runbooks_order(
     """A seed that creates an index itself: the rebuilt catalogue is not the schema's, so the fast
     load rolls back and the same files run again in the runbook's order, in one transaction."""
     dump_into_secrets(secrets_dir, KINDS_SQL)
-    _before_footer(
-        secrets_dir / LEGACY_SEED_FILE, "CREATE INDEX seed_own_idx ON app.ident (b);\n"
-    )
+    _before_footer(secrets_dir / LEGACY_SEED_FILE, "CREATE INDEX seed_own_idx ON app.ident (b);\n")
     said = restore_both_ways(secrets_dir)
     assert said == (
         "plain (the fast load was rolled back: the indexes and keys differ from the schema)"

@@ -41,7 +41,7 @@ from restore_assets.runbook.flyway_adapter import load_flyway_config, native_eng
 from restore_assets.runbook.gates import GATE_CHECKS
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.preflight import preflight
-from restore_assets.runbook.restore import require_consent, reset_set
+from restore_assets.runbook.restore import planned_load, require_consent, reset_set
 from restore_assets.settings import SIDES, Settings
 
 PLAN_FILE = "plan.md"
@@ -83,6 +83,7 @@ class SidePlan:
     flyway_after: list[str] | None = None  # scripts migrate applies after the restore
     baseline_version: str = ""
     skipped: str = ""  # why the target was not asked anything
+    load: str = ""  # which load would run (`restore.planned_load`)
     stops: list[tuple[int, str]] = field(default_factory=list)  # (exit code, why)
 
     def stop(self, code: int, why: str) -> None:
@@ -111,6 +112,7 @@ class SidePlan:
             f"reset drops {', '.join(self.reset_schemas) or '-'} "
             f"({self.objects} object(s), {tables} table(s), ~{rows} row(s))",
             f"backup {self.backup.split(':')[0]}",
+            f"load {self.load.split(':')[0]}",
         ]
         if self.flyway_after is not None:
             parts.append(f"flyway: {len(self.flyway_after)} pending after the restore")
@@ -180,6 +182,7 @@ def build_plan(
             getattr(settings, side), settings.pg, create_missing=False
         )
         plan = SidePlan(side, db.describe(), files[side])
+        plan.load = planned_load(settings, [f.relpath for f in files[side]])
         if blocked:
             plan.skipped = (
                 "not asked: intake stops the run first (Secrets not usable), before any target "
@@ -330,6 +333,7 @@ def _side_markdown(side: SidePlan) -> list[str]:
     else:
         lines.append(side.nothing_to_reset)
     lines += ["", f"Consent: {_cell(side.consent)}", "", f"Backup: {side.backup}"]
+    lines += ["", f"Load: {side.load}"]
     if side.flyway_now is not None and side.flyway_after is not None:
         lines += [
             "",

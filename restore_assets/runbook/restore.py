@@ -248,6 +248,21 @@ def restore_side(
     )
 
 
+LOADS = {
+    "fast": "fast: the seed into bare tables, then every index and key built once and proven the "
+    "same as the schema's (the runbook's order when the schema holds what the fast load does "
+    "not handle, or it cannot prove it)",
+    "plain": "plain: the runbook's order (RESTORE_LOAD=plain)",
+}
+
+
+def planned_load(settings: Settings, relpaths: Iterable[str]) -> str:
+    """Which load a restore of these files would run (`plan`), decided as `load_files` does."""
+    if not any(SLOT_KINDS[r] == "data" for r in relpaths):
+        return "plain: no seed to load"
+    return LOADS[settings.load.mode]
+
+
 def load_files(
     session: Callable[..., tuple[int, dict[str, str]]],
     files: list[SecretFile],
@@ -261,7 +276,7 @@ def load_files(
     the runbook's order runs, the same files in one transaction: never worse than psql."""
     scripts = [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files]
     seeds = [i for i, f in enumerate(files) if SLOT_KINDS[f.relpath] == "data"]
-    if settings.load.mode == "plain" or not seeds:
+    if planned_load(settings, [f.relpath for f in files]).startswith("plain"):
         why = "RESTORE_LOAD=plain" if seeds else "no seed to load"
         return *session(scripts, env=env), LoadPath("plain", why)
     fast = FastLoad()
