@@ -31,6 +31,7 @@ LEGACY_EVIDENCE = [
     "baseline_search.log",
     "legacy_psql.log",
     "psql_dt_legacy.log",
+    "rows_vs_dump_legacy.md",
     "psql_count_d_users_legacy.log",
     "psql_count_d_audit_event_legacy.log",
     "psql_count_d_factor2_credential_legacy.log",
