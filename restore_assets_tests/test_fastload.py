@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import subprocess
 
+import psycopg
 import pytest
 from psycopg import sql
 
 from restore_assets.assets.legacy import SEED
 from restore_assets.demo.build import ScratchDatabase
 from restore_assets.pg.clients import client_binary
+from restore_assets.pg.fastload import FastLoad
 from restore_assets.runbook.restore import reset_script, reset_set
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 from restore_assets_tests.helpers import (
@@ -190,7 +192,7 @@ def test_every_object_kind_fast_load_ends_as_raw_psql(secrets_dir, artifacts_dir
     ("script", "why"),
     [
         (PARTITIONED_SQL, "an index or key on a partitioned table"),
-        (VIEW_ON_KEY_SQL, "another object depends on an index or key (2BP01)"),
+        (VIEW_ON_KEY_SQL, "an index or key could not be dropped (2BP01)"),
     ],
     ids=["partitioned", "view-on-key"],
 )
@@ -285,3 +287,61 @@ def test_rows_match_dump_blocks_when_rows_do_not_arrive(
         and e.asset_check_evaluation_data.check_name == "rows_match_dump"
     ]
     assert said == "rows differ from the dump: app.ident (dump 100, restored 50)"
+
+
+def last_row(conn, script: str) -> tuple:
+    """The row the last statement of `script` returned (psycopg gives one result per statement)."""
+    cursor, row = conn.execute(script), None
+    while True:
+        if cursor.description:
+            row = cursor.fetchone()
+        if not cursor.nextset():
+            return row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        # a rebuilt index with other storage parameters than the schema's
+        "UPDATE pg_temp.restore_assets_fastload SET ddl = replace(ddl, '(fillfactor=''70'')', "
+        "'(fillfactor=''60'')')",
+        # a comment, a CLUSTER mark and a replica identity not given back
+        "DELETE FROM pg_temp.restore_assets_fastload WHERE step = 4",
+        # a foreign key not rebuilt
+        "DELETE FROM pg_temp.restore_assets_fastload WHERE step = 3",
+    ],
+    ids=["storage-parameters", "what-belongs-to-an-index", "foreign-key"],
+)
+def test_a_rebuild_that_differs_from_the_schema_raises(tamper, secrets_dir):
+    """The fingerprint is the proof: whatever the rebuild leaves different, its script raises
+    (and psql's one transaction rolls back)."""
+    fast = FastLoad()
+    db = legacy_target()
+    with ScratchDatabase(db, "restore_fastload_tamper") as scratch:
+        with db.connect(dbname=scratch.name) as conn:
+            conn.execute(KINDS_SQL)
+            conn.commit()  # the schema and its rows, as a restored database holds them
+            assert last_row(conn, fast.defer_script().text) == (
+                f"{fast.defer_token} fast: 9 indexes and keys deferred",
+            )
+            conn.execute(tamper)
+            rebuild = fast.rebuild_script().text
+            # Every tampered statement still runs: only the fingerprint can tell.
+            with pytest.raises(psycopg.DatabaseError) as raised:
+                conn.execute(rebuild)
+            assert raised.value.sqlstate == "RA002"
+            conn.rollback()
+
+
+@pytest.mark.slow
+def test_an_untouched_rebuild_passes_the_fingerprint(secrets_dir):
+    fast = FastLoad()
+    db = legacy_target()
+    with ScratchDatabase(db, "restore_fastload_tamper") as scratch:
+        with db.connect(dbname=scratch.name) as conn:
+            conn.execute(KINDS_SQL)
+            conn.commit()  # the schema and its rows, as a restored database holds them
+            conn.execute(fast.defer_script().text)
+            conn.execute(fast.rebuild_script().text)  # raises on a difference
+            conn.rollback()

@@ -216,7 +216,7 @@ BEGIN
         END LOOP;
     EXCEPTION WHEN OTHERS THEN  -- the drops are undone (a savepoint): the schema is as it was
         DELETE FROM pg_temp.restore_assets_fastload;
-        why := 'plain: another object depends on an index or key (' || SQLSTATE || ')';
+        why := 'plain: an index or key could not be dropped (' || SQLSTATE || ')';
         UPDATE pg_temp.restore_assets_fastload_state SET decision = why;
         RETURN why;
     END;
