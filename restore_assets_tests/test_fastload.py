@@ -233,6 +233,9 @@ def test_schema_not_reproduced_rolls_back_and_loads_in_the_runbooks_order(
     assert said == (
         "plain (the fast load was rolled back: the indexes and keys differ from the schema)"
     )
+    (folder,) = evidence_folders(artifacts_dir)  # both sessions' logs are kept
+    assert "failed RA001" in (folder / "legacy_psql_fast_rolled_back.log").read_text()
+    assert "restore_assets_fastload" not in (folder / "legacy_psql.log").read_text()
 
 
 @pytest.mark.slow

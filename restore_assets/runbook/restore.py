@@ -12,6 +12,7 @@ reproduce the schema: then the runbook's own order (`load_files`).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -221,11 +222,10 @@ def restore_side(
             psql,
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
             tmp_root=_tmp_root(settings),
-            log_path=psql_log,
             redact=evidence.redact,  # psql_log is streamed, line by line, past the store
             progress=log,
         )
-        lines, fed, load = load_files(session, files, env, settings, log)
+        lines, fed, load = load_files(session, files, env, psql_log, settings, log)
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
@@ -267,18 +267,20 @@ def load_files(
     session: Callable[..., tuple[int, dict[str, str]]],
     files: list[SecretFile],
     env: dict[str, str],
+    psql_log: Path,
     settings: Settings,
     log: Callable[[str], None],
 ) -> tuple[int, dict[str, str], LoadPath]:
-    """Run the files in one psql `session` (reset + files, one transaction): with RESTORE_LOAD=
-    fast and a seed among them, the fast load around the seed; if its own SQL stops psql (the
-    schema not reproduced, a key the seed's rows break), the whole transaction rolled back and
-    the runbook's order runs, the same files in one transaction: never worse than psql."""
+    """Run the files in one psql `session` (reset + files, one transaction) logged to
+    `psql_log`: with RESTORE_LOAD=fast and a seed among them, the fast load around the seed; if
+    its own SQL stops psql (the schema not reproduced, a key the seed's rows break), the whole
+    transaction rolled back and the runbook's order runs, the same files in one transaction:
+    never worse than psql. The rolled-back session's log is kept beside (`…_fast_rolled_back`)."""
     scripts = [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files]
     seeds = [i for i, f in enumerate(files) if SLOT_KINDS[f.relpath] == "data"]
     if planned_load(settings, [f.relpath for f in files]).startswith("plain"):
         why = "RESTORE_LOAD=plain" if seeds else "no seed to load"
-        return *session(scripts, env=env), LoadPath("plain", why)
+        return *session(scripts, env=env, log_path=psql_log), LoadPath("plain", why)
     fast = FastLoad()
     around = [
         *scripts[: seeds[0]],
@@ -289,15 +291,16 @@ def load_files(
     ]
     fast_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {settings.load.server_options()}"}
     try:
-        lines, fed = session(around, env=fast_env, output=fast.watch)
+        lines, fed = session(around, env=fast_env, log_path=psql_log, output=fast.watch)
         return lines, fed, fast.outcome()
     except PsqlError as exc:
         why = fast.own_failure(exc)
         if why is None:
             raise
     log(f"the fast load was rolled back ({why}); loading in the runbook's order")
+    os.replace(psql_log, psql_log.with_name(f"{psql_log.stem}_fast_rolled_back.log"))
     try:
-        lines, fed = session(scripts, env=env)
+        lines, fed = session(scripts, env=env, log_path=psql_log)
     except PsqlError as exc:
         raise PsqlError(
             f"{exc} (the fast load stopped first: {why})", exc.relpath, exc.line, exc.sqlstate
