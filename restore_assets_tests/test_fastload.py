@@ -256,6 +256,7 @@ def test_a_seed_row_breaking_a_key_fails_either_way_with_nothing_changed(
     assert not result.success
     (message,) = failure_messages(result)
     assert f"{LEGACY_SEED_FILE}:" in message and "unique violation (23505)" in message
+    assert " (a row of app.child): ERROR" in message  # the COPY block psql's line falls in
     if load == "fast":  # psql's own file:line from the runbook's order, the key from the fast load
         assert "building child_pkey on app.child" in message
     assert database_fingerprint() == before

@@ -141,6 +141,12 @@ def test_copy_rows_are_counted_per_table_wherever_the_chunks_cut(tmp_path):
     for chunk in (1, 16, 1 << 20):
         baseline_files._CHUNK = chunk
         try:
-            assert read_dump(path).copy_rows == {'"My Schema"."odd.name (x)"': 0, "public.t": 4}
+            facts = read_dump(path)
+            assert facts.copy_rows == {'"My Schema"."odd.name (x)"': 0, "public.t": 4}
+            assert facts.copy_lines == [
+                [7, 8, '"My Schema"."odd.name (x)"'],
+                [9, 13, "public.t"],
+                [54, 56, "public.t"],
+            ]
         finally:
             baseline_files._CHUNK = original

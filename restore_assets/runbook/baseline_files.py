@@ -48,6 +48,14 @@ class SecretFile:
     scan: ScriptScan | None = None  # the psql scan of the bytes that gave `sha256`
     identity: Identity | None = None  # the file intake opened: a restore feeds only that one
     copy_rows: dict[str, int] = field(default_factory=dict)  # rows per COPY table, as read
+    copy_lines: list = field(default_factory=list)  # [first, last line, table] per COPY block
+
+    def copy_block_at(self, line: int) -> str | None:
+        """The table whose COPY block holds `line` (a line psql named in an error), if any."""
+        for first, last, table in self.copy_lines:
+            if first <= line <= (last or line):
+                return table
+        return None
 
     @property
     def usable(self) -> bool:
@@ -101,6 +109,7 @@ class DumpFacts:
     extensions: list[str]
     refused: list  # the scan's first refusal, [line, what, why]; empty: none
     copy_rows: dict[str, int]  # rows of each COPY block, by the table as the dump names it
+    copy_lines: list  # [first line, last line (`\\.`; None: cut off), table] of each COPY block
 
     @property
     def scan(self) -> ScriptScan:
@@ -172,6 +181,7 @@ class DumpReader:
         self._row_plain = False  # that row holds more than blanks
         self.copy_rows: dict[str, int] = {}  # rows per COPY block's table, summed
         self._copying = ""  # the table of the COPY block being read
+        self.copy_lines: list[list] = []  # [first line, last line, table] of each COPY block
 
     def feed(self, chunk: bytes) -> None:
         """Bytes as read, cut anywhere: whole lines go to `feed_block`, the start of a line
@@ -234,10 +244,13 @@ class DumpReader:
         self.scanner.feed(line)
         if copying and self.scanner.in_copy_data:
             self._count(1)  # a row (the `\\.` that ends the block ends copy data)
+        elif copying and self.copy_lines:
+            self.copy_lines[-1][1] = self.number + 1  # the block's last line
         elif not copying and self.scanner.in_copy_data:
             m = _COPY.match(line)  # the scanner reads a COPY … FROM stdin: its rows follow
             self._copying = m.group(1).decode("utf-8", "replace") if m else "(unnamed)"
             self._count(0)
+            self.copy_lines.append([self.number + 1, None, self._copying])  # lines count from 1
         if self.number < _HEADER_LINES:
             if not self.first and line.strip() not in (b"", b"--"):
                 self.first = line.strip()
@@ -298,6 +311,7 @@ class DumpReader:
             scan.extensions,
             scan.refused,
             self.copy_rows,
+            self.copy_lines,
         )
 
 

@@ -272,6 +272,35 @@ def load_files(
     log: Callable[[str], None],
 ) -> tuple[int, dict[str, str], LoadPath]:
     """Run the files in one psql `session` (reset + files, one transaction) logged to
+    `psql_log`; a failure in a seed's COPY block names its table (`_in_copy_block`). See
+    `_load`."""
+    try:
+        return _load(session, files, env, psql_log, settings, log)
+    except PsqlError as exc:
+        raise _in_copy_block(exc, files) from None
+
+
+def _in_copy_block(exc: PsqlError, files: list[SecretFile]) -> PsqlError:
+    """`exc` naming the table whose COPY block psql's `file:line` falls in (from intake's read of
+    the file: the line of each COPY statement), when it does."""
+    file = next((f for f in files if f.relpath == exc.relpath), None)
+    table = file.copy_block_at(exc.line) if file and exc.line else None
+    if table is None:
+        return exc
+    where = f"{exc.relpath}:{exc.line}:"
+    said = str(exc).replace(where, f"{exc.relpath}:{exc.line} (a row of {table}):", 1)
+    return PsqlError(said, exc.relpath, exc.line, exc.sqlstate)
+
+
+def _load(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    psql_log: Path,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction) logged to
     `psql_log`: with RESTORE_LOAD=fast and a seed among them, the fast load around the seed; if
     its own SQL stops psql (the schema not reproduced, a key the seed's rows break), the whole
     transaction rolled back and the runbook's order runs, the same files in one transaction:
