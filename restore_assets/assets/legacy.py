@@ -70,8 +70,8 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             "rows_match_dump",
             asset=SEED,
             blocking=True,  # a table short of its seed rows: the data did not arrive
-            description="Every table holds as many rows as the seed's COPY blocks gave it "
-            "(counted while intake read the seed).",
+            description="Every table holds the rows the seed's COPY blocks gave it (counted "
+            "while intake read the seed); fewer fail it, more are named.",
         ),
     ],
     partitions_def=TARGETS,
