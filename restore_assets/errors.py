@@ -68,7 +68,8 @@ class UnsafeScriptError(RestoreError):
 
 
 class PsqlError(RestoreError):
-    """psql stopped on an error; `relpath`/`line` are as psql reported them."""
+    """psql stopped on an error; `relpath`/`line` are as psql reported them, `sqlstate` the
+    server's code (None: psql's own error)."""
 
     def __init__(
         self,

@@ -246,6 +246,12 @@ class Folder:
         os.ftruncate(fd, 0)  # only once it is known to be this user's own file
         return os.fdopen(fd, "w", encoding="utf-8")
 
+    def rename(self, name: str, new_name: str) -> None:
+        """`name` here renamed `new_name` here (replacing it): both names within this folder as
+        held, never through a link."""
+        self._require_private()
+        os.rename(_name(name), _name(new_name), src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
     def _own_file(self, name: str, flags: int) -> int:
         """A descriptor for writing `name`, created 0600 if missing; never through a link or a
         FIFO, and refused unless it is this user's own regular file with no other name."""

@@ -409,6 +409,27 @@ class Tools(Section):
     pg_dump: str | None = Field(None, alias="RESTORE_PG_DUMP")
 
 
+class Load(Section):
+    """How a seed is loaded (issue 23). `fast`: into bare tables, then every index and key built
+    once and proven the same as the schema made them (`pg/fastload.py`), else the runbook's
+    order; `plain`: the runbook's order (`psql -1 -f schema -f seed`). The index builds get
+    `maintenance_work_mem` and parallel maintenance workers sized to this machine unless set."""
+
+    mode: Literal["fast", "plain"] = Field("fast", alias="RESTORE_LOAD")
+    work_mem_mb: Annotated[int, Field(ge=1)] | None = Field(
+        None, alias="RESTORE_MAINTENANCE_WORK_MEM_MB"
+    )
+    workers: Annotated[int, Field(ge=0)] | None = Field(None, alias="RESTORE_MAINTENANCE_WORKERS")
+
+    def server_options(self) -> str:
+        """The `PGOPTIONS` of the fast load's session: an eighth of this machine's memory (64 MB
+        to 2 GB) and one worker per core but one (at most 4), unless configured."""
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+        work_mem = self.work_mem_mb or min(2048, max(64, memory_mb // 8))
+        workers = self.workers if self.workers is not None else min(4, (os.cpu_count() or 1) - 1)
+        return f"-c maintenance_work_mem={work_mem}MB -c max_parallel_maintenance_workers={workers}"
+
+
 @dataclass(frozen=True)
 class PgSettings:
     """What a `Database` needs besides its own connection settings, so `pg/` knows
@@ -433,6 +454,7 @@ class Settings(Section):
     sensor: SensorSettings
     tools: Tools
     notify: Notify
+    load: Load
     allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
     # End the other sessions on a target just before its reset (--terminate-sessions).
     terminate_sessions: Flag = Field(False, alias="RESTORE_TERMINATE_SESSIONS")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import os
 import re
 import subprocess
 import sys
@@ -284,6 +285,7 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "0", "RESTORE_SENSOR_INTERVAL_SECONDS='0' is not a"),
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "1.5", "RESTORE_SENSOR_INTERVAL_SECONDS='1.5' is not"),
         ("RESTORE_WAIT_SECONDS", "soon", "RESTORE_WAIT_SECONDS='soon' is not a number of seconds"),
+        ("RESTORE_LOAD", "quick", "RESTORE_LOAD='quick' Input should be 'fast' or 'plain'"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(tmp_path, name, value, message):
@@ -530,6 +532,10 @@ USES: dict[str, Use] = {
         ("ja", "en"),
         lambda value: (value, "RESTORE_LANG"),
     ),
+    # Two values only, the default one of them: the environment's puts the default back.
+    "RESTORE_LOAD": Use(_setting("load.mode"), ("plain", "fast")),
+    "RESTORE_MAINTENANCE_WORK_MEM_MB": Use(_setting("load.work_mem_mb"), ("128", "256"), int),
+    "RESTORE_MAINTENANCE_WORKERS": Use(_setting("load.workers"), ("2", "0"), int),
     "RESTORE_TARGETS": Use(
         lambda: sorted(load_targets(load_settings())),
         ("clinic-dot.yaml", "clinic-env.yaml"),
@@ -657,4 +663,18 @@ def test_a_bad_sensor_interval_stops_a_command_with_exit_3_and_one_line(
     assert done.stderr == (
         "configuration error: "
         "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)\n"
+    )
+
+
+def test_the_fast_loads_index_builds_are_sized_to_the_machine_unless_set(tmp_path):
+    sized = load_settings({}, cwd=tmp_path).load.server_options()
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    assert sized == (
+        f"-c maintenance_work_mem={min(2048, max(64, memory_mb // 8))}MB "
+        f"-c max_parallel_maintenance_workers={workers}"
+    )
+    given = {"RESTORE_MAINTENANCE_WORK_MEM_MB": "300", "RESTORE_MAINTENANCE_WORKERS": "0"}
+    assert load_settings(given, cwd=tmp_path).load.server_options() == (
+        "-c maintenance_work_mem=300MB -c max_parallel_maintenance_workers=0"
     )

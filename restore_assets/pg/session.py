@@ -72,6 +72,15 @@ class ScriptFile:
         return open_below(root, rel, expect=self.identity)
 
 
+@dataclass(frozen=True)
+class OwnScript:
+    """SQL of the project's own (e.g. the fast load's), run between the Secrets files under the
+    name `name` (what psql's errors report)."""
+
+    name: str
+    text: str
+
+
 class _Feeder(threading.Thread):
     """Streams each file into its FIFO in psql's order; stops psql if a file is not the one
     intake vetted. `failure` says why it stopped, `sha256` what was fed."""
@@ -151,7 +160,7 @@ class _Feeder(threading.Thread):
 
 def run_psql(
     psql: str,
-    files: Sequence[ScriptFile],
+    files: Sequence[ScriptFile | OwnScript],
     *,
     prelude: str,
     env: dict[str, str],
@@ -159,12 +168,14 @@ def run_psql(
     log: TextIO,
     redact: Callable[[str], str],
     progress: Callable[[str], None] | None = None,
+    output: Callable[[str], None] | None = None,
 ) -> tuple[int, dict[str, str]]:
-    """Run `prelude` (our own SQL, e.g. the reset) then `files`, in one restricted psql session and
-    one transaction. Output goes line by line, redacted, to `log` (opened by the caller, by
-    descriptor in the evidence folder: `EvidenceStore.log`); a failure raises
-    `PsqlError` naming the file and line psql reported. Returns the number of output lines and
-    the sha256 of what psql was fed, per file."""
+    """Run `prelude` (our own SQL, e.g. the reset) then `files` (Secrets files, and SQL of our
+    own between them), in one restricted psql session and one transaction. Output goes line by
+    line, redacted, to `log` (opened by the caller, by descriptor in the evidence folder:
+    `EvidenceStore.log`) and to `output`; a failure raises `PsqlError` naming the file and line
+    psql reported. Returns the number of output lines and the sha256 of what psql was fed, per
+    Secrets file."""
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="psql-", dir=tmp_root) as tmp_name:
         tmp = Path(tmp_name)
@@ -172,7 +183,11 @@ def run_psql(
         (tmp / RESTRICT_FILE).write_text(f"\\restrict {key}\n", encoding="utf-8")
         (tmp / PRELUDE).write_text(prelude, encoding="utf-8")
         fifos = []
-        for file in files:
+        for own in files:
+            if isinstance(own, OwnScript):
+                (tmp / own.name).write_text(own.text, encoding="utf-8")
+        secret_files = [f for f in files if isinstance(f, ScriptFile)]
+        for file in secret_files:
             fifo = tmp / file.relpath
             fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.mkfifo(fifo, 0o600)
@@ -184,12 +199,13 @@ def run_psql(
         cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
         cmd.append("--single-transaction")
         os.mkfifo(tmp / VERIFIED_FILE, 0o600)
-        for name in (RESTRICT_FILE, PRELUDE, *(f.relpath for f in files), VERIFIED_FILE):
+        names = [f.name if isinstance(f, OwnScript) else f.relpath for f in files]
+        for name in (RESTRICT_FILE, PRELUDE, *names, VERIFIED_FILE):
             cmd += ["-f", name]
         # If psql itself is killed mid-statement, the server notices within a second (not when
         # the statement ends) and rolls back, releasing the target's locks.
         env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
-        return _run(cmd, tmp, files, fifos, env, log, redact, progress)
+        return _run(cmd, tmp, secret_files, fifos, env, log, redact, progress, output)
 
 
 def _server_message(printed: str) -> str:
@@ -217,7 +233,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _run(cmd, cwd, files, fifos, env, log, redact, progress) -> tuple[int, dict[str, str]]:
+def _run(cmd, cwd, files, fifos, env, log, redact, progress, output) -> tuple[int, dict[str, str]]:
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
@@ -244,6 +260,8 @@ def _run(cmd, cwd, files, fifos, env, log, redact, progress) -> tuple[int, dict[
             log.write(out)
             tail.append(out.rstrip("\n"))
             lines += 1
+            if output:
+                output(out)
             if first_error is None:
                 first_error = _PSQL_ERROR.match(out)
             now = time.monotonic()

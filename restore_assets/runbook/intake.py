@@ -100,6 +100,7 @@ class SecretsStore:
             facts.dumped_by,
             facts.scan,
         )
+        info.copy_rows, info.copy_lines = facts.copy_rows, facts.copy_lines
         info.problems += facts.problems(relpath)
         return info
 

@@ -42,7 +42,7 @@ from restore_assets.runbook.flyway_adapter import load_flyway_config, native_eng
 from restore_assets.runbook.gates import GATE_CHECKS
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.preflight import preflight
-from restore_assets.runbook.restore import require_consent, reset_set
+from restore_assets.runbook.restore import planned_load, require_consent, reset_set
 from restore_assets.settings import SIDES, Settings
 
 PLAN_FILE = "plan.md"
@@ -85,6 +85,7 @@ class SidePlan:
     baseline_version: str = ""
     sessions: list[str] | None = None  # the other sessions connected to the target now
     skipped: str = ""  # why the target was not asked anything
+    load: str = ""  # which load would run (`restore.planned_load`)
     stops: list[tuple[int, str]] = field(default_factory=list)  # (exit code, why)
 
     def stop(self, code: int, why: str) -> None:
@@ -113,6 +114,7 @@ class SidePlan:
             f"reset drops {', '.join(self.reset_schemas) or '-'} "
             f"({self.objects} object(s), {tables} table(s), ~{rows} row(s))",
             f"backup {self.backup.split(':')[0]}",
+            f"load {self.load.split(':')[0]}",
         ]
         if self.sessions:
             parts.append(f"{len(self.sessions)} other session(s) connected")
@@ -187,6 +189,7 @@ def build_plan(
             getattr(settings, side), settings.pg, create_missing=False
         )
         plan = SidePlan(side, db.describe(), files[side])
+        plan.load = planned_load(settings, [f.relpath for f in files[side]])
         if blocked:
             plan.skipped = (
                 "not asked: intake stops the run first (Secrets not usable), before any target "
@@ -352,6 +355,7 @@ def _side_markdown(side: SidePlan) -> list[str]:
                 "Their locks hold the reset at most RESTORE_WAIT_SECONDS, then the run stops "
                 "naming them; --terminate-sessions ends them just before the reset.",
             ]
+    lines += ["", f"Load: {side.load}"]
     if side.flyway_now is not None and side.flyway_after is not None:
         lines += [
             "",

@@ -4,7 +4,9 @@ Order is the safety story: scan (no meta-command psql would run on this host; do
 read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
 into the Secrets store; skipped only for an embedded target last restored from these very files)
 → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
-back and the target is exactly as it was.
+back and the target is exactly as it was. The seed loads into bare tables, every index and key
+built after it and proven the same (`pg/fastload.py`), unless RESTORE_LOAD=plain or that cannot
+reproduce the schema: then the runbook's own order (`load_files`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,10 +27,11 @@ from restore_assets.files import Folder, Identity, NotSafe, private_folder
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
+from restore_assets.pg.fastload import FastLoad, LoadPath
 from restore_assets.pg.psql import check_script
 from restore_assets.pg.session import PRELUDE, ScriptFile, run_psql
 from restore_assets.pg.sessions import Ended, terminate_others
-from restore_assets.runbook.baseline_files import SecretFile
+from restore_assets.runbook.baseline_files import SLOT_KINDS, SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import preflight, restore_lock
@@ -69,6 +73,7 @@ class RestoreResult:
     # (None: the option was off)
     sessions_ended: list[str] | None = None
     sessions_not_ended: list[str] = field(default_factory=list)
+    load: LoadPath | None = None  # which load ran (fast or the runbook's order), and why
 
     @property
     def backup_summary(self) -> str:
@@ -224,18 +229,16 @@ def restore_side(
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
+        session = partial(
+            run_psql,
+            psql,
+            prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
+            tmp_root=_tmp_root(settings),
+            redact=evidence.redact,  # the log is streamed, line by line, past the store
+            progress=log,
+        )
         try:
-            with evidence.log(PSQL_LOGS[side]) as psql_output:
-                lines, fed = run_psql(
-                    psql,
-                    [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
-                    prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-                    env=env,
-                    tmp_root=_tmp_root(settings),
-                    log=psql_output,
-                    redact=evidence.redact,  # the log is streamed, line by line, past the store
-                    progress=log,
-                )
+            lines, fed, load = load_files(session, files, env, evidence, side, settings, log)
         except PsqlError as exc:
             if exc.sqlstate == LOCK_NOT_AVAILABLE:
                 where = exc.relpath if exc.relpath != PRELUDE else "the reset (DROP SCHEMA)"
@@ -253,6 +256,7 @@ def restore_side(
         backup=backup,
         psql_log=psql_log,
         psql_output_lines=lines,
+        load=load,
         ran_sha256=fed,
         superuser=superuser,
         transport=transport,
@@ -279,6 +283,105 @@ def end_other_sessions(db: Database, log: Callable[[str], None]) -> Ended:
     for session, why in ended.refused:
         log(f"--terminate-sessions: could not end {session.describe()}: {why}")
     return ended
+
+
+LOADS = {
+    "fast": "fast: the seed into bare tables, then every index and key built once and proven the "
+    "same as the schema's (the runbook's order when the schema holds what the fast load does "
+    "not handle, or it cannot prove it)",
+    "plain": "plain: the runbook's order (RESTORE_LOAD=plain)",
+}
+
+
+def planned_load(settings: Settings, relpaths: Iterable[str]) -> str:
+    """Which load a restore of these files would run (`plan`), decided as `load_files` does."""
+    if not any(SLOT_KINDS[r] == "data" for r in relpaths):
+        return "plain: no seed to load"
+    return LOADS[settings.load.mode]
+
+
+def load_files(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    evidence: EvidenceStore,
+    side: str,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction) logged to the side's
+    psql log; a failure in a seed's COPY block names its table (`_in_copy_block`). See
+    `_load`."""
+    try:
+        return _load(session, files, env, evidence, side, settings, log)
+    except PsqlError as exc:
+        raise _in_copy_block(exc, files) from None
+
+
+def _in_copy_block(exc: PsqlError, files: list[SecretFile]) -> PsqlError:
+    """`exc` naming the table whose COPY block psql's `file:line` falls in (from intake's read of
+    the file: the line of each COPY statement), when it does."""
+    file = next((f for f in files if f.relpath == exc.relpath), None)
+    table = file.copy_block_at(exc.line) if file and exc.line else None
+    if table is None:
+        return exc
+    where = f"{exc.relpath}:{exc.line}:"
+    said = str(exc).replace(where, f"{exc.relpath}:{exc.line} (a row of {table}):", 1)
+    return PsqlError(said, exc.relpath, exc.line, exc.sqlstate)
+
+
+def _load(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    evidence: EvidenceStore,
+    side: str,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction) logged to the side's
+    psql log (by descriptor in the run folder, `EvidenceStore.log`): with RESTORE_LOAD=fast and
+    a seed among them, the fast load around the seed; if its own SQL stops psql (the schema not
+    reproduced, a key the seed's rows break), the whole transaction rolled back and the
+    runbook's order runs, the same files in one transaction: never worse than psql. The
+    rolled-back session's log is kept beside (`…_fast_rolled_back`)."""
+    name = PSQL_LOGS[side]
+
+    def attempt(scripts: list, env: dict[str, str], **more) -> tuple[int, dict[str, str]]:
+        with evidence.log(name) as psql_log:
+            return session(scripts, env=env, log=psql_log, **more)
+
+    scripts = [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files]
+    seeds = [i for i, f in enumerate(files) if SLOT_KINDS[f.relpath] == "data"]
+    if planned_load(settings, [f.relpath for f in files]).startswith("plain"):
+        why = "RESTORE_LOAD=plain" if seeds else "no seed to load"
+        return *attempt(scripts, env), LoadPath("plain", why)
+    fast = FastLoad()
+    around = [
+        *scripts[: seeds[0]],
+        fast.defer_script(),
+        *scripts[seeds[0] : seeds[-1] + 1],
+        fast.rebuild_script(),
+        *scripts[seeds[-1] + 1 :],
+    ]
+    fast_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {settings.load.server_options()}"}
+    try:
+        lines, fed = attempt(around, fast_env, output=fast.watch)
+        return lines, fed, fast.outcome()
+    except PsqlError as exc:
+        why = fast.own_failure(exc)
+        if why is None:
+            raise
+    log(f"the fast load was rolled back ({why}); loading in the runbook's order")
+    with evidence.opened() as run:  # kept beside, renamed inside the folder as held
+        run.rename(name, name.replace(".log", "_fast_rolled_back.log"))
+    try:
+        lines, fed = attempt(scripts, env)
+    except PsqlError as exc:
+        raise PsqlError(
+            f"{exc} (the fast load stopped first: {why})", exc.relpath, exc.line, exc.sqlstate
+        ) from None
+    return lines, fed, LoadPath("plain", f"the fast load was rolled back: {why}")
 
 
 class Phases:

@@ -63,6 +63,7 @@ def restore_and_record(
                 "schemas reset": result.reset_schemas,
                 "role is superuser": result.superuser,
                 **_sessions_summary(result),
+                "load": result.load.describe() if result.load else "not run",
                 "phases (s)": {"intake": intake_seconds, **result.phases},
             },
         )
