@@ -38,6 +38,7 @@ UP_S = 300  # `compose up`: storage healthy, the code server answering, webserve
 WATCHING_S = 180  # the webserver answers and the sensor has looked at the empty store
 GREEN_S = 300  # from the Secrets landing to the gates passed
 DOWN_S = 120
+FIXED_VOLUMES = {"restore_secrets", "restore_artifacts", "restore_config", "restore_compute_logs"}
 
 # A database server for the target beside the stack, on its network (the stack's own file does
 # not ship one: in production the targets are the clinics' servers).
@@ -180,6 +181,14 @@ def stack(tmp_path) -> Iterator[Stack]:
     a target database container, up; afterwards `down -v` and every run container removed."""
     if not IMAGE_TAG:
         pytest.skip("run by `make deploy-test` (it starts a Docker engine and builds the images)")
+    # The deployment's volumes have fixed names (dagster.yaml mounts them by name): never reuse
+    # or remove another stack's, nor a killed test's that still binds a deleted folder.
+    taken = set(_docker("volume", "ls", "-q").split()) & FIXED_VOLUMES
+    if taken:
+        pytest.fail(
+            f"volumes {sorted(taken)} exist on this engine: a deployment (or a killed test) holds "
+            f"them; if they are a test's leftovers: docker volume rm {' '.join(sorted(taken))}"
+        )
     work = tmp_path / "deploy"
     shutil.copytree(DEPLOY, work)
     (work / "target-db.yml").write_text(TARGET_DB_SERVICE)
