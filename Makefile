@@ -63,7 +63,7 @@ test-fast: $(STAMP) catalogs
 ## none runs, stopped at the end), a local base image (debootstrap; cached by its recipe), the
 ## project's and PostgreSQL's images, the compose stack, a sensor-launched run in its own
 ## container through to the gates. Needs root (dockerd, debootstrap). 2-5.5 min warm on 2 cores.
-deploy-test: $(STAMP)
+deploy-test: $(STAMP) catalogs  # the image ships the compiled catalogs (RESTORE_LANG=ja)
 	scripts/deploy-test
 
 ## The project against raw psql, 100 and 500 MB seeds (~25 min; measures, asserts nothing):
