@@ -62,7 +62,7 @@ test-fast: $(STAMP) catalogs
 ## deploy/ for real in containers (issue 24; docs/deploy.md): a Docker engine (started here when
 ## none runs, stopped at the end), a local base image (debootstrap; cached by its recipe), the
 ## project's and PostgreSQL's images, the compose stack, a sensor-launched run in its own
-## container through to the gates. Needs root (dockerd, debootstrap). 2-5.5 min warm on 2 cores.
+## container through to the gates. Needs root (dockerd, debootstrap). 1-5.5 min warm on 2 cores.
 deploy-test: $(STAMP) catalogs  # the image ships the compiled catalogs (RESTORE_LANG=ja)
 	scripts/deploy-test
 
