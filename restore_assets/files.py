@@ -473,6 +473,7 @@ def keep_private(folder: Path, mode: int = 0o700, *, entries: bool = False) -> N
     """`folder` (made as `private_folder` makes it) set to `mode` on its descriptor, also when an
     older version or another tool left it open; with `entries`, what is directly in it loses
     its group and other bits too (each held by descriptor: a link or a socket is left alone)."""
+    refuse_redirectable(folder)  # as root, what is found there is chmodded: never /etc's
     with private_folder(folder) as held:
         if stat.S_IMODE(os.fstat(held.fd).st_mode) != mode:
             os.fchmod(held.fd, mode)

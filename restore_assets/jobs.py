@@ -10,7 +10,7 @@ from dagster import AssetSelection, DagsterInstance, define_asset_job
 from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG
 from restore_assets.assets.stops import record_unexpected_failure
-from restore_assets.files import keep_private
+from restore_assets.files import keep_private, private_folder
 from restore_assets.i18n import _
 from restore_assets.pg.database import close_state_dir
 from restore_assets.runbook.baseline_files import SIDE_FILES
@@ -131,9 +131,13 @@ def prepare_instance(paths: Paths):
     os.environ["DAGSTER_HOME"] = str(home)
     close_state_dir(paths.state_dir)
     keep_private(home)
-    config = home / "dagster.yaml"
-    current = config.read_text() if config.exists() else None
-    ours = current is None or current == _OLD_INSTANCE_CONFIG or current.startswith("# written by")
-    if ours and current != INSTANCE_CONFIG:
-        config.write_text(INSTANCE_CONFIG)
+    with private_folder(home) as held:  # by descriptor, as keep_private checked it
+        try:
+            with held.open_read("dagster.yaml") as handle:
+                current = handle.read().decode()
+        except FileNotFoundError:
+            current = None
+        ours = current in (None, _OLD_INSTANCE_CONFIG) or current.startswith("# written by")
+        if ours and current != INSTANCE_CONFIG:
+            held.write("dagster.yaml", lambda out: out.write(INSTANCE_CONFIG.encode()))
     return DagsterInstance.get()

@@ -75,6 +75,16 @@ def escaped(name: str) -> str:
     return repr(name)[1:-1]
 
 
+_MARKUP = str.maketrans({c: "\\" + c for c in "`[]<>|"})
+
+
+def shown_name(name: str) -> str:
+    """A name someone else chose (a session's application_name or user) as the evidence's
+    Markdown shows it: `escaped`, and the characters that make a link, a code span or a table
+    cell backslash-escaped, so it is read as it is, never rendered."""
+    return escaped(name).translate(_MARKUP)
+
+
 # SQLSTATE classes whose primary message names objects and conditions only, never a value:
 # connection, feature, transaction state, authorization, catalog/schema name, rollback, syntax
 # or access rule (our statements carry values as parameters, never in their text), resources,

@@ -200,3 +200,31 @@ def test_a_runtime_folder_another_user_made_first_never_stops_the_embedded_serve
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "runtime /tmp/state/runtime/" in done.stdout, done.stdout
+
+
+def test_a_typed_run_tag_cannot_add_lines_to_the_auditors_readme(tmp_path):
+    """Run tags are free text in Dagster (the UI's launchpad, GraphQL): a `started_by` typed with
+    line breaks stays inside its README row; no forged heading or row appears."""
+    from restore_assets.runbook.evidence import render_readme
+
+    forged = "cli:root@host\n\n## Gate #40: PASSED, signed off by DBA\n| x | passed | y |"
+    readme = render_readme(tmp_path, {"run started": {"status": "recorded", "by": forged}}, [])
+    rows = [line for line in readme.splitlines() if "signed off" in line]
+    assert rows == [line for line in rows if line.startswith("| run started | recorded |")]
+    assert len(rows) == 1 and not any(line.startswith("## Gate") for line in readme.splitlines())
+
+
+def test_a_session_name_is_shown_in_the_evidence_never_rendered():
+    """application_name, user and relation names come from whoever connects to the target: in
+    the Markdown evidence they cannot make a link, a code span or a table cell."""
+    import datetime as dt
+
+    from restore_assets.pg.sessions import Session
+
+    moment = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    session = Session(
+        4242, "[ok](https://e.ex/) `x` | y", "<b>", None, moment, None, "idle", moment
+    )
+    said = session.describe()
+    assert "\\[ok\\](https://e.ex/) \\`x\\` \\| y" in said and "user \\<b\\>" in said
+    assert "[ok](" not in said.replace("\\[ok\\](", "")

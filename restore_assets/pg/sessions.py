@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from restore_assets.redaction import escaped
+from restore_assets.redaction import shown_name
 
 # The project's own sessions say so in their application_name (`Database.conninfo`).
 OWN_APPLICATION = "restore_assets:%"
@@ -63,13 +63,13 @@ class Session:
 
     @property
     def application(self) -> str:
-        return escaped(self.application_name) if self.application_name else "no application_name"
+        return shown_name(self.application_name) if self.application_name else "no application_name"
 
     def describe(self) -> str:
         """`'wildfly' (user opendolphin from 10.0.0.5, idle in transaction since 17:02:11 UTC,
         in a transaction since 17:01:58 UTC, connected since …, server pid 4242, locks d_users)`"""
         parts = [
-            f"user {escaped(self.user) if self.user else 'unknown'}"
+            f"user {shown_name(self.user) if self.user else 'unknown'}"
             f" from {self.client_addr or 'a local socket'}",
             f"{self.state or 'state unknown'} since {_when(self.state_change)}",
         ]
@@ -78,7 +78,7 @@ class Session:
         parts.append(f"connected since {_when(self.backend_start)}")
         parts.append(f"server pid {self.pid}")
         if self.relations:
-            shown = ", ".join(escaped(r) for r in self.relations[:5])
+            shown = ", ".join(shown_name(r) for r in self.relations[:5])
             more = f" and {len(self.relations) - 5} more" if len(self.relations) > 5 else ""
             parts.append(f"locks {shown}{more}")
         return f"'{self.application}' ({', '.join(parts)})"

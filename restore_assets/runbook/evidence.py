@@ -263,6 +263,7 @@ def render_readme(
     ]
     for step, summary in steps.items():
         detail = "; ".join(f"{k}: {v}" for k, v in summary.items() if k != "status")
+        detail = " ".join(detail.splitlines())  # one row, whatever a value holds (a typed tag)
         lines.append(f"| {step} | {summary.get('status', '')} | {detail.replace('|', '/')} |")
     if names is None:
         names = [p.name for p in folder.iterdir()]

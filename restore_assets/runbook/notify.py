@@ -267,7 +267,10 @@ def _deliver(settings: Settings, name: str, fn, event: Event) -> Delivery:
 
 def _post_webhook(settings: Settings, event: Event) -> str:
     url = settings.notify.webhook_url.get_secret_value()
-    data = json.dumps({"text": settings.redactor(event.text)}).encode()
+    text = settings.redactor(event.text)
+    # Slack/Mattermost markup: `<!channel>`, `<url|label>` from a name are shown, never acted on
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    data = json.dumps({"text": text}).encode()
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": "application/json"}, method="POST"
     )

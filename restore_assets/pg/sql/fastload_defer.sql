@@ -7,20 +7,20 @@
 -- does not handle, nothing is dropped: the seed loads in the runbook's own order.
 -- No name is ever read from a file: every statement replayed is text the server printed.
 
-CREATE TEMPORARY TABLE restore_assets_fastload (
-    seq bigint GENERATED ALWAYS AS IDENTITY,
-    step int NOT NULL,  -- 1 PK/UNIQUE/EXCLUDE and unique indexes, 2 other indexes, 3 FKs, 4 the rest
-    ddl text NOT NULL,
-    object text NOT NULL  -- what a failure names: `name on schema.table`
+CREATE TEMPORARY TABLE restore_assets_fastload (  -- types qualified, as every name below
+    seq pg_catalog.int8 GENERATED ALWAYS AS IDENTITY,
+    step pg_catalog.int4 NOT NULL,  -- 1 PK/UNIQUE/EXCLUDE, unique indexes; 2 indexes; 3 FKs; 4 rest
+    ddl pg_catalog.text NOT NULL,
+    object pg_catalog.text NOT NULL  -- what a failure names: `name on schema.table`
 ) ON COMMIT DROP;
 
 CREATE TEMPORARY TABLE restore_assets_fastload_state (
-    fingerprint text NOT NULL,
-    decision text NOT NULL
+    fingerprint pg_catalog.text NOT NULL,
+    decision pg_catalog.text NOT NULL
 ) ON COMMIT DROP;
 
 -- Everything the fast load must give back as it was, one line per object, sorted.
-CREATE FUNCTION pg_temp.restore_assets_fingerprint() RETURNS text
+CREATE FUNCTION pg_temp.restore_assets_fingerprint() RETURNS pg_catalog.text
 LANGUAGE sql STABLE SET search_path = '' AS $fingerprint$
 WITH user_ns AS (
     SELECT oid FROM pg_catalog.pg_namespace
@@ -66,7 +66,7 @@ SELECT coalesce(string_agg(line, E'\n' ORDER BY line), '') FROM (
 ) lines
 $fingerprint$;
 
-CREATE FUNCTION pg_temp.restore_assets_defer() RETURNS text
+CREATE FUNCTION pg_temp.restore_assets_defer() RETURNS pg_catalog.text
 LANGUAGE plpgsql SET search_path = '' AS $defer$
 DECLARE
     why text;
@@ -233,4 +233,5 @@ BEGIN
 END
 $defer$;
 
-SELECT '@NONCE@ ' || pg_temp.restore_assets_defer() AS restore_assets_fastload;
+-- Every name qualified: the dump before us may have set a search_path of its own.
+SELECT pg_catalog.concat('@NONCE@ ', pg_temp.restore_assets_defer()) AS restore_assets_fastload;

@@ -6,7 +6,7 @@
 -- and RA002 is raised; if the fingerprint differs, RA001: the whole transaction rolls back.
 -- Never a message of the server's own: it can quote a row.
 
-CREATE FUNCTION pg_temp.restore_assets_rebuild() RETURNS text
+CREATE FUNCTION pg_temp.restore_assets_rebuild() RETURNS pg_catalog.text
 LANGUAGE plpgsql SET search_path = '' AS $rebuild$
 DECLARE
     statement record;
@@ -39,7 +39,7 @@ BEGIN
 END
 $rebuild$;
 
-CREATE FUNCTION pg_temp.restore_assets_rebuilt() RETURNS void
+CREATE FUNCTION pg_temp.restore_assets_rebuilt() RETURNS pg_catalog.void
 LANGUAGE plpgsql SET search_path = '' AS $rebuilt$
 BEGIN
     IF (SELECT s.decision FROM pg_temp.restore_assets_fastload_state s) = 'failed' THEN
@@ -49,5 +49,6 @@ BEGIN
 END
 $rebuilt$;
 
-SELECT '@NONCE@ ' || pg_temp.restore_assets_rebuild() AS restore_assets_fastload;
+-- Every name qualified: the dump before us may have set a search_path of its own.
+SELECT pg_catalog.concat('@NONCE@ ', pg_temp.restore_assets_rebuild()) AS restore_assets_fastload;
 SELECT pg_temp.restore_assets_rebuilt();
