@@ -59,9 +59,11 @@ from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import (
+    Crash,
     LastRestore,
     WatchState,
     content_key,
+    crash_of,
     look,
     why_not_restore,
 )
@@ -99,14 +101,16 @@ def secrets_sensor(context: SensorEvaluationContext):
     # Cursors written before every target was named held the environment's target's state.
     previous = cursor.get("targets", {DEFAULT_TARGET: cursor} if cursor else {})
     targets = load_targets(load_settings())
-    requests, statuses, states = [], [], {}
+    requests, statuses, states, crashed = [], [], {}, []
     for name, settings in targets.items():
-        found, status, state = _watch(
+        found, status, state, died = _watch(
             context.instance, settings, WatchState.from_json(previous.get(name))
         )
         requests += found
+        crashed += died
         statuses.append(f"[{name}] {status}" if labelled(settings) else status)
         states[name] = state.as_json()
+    crashes_seen(context, crashed)
     new_cursor = json.dumps({"targets": states})
     known = set(context.instance.get_dynamic_partitions(TARGETS.name))
     new = [name for name in targets if name not in known]  # the UI can launch each target
@@ -124,8 +128,9 @@ def secrets_sensor(context: SensorEvaluationContext):
 
 def _watch(
     instance, settings: Settings, previous: WatchState
-) -> tuple[list[RunRequest], str, WatchState]:
-    """One target's look: its run requests, what it waits for, and the next cursor."""
+) -> tuple[list[RunRequest], str, WatchState, list[Crash]]:
+    """One target's look: its run requests, what it waits for, the next cursor, and the
+    restores whose process died that it retries or gives up on."""
     target = settings.target_name
     store = SecretsStore(settings.paths)
     seen = look(store, previous)
@@ -144,7 +149,16 @@ def _watch(
     if intake_wait:
         inbox_lines.append(intake_wait)
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
-    waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
+    retries = settings.sensor.crash_retries
+    crashes = {
+        side: crash_of(target, side, key, lasts[side], retries)
+        for side, key in seen.settled.items()
+    }
+    crashes = {side: crash for side, crash in crashes.items() if crash}
+    waits = {
+        side: why_not_restore(side, key, lasts[side], crashes.get(side))
+        for side, key in seen.settled.items()
+    }
     restore = {side: key for side, key in seen.settled.items() if not waits[side]}
     if seen.unread:  # the intake run reads one side: both sides then go together
         waits |= {
@@ -168,9 +182,12 @@ def _watch(
         # again after another one (A, B, A) is a new request, a second tick asking for the
         # same one is not.
         key = "|".join(restore[side] for side in sides)
-        tags = {SIDES_TAG: ",".join(sides)}
+        tags = {SIDES_TAG: ",".join(sides)} | run_bounds(settings)
         for side in sides:  # queued, it already counts as this content's restore
             tags |= restore_tags(side, target, restore[side])
+        retried = [crashes[side] for side in sides if side in crashes]
+        if retried:  # the UI shows which try this is, and of which run
+            tags[CRASH_RETRY_TAG] = "; ".join(crash.describe() for crash in retried)
         requests.append(
             RunRequest(
                 run_key=f"{target}:{job}:{key}:after:{','.join(after)}",
@@ -193,9 +210,31 @@ def _watch(
     if status != previous.status:
         _log(settings, f"{store.root}: {status}")
     seen.state.status = status
-    return requests, f"watching {store.root}: {status}", seen.state
+    died = list({crash.run_id: crash for crash in crashes.values()}.values())  # once per run
+    return requests, f"watching {store.root}: {status}", seen.state, died
 
 
+def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
+    """The restores whose process died that this tick saw, one per run: each retried (retry n
+    of RESTORE_CRASH_RETRIES, requested in this tick) or left failed for good. The one place
+    where a crash and what is done about it are known together (issue 21's "crashed" message
+    goes from here; a run is seen again on later ticks until its retry is queued, or for as
+    long as it stays failed, so a message is sent once per run and outcome)."""
+    for crash in crashes:
+        context.log.warning(crash.describe())
+    return crashes
+
+
+def run_bounds(settings: Settings) -> dict[str, str]:
+    """The tags that bound a run the sensors request: Dagster's run monitoring fails it, and
+    stops its process (psql with it: the transaction rolls back), after
+    RESTORE_MAX_RUNTIME_SECONDS (0: no tag, no limit)."""
+    seconds = settings.sensor.max_runtime_seconds
+    return {MAX_RUNTIME_TAG: str(seconds)} if seconds else {}
+
+
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+CRASH_RETRY_TAG = "restore_assets/crash_retry"  # on a run requested again after a crash
 INTAKE_STATE_TAG = "restore_assets/intake_state"  # the state an intake run was asked to read
 INTAKE_TRIES = 2  # a state still unread after two finished intake runs is not asked again
 
@@ -223,7 +262,7 @@ def intake_request(
         run_key=f"{target}:{INTAKE_JOB}:{digest}:{len(tried) + 1}",
         job_name=INTAKE_JOB,
         partition_key=target,
-        tags={INTAKE_STATE_TAG: digest, INBOX_TAG: json.dumps(zips)},
+        tags={INTAKE_STATE_TAG: digest, INBOX_TAG: json.dumps(zips)} | run_bounds(settings),
     )
     return request, None
 
@@ -253,24 +292,36 @@ def last_restore(instance, side: str, target: str) -> LastRestore | None:
         run, content = _restored_before_tags(instance, side, target)
     if run is None:
         return None
+    state = ended_as(instance, run)
+    if state != "crashed":
+        return LastRestore(run.run_id, content, state)
+    # How many of this content's latest runs died in a row, this one included: the retries.
+    same = instance.get_runs(RunsFilter(tags=restore_tags(side, target, content or "")), limit=20)
+    crashes = next((n for n, r in enumerate(same) if ended_as(instance, r) != "crashed"), len(same))
+    return LastRestore(run.run_id, content, "crashed", max(crashes, 1))
+
+
+def ended_as(instance, run) -> str:
+    """How a run that ended did: "passed"; "stopped" (interrupted, canceled, or stopped by run
+    monitoring over its maximum runtime); "failed" (a step or check failed: Secrets refused, a
+    gate, an error); else "crashed" (its process died: nothing failed, nobody stopped it)."""
     if run.status == DagsterRunStatus.SUCCESS:
-        return LastRestore(run.run_id, content, "passed")
+        return "passed"
     if run.status == DagsterRunStatus.CANCELED or run.tags.get(INTERRUPTED_TAG):
-        return LastRestore(run.run_id, content, "stopped")
+        return "stopped"
+    # Run monitoring (maximum runtime) and the UI's Terminate say "canceling" first, and mark
+    # the run failed before its step has even seen the interrupt: stopped, never a crash.
+    if instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_CANCELING).records:
+        return "stopped"
     failures = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.STEP_FAILURE
     ).records
     errors = [r.event_log_entry.dagster_event.step_failure_data.error for r in failures]
     if any(e is None or e.cls_name not in _INTERRUPTS for e in errors):
-        return LastRestore(run.run_id, content, "failed")  # a step or check failed
+        return "failed"
     if errors:
-        return LastRestore(run.run_id, content, "stopped")  # SIGINT/SIGTERM reached a step
-    crashed = instance.get_runs_count(  # no step failed, none was stopped: the process died
-        RunsFilter(
-            tags=restore_tags(side, target, content or ""), statuses=[DagsterRunStatus.FAILURE]
-        )
-    )
-    return LastRestore(run.run_id, content, "crashed", crashed)
+        return "stopped"  # SIGINT/SIGTERM reached a step
+    return "crashed"
 
 
 def _restores(run, side: str, target: str) -> bool:
@@ -336,4 +387,9 @@ def followup_sensor(context: RunStatusSensorContext):
     )
     if not latest:
         return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
-    return RunRequest(run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}", partition_key=target)
+    settings = load_targets(load_settings()).get(target)
+    return RunRequest(
+        run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}",
+        partition_key=target,
+        tags=run_bounds(settings) if settings else {},
+    )

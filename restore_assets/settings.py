@@ -69,6 +69,7 @@ FLYWAY_RUNNERS = ("native", "docker", "cli")
 DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
 # How often `secrets_sensor` looks; also what the code location uses while the settings are bad.
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+DEFAULT_MAX_RUNTIME_SECONDS = 4 * 3600
 SIDES = ("legacy", "modernized")
 DEFAULT_TARGET = "default"  # the environment's target's name, when RESTORE_TARGETS is unset
 # Each side's variables are `<prefix>HOST`, `_PORT`, …; these defaults differ by side.
@@ -327,8 +328,19 @@ class Intake(Section):
 
 
 class SensorSettings(Section):
+    """The unattended service: how often it looks, and the bounds of the runs it requests."""
+
     interval_seconds: Seconds = Field(
         DEFAULT_SENSOR_INTERVAL_SECONDS, alias="RESTORE_SENSOR_INTERVAL_SECONDS"
+    )
+    # A run whose process died (SIGKILL, OOM, reboot) is requested again this many times; a
+    # content that kills its run every time is then left failed, not retried for ever.
+    crash_retries: Annotated[int, Field(ge=0)] = Field(2, alias="RESTORE_CRASH_RETRIES")
+    # Dagster's run monitoring stops a requested run after this long (`dagster/max_runtime`);
+    # 0 = no limit. A restore runs at about 0.14 s/MB here (docs/benchmarks.md): 4 h is
+    # many times a few-GB delivery, so only a stuck run meets it.
+    max_runtime_seconds: Annotated[int, Field(ge=0)] = Field(
+        DEFAULT_MAX_RUNTIME_SECONDS, alias="RESTORE_MAX_RUNTIME_SECONDS"
     )
 
 
