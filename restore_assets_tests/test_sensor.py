@@ -427,7 +427,7 @@ def test_a_run_a_person_stopped_is_not_started_again(secrets_dir, artifacts_dir)
     watcher.instance.report_run_canceled(run, "Terminate, in the UI")
     requests, reason = watcher.tick(launch=False)
     assert requests == [], reason
-    assert f"run {run.run_id[:8]} was stopped (interrupted or canceled)" in reason
+    assert f"run {run.run_id[:8]} was stopped (interrupted, canceled" in reason
 
 
 def test_a_queued_run_from_the_ui_counts_before_it_tags_itself(secrets_dir, artifacts_dir):
