@@ -18,12 +18,14 @@ from dagster import (
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     RunsFilter,
     RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     run_status_sensor,
     sensor,
 )
@@ -39,6 +41,7 @@ from restore_assets.assets.shell import (
     restore_tags,
     restored_tag,
 )
+from restore_assets.assets.stops import over_max_runtime_reason, record_interrupt
 from restore_assets.errors import ConfigError
 from restore_assets.files import append_private
 from restore_assets.jobs import (
@@ -47,6 +50,7 @@ from restore_assets.jobs import (
     INTAKE_JOB,
     JOBS_BY_SIDE,
     all_jobs,
+    restore_all_job,
     restore_followup_job,
     restore_legacy_job,
     restore_modernized_job,
@@ -54,6 +58,7 @@ from restore_assets.jobs import (
 from restore_assets.named_targets import labelled, load_targets
 from restore_assets.recovery import free_dead_runs
 from restore_assets.redaction import escaped
+from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.inbox import look_at_inbox
@@ -362,6 +367,35 @@ def _log(settings: Settings, line: str) -> None:
     # From the artifacts root, as the run's evidence: never through a link on the way.
     text = f"{stamp} {line}\n"
     append_private(folder / "baseline_search.log", text, root=settings.paths.artifacts_dir)
+
+
+@run_failure_sensor(
+    monitored_jobs=[
+        restore_legacy_job,
+        restore_modernized_job,
+        restore_all_job,
+        restore_followup_job,
+    ],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="A run that run monitoring stopped over its maximum runtime "
+    "(RESTORE_MAX_RUNTIME_SECONDS) says so in its evidence and on gates/report.",
+)
+def max_runtime_sensor(context: RunFailureSensorContext):
+    run = context.dagster_run
+    seconds = run.tags.get(MAX_RUNTIME_TAG)
+    canceling = context.instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.RUN_CANCELING
+    ).records
+    said = " ".join(r.event_log_entry.message or "" for r in canceling)
+    if not seconds or "maximum runtime" not in said or run.tags.get(INTERRUPTED_TAG):
+        return SkipReason(f"run {run.run_id[:8]} did not run over its maximum runtime")
+    settings = load_targets(load_settings()).get(run.tags.get(PARTITION_TAG, ""))
+    if settings is None:
+        return SkipReason(f"run {run.run_id[:8]}: its target is no longer configured")
+    folder = run.tags.get(EVIDENCE_FOLDER_TAG)
+    reason = over_max_runtime_reason(seconds)
+    record_interrupt(settings, context.instance, run, folder, None, reason)
+    return SkipReason(f"run {run.run_id[:8]}: {reason}")
 
 
 @run_status_sensor(

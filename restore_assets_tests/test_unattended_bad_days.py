@@ -139,6 +139,8 @@ def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
         psql.wait(timeout=30)
         worker.wait(timeout=30)  # the run worker exited: nothing of the run is left
         held = _locks_on_legacy(env)
+        folder = Path(run.tags["restore_assets/evidence"])
+        _wait_for("the stop in the evidence", (folder / "README.md").exists, process, log, 30)
         time.sleep(5)  # five more sensor looks (RESTORE_SENSOR_INTERVAL_SECONDS=1)
         again = _restore_runs(env)
     finally:
@@ -148,6 +150,13 @@ def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
     messages = _messages(env, run.run_id)
     assert any("exceeding maximum runtime of 20 seconds" in m for m in messages), messages[-8:]
     assert held == {"locks": 0, "sessions": 0}, held
+    record = DagsterInstance.from_config(env["DAGSTER_HOME"]).get_run_record_by_id(run.run_id)
+    print(f"\nrun start → failed by run monitoring: {record.end_time - record.start_time:.1f}s")
+    # max_runtime_sensor: the evidence and gates/report say why the run stopped.
+    assert "over its maximum runtime of 20 s" in (folder / "README.md").read_text()
+    report = json.loads((folder / "gate_report.json").read_text())
+    assert report["status"] == "interrupted", report
+    assert record.dagster_run.tags.get("restore_assets/interrupted") == "run"
     assert _legacy_fingerprint(env) == before  # rolled back: the target is as it was
 
 
