@@ -225,8 +225,9 @@ def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
     where a crash and what is done about it are known together (issue 21's "crashed" message
     goes from here; a run is seen again on later ticks until its retry is queued, or for as
     long as it stays failed, so a message is sent once per run and outcome)."""
-    for crash in crashes:
-        context.log.warning(crash.describe())
+    for crash in crashes:  # one not retried any more is in every tick's skip reason instead
+        if crash.retried:
+            context.log.warning(crash.describe())
     return crashes
 
 
