@@ -117,6 +117,16 @@ def _seconds(value: Any) -> int:
     return seconds
 
 
+def _count(value: Any) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise PydanticCustomError("count", "is not a whole number (0 or more)")
+    return count
+
+
 def _split(value: Any) -> Any:
     if not isinstance(value, str):
         return value  # already a sequence (targets.yaml, or code)
@@ -164,6 +174,7 @@ def _existing_conf(path: Path) -> Path:
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Port = Annotated[int, BeforeValidator(_port)]
 Seconds = Annotated[int, BeforeValidator(_seconds)]
+Count = Annotated[int, BeforeValidator(_count)]  # 0 allowed: none, or no limit
 # NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 # The one rule for what §4.5 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
@@ -335,11 +346,11 @@ class SensorSettings(Section):
     )
     # A run whose process died (SIGKILL, OOM, reboot) is requested again this many times; a
     # content that kills its run every time is then left failed, not retried for ever.
-    crash_retries: Annotated[int, Field(ge=0)] = Field(2, alias="RESTORE_CRASH_RETRIES")
+    crash_retries: Count = Field(2, alias="RESTORE_CRASH_RETRIES")
     # Dagster's run monitoring stops a requested run after this long (`dagster/max_runtime`);
     # 0 = no limit. A restore runs at about 0.14 s/MB here (docs/benchmarks.md): 4 h is
     # many times a few-GB delivery, so only a stuck run meets it.
-    max_runtime_seconds: Annotated[int, Field(ge=0)] = Field(
+    max_runtime_seconds: Count = Field(
         DEFAULT_MAX_RUNTIME_SECONDS, alias="RESTORE_MAX_RUNTIME_SECONDS"
     )
 

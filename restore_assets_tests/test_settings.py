@@ -245,6 +245,8 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "0", "RESTORE_SENSOR_INTERVAL_SECONDS='0' is not a"),
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "1.5", "RESTORE_SENSOR_INTERVAL_SECONDS='1.5' is not"),
         ("RESTORE_WAIT_SECONDS", "soon", "RESTORE_WAIT_SECONDS='soon' is not a number of seconds"),
+        ("RESTORE_CRASH_RETRIES", "-1", "RESTORE_CRASH_RETRIES='-1' is not a whole number (0 or"),
+        ("RESTORE_MAX_RUNTIME_SECONDS", "4h", "RESTORE_MAX_RUNTIME_SECONDS='4h' is not a whole"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(tmp_path, name, value, message):
@@ -461,6 +463,8 @@ USES: dict[str, Use] = {
     "RESTORE_ZIP_MAX_RATIO": Use(_setting("intake.zip_max_ratio"), ("50", "60"), int),
     "RESTORE_SENSOR_INTERVAL_SECONDS": Use(_sensor_interval, ("7", "11"), int),
     "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
+    "RESTORE_CRASH_RETRIES": Use(_setting("sensor.crash_retries"), ("0", "5"), int),
+    "RESTORE_MAX_RUNTIME_SECONDS": Use(_setting("sensor.max_runtime_seconds"), ("0", "60"), int),
     "RESTORE_TARGETS": Use(
         lambda: sorted(load_targets(load_settings())),
         ("clinic-dot.yaml", "clinic-env.yaml"),
