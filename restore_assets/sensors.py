@@ -6,6 +6,13 @@ content, so unchanged files never ask again. Encrypted ZIPs in `<Secrets>/inbox/
 first (`runbook.inbox`) once settled. The skip reason says exactly what it waits for and what was
 unpacked or refused, and `baseline_search.log` in the evidence root gets a line whenever that
 changes.
+
+Bad days (issue 21): a restore whose process died is requested again, at most
+RESTORE_CRASH_RETRIES times in a row for the same content (`ended_as` tells a death from a
+failure or a stop; `crashes_seen` is where each is known with its outcome). Every run the
+sensors request carries `dagster/max_runtime` (`run_bounds`): the daemon's run monitoring stops
+it, and `max_runtime_sensor` writes that stop into its evidence. Dagster's own run retries are
+not used: they would retry a run stopped over its maximum runtime as if it had died.
 """
 
 import datetime as dt
@@ -155,11 +162,11 @@ def _watch(
         inbox_lines.append(intake_wait)
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
     retries = settings.sensor.crash_retries
-    crashes = {
+    found = {
         side: crash_of(target, side, key, lasts[side], retries)
         for side, key in seen.settled.items()
     }
-    crashes = {side: crash for side, crash in crashes.items() if crash}
+    crashes = {side: crash for side, crash in found.items() if crash}
     waits = {
         side: why_not_restore(side, key, lasts[side], crashes.get(side))
         for side, key in seen.settled.items()
