@@ -346,6 +346,26 @@ def _cursor_state(watcher: Watcher):
     return WatchState.from_json(json.loads(watcher.cursor)["targets"][DEFAULT_TARGET])
 
 
+def test_a_failed_gate_is_not_retried(secrets_dir, artifacts_dir, monkeypatch):
+    """A run that restored both sides but failed a gate (the facility API probe of db_restore
+    gets a refused connection) failed for a reason: not a crash, not requested again."""
+    from restore_assets.sensors import ended_as
+    from restore_assets_tests.helpers import free_port
+
+    monkeypatch.setenv("RESTORE_FACILITY_API_URL", f"http://127.0.0.1:{free_port()}/health")
+    watcher = Watcher()
+    requests, _ = _settle(watcher)
+    assert [job for job, _ in requests] == ["restore_all"]
+    (failed,) = watcher.results
+    assert not failed.success
+    gates = [e for e in failed.get_asset_check_evaluations() if e.check_name == "db_restore"]
+    assert gates and not gates[-1].passed
+    assert ended_as(watcher.instance, failed.dagster_run) == "failed"
+    requests, reason = watcher.tick()
+    assert requests == [] and f"failed in run {failed.run_id[:8]}" in reason, reason
+    assert watcher.tick()[0] == []
+
+
 def test_a_run_stopped_over_its_maximum_runtime_is_not_retried(secrets_dir, artifacts_dir):
     """What run monitoring does to a run over `dagster/max_runtime`: "canceling", then failed
     at once, before the run's step has even seen the interrupt (so no step failed yet). That
