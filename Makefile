@@ -6,9 +6,22 @@ STAMP := $(VENV)/.installed-stamp
 # What ruff checks: the product, its tests, and the benchmark tooling beside them.
 LINT_PATHS := restore_assets restore_assets_tests bench
 
-.PHONY: demo test test-fast test-deps lint format bench dev ui clean install security-table failure-matrix
+.PHONY: demo test test-fast test-deps lint format bench dev ui clean install security-table failure-matrix \
+	catalogs messages
 
-install: $(STAMP)
+install: $(STAMP) catalogs
+
+## The operators' language (RESTORE_LANG): each translation (.po) compiled into the catalog
+## gettext reads (.mo, package data, not committed). `make messages` extracts the wrapped
+## messages from the code into the template and merges them into each .po, to be translated.
+LOCALES := restore_assets/locale
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard $(LOCALES)/*/LC_MESSAGES/restore_assets.po))
+catalogs: $(CATALOGS)
+$(LOCALES)/%/LC_MESSAGES/restore_assets.mo: $(LOCALES)/%/LC_MESSAGES/restore_assets.po $(STAMP)
+	$(BIN)/pybabel -q compile -i $< -o $@
+messages: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg --project=restore_assets --no-location --sort-output -o $(LOCALES)/restore_assets.pot restore_assets
+	$(BIN)/pybabel -q update -i $(LOCALES)/restore_assets.pot -d $(LOCALES) -D restore_assets --no-fuzzy-matching
 
 $(STAMP): pyproject.toml
 	scripts/test-deps --venv $(PYTHON)
@@ -18,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Run the whole chain on the embedded default: demo Secrets, embedded PostgreSQL, evidence.
-demo: $(STAMP)
+demo: $(STAMP) catalogs
 	$(BIN)/restore-assets demo
 
 ## What the tests need beyond the venv, installed with apt-get when missing (scripts/test-deps:
@@ -28,7 +41,7 @@ test-deps:
 	scripts/test-deps
 
 ## Lint, format check, then the test suite (pytest exit 5 = "no tests ran" counts as failure).
-test: $(STAMP) test-deps
+test: $(STAMP) catalogs test-deps
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q; rc=$$?; \
@@ -39,7 +52,7 @@ test: $(STAMP) test-deps
 ## process or whole restore, i.e. none marked below (markers: setup.cfg). It lists any test of
 ## a second or more (mark it slow). `make test` still runs them all.
 FAST_MARKERS := not (e2e or browser or real_flyway or docker or slow)
-test-fast: $(STAMP)
+test-fast: $(STAMP) catalogs
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" --durations=5 --durations-min=1; rc=$$?; \
@@ -81,7 +94,7 @@ format: $(STAMP)
 ## Dagster UI on http://127.0.0.1:3000 (daemon on: the sensors tick), on the Dagster home the CLI
 ## uses; with SECRETS_DIR unset and `make demo` done, it watches the demo's Secrets.
 ## UI_ARGS go to `dagster dev` (UI_ARGS="-p 3001"). Ctrl-C or SIGTERM stops it all within 10 s.
-ui: $(STAMP)
+ui: $(STAMP) catalogs
 	$(BIN)/restore-assets ui $(if $(UI_ARGS),-- $(UI_ARGS))
 
 dev: ui

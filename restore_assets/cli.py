@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from restore_assets import i18n
 from restore_assets.errors import (
     EXIT_BLOCKED,
     EXIT_CONFIG,
@@ -33,19 +34,20 @@ from restore_assets.errors import (
     UnexpectedError,
     worse_exit,
 )
+from restore_assets.i18n import N_, _
 from restore_assets.named_targets import labelled
 from restore_assets.redaction import Redactor
 from restore_assets.runbook import flyway_command as flyway_cli
-from restore_assets.settings import SIDES, Settings, load_settings
+from restore_assets.settings import SIDES, Settings, load_settings, process_language
 
-VERDICTS = {
-    EXIT_OK: "all steps and checks passed",
-    EXIT_FAILED: "a step or check failed",
-    EXIT_BLOCKED: "blocked: Secrets missing or unusable (see baseline_search.log)",
-    EXIT_CONFIG: "refused: configuration error or reset without consent",
-    EXIT_UNRECORDED: "a target WAS restored, but writing its evidence failed",
-    128 + signal.SIGINT: "interrupted (SIGINT): stopped cleanly, see the evidence",
-    128 + signal.SIGTERM: "interrupted (SIGTERM): stopped cleanly, see the evidence",
+VERDICTS = {  # translated where printed
+    EXIT_OK: N_("all steps and checks passed"),
+    EXIT_FAILED: N_("a step or check failed"),
+    EXIT_BLOCKED: N_("blocked: Secrets missing or unusable (see baseline_search.log)"),
+    EXIT_CONFIG: N_("refused: configuration error or reset without consent"),
+    EXIT_UNRECORDED: N_("a target WAS restored, but writing its evidence failed"),
+    128 + signal.SIGINT: N_("interrupted (SIGINT): stopped cleanly, see the evidence"),
+    128 + signal.SIGTERM: N_("interrupted (SIGTERM): stopped cleanly, see the evidence"),
 }
 
 
@@ -236,7 +238,9 @@ def print_outcome(outcome: RunOutcome, redact: Redactor) -> None:
         lines.append("--------------  -------  ----------------------------------------")
         for gate_id, result, detail in outcome.gates:
             lines.append(f"{gate_id:<14}  {result:<7}  {detail}")
-    lines.append(f"\nresult: {VERDICTS[outcome.exit_code]} (exit {outcome.exit_code})")
+    verdict = _(VERDICTS[outcome.exit_code])
+    result = _("result: {verdict} (exit {code})")
+    lines += ["", result.format(verdict=verdict, code=outcome.exit_code)]
     if outcome.evidence:
         lines.append(f"evidence: {outcome.evidence}")
     print(redact("\n".join(lines)))
@@ -260,10 +264,10 @@ def cmd_run(settings: Settings, args) -> int:
         if outcome.exit_code >= 128:
             break  # interrupted: the other targets are not started
     if len(summary) > 1 or args.all:
-        width = max(len(name) for name, _ in summary)
+        width = max(len(name) for name, _outcome in summary)
         print(f"{'target':<{width}}  exit  result")
         for name, outcome in summary:
-            print(f"{name:<{width}}  {outcome.exit_code:>4}  {VERDICTS[outcome.exit_code]}")
+            print(f"{name:<{width}}  {outcome.exit_code:>4}  {_(VERDICTS[outcome.exit_code])}")
     return code
 
 
@@ -362,14 +366,23 @@ def cmd_plan(settings: Settings, args) -> int:
 
 
 def cmd_ops_request(settings: Settings, args) -> int:
+    """Print the request to Ops; with --tracking-id, record when it went and Ops' ID (§0.3):
+    every blocked run's progress_snippet.md then says so."""
     from restore_assets.runbook.intake import SecretsStore
-    from restore_assets.runbook.ops_request import ops_request
+    from restore_assets.runbook.ops_request import ops_request, record_request
 
     files = SecretsStore(settings.paths).inspect_all()
     if all(f.usable for f in files):
         print("All baseline files are present and usable; nothing to request.")
         return EXIT_OK
     print(settings.redactor(ops_request(settings, SIDES, files, None)), end="")
+    if args.tracking_id is not None:
+        try:
+            request = record_request(settings, args.tracking_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        recorded = _("Recorded: {request} (blocked runs' progress_snippet.md will say so)")
+        print(recorded.format(request=request.line()))
     return EXIT_OK
 
 
@@ -403,69 +416,83 @@ def cmd_intake_zip(settings: Settings, args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restore-assets",
-        description="Restore OpenDolphin's databases from baseline dumps, with gates and evidence.",
+        description=_(
+            "Restore OpenDolphin's databases from baseline dumps, with gates and evidence."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="build demo Secrets and run the chain on embedded PostgreSQL"
+        "demo", help=_("build demo Secrets and run the chain on embedded PostgreSQL")
     )
-    demo.add_argument("--patients", type=int, default=300, help="demo size (default 300)")
+    demo.add_argument("--patients", type=int, default=300, help=_("demo size (default 300)"))
     demo.set_defaults(func=cmd_demo)
-    run = sub.add_parser("run", help="materialise the chain (or one side)")
+    run = sub.add_parser("run", help=_("materialise the chain (or one side)"))
     run.set_defaults(func=cmd_run)
     for command in (demo, run):
         command.add_argument(
-            "--verbose", action="store_true", help="Dagster's full log, stack traces included"
+            "--verbose", action="store_true", help=_("Dagster's full log, stack traces included")
         )
-    ui = sub.add_parser("ui", help="the Dagster UI with its daemon (sensors on), as `make ui`")
-    ui.add_argument("dagster_args", nargs="*", help="after `--`: passed to `dagster dev`")
+    ui = sub.add_parser("ui", help=_("the Dagster UI with its daemon (sensors on), as `make ui`"))
+    ui.add_argument("dagster_args", nargs="*", help=_("after `--`: passed to `dagster dev`"))
     ui.set_defaults(func=cmd_ui)
     plan = sub.add_parser(
-        "plan", help="read-only dry run: what `run` would check, drop, back up and migrate"
+        "plan", help=_("read-only dry run: what `run` would check, drop, back up and migrate")
     )
     for command in (run, plan):
-        command.add_argument("--only", choices=SIDES, help="restore one side only")
+        command.add_argument("--only", choices=SIDES, help=_("restore one side only"))
         command.add_argument(
             "--allow-reset",
             action="store_true",
-            help="consent to drop a non-empty external target (it is backed up first)",
+            help=_("consent to drop a non-empty external target (it is backed up first)"),
         )
         chosen = command.add_mutually_exclusive_group()
-        chosen.add_argument("--target", help="a named target of RESTORE_TARGETS (targets.yaml)")
+        chosen.add_argument("--target", help=_("a named target of RESTORE_TARGETS (targets.yaml)"))
         chosen.add_argument(
-            "--all", action="store_true", help="every target of RESTORE_TARGETS, one after another"
+            "--all",
+            action="store_true",
+            help=_("every target of RESTORE_TARGETS, one after another"),
         )
     plan.set_defaults(func=cmd_plan)
-    status = sub.add_parser("status", help="read-only: Secrets files, targets, last run")
+    status = sub.add_parser("status", help=_("read-only: Secrets files, targets, last run"))
     status.set_defaults(func=cmd_status)
-    ops = sub.add_parser("ops-request", help="print the request to Ops/DBA for missing files")
+    ops = sub.add_parser("ops-request", help=_("print the request to Ops/DBA for missing files"))
+    ops.add_argument(
+        "--tracking-id",
+        metavar="ID",
+        help=_("record now as the request time and ID as Ops' ticket or thread (runbook §0.3)"),
+    )
     ops.set_defaults(func=cmd_ops_request)
     intake_zip = sub.add_parser(
-        "intake-zip", help="unpack the encrypted ZIPs in <Secrets>/inbox/ into place (§0)"
+        "intake-zip", help=_("unpack the encrypted ZIPs in <Secrets>/inbox/ into place (§0)")
     )
     intake_zip.set_defaults(func=cmd_intake_zip)
     export = sub.add_parser(
-        "export-baseline", help="pg_dump --schema-only --no-owner into the Secrets store (§5)"
+        "export-baseline", help=_("pg_dump --schema-only --no-owner into the Secrets store (§5)")
     )
     export.add_argument("--side", choices=SIDES, required=True)
-    export.add_argument("--output", help="file inside the Secrets root (default: exports/<UTC>/)")
+    export.add_argument(
+        "--output", help=_("file inside the Secrets root (default: exports/<UTC>/)")
+    )
     export.set_defaults(func=cmd_export_baseline)
     flyway_cli.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     redact = Redactor()  # settings unreadable: their own error lines hide the passwords
     # What this process and those it starts (`dagster dev`, its daemon and run workers) create
     # — Dagster's SQLite files, the state — is this user's only.
     umask = os.umask(0o077)
     try:
+        # --help and a bad setting's lines too are in the operators' language.
+        i18n.use(process_language())
+        args = build_parser().parse_args(argv)
         settings = load_settings()
+        i18n.use(settings.lang)
         redact = settings.redactor
         return args.func(settings, args)
     except RestoreError as exc:  # the CLI's last line: redacted, as everything it prints
-        label = "configuration error" if exc.exit_code == EXIT_CONFIG else "ERROR"
+        label = _("configuration error") if exc.exit_code == EXIT_CONFIG else _("ERROR")
         print(redact(f"{label}: {exc}"), file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: its traceback, but never raw (no password)

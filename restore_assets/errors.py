@@ -31,9 +31,14 @@ class ConfigError(RestoreError, ValueError):
 
 
 class SecretsBlocked(RestoreError):
-    """Secrets missing or unusable: nothing was touched (runbook §0)."""
+    """Secrets missing or unusable: nothing was touched (runbook §0). `problems`: each unusable
+    file's relpath and why (what the request to Ops names)."""
 
     exit_code = EXIT_BLOCKED
+
+    def __init__(self, message: str, problems: dict[str, str] | None = None):
+        super().__init__(message)
+        self.problems = problems or {}
 
 
 class ResetRefused(RestoreError):

@@ -59,7 +59,7 @@ restore_followup_job = define_asset_job(
     FOLLOWUP_JOB,
     selection=AssetSelection.groups("sync", "reports", "gates"),  # restores nothing
     hooks=STOPS_RECORDED,
-    description="After one side was restored again: §4.5 sync, §2 reports and the §6 gates.",
+    description="After one side was restored again: §4.4 sync, §2 reports and the §6 gates.",
 )
 
 INTAKE_JOB = "secrets_intake"

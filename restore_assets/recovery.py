@@ -27,6 +27,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from restore_assets.errors import RestoreError
+from restore_assets.notifications import tell_crashed
 
 PROCESS_TAG = "restore_assets/process"
 PARTITION_TAG = "dagster/partition"  # every run's target (named_targets; `default`)
@@ -99,6 +100,7 @@ def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> lis
         )
         instance.report_run_failed(run, message)
         log(f"run {run.run_id[:8]} ({run.job_name}): {message}")
+        tell_crashed(run, message)
         cleaned.append(run.run_id)
     return cleaned
 

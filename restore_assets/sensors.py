@@ -21,10 +21,12 @@ import json
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetObservation,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
+    MetadataValue,
     RunFailureSensorContext,
     RunRequest,
     RunsFilter,
@@ -38,13 +40,14 @@ from dagster import (
 )
 
 from restore_assets.assets.partitions import TARGETS
-from restore_assets.assets.secrets import INBOX_TAG, watched_root
+from restore_assets.assets.secrets import DATA_VERSION_TAG, INBOX_TAG, SECRET_KEYS, watched_root
 from restore_assets.assets.shell import (
     INTERRUPTED_TAG,
     PARTITION_TAG,
     RESTORE_KEYS,
     SIDES_TAG,
     content_tag,
+    redacted_metadata,
     restore_tags,
     restored_tag,
 )
@@ -63,6 +66,7 @@ from restore_assets.jobs import (
     restore_modernized_job,
 )
 from restore_assets.named_targets import labelled, load_targets
+from restore_assets.notifications import tell_about_secrets, tell_crashed
 from restore_assets.recovery import free_dead_runs
 from restore_assets.redaction import escaped
 from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
@@ -77,6 +81,7 @@ from restore_assets.runbook.watch import (
     content_key,
     crash_of,
     look,
+    missing_since,
     why_not_restore,
 )
 from restore_assets.settings import (
@@ -113,39 +118,52 @@ def secrets_sensor(context: SensorEvaluationContext):
     # Cursors written before every target was named held the environment's target's state.
     previous = cursor.get("targets", {DEFAULT_TARGET: cursor} if cursor else {})
     targets = load_targets(load_settings())
-    requests, statuses, states, crashed = [], [], {}, []
+    known = set(context.instance.get_dynamic_partitions(TARGETS.name))
+    requests, statuses, states, observations, crashed = [], [], {}, [], []
     for name, settings in targets.items():
-        found, status, state, died = _watch(
-            context.instance, settings, WatchState.from_json(previous.get(name))
+        # A target registered by this tick is observed from the next one.
+        found, status, state, observed, died = _watch(
+            context.instance, settings, WatchState.from_json(previous.get(name)), name in known
         )
         requests += found
+        observations += observed
         crashed += died
         statuses.append(f"[{name}] {status}" if labelled(settings) else status)
         states[name] = state.as_json()
     crashes_seen(context, crashed)
     new_cursor = json.dumps({"targets": states})
-    known = set(context.instance.get_dynamic_partitions(TARGETS.name))
     new = [name for name in targets if name not in known]  # the UI can launch each target
     partitions = [AddDynamicPartitionsRequest(TARGETS.name, new)] if new else []
     if requests:
         return SensorResult(
-            run_requests=requests, cursor=new_cursor, dynamic_partitions_requests=partitions
+            run_requests=requests,
+            cursor=new_cursor,
+            dynamic_partitions_requests=partitions,
+            asset_events=observations,
         )
     return SensorResult(
         skip_reason=SkipReason("; ".join(statuses)),
         cursor=new_cursor,
         dynamic_partitions_requests=partitions,
+        asset_events=observations,
     )
 
 
 def _watch(
-    instance, settings: Settings, previous: WatchState
-) -> tuple[list[RunRequest], str, WatchState, list[Crash]]:
-    """One target's look: its run requests, what it waits for, the next cursor, and the
-    restores whose process died that it retries or gives up on."""
+    instance, settings: Settings, previous: WatchState, observe: bool = True
+) -> tuple[list[RunRequest], str, WatchState, list[AssetObservation], list[Crash]]:
+    """One target's look: its run requests, what it waits for, the next cursor, the
+    observations of the files whose status changed, and the restores whose process died that
+    it retries or gives up on."""
     target = settings.target_name
     store = SecretsStore(settings.paths)
     seen = look(store, previous)
+    seen.state.observed = dict(previous.observed)
+    observations = observed_files(settings, seen.files, seen.state.observed) if observe else []
+    # Ops is told once per missing content, and again if still missing after the waiting hours.
+    since, missing = missing_since(seen.problems, previous.missing_since, dt.datetime.now(dt.UTC))
+    seen.state.missing_since = since
+    tell_about_secrets(settings, seen.problems, since)
     # Encrypted deliveries: unpacked by the intake run once settled; what they unpack is then
     # seen (and settles) like a copied file. A tick only looks (lstat, cached hashes).
     seen.state.inbox, zips = look_at_inbox(settings, previous.inbox)
@@ -214,7 +232,8 @@ def _watch(
     # The tick's boundary: its skip reason, cursor and baseline_search.log lines are redacted.
     status = settings.redactor(
         "; ".join(
-            inbox_lines
+            ([missing] if missing else [])
+            + inbox_lines
             + reasons
             + (["requested: " + ", ".join(r.job_name for r in requests)] if requests else [])
         )
@@ -223,7 +242,38 @@ def _watch(
         _log(settings, f"{store.root}: {status}")
     seen.state.status = status
     died = list({crash.run_id: crash for crash in crashes.values()}.values())  # once per run
-    return requests, f"watching {store.root}: {status}", seen.state, died
+    return requests, f"watching {store.root}: {status}", seen.state, observations, died
+
+
+def observed_files(
+    settings: Settings, files: dict[str, tuple[str, str]], observed: dict[str, str]
+) -> list[AssetObservation]:
+    """An observation of each `secrets/*` file whose status changed since the last one
+    (`observed`, updated): the UI shows "missing" or "changed" as soon as a tick sees it, not
+    an old "Observed". A read file's data version is its sha256, as a run observes it."""
+    events = []
+    for relpath, (status, sha256) in files.items():
+        if observed.get(relpath) == status:
+            continue
+        observed[relpath] = status
+        metadata = {
+            "path": MetadataValue.path(str(settings.paths.secrets_dir / relpath)),
+            "status": status,
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "observed_by": "secrets_sensor",
+        }
+        # New, still arriving or not read yet: no content known, so no data version.
+        unknown = status in ("changed", "unread")
+        tags = {} if unknown else {DATA_VERSION_TAG: sha256 or f"unusable: {status}"}
+        events.append(
+            AssetObservation(
+                asset_key=SECRET_KEYS[relpath],
+                partition=settings.target_name,
+                tags=tags,
+                metadata=redacted_metadata(metadata, settings.redactor),
+            )
+        )
+    return events
 
 
 def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
@@ -235,6 +285,11 @@ def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
     for crash in crashes:  # one not retried any more is in every tick's skip reason instead
         if crash.retried:
             context.log.warning(crash.describe())
+        run = context.instance.get_run_by_id(crash.run_id)
+        if run is not None:  # told once per run (a run `free_dead_runs` marked was told there)
+            tell_crashed(
+                run, "its process died: no step failed, nobody stopped it", crash.describe()
+            )
     return crashes
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -44,7 +44,7 @@ LEGACY_SCHEMA_FILE = "legacy-server/db-baseline/opendolphin-legacy-schema.sql"
 LEGACY_SEED_FILE = "legacy-server/db-baseline/opendolphin-legacy-seed.sql"
 MODERN_SCHEMA_FILE = "server-modernized/db-baseline/opendolphin-modern-schema.sql"
 
-# Runbook §3.4/§3.5: what the Legacy checks look for unless configured otherwise.
+# Runbook §3.3/§3.5: what the Legacy checks look for unless configured otherwise.
 DEFAULT_LEGACY_EXPECTED_TABLES = (
     "d_users",
     "d_audit_event",
@@ -54,7 +54,7 @@ DEFAULT_LEGACY_EXPECTED_TABLES = (
 )
 DEFAULT_LEGACY_COUNT_TABLES = ("d_users", "d_audit_event", "d_factor2_credential")
 DEFAULT_PATIENT_FACILITY = "1.3.6.1.4.1.9414.72.103"
-# Runbook §4.3/§4.4: what the Modernized checks look for unless configured otherwise.
+# Runbook §4.2/§4.3: what the Modernized checks look for unless configured otherwise.
 DEFAULT_REQUIRED_VERSIONS = ("0", "2", "3", "220", "221")
 DEFAULT_MODERN_EXPECTED_TABLES = (
     "d_audit_event",
@@ -83,6 +83,8 @@ SSLMODE_FALLBACK = "DB_SSLMODE"
 # Read from the process environment only, never from `.env`: RESTORE_DOTENV names the `.env`
 # itself, and Dagster reads DAGSTER_HOME from the process environment.
 ENVIRONMENT_ONLY = ("RESTORE_DOTENV", "DAGSTER_HOME")
+# The operators' language when RESTORE_LANG is unset: the locale's, as POSIX ranks its variables.
+LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
 
 
 # What a value must look like. Each refusal is the tail of a line that starts `NAME='value'`.
@@ -140,15 +142,21 @@ def _runner(value: str) -> str:
     return runner
 
 
-def _syncable(tables: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [t for t in tables if t not in DEFAULT_SYNC_TABLES]
-    if unknown:
-        raise PydanticCustomError(
-            "sync_tables",
-            "names {unknown}, which cannot be synced; choose from {allowed}",
-            {"unknown": ", ".join(unknown), "allowed": ", ".join(DEFAULT_SYNC_TABLES)},
-        )
-    return tables
+def _one_of(allowed: tuple[str, ...], why: str = ""):
+    """A check that every item of a comma list is one of `allowed` (`why`: what the others
+    cannot be)."""
+
+    def check(items: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [item for item in items if item not in allowed]
+        if unknown:
+            raise PydanticCustomError(
+                "one_of",
+                "names {unknown}" + why + "; choose from {allowed}",
+                {"unknown": ", ".join(unknown), "allowed": ", ".join(allowed)},
+            )
+        return items
+
+    return check
 
 
 # The working directory `load_settings` was given. Not the validation context: pydantic-settings
@@ -177,8 +185,10 @@ Seconds = Annotated[int, BeforeValidator(_seconds)]
 Count = Annotated[int, BeforeValidator(_count)]  # 0 allowed: none, or no limit
 # NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
-# The one rule for what §4.5 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
-SyncTables = Annotated[CommaList, AfterValidator(_syncable)]
+# The one rule for what §4.4 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
+SyncTables = Annotated[
+    CommaList, AfterValidator(_one_of(DEFAULT_SYNC_TABLES, ", which cannot be synced"))
+]
 Resolved = Annotated[Path, AfterValidator(_resolved)]
 
 
@@ -294,7 +304,7 @@ class DatabaseSettings(Section):
 
 
 class Checks(Section):
-    """What the gates look for (runbook §3.4/§3.5, §4.3-§4.5)."""
+    """What the gates look for (runbook §3.3/§3.5, §4.2-§4.4)."""
 
     legacy_expected_tables: CommaList = Field(
         DEFAULT_LEGACY_EXPECTED_TABLES, alias="RESTORE_LEGACY_EXPECTED_TABLES"
@@ -355,6 +365,50 @@ class SensorSettings(Section):
     )
 
 
+NOTIFY_KINDS = ("blocked", "failed", "crashed", "waiting", "passed")
+DEFAULT_NOTIFY_ON = ("blocked", "failed", "crashed", "waiting")
+
+
+def _webhook(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().startswith(("https://", "http://")):
+        raise PydanticCustomError(
+            "webhook", "is not an http(s) URL; use the incoming webhook's URL"
+        )
+    return value
+
+
+def _hours(value: Any) -> float:
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = 0.0
+    if not hours > 0:
+        raise PydanticCustomError("hours", "is not a number of hours (more than 0)")
+    return hours
+
+
+class Notify(Section):
+    """Telling Ops (runbook §0/§7: Slack `#ops-db` or a ticket): an incoming webhook, mail."""
+
+    # Secret: a Slack-style webhook URL is its own credential (the token is in the path).
+    webhook_url: Annotated[SecretStr, AfterValidator(_webhook)] | None = Field(
+        None, alias="RESTORE_NOTIFY_WEBHOOK_URL"
+    )
+    email_to: CommaList = Field((), alias="RESTORE_NOTIFY_EMAIL_TO")
+    smtp_host: str | None = Field(None, alias="RESTORE_SMTP_HOST")
+    smtp_port: Port = Field(587, alias="RESTORE_SMTP_PORT")
+    smtp_from: str = Field("restore-assets@localhost", alias="RESTORE_SMTP_FROM")
+    smtp_user: str | None = Field(None, alias="RESTORE_SMTP_USER")
+    smtp_password: SecretStr | None = Field(None, alias="RESTORE_SMTP_PASSWORD")
+    smtp_starttls: Flag = Field(True, alias="RESTORE_SMTP_STARTTLS")
+    on: Annotated[CommaList, AfterValidator(_one_of(NOTIFY_KINDS))] = Field(
+        DEFAULT_NOTIFY_ON, alias="RESTORE_NOTIFY_ON"
+    )
+    waiting_hours: Annotated[float, BeforeValidator(_hours)] = Field(
+        24.0, alias="RESTORE_NOTIFY_WAITING_HOURS"
+    )
+
+
 class Tools(Section):
     """Client binaries to use instead of the bundled ones."""
 
@@ -385,10 +439,13 @@ class Settings(Section):
     intake: Intake
     sensor: SensorSettings
     tools: Tools
+    notify: Notify
     allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
     # For another run of the target or its lock, then exit 1 naming the holder.
     wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
     targets_file: Resolved | None = Field(None, alias="RESTORE_TARGETS")  # named_targets reads it
+    lang: Literal["ja", "en"] = Field("en", alias="RESTORE_LANG")  # else the locale's
+    lang_origin: str = "default"  # what chose `lang`, for the evidence: RESTORE_LANG, LANG=…
     target_name: str = DEFAULT_TARGET  # its name in RESTORE_TARGETS, else the environment's
     # What the settings were read from (`.env` overlaid by the environment, or the mapping
     # given): for the variables a file names, such as targets.yaml's password_env.
@@ -420,11 +477,11 @@ class Settings(Section):
     @property
     def passwords(self) -> tuple[str, ...]:
         """Every secret value that must never be printed (the redaction choke point's list)."""
-        zip_password = self.intake.zip_password
+        secrets = (self.intake.zip_password, self.notify.smtp_password, self.notify.webhook_url)
         candidates = (
             self.legacy.password,
             self.modernized.password,
-            zip_password.get_secret_value() if zip_password else None,
+            *(secret.get_secret_value() for secret in secrets if secret),
         )
         return tuple(p for p in candidates if p)
 
@@ -461,6 +518,10 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
     if env is None:
         env = environment(cwd)
     given: dict[str, Any] = _Given(Settings, env)()
+    if "RESTORE_LANG" not in given:
+        given["RESTORE_LANG"], given["lang_origin"] = language_of(env)
+    else:
+        given["lang_origin"] = "RESTORE_LANG"
     for name, section, prefix in _sections():
         given[name] = _Given(section, env, prefix)()
     for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
@@ -473,6 +534,24 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
         raise ConfigError("\n".join(_lines(exc, env))) from None
     finally:
         _CWD.reset(resolving)
+
+
+def language_of(env: Mapping[str, str | None]) -> tuple[str, str]:
+    """The language RESTORE_LANG names (when valid), else the locale's (LC_ALL, LC_MESSAGES,
+    LANG: the first set; `ja…` → Japanese), else English; and what chose it. Never fails: the
+    CLI asks before it can report a bad setting (its --help is in this language)."""
+    chosen = (env.get("RESTORE_LANG") or "").strip()
+    if chosen in ("ja", "en"):
+        return chosen, "RESTORE_LANG"
+    for name in LOCALE_VARIABLES:
+        if value := env.get(name):
+            return ("ja" if value.startswith("ja") else "en"), f"{name}={value}"
+    return "en", "default"
+
+
+def process_language() -> str:
+    """The language of this process's environment (and `.env`), before its settings are read."""
+    return language_of(environment())[0]
 
 
 def variable_names() -> set[str]:
@@ -490,18 +569,23 @@ def _sections():
             yield name, info.annotation, DATABASE_ENV_PREFIXES.get(name, "")
 
 
+def _secret_variable(name: str) -> bool:
+    """A variable whose value is a credential: never shown, even when it is unusable."""
+    return name.endswith("_PASSWORD") or name == "RESTORE_NOTIFY_WEBHOOK_URL"
+
+
 def _lines(exc: ValidationError, env: Mapping[str, str | None]) -> list[str]:
     """One line per bad variable: its name, its value unless that holds a password, and what
     to use instead."""
     # No Settings yet, so no Settings.redactor: every *_PASSWORD variable is a secret here.
-    redact = Redactor(value for name, value in env.items() if name.endswith("_PASSWORD"))
+    redact = Redactor(value for name, value in env.items() if _secret_variable(name))
     lines = []
     for error in exc.errors():
         first, *rest = error["loc"]  # (VARIABLE, …) or (section, VARIABLE, …)
         nested = first in Settings.model_fields and rest
         name = f"{DATABASE_ENV_PREFIXES.get(str(first), '')}{rest[0]}" if nested else str(first)
         value = str((error.get("ctx") or {}).get("shown", error["input"]))
-        hidden = name.endswith("_PASSWORD") or redact.hides(value)
+        hidden = _secret_variable(name) or redact.hides(value)
         message = redact(error["msg"])  # a message may quote the value (RESTORE_SYNC_TABLES)
         lines.append(f"{name}{'' if hidden else f'={value!r}'} {message}")
     return lines

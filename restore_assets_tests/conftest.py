@@ -44,6 +44,7 @@ pytest_plugins = [
     "restore_assets_tests.fixtures.secrets",
     "restore_assets_tests.fixtures.external",
     "restore_assets_tests.fixtures.chain",
+    "restore_assets_tests.fixtures.receivers",
 ]
 
 

@@ -462,9 +462,38 @@ USES: dict[str, Use] = {
     "RESTORE_ZIP_MAX_MIB": Use(_setting("intake.zip_max_total_mib"), ("100", "200"), int),
     "RESTORE_ZIP_MAX_RATIO": Use(_setting("intake.zip_max_ratio"), ("50", "60"), int),
     "RESTORE_SENSOR_INTERVAL_SECONDS": Use(_sensor_interval, ("7", "11"), int),
+    "RESTORE_NOTIFY_WEBHOOK_URL": Use(
+        lambda: (load_settings().notify.webhook_url or SecretStr("")).get_secret_value(),
+        ("https://dot.example/hooks/T/B/x", "https://env.example/hooks/T/B/y"),
+    ),
+    "RESTORE_NOTIFY_EMAIL_TO": Use(
+        _setting("notify.email_to"), ("ops@dot.example", "ops@env.example,dba@env.example"), _tables
+    ),
+    "RESTORE_SMTP_HOST": Use(
+        _setting("notify.smtp_host"), ("smtp.dot.example", "smtp.env.example")
+    ),
+    "RESTORE_SMTP_PORT": Use(_setting("notify.smtp_port"), ("25", "2525"), int),
+    "RESTORE_SMTP_FROM": Use(
+        _setting("notify.smtp_from"), ("dot@example.test", "env@example.test")
+    ),
+    "RESTORE_SMTP_USER": Use(_setting("notify.smtp_user"), ("dot_user", "env_user")),
+    "RESTORE_SMTP_PASSWORD": Use(
+        lambda: (load_settings().notify.smtp_password or SecretStr("")).get_secret_value(),
+        ("Dot-smtp-never-print", "Env-smtp-never-print"),
+    ),
+    "RESTORE_SMTP_STARTTLS": Use(
+        _setting("notify.smtp_starttls"), ("false", "true"), lambda v: v == "true"
+    ),
+    "RESTORE_NOTIFY_ON": Use(_setting("notify.on"), ("blocked", "failed,passed"), _tables),
+    "RESTORE_NOTIFY_WAITING_HOURS": Use(_setting("notify.waiting_hours"), ("2", "0.5"), float),
     "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
     "RESTORE_CRASH_RETRIES": Use(_setting("sensor.crash_retries"), ("0", "5"), int),
     "RESTORE_MAX_RUNTIME_SECONDS": Use(_setting("sensor.max_runtime_seconds"), ("0", "60"), int),
+    "RESTORE_LANG": Use(  # the default is the locale's language: told apart by its origin
+        lambda: (load_settings().lang, load_settings().lang_origin),
+        ("ja", "en"),
+        lambda value: (value, "RESTORE_LANG"),
+    ),
     "RESTORE_TARGETS": Use(
         lambda: sorted(load_targets(load_settings())),
         ("clinic-dot.yaml", "clinic-env.yaml"),

@@ -14,9 +14,11 @@ from dagster import (
 )
 
 from restore_assets import __version__
+from restore_assets.notifications import tell
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
+from restore_assets.runbook import notify
 from restore_assets.runbook.gate_report import REPORT_FILES
 from restore_assets.runbook.gates import run_gates
 
@@ -29,6 +31,17 @@ from .stops import recorded
 from .sync import SYNC
 
 REPORT = GATES_REPORT
+
+
+def _tell_ops(settings, run_id: str, report, evidence: str) -> None:
+    """The gates' verdict for Ops: failed names each failed gate and sub-check with its reason;
+    passed is sent only when RESTORE_NOTIFY_ON asks for it."""
+    if report.status == "passed":
+        summary = ", ".join(f"{g.id} OK" for g in report.gates)
+        tell(settings, lambda s: notify.passed_event(s, run_id, summary, evidence))
+    else:
+        reason = "; ".join(report.open_items)
+        tell(settings, lambda s: notify.failed_event(s, run_id, "gates/report", reason, evidence))
 
 
 @asset(
@@ -72,6 +85,7 @@ def gates_report(
             },
         )
         store.record_step("gates/report", report.status, {g.id: g.summary() for g in report.gates})
+        _tell_ops(settings, context.run.run_id, report, store.label)
         yield MaterializeResult(
             metadata={
                 "status": report.status,

@@ -45,7 +45,7 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             SEED,
             deps=[SCHEMA, SECRET_KEYS[LEGACY_SEED_FILE]],
             group_name="legacy",
-            description="§3.4: the Legacy seed, in the same transaction as the schema.",
+            description="§3.3: the Legacy seed, in the same transaction as the schema.",
         ),
     ],
     check_specs=[
@@ -53,13 +53,13 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             "expected_tables",
             asset=SCHEMA,
             blocking=True,  # the gates cannot pass without them: the run must not look green
-            description="§3.4/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
+            description="§3.3/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
             "diagnosis_module exist (configurable).",
         ),
         AssetCheckSpec(
             "patient_count",
             asset=SEED,
-            description="§3.4: patients of facility 1.3.6.1.4.1.9414.72.103 are present.",
+            description="§3.3: patients of facility 1.3.6.1.4.1.9414.72.103 are present.",
         ),
         AssetCheckSpec(
             "row_counts",
@@ -104,8 +104,8 @@ def legacy_restore(
     key=FACILITY_NUM,
     deps=[SEED],
     group_name="legacy",
-    description="§3.3: the facility_num sequence exists, nextval works (previewed, put back), "
-    "and it is past the highest facility number.",
+    description="§3.2 step 3: the facility_num sequence exists, nextval works (previewed, put "
+    "back), and it is past the highest facility number.",
     check_specs=[
         AssetCheckSpec(
             "nextval_works",

@@ -30,7 +30,7 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
     key=SCHEMA,
     deps=[SECRET_KEYS[MODERN_SCHEMA_FILE]],
     group_name="modernized",
-    description="§4.1-4.2: reset `public` and the Flyway schema, apply the Modernized schema dump "
+    description="§4.1: reset `public` and the Flyway schema, apply the Modernized schema dump "
     "in one transaction.",
     partitions_def=TARGETS,
 )
@@ -51,7 +51,7 @@ def modernized_schema(
     key=HISTORY,
     deps=[SCHEMA],
     group_name="modernized",
-    description="§4.3: flyway baseline + migrate per flyway.conf; the history as a table.",
+    description="§4.2: flyway baseline + migrate per flyway.conf; the history as a table.",
     check_specs=[
         AssetCheckSpec(
             "history_versions",

@@ -28,10 +28,13 @@ from restore_assets.errors import (
     RestoreError,
     UnexpectedError,
 )
+from restore_assets.notifications import run_settings, tell
 from restore_assets.redaction import traceback_text
+from restore_assets.runbook import notify
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.gate_report import record_stop as record_stop_in_evidence
 from restore_assets.runbook.gate_report import unreached_report
+from restore_assets.runbook.ops_request import not_received_line
 from restore_assets.settings import Settings
 
 from .shell import (
@@ -50,7 +53,8 @@ def fail(
     status = "blocked" if exc.exit_code == EXIT_BLOCKED else "failed"
     # The boundary of a step's failures: Dagster stores the Failure, the CLI prints it.
     error = evidence.redact(str(exc))
-    gates = record_stop(context, evidence, step, status, error)
+    problems = getattr(exc, "problems", None)  # SecretsBlocked: what Ops is asked for
+    gates = record_stop(context, evidence, step, status, error, problems=problems)
     metadata = {
         "exit_code": exc.exit_code,
         "error": error,
@@ -66,29 +70,42 @@ def fail(
 
 
 def record_stop(
-    context, evidence: EvidenceStore, step: str, status: str, error: str, instance=None, run=None
+    context,
+    evidence: EvidenceStore,
+    step: str,
+    status: str,
+    error: str,
+    instance=None,
+    run=None,
+    problems: dict[str, str] | None = None,
 ):
     """A run stopped at `step` (blocked, failed, interrupted): record the step, write the gate
     report (every gate not reached, naming each step that stopped and why), and record the
     same in the run itself — a `gates/report` materialization and its three checks, failed
     with that reason — so neither the UI nor the CLI ever keeps an older "passed" or shows a
-    bare "execution failed". From a step: its context; from a hook or the CLI: `instance` and
-    `run`. Returns the gate rows."""
+    bare "execution failed"; then tell Ops (blocked: the files in `problems`; failed). From a
+    step: its context; from a hook or the CLI: `instance` and `run`. Returns the gate rows."""
     instance = instance or context.instance
     run = run or context.run
     if status == "interrupted":  # a person's stop: the sensor must not start it again
         instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: step})
+    settings = run_settings(context) if status in ("blocked", "failed") else None
+    note = not_received_line(settings) if settings and status == "blocked" else None
     try:
         # Locked until the run holds the report too: both sides may stop at once, in two
         # processes, and the last word (file and run) must name them both.
         with evidence.steps_locked() as steps:
-            report = record_stop_in_evidence(evidence, steps, step, status, error)
+            report = record_stop_in_evidence(evidence, steps, step, status, error, note)
             _report_gates(context, instance, run, report, step, error, evidence.redact)
     except OSError as write_error:  # disk full, folder gone: Dagster still gets the reason
-        report = unreached_report(evidence.label, {step: (status, error)})
+        report = unreached_report(evidence.label, {step: (status, error)}, note)
         _report_gates(context, instance, run, report, step, error, evidence.redact)
         if context is not None and hasattr(context, "log"):
             context.log.error(f"the evidence of this stop could not be written: {write_error}")
+    if status == "blocked" and problems:
+        tell(settings, lambda s: notify.blocked_event(s, problems, evidence.label))
+    elif status in ("blocked", "failed"):
+        tell(settings, lambda s: notify.failed_event(s, run.run_id, step, error, evidence.label))
     return [{"id": g.id, "passed": False, "detail": g.summary()} for g in report.gates]
 
 

@@ -1,4 +1,4 @@
-"""Runbook §4.5: facilities, users and roles copied Legacy → Modernized."""
+"""Runbook §4.4: facilities, users and roles copied Legacy → Modernized."""
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
@@ -21,7 +21,7 @@ SYNC = AssetKey(["sync", "facility_users"])
     key=SYNC,
     deps=[FACILITY_NUM, HISTORY],
     group_name="sync",
-    description="§4.5: facilities, users and roles copied Legacy → Modernized (upsert on natural "
+    description="§4.4: facilities, users and roles copied Legacy → Modernized (upsert on natural "
     "keys, idempotent); the Modernized facility_num untouched.",
     check_specs=[
         AssetCheckSpec(

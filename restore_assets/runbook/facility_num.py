@@ -1,5 +1,5 @@
-"""Runbook §3.3: the Legacy `facility_num` sequence exists, `nextval` works, and it is past every
-facility number already issued.
+"""Runbook §3.2 step 3: the Legacy `facility_num` sequence exists, `nextval` works, and it is past
+every facility number already issued.
 
 The runbook previews `nextval` and puts the value back with `setval` (a preview must not consume
 a value); when facilities already exist beyond it, `ALTER SEQUENCE facility_num RESTART WITH
@@ -105,7 +105,7 @@ def preview_facility_num(
 ) -> FacilityNum:
     """Preview nextval, put it back exactly, and (with `realign`; the gate only looks)
     move the sequence past the highest facility number. The gate's look is appended to the
-    transcripts, so the §3.3 step's own (a realignment included) stays readable."""
+    transcripts, so §3.2 step 3's own (a realignment included) stays readable."""
     with reading_lock(db):
         save = evidence.write if realign else evidence.append
         with db.connect(autocommit=True) as conn:

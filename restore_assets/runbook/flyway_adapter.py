@@ -2,7 +2,7 @@
 nothing of the project): the conf with the runbook's `${DB_*}` filled from the Modernized
 target, the native engine on the target's connections, the engine's errors taken into the
 project's hierarchy, the command lines of the `cli` and `docker` runners, and the runbook's
-diagnosis of a failure. Used by the §4.3 step (`runbook/migrate.py`), the `restore-assets flyway`
+diagnosis of a failure. Used by the §4.2 step (`runbook/migrate.py`), the `restore-assets flyway`
 commands and every other runbook step that reads Flyway's state.
 """
 
@@ -323,7 +323,7 @@ def cli_failure(headline: str, output: str) -> FlywayFailed:
 
 
 def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path) -> str | None:
-    """Runbook §4.3/§4.4: say what went wrong in the runbook's words, not only SQL's."""
+    """Runbook §4.2/§4.3: say what went wrong in the runbook's words, not only SQL's."""
     if isinstance(error, MigrationFailed) and error.sqlstate == "42P01":
         baseline = secrets_dir / MODERN_SCHEMA_FILE
         if error.relation and _dump_defines(secrets_dir, error.relation) is False:

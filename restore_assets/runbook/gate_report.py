@@ -67,6 +67,7 @@ class GateReport:
     targets: list[str]
     evidence: str  # the folder as the runbook writes it: artifacts/parity-manual/db-restore/<UTC>
     status_override: str | None = None  # "blocked" when Secrets stopped the run
+    secrets_note: str | None = None  # blocked: runbook §0.3, when Ops was asked and their ID
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
@@ -181,6 +182,7 @@ def progress_snippet(report: GateReport) -> str:
             f"証跡 `{report.evidence}`",
             f"- {date} DB baseline restore (Legacy/Modernized): {report.status} — "
             f"evidence `{report.evidence}`",
+            *([f"- {date} {report.secrets_note}"] if report.secrets_note else []),
             "",
             "## SERVER_MODERNIZED_DEBUG_CHECKLIST.md",
             "",
@@ -194,10 +196,13 @@ def progress_snippet(report: GateReport) -> str:
     )
 
 
-def unreached_report(evidence_label: str, stops: Mapping[str, tuple[str, str]]) -> GateReport:
+def unreached_report(
+    evidence_label: str, stops: Mapping[str, tuple[str, str]], secrets_note: str | None = None
+) -> GateReport:
     """When steps stopped the run before the gates could run (`stops`: step -> (status,
     error), in the order they stopped): every gate not reached, naming each step and its own
-    reason — steps stopped by the same cause share one line."""
+    reason — steps stopped by the same cause share one line. A blocked run's report carries
+    `secrets_note` (`ops_request.not_received_line`)."""
     by_error: dict[str, list[str]] = {}
     for step, (_, error) in stops.items():
         by_error.setdefault(error, []).append(step)
@@ -208,7 +213,8 @@ def unreached_report(evidence_label: str, stops: Mapping[str, tuple[str, str]]) 
     statuses = {status for status, _ in stops.values()}
     status = next((s for s in STOP_STATUSES if s in statuses), "failed")
     gates = [Gate(g, [Check(NOT_REACHED, False, reason)]) for g in GATE_IDS]
-    return GateReport(gates, [], [], [], evidence_label, status_override=status)
+    note = secrets_note if status == "blocked" else None
+    return GateReport(gates, [], [], [], evidence_label, status_override=status, secrets_note=note)
 
 
 # What a stopped run is called, the strongest first: an interrupt says more than a failure,
@@ -222,6 +228,7 @@ def record_stop(
     step: str,
     status: str,
     error: str,
+    secrets_note: str | None = None,
 ) -> GateReport:
     """`step` stopped the run (blocked, failed, interrupted): record it in `steps` (held locked,
     `EvidenceStore.steps_locked`), and write the gate report naming every step of this run that
@@ -233,6 +240,6 @@ def record_stop(
         for name, summary in steps.items()
         if summary.get("status") in STOP_STATUSES and "error" in summary
     }
-    report = unreached_report(evidence.label, stops)
+    report = unreached_report(evidence.label, stops, secrets_note)
     write_report(evidence, report)
     return report

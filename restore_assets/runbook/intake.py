@@ -229,6 +229,7 @@ def intake(settings: Settings, sides: Iterable[str], evidence: EvidenceStore) ->
         names = ", ".join(f"{f.relpath} ({f.status})" for f in blocked)
         raise SecretsBlocked(
             f"Secrets not usable: {names}. Nothing was touched; the request to Ops is in "
-            f"{evidence.label}/baseline_search.log"
+            f"{evidence.label}/baseline_search.log",
+            {f.relpath: f.status for f in blocked},
         )
     return Intake(found)

@@ -1,4 +1,4 @@
-"""Runbook §4.3: `flyway baseline` + `flyway migrate` on the Modernized target, by the configured
+"""Runbook §4.2: `flyway baseline` + `flyway migrate` on the Modernized target, by the configured
 runner — the native engine (default), a `flyway` binary on PATH, or the official `flyway/flyway`
 image (the Dagster shell passes in a function that runs it through PipesDockerClient), as the
 runbook does by hand. Whatever ran it, the history is read back and judged by the native code.
@@ -57,7 +57,7 @@ HISTORY_QUERY = (
 
 @dataclass
 class FlywayStep:
-    """What §4.3 did: the runner's output lines, the history it left, how long it took."""
+    """What §4.2 did: the runner's output lines, the history it left, how long it took."""
 
     runner: str
     lines: list[str]

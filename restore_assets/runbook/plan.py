@@ -297,7 +297,7 @@ def _flyway(plan: SidePlan, settings: Settings, db: Database, now: bool = True) 
         plan.flyway_now = engine.info() if now else []
         plan.flyway_after = [m.script for m in engine.pending_after_baseline()]
         plan.baseline_version = config.baseline_version
-    except RestoreError as exc:  # FlywayFailed: a bad conf or location stops the run at §4.3
+    except RestoreError as exc:  # FlywayFailed: a bad conf or location stops the run at §4.2
         plan.stop(exc.exit_code, f"flyway: {exc}")
 
 

@@ -1,4 +1,4 @@
-"""Runbook §3.1-3.2 / §4.1-4.2: the all-or-nothing restore of one side from its baseline files.
+"""Runbook §3.1-3.3 / §4.1: the all-or-nothing restore of one side from its baseline files.
 
 Order is the safety story: scan (no meta-command psql would run on this host; done in intake's
 read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump

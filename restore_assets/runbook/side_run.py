@@ -1,6 +1,6 @@
 """A side's restore as a run does it: the run's plan (written once, before any side touches its
 target), intake of every side of the run (§0: all vetted before anything is touched), then this
-side's all-or-nothing restore (§3.1-3.2 / §4.1-4.2), recorded in the evidence. The Dagster
+side's all-or-nothing restore (§3.1-3.3 / §4.1), recorded in the evidence. The Dagster
 asset only translates what these return, and tags its run with the vetted content in between.
 """
 

@@ -1,4 +1,4 @@
-"""Runbook §4.5: copy facilities and users from Legacy to Modernized.
+"""Runbook §4.4: copy facilities and users from Legacy to Modernized.
 
 Streamed with COPY out of the Legacy connection into a staging table on the Modernized one, then
 one upsert per table on the natural key, all in one Modernized transaction. The two databases never
@@ -125,7 +125,7 @@ class SyncResult:
 
 
 def sync_check(check_id: str, missing: Sequence[str]) -> Check:
-    """The one verdict on §4.5 (the sync's own check and the db_restore gate)."""
+    """The one verdict on §4.4 (the sync's own check and the db_restore gate)."""
     if not missing:
         return Check(check_id, True, "every Legacy facility and user is on Modernized")
     shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
@@ -141,7 +141,7 @@ def sync_facility_users(
     evidence: EvidenceStore,
     schema: str,
 ) -> SyncResult:
-    """§4.5 as the chain runs it: copy, check every account arrived, and add the Modernized
+    """§4.4 as the chain runs it: copy, check every account arrived, and add the Modernized
     counts after the sync to the count transcripts (below the "before" ones)."""
     with reading_lock(legacy, modern):
         started = time.monotonic()
@@ -151,7 +151,7 @@ def sync_facility_users(
             raise SyncError(f"account sync failed and was rolled back: {first_line(exc)}") from None
         result.seconds = round(time.monotonic() - started, 3)
         result.missing = missing_after_sync(legacy, modern)
-        note = "after the §4.5 account sync"
+        note = "after the §4.4 account sync"
         write_count_transcripts(
             modern, expect.legacy_count_tables, evidence, schema, note, append=True
         )
@@ -205,7 +205,7 @@ def sync_tables(legacy: Database, modern: Database, names: Sequence[str]) -> Syn
             if after != before:
                 raise SyncError(
                     f"the Modernized facility_num moved from {before} to {after} during the sync; "
-                    "the two databases must not share it (runbook §4.5)"
+                    "the two databases must not share it (runbook §4.4)"
                 )
     return SyncResult(report, (int(before[0]), bool(before[1])))
 

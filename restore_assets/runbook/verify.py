@@ -1,4 +1,4 @@
-"""Runbook §3.4-3.5 / §4.3-4.4: what a restored side must hold, checked on the database itself.
+"""Runbook §3.3/§3.5 / §4.2-4.3: what a restored side must hold, checked on the database itself.
 
 Names are resolved as the application resolves them (its search_path); row counts and `\\dt`
 listings also go to the evidence as real psql transcripts.
@@ -131,7 +131,7 @@ class Verification:
 
 
 def verify_legacy(db: Database, expect: Checks, evidence: EvidenceStore) -> Verification:
-    """§3.4/§3.5: expected tables, patients of the runbook's facility, the row counts."""
+    """§3.3/§3.5: expected tables, patients of the runbook's facility, the row counts."""
     with reading_lock(db):
         tables = user_tables(db)
         write_dt_transcript(db, evidence)
@@ -201,7 +201,7 @@ def verify_modernized(
     rows: Sequence[HistoryRow],
     evidence: EvidenceStore,
 ) -> Verification:
-    """§4.3/§4.4, resolving names through the application's search_path."""
+    """§4.2/§4.3, resolving names through the application's search_path."""
     with reading_lock(db):
         write_dt_transcript(db, evidence)
         with db.connect(autocommit=True) as conn:
@@ -210,8 +210,8 @@ def verify_modernized(
             columns = {c: find_object(conn, "column", c) for c in expect.modern_expected_columns}
             trgm = find_object(conn, "extension", "pg_trgm")
             counts = count_rows(conn, expect.legacy_count_tables)
-        # Taken before §4.5 copies users over: said so, so 0 here and 12 after the sync never clash.
-        note = "before the §4.5 account sync"
+        # Taken before §4.4 copies users over: said so, so 0 here and 12 after the sync never clash.
+        note = "before the §4.4 account sync"
         write_count_transcripts(db, expect.legacy_count_tables, evidence, schema, note)
         missing_tables = [t for t, where in tables.items() if not where]
         missing_columns = [c for c, where in columns.items() if not where]

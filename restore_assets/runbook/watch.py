@@ -12,6 +12,7 @@ only translates.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,14 +30,28 @@ class WatchState:
     seen: dict[str, list[int]] = field(default_factory=dict)  # relpath -> [size, mtime_ns]
     status: str = ""  # the last "why nothing was requested", to log only its changes
     inbox: dict[str, list[int]] = field(default_factory=dict)  # ZIP name -> [size, mtime_ns]
+    missing_since: str = ""  # ISO time the Secrets were first seen missing or refused, or ""
+    observed: dict[str, str] = field(default_factory=dict)  # relpath -> status last observed
 
     def as_json(self) -> dict[str, object]:
-        return {"seen": self.seen, "status": self.status, "inbox": self.inbox}
+        return {
+            "seen": self.seen,
+            "status": self.status,
+            "inbox": self.inbox,
+            "missing_since": self.missing_since,
+            "observed": self.observed,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object] | None) -> WatchState:
         data = data or {}
-        return cls(dict(data.get("seen", {})), data.get("status", ""), dict(data.get("inbox", {})))
+        return cls(
+            dict(data.get("seen", {})),
+            data.get("status", ""),
+            dict(data.get("inbox", {})),
+            str(data.get("missing_since", "")),
+            dict(data.get("observed", {})),
+        )
 
 
 def content_key(sha256s: Iterable[str]) -> str:
@@ -139,6 +154,17 @@ class Look:
     reasons: list[str]
     state: WatchState
     unread: dict[str, int] = field(default_factory=dict)  # side -> bytes the intake run reads
+    # relpath -> (status, sha256 or ""): "missing", "changed", "unread", "ok" or why refused
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """The files Ops must deliver again: missing or refused (relpath -> why)."""
+        return {
+            rel: status
+            for rel, (status, _) in self.files.items()
+            if status not in ("changed", "unread", "ok")
+        }
 
 
 def look(store: SecretsStore, previous: WatchState) -> Look:
@@ -146,6 +172,7 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
     reasons: list[str] = []
     settled: dict[str, str] = {}
     unread: dict[str, int] = {}
+    found: dict[str, tuple[str, str]] = {}
     for side in SIDES:
         waiting = []
         for relpath in SIDE_FILES[side]:
@@ -153,10 +180,13 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
                 st = os.stat(store.root / relpath)
             except OSError:
                 waiting.append(f"{relpath} missing")
+                found[relpath] = ("missing", "")
                 continue
             state.seen[relpath] = [st.st_size, st.st_mtime_ns]
+            found[relpath] = ("unread", "")  # present; read below once its side settles
             if previous.seen.get(relpath) != state.seen[relpath]:
                 waiting.append(f"{relpath} still changing or new ({st.st_size} bytes); next look")
+                found[relpath] = ("changed", "")
         if waiting:
             reasons.append(f"{side}: " + ", ".join(waiting))
             continue
@@ -166,9 +196,23 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
             reasons.append(f"{side}: settled; the intake run reads and hashes {to_read} bytes")
             continue
         files = store.inspect_side(side)
+        found |= {f.relpath: (f.status, f.sha256) for f in files}
         refused = [f"{f.relpath} refused ({f.status})" for f in files if not f.usable]
         if refused:
             reasons.append(f"{side}: " + ", ".join(refused))
             continue
         settled[side] = content_key(f.sha256 for f in files)
-    return Look(settled, reasons, state, unread)
+    return Look(settled, reasons, state, unread, found)
+
+
+def missing_since(
+    problems: dict[str, str], previous: str, now: dt.datetime
+) -> tuple[str, str | None]:
+    """Since when the Secrets have been missing or refused (ISO time, "" when they are not),
+    and the line the sensor's status starts with (runbook: "Secrets 未取得")."""
+    if not problems:
+        return "", None
+    since = previous or now.isoformat(timespec="seconds")
+    word = "missing" if "missing" in problems.values() else "unusable"
+    when = dt.datetime.fromisoformat(since)
+    return since, f"Secrets {word} since {when:%Y-%m-%d %H:%M} UTC (Secrets 未取得)"
