@@ -78,9 +78,11 @@ def run_chain(
     from restore_assets.recovery import (
         process_tag,
         signals_received,
+        stamped,
         wait_for_target,
     )
     from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG, EVIDENCE_TAG
+    from restore_assets.started_by import cli_tag
 
     target = settings.target_name
     instance = prepare_instance(settings.paths)
@@ -90,10 +92,16 @@ def run_chain(
         "artifacts_dir": str(settings.paths.artifacts_dir),
         "state_dir": str(settings.paths.state_dir),
         "allow_reset": allow_reset or settings.allow_reset,
+        "terminate_sessions": settings.terminate_sessions,
     }
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_id = str(uuid.uuid4())  # known before the run exists: its process tag names it
-    tags = {EVIDENCE_TAG: started.isoformat(), SIDES_TAG: ",".join(sides), **process_tag(run_id)}
+    tags = {
+        EVIDENCE_TAG: stamped(run_id, started.isoformat()),
+        SIDES_TAG: ",".join(sides),
+        **process_tag(run_id),
+        **cli_tag(),
+    }
     job = defs.resolve_job_def(JOBS_BY_SIDE[sides[0]] if len(sides) == 1 else ALL_JOB)
     result = None
     with signals_received() as signals:
@@ -255,6 +263,8 @@ def cmd_run(settings: Settings, args) -> int:
     for name, target_settings in chosen.items():
         if labelled(target_settings):
             print(f"== target {name} ==", flush=True)
+        if args.terminate_sessions:
+            target_settings = target_settings.with_overrides(terminate_sessions=True)
         outcome = run_chain(target_settings, sides, args.allow_reset, args.verbose)
         print_outcome(outcome, target_settings.redactor)
         if labelled(target_settings):
@@ -452,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help=_("every target of RESTORE_TARGETS, one after another"),
         )
+    run.add_argument(
+        "--terminate-sessions",
+        action="store_true",
+        help=_(
+            "end the other sessions on each target just before its reset (an application "
+            "still connected); the evidence names them (RESTORE_TERMINATE_SESSIONS)"
+        ),
+    )
     plan.set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help=_("read-only: Secrets files, targets, last run"))
     status.set_defaults(func=cmd_status)

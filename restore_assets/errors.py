@@ -68,11 +68,23 @@ class UnsafeScriptError(RestoreError):
 
 
 class PsqlError(RestoreError):
-    """psql stopped on an error; `relpath`/`line` are as psql reported them."""
+    """psql stopped on an error; `relpath`/`line` are as psql reported them, `sqlstate` the
+    server's code (None: psql's own error)."""
 
-    def __init__(self, message: str, relpath: str | None = None, line: int | None = None):
-        self.relpath, self.line = relpath, line
+    def __init__(
+        self,
+        message: str,
+        relpath: str | None = None,
+        line: int | None = None,
+        sqlstate: str | None = None,
+    ):
+        self.relpath, self.line, self.sqlstate = relpath, line, sqlstate
         super().__init__(message)
+
+
+class TargetInUse(RestoreError):
+    """Another session held a lock on the target longer than RESTORE_WAIT_SECONDS: the statement
+    gave up and rolled back; the message names the sessions holding locks."""
 
 
 class SyncError(RestoreError):

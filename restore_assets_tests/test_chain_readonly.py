@@ -33,9 +33,13 @@ def test_whole_chain_passes_every_gate_with_complete_evidence(restored_chain):
     assert [r["version"] for r in report["flyway"]] == ["0", "0001", "0002", "0003", "0220", "0221"]
     api = next(c for c in report["gates"][0]["checks"] if c["id"] == "facility_api")
     assert api["passed"] is None and "skipped (not configured" in api["detail"]
-    assert "DB baseline restored" in (folder / "gate_table_row.md").read_text()
+    row = (folder / "gate_table_row.md").read_text()
+    assert "| DB ベースライン復旧済み / DB baseline restored | ✅ 完了（1 件スキップ" in row  # §6.3
+    assert "DB 復旧完了 / db_restore ✅, 監査ログ採取準備 / audit_capture ✅" in row
     snippet = (folder / "progress_snippet.md").read_text()
     assert "PHASE2_PROGRESS.md" in snippet and "証跡" in snippet
+    japanese, english = (line for line in snippet.splitlines() if "(Legacy/Modernized)" in line)
+    assert "DB ベースライン復旧済み" in japanese and "DB baseline restored" in english  # ja first
     assert f"`artifacts/parity-manual/db-restore/{folder.name}`" in snippet  # relative
     inventory = (folder / "ddl_inventory.md").read_text()
     assert MODERN_SCHEMA_FILE in inventory and "V0221__doc_module_flag_columns.sql" in inventory

@@ -21,7 +21,7 @@ import pytest
 from dagster import AssetCheckKey, DagsterInstance
 
 from restore_assets.assets.shell import GATES_REPORT
-from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED
+from restore_assets.runbook.gate_report import GATE_IDS, NOT_REACHED, STATUS_WORDS
 from restore_assets.settings import (
     DEFAULT_TARGET,
     DEMO_FLYWAY_CONF,
@@ -48,6 +48,17 @@ def before_footer(path: Path, statement: str) -> int:
     lines.insert(at, statement)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return at + 1
+
+
+def a_site_without(seed: Path, table: str) -> None:
+    """A site whose database lacks `table`: its rows taken out of the seed (else the seed's
+    rows went missing, which `rows_match_dump` rightly reports) and the table dropped at the end
+    (the shared schema dump creates it)."""
+    lines = seed.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"COPY {table} "))
+    end = lines.index("\\.", start)
+    seed.write_text("\n".join(lines[:start] + lines[end + 1 :]) + "\n", encoding="utf-8")
+    before_footer(seed, f"DROP TABLE {table} CASCADE;")
 
 
 def between_copy_blocks(path: Path, statement: str) -> int:
@@ -140,13 +151,13 @@ def sync_fails(secrets, tmp_path, monkeypatch):
 def gate_table_missing(secrets, tmp_path, monkeypatch):
     # A site whose required tables leave diagnosis_module out: the gate still wants it.
     monkeypatch.setenv("RESTORE_LEGACY_EXPECTED_TABLES", "d_users,d_audit_event,claim_item")
-    before_footer(secrets / LEGACY_SEED_FILE, "DROP TABLE public.diagnosis_module CASCADE;")
+    a_site_without(secrets / LEGACY_SEED_FILE, "public.diagnosis_module")
     return Case(1, ["legacy_diagnosis_module", "diagnosis_module missing"],
                 {"jms_claim": {"legacy_diagnosis_module"}})  # fmt: skip
 
 
 def required_table_missing(secrets, tmp_path, monkeypatch):
-    before_footer(secrets / LEGACY_SEED_FILE, "DROP TABLE public.claim_item CASCADE;")
+    a_site_without(secrets / LEGACY_SEED_FILE, "public.claim_item")
     return Case(1, ["legacy/schema", "expected_tables", "claim_item"], stopped={"legacy/schema"})
 
 
@@ -278,9 +289,10 @@ def test_every_account_of_a_stop_names_the_real_cause_and_only_it(
     for gate_id in GATE_IDS:
         verdict = "not reached" if not reached else "NG" if gate_id in case.failed else "OK"
         assert f"{gate_id} {verdict}" in snippet.replace("未到達 / ", ""), snippet
-    assert f"❌ {case.status}" in row
+    assert f"❌ {STATUS_WORDS[case.status]} / {case.status}" in row  # the runbook's word first
+    assert "DB ベースライン復旧済み" not in row + snippet  # said only of a restore that passed
     if not reached:
-        assert "Flyway 履歴 / history: (none)" not in snippet  # never read, so never "none"
+        assert "Flyway 履歴 / history: なし / none" not in snippet  # never read, so never "none"
     for name in (*PEOPLE_FILES, "gate_report.json"):
         text = (folder / name).read_text()
         assert not DAGSTER_WORDS.search(text), (name, text)

@@ -70,10 +70,12 @@ def test_undecodable_bytes_name_the_file():
 @pytest.mark.parametrize(
     ("name", "parsed"),
     [
-        ("V0002__performance_indexes.sql", ("0002", "performance indexes")),
-        ("V1_1__two_parts.sql", ("1.1", "two parts")),
-        ("V2.0.1__dots.sql", ("2.0.1", "dots")),
-        ("R__refresh_views.sql", (None, "refresh views")),
+        ("V0002__performance_indexes.sql", ("V", "0002", "performance indexes")),
+        ("V1_1__two_parts.sql", ("V", "1.1", "two parts")),
+        ("V2.0.1__dots.sql", ("V", "2.0.1", "dots")),
+        ("R__refresh_views.sql", ("R", None, "refresh views")),
+        ("B5__baseline.sql", ("B", "5", "baseline")),
+        ("B__no_version.sql", None),
         ("V1a__bad_version.sql", None),
         ("README.sql", None),
         ("V3_missing_separator.sql", None),
@@ -117,6 +119,26 @@ def test_duplicate_versions_are_an_error(tmp_path):
     write(tmp_path, "x/V0002__b.sql", "SELECT 2;")
     conf = load_conf(None, env={}, overrides={"flyway.locations": f"filesystem:{tmp_path}"})
     with pytest.raises(FlywayError, match="more than one migration with version"):
+        resolve(conf)
+
+
+def test_a_migration_is_read_only_as_a_regular_file_inside_its_location(tmp_path):
+    """The location is outside input: a FIFO named like a migration is refused, not waited on;
+    a file swapped for a link (to a file outside) after the scan is refused, not followed."""
+    location, outside = tmp_path / "sql", tmp_path / "outside"
+    write(location, "V1__one.sql", "SELECT 1;")
+    write(outside, "secret.txt", "first line of a local file\n")
+    conf = load_conf(None, env={}, overrides={"flyway.locations": f"filesystem:{location}"})
+    (migration,) = resolve(conf)
+    os.mkfifo(location / "V2__fifo.sql")
+    with pytest.raises(FlywayError, match="V2__fifo.sql: not a regular file"):
+        resolve(conf)  # returns at once: opened O_NONBLOCK, refused by fstat
+    (location / "V2__fifo.sql").unlink()
+    (location / "V1__one.sql").unlink()
+    (location / "V1__one.sql").symlink_to(outside / "secret.txt")
+    with pytest.raises(FlywayError, match="changed into a link or special file"):
+        migration.read_bytes()
+    with pytest.raises(FlywayError, match="a link to a file outside the location"):
         resolve(conf)
 
 

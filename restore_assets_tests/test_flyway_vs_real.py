@@ -752,3 +752,399 @@ def test_mixed_scripts(twin):
     twin.step("migrate", mixed="true", **props)
     twin.assert_same()
     twin.real_accepts_ours(mixed="true", **props)
+
+
+# -- Issue 25: what real deployments meet -------------------------------------------------------
+
+
+def configmap(folder, files: dict[str, str], stamp: str = "..2026_12_07_10_00_00.000000001"):
+    """The layout kubelet writes for a ConfigMap volume (atomic_writer.go): the files in a
+    hidden timestamped folder, `..data` linking to it, and one link per file at the top."""
+    for name, text in files.items():
+        write(folder / stamp, name, text)
+    (folder / "..data").symlink_to(stamp)
+    for name in files:
+        (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_kubernetes_configmap_layout(twin):
+    """FileSystemScanner skips hidden folders (#1807, "to avoid issues with Kubernetes") and
+    follows links: a ConfigMap volume's files are each found once, by their top-level link, and
+    recorded with that name."""
+    configmap(
+        twin.folder,
+        {
+            "V1__one.sql": "CREATE TABLE k1 (id int);",
+            "V2__two.sql": "CREATE TABLE k2 (id int);",
+            "R__view.sql": "CREATE OR REPLACE VIEW kv AS SELECT 1 AS x;",
+        },
+    )
+    write(twin.folder / "..2026_12_06_09_00_00.000000002", "V1__one.sql", "stale copy")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert [r[4] for r in rows] == ["V1__one.sql", "V2__two.sql", "R__view.sql"]
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_hidden_and_linked_folders(twin):
+    """Hidden folders are skipped (a `.git`, an editor's `.backup`), hidden files are not
+    migrations (their names do not start with the prefix), a dangling link is passed over
+    (File.canRead), a linked folder is followed and its scripts named through the link; a
+    folder linked twice holds each file twice, which both refuse as duplicates."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE h1 (id int);")
+    write(twin.folder, ".git/V2__in_git.sql", "CREATE TABLE h2 (id int);")
+    write(twin.folder, "sub/.backup/V3__backup.sql", "CREATE TABLE h3 (id int);")
+    write(twin.folder, ".V4__hidden_file.sql", "CREATE TABLE h4 (id int);")
+    write(twin.folder, "shared/V5__shared.sql", "CREATE TABLE h5 (id int);")
+    write(twin.folder, "sub/R__view.sql", "CREATE OR REPLACE VIEW hv AS SELECT 1 AS x;")
+    (twin.folder / "V6__dangling.sql").symlink_to("nowhere.sql")
+    (twin.folder / "linked").symlink_to("shared")
+    real, ours = twin.step("migrate")
+    lead = "Found more than one migration with version 5\nOffenders:\n-> "
+    assert real.error.startswith(lead) and ours.error.startswith(lead)
+    assert "linked/V5__shared.sql (SQL)" in ours.error and "(SQL)" in real.error
+    (twin.folder / "linked").unlink()
+    write(twin.folder, ".store/V7__through_link.sql", "CREATE TABLE h7 (id int);")
+    (twin.folder / "current").symlink_to(".store")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    scripts = ["V1__one.sql", "shared/V5__shared.sql", "current/V7__through_link.sql"]
+    assert [r[4] for r in rows] == [*scripts, "sub/R__view.sql"]
+    real, ours = twin.info()
+    assert ours == real
+    twin.real_accepts_ours()
+
+
+def test_links_out_of_the_location_and_loops(twin, tmp_path):
+    """The engine's one difference in discovery: a link leading out of the location is
+    refused, naming it (Flyway reads it; the location is outside input, so the engine reads
+    only what is inside it). A link looping back to a folder above makes Flyway list the same
+    files again at every depth until the path is too long: both refuse."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE x1 (id int);")
+    (twin.folder / "loop").symlink_to(".")
+    real, ours = twin.step("migrate")
+    assert real.error.startswith("Found more than one migration with version 1")
+    assert "loop: a link back to a folder above it" in ours.error
+    (twin.folder / "loop").unlink()
+    write(tmp_path / "outside", "V2__outside.sql", "CREATE TABLE x2 (id int);")
+    (twin.folder / "V2__outside.sql").symlink_to(tmp_path / "outside" / "V2__outside.sql")
+    assert twin.run_real("migrate").ok
+    ours = twin.run_ours("migrate")
+    assert not ours.ok and "V2__outside.sql: a link to a file outside the location" in ours.error
+    (twin.folder / "V2__outside.sql").unlink()
+    (twin.folder / "elsewhere").symlink_to(tmp_path / "outside")
+    ours = twin.run_ours("migrate")
+    assert not ours.ok and "elsewhere: a link to a folder outside the location" in ours.error
+    assert twin.history(twin.ours) == []
+
+
+def test_baseline_migrations_on_a_fresh_database(twin):
+    """Flyway 10's `B<version>__` files (BaselineMigrationResolver, type SQL_BASELINE): on a
+    fresh database the highest one runs instead of every version up to it
+    (BaselineResolvedMigration.getState, `pendingBaseline`); the versions above follow. Once
+    anything is applied they are Ignored, and no validate error."""
+    for n in (1, 2, 3, 4, 5, 6):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE bm{n} (id int);")
+    write(twin.folder, "B3__older_baseline.sql", "CREATE TABLE old_base (id int);")
+    write(
+        twin.folder,
+        "base/B5__baseline.sql",
+        "".join(f"CREATE TABLE bm{n} (id int);\n" for n in (1, 2, 3, 4, 5)),
+    )
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW bv AS SELECT 1 AS x;")
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.step("validate")
+    twin.step("migrate")
+    rows = twin.assert_same()
+    assert [(r[1], r[3]) for r in rows] == [("5", "SQL_BASELINE"), ("6", "SQL"), (None, "SQL")]
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    write(twin.folder, "B7__later_baseline.sql", "CREATE TABLE later (id int);")
+    write(twin.folder, "V7__v7.sql", "CREATE TABLE bm7 (id int);")
+    twin.step("validate")
+    twin.step("migrate")
+    twin.assert_same()
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours()
+
+
+def test_baseline_migrations_beside_baseline_on_migrate(twin):
+    """On a non-empty schema baselineOnMigrate writes its BASELINE row first, so every `B` file
+    is Ignored and the versions above the baseline run."""
+    write(twin.folder, "B2__baseline.sql", "CREATE TABLE b_two (id int);")
+    write(twin.folder, "V2__two.sql", "CREATE TABLE v_two (id int);")
+    write(twin.folder, "V3__three.sql", "CREATE TABLE v_three (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE TABLE existing (id int)")
+    twin.step("migrate", baselineOnMigrate="true")
+    rows = twin.assert_same()
+    assert [(r[1], r[3]) for r in rows] == [("1", "BASELINE"), ("2", "SQL"), ("3", "SQL")]
+    real, ours = twin.info()
+    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    twin.real_accepts_ours()
+
+
+def test_a_migration_that_commits_part_of_its_work_then_fails(twin):
+    """A script with its own COMMIT: Flyway's transaction (JDBC, autocommit off) ends there and
+    the driver opens the next one at the next statement, so what came before the COMMIT stays,
+    what came after is rolled back with the failure, and no row is written."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE c1 (id int);")
+    write(
+        twin.folder,
+        "V2__partial.sql",
+        "CREATE TABLE kept (id int);\nCOMMIT;\nCREATE TABLE lost (id int);\n"
+        "INSERT INTO kept VALUES (1);\nSELECT 1/0;\n",
+    )
+    real, ours = twin.step("migrate")
+    assert "V2__partial.sql" in real.error
+    assert "failed at line 5" in ours.error and "transaction itself at line 2" in ours.error
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1"]
+    with twin.connect(twin.ours) as conn:
+        tables = "SELECT to_regclass('kept') IS NOT NULL, to_regclass('lost') IS NOT NULL"
+        assert conn.execute(tables).fetchone() == (True, False)
+        assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 0
+
+
+def test_non_transactional_statements_after_comments(twin):
+    """PostgreSQLParser.detectCanExecuteInTransaction reads the statement's first keywords,
+    comments left out: a CREATE INDEX CONCURRENTLY after a comment, or with comments between
+    its words, runs outside a transaction."""
+    props = {"postgresql.transactional.lock": "false"}
+    write(twin.folder, "V1__table.sql", "CREATE TABLE ct (id int, v int);")
+    write(
+        twin.folder,
+        "V2__index.sql",
+        "-- the index the report needs\n/* built online */\n"
+        "CREATE /* no lock */ INDEX -- online\n CONCURRENTLY cti ON ct (id);\n",
+    )
+    write(
+        twin.folder,
+        "V3__unique.sql",
+        "/* a */ -- b\nCREATE UNIQUE INDEX CONCURRENTLY ctu ON ct (v);\n",
+    )
+    real, ours = twin.step("migrate", **props)
+    assert real.ok
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1", "2", "3"]
+    twin.real_accepts_ours(**props)
+
+
+@pytest.mark.parametrize("version", ["1.a", "v2", "1..2", "1_a", "1_1", "+3"])
+def test_baseline_version_is_checked_like_flyway(twin, version):
+    """MigrationVersion.fromVersion reads baselineVersion when Flyway baselines, not before: a
+    migrate that needs no baseline and info pass; baseline and baselineOnMigrate on a
+    non-empty schema refuse a version that is none, in Flyway's words, writing nothing."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE bv1 (id int);")
+    twin.step("migrate", baselineVersion=version)
+    twin.step("info", baselineVersion=version)
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("DROP TABLE flyway_schema_history, bv1")
+            conn.execute("CREATE TABLE existing (id int)")
+    props = dict(baselineVersion=version, baselineOnMigrate="true")
+    for command in ("baseline", "migrate"):
+        real, ours = twin.step(command, **props)
+        if not real.ok:
+            lead = "Version may only contain 0..9 and . (dot). Invalid version: "
+            normalized = version.replace("_", ".")
+            assert real.error == lead + normalized and ours.error.startswith(real.error)
+        twin.assert_same()
+
+
+def test_baseline_version_latest_is_refused(twin):
+    """A deliberate difference: Flyway takes baselineVersion=latest, records
+    '<< Latest Version >>' as the baseline's version and then fails on its own history; the
+    engine refuses it."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE bl1 (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE TABLE existing (id int)")
+    assert twin.run_real("baseline", baselineVersion="latest").ok
+    assert twin.history(twin.real)[0][1] == "<< Latest Version >>"
+    real = twin.run_real("info")
+    assert not real.ok and "Invalid version: << Latest Version >>" in real.error
+    ours = twin.run_ours("baseline", baselineVersion="latest")
+    assert not ours.ok and "flyway.baselineVersion='latest' is not a version" in ours.error
+    assert twin.history(twin.ours) == []
+
+
+def test_messages_lead_with_flyways_words(twin):
+    """For a missing target (MigrationInfoServiceImpl.validateTarget), duplicates
+    (CompositeMigrationResolver.checkForIncompatibilities) and an unknown placeholder
+    (PlaceholderReplacingReader) the engine's message starts with Flyway's own, which a DBA
+    searches for, then says what to do."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE m1 (id int);")
+    for command in ("migrate", "info", "validate"):
+        real, ours = twin.step(command, target="7")
+        assert real.error.startswith("No migration with a target version 7 could be found.")
+        assert ours.error.startswith(real.error)
+    write(twin.folder, "V2__placeholder.sql", "SELECT '${nobody}';")
+    real, ours = twin.step("migrate")
+    flyway = "No value provided for placeholder: ${nobody}.  Check your configuration!"
+    assert flyway in real.error and ours.error.startswith(flyway)
+    write(twin.folder, "V2__placeholder.sql", "SELECT '${flyway:nothing}';")
+    real, ours = twin.step("migrate")
+    flyway = "Failed to populate value for default placeholder: ${flyway:nothing}"
+    assert flyway in real.error and ours.error.startswith(flyway)
+    write(twin.folder, "V2__placeholder.sql", "SELECT 1;")
+    write(twin.folder, "R__a.sql", "SELECT 1;")
+    write(twin.folder, "sub/R__a.sql", "SELECT 1;")
+    real, ours = twin.step("migrate")
+    assert real.error.startswith("Found more than one repeatable migration with description a\n")
+    assert ours.error.startswith(real.error)
+    (twin.folder / "sub/R__a.sql").unlink()
+    other = twin.folder.parent / "other"
+    write(other, "V001__again.sql", "SELECT 1;")
+    real, ours = twin.step("migrate", locations=f"filesystem:{twin.folder},filesystem:{other}")
+    # Which of the two Flyway names first (and so whose version text it shows) follows a
+    # HashSet's order; the engine names them in path order.
+    for error in (real.error, ours.error):
+        assert error.startswith("Found more than one migration with version ")
+        assert f"-> {other}/V001__again.sql (SQL)" in error
+        assert f"-> {twin.folder}/V1__one.sql (SQL)" in error
+    twin.assert_same()
+
+
+@pytest.mark.parametrize(
+    "constant, flyway_fails",
+    [
+        ("e'it\\'s; DROP TABLE pe; --'", True),
+        ("e'\\\\'", False),
+        ("E'it\\'s; fine'", False),
+        ("E'a'\n'b\\'c'", False),  # to Flyway the statement runs on to the end: the same
+        ("x'1f'", False),
+        ("X'1F'", False),
+        ("u&'d\\0061t\\+000061'", False),
+        ("n'Ｘ'", False),
+    ],
+    ids=["lower-e", "lower-e-backslash", "upper-E", "E-continued", "lower-x", "upper-X",
+         "unicode", "national"],
+)  # fmt: skip
+def test_string_constants_flyway_reads_its_own_way(twin, constant, flyway_fails):
+    """Parser.readToken knows `E'`, `B'`, `X'` (backslash escapes) and `U&'` in upper case
+    only: a lowercase `e'a\\'b'` is a word and a plain string to it, so outside parentheses the
+    statement splits inside the constant and the server refuses the pieces; an `E'...'`
+    continued on the next line is two strings to it (here the rest of the script still
+    reaches the server whole). PostgreSQL reads them otherwise, but the
+    history must be the one real Flyway writes: the engine splits as Flyway does, and fails
+    where Flyway fails (a Flyway parser gap, kept on purpose)."""
+    write(twin.folder, "V1__table.sql", "CREATE TABLE pe (v text);")
+    write(twin.folder, "V2__constant.sql", f"CREATE TABLE pc AS SELECT {constant}::text AS v;\n")
+    real, ours = twin.step("migrate")
+    assert real.ok is not flyway_fails
+    twin.assert_same()
+    if real.ok:
+        with twin.connect(twin.real) as a, twin.connect(twin.ours) as b:
+            assert (
+                b.execute("SELECT v FROM pc").fetchall() == a.execute("SELECT v FROM pc").fetchall()
+            )
+        twin.real_accepts_ours()
+
+
+def test_a_parameter_in_a_begin_atomic_body_fails_alike(twin):
+    """PostgreSQLParser.handleAlternativeStringLiteral takes any `$` for a dollar quote whose
+    tag runs to the next `$`: `$1` in a BEGIN ATOMIC body swallows the rest of the script and
+    Flyway stops with "Incomplete statement" before running any of it. The engine reads it
+    the same way and refuses the script before running anything; the file before it stays
+    applied, as with Flyway."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE before_fn (id int);")
+    write(
+        twin.folder,
+        "V2__fn.sql",
+        "CREATE TABLE in_fn_script (id int);\n"
+        "CREATE FUNCTION add_one(int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+        "  SELECT $1 + 1;\nEND;\nCREATE TABLE after_fn (id int);\n",
+    )
+    real, ours = twin.step("migrate", **{"postgresql.transactional.lock": "false"})
+    assert "Incomplete statement at line 2" in real.error
+    assert ours.error.startswith("Unable to parse statement in V2__fn.sql: Incomplete statement")
+    rows = twin.assert_same()
+    assert [r[1] for r in rows] == ["1"]
+    write(
+        twin.folder,
+        "V2__fn.sql",
+        "CREATE FUNCTION add_one(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1 $$;\n"
+        "CREATE TABLE after_fn AS SELECT add_one(1) AS two, $x$ $1 $x$ AS quoted;\n",
+    )
+    twin.step("migrate")
+    twin.assert_same()
+    twin.real_accepts_ours()
+
+
+def test_default_schema_not_among_the_schemas(twin):
+    """SchemaHistoryFactory.prepareSchemas: a defaultSchema that flyway.schemas does not list
+    leads the managed schemas; Flyway creates it with them (marker `"hist","app","extra"`) and
+    keeps the history there. A missing schema beside a non-empty default one: Flyway creates it
+    with the history table, so baselineOnMigrate finds a history and does not baseline."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE ds1 (id int);")
+    props = dict(schemas="app,extra", defaultSchema="hist")
+    twin.step("migrate", **props)
+    rows = twin.assert_same("hist")
+    assert rows[0][4] == '"hist","app","extra"'
+    real, ours = twin.info(**props)
+    assert ours == real
+    twin.real_accepts_ours(**props)
+    props = dict(schemas="app2", defaultSchema="hist2", baselineOnMigrate="true")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute("CREATE SCHEMA hist2; CREATE TABLE hist2.t (id int)")
+    twin.step("migrate", **props)
+    rows = twin.assert_same("hist2")
+    assert [(r[3], r[4]) for r in rows] == [("SCHEMA", '"app2"'), ("SQL", "V1__one.sql")]
+
+
+@pytest.mark.parametrize(
+    "path", ["nowhere", '"$user", nowhere', "''"], ids=["app", "user", "empty"]
+)
+def test_a_search_path_with_no_schema_to_create_in(twin, path):
+    """A database whose search_path names no existing schema: current_schema() is NULL, and
+    without flyway.schemas or defaultSchema PostgreSQLConnection.doGetCurrentSchema takes the
+    search_path text for the schema's name, which Flyway then creates: `nowhere` (a role or
+    database set to its application schema before anyone created it), and, a quirk matched so
+    the history is where Flyway keeps it, a schema named `"$user", nowhere` or `""`, after which
+    the migration fails on the search_path Flyway sets (3F000)."""
+    write(twin.folder, "V1__one.sql", "CREATE TABLE sp1 (id int);")
+    for db in (twin.real, twin.ours):
+        with twin.connect(db) as conn:
+            conn.execute(f"ALTER DATABASE {db} SET search_path = {path}")
+    real, ours = twin.step("migrate")
+    assert real.ok is (path == "nowhere")
+    schema = {"nowhere": "nowhere", "''": '""'}.get(path, path)
+    rows = twin.assert_same(schema)
+    assert rows[0][3] == "SCHEMA"
+    real, ours = twin.info()
+    assert ours == real
+
+
+def test_validate_messages_are_flyways(twin):
+    """MigrationInfoImpl.validate's messages, word for word (the engine may add a line after):
+    checksum and description mismatches, a missing migration, an ignored one, pending versioned
+    and repeatable ones, a failed one."""
+    props = {"postgresql.transactional.lock": "false"}
+    for n in (1, 2, 4, 6):
+        write(twin.folder, f"V{n}__v{n}.sql", f"CREATE TABLE vm{n} (id int);")
+    write(twin.folder, "V5__fails.sql", "CREATE INDEX CONCURRENTLY vmi ON nowhere (id);")
+    twin.step("migrate", target="4", **props)
+    write(twin.folder, "V1__v1.sql", "CREATE TABLE vm1 (id int); -- edited")
+    (twin.folder / "V2__v2.sql").rename(twin.folder / "V2__renamed.sql")
+    (twin.folder / "V4__v4.sql").unlink()
+    write(twin.folder, "V3__late.sql", "CREATE TABLE vm3 (id int);")
+    write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW vmv AS SELECT 1 AS x;")
+    real, ours = twin.step("validate", **props)
+    errors = twin.engine(**props).validate()
+    assert len(errors) == 7  # 1 and 2 changed, 4 missing, 3 ignored, 5, 6 and R pending
+    for error in errors:
+        flyway_part = error.split("\n(")[0]  # the engine's own added line
+        assert flyway_part in real.error, f"{flyway_part!r} not in Flyway's\n{real.error}"
+    twin.step(
+        "migrate", ignoreMigrationPatterns="*:missing,*:ignored", validateOnMigrate="false", **props
+    )
+    real, ours = twin.step("validate", **props)
+    failed = [e for e in twin.engine(**props).validate() if "failed" in e]
+    assert failed and failed[0].split(" (`restore-assets")[0] in real.error

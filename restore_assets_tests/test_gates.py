@@ -40,6 +40,7 @@ COMPLETE_EVIDENCE = {
     "modern_psql.log",
     "flyway_migrate.log",
     "psql_dt_legacy.log",
+    "rows_vs_dump_legacy.md",
     "psql_dt_modernized.log",
     "psql_count_d_users_legacy.log",
     "psql_count_d_users_modernized.log",

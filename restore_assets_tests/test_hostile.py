@@ -62,15 +62,16 @@ def fed(tmp_path: Path, relpath: str, text: str) -> ScriptFile:
 
 def run(tmp_path: Path, files, prelude="CREATE TABLE public.hostile_canary (id int);\n"):
     target = legacy_target()
-    return run_psql(
-        client_binary("psql"),
-        files,
-        prelude=prelude,
-        env=target.client_env(),
-        tmp_root=tmp_path,
-        log_path=tmp_path / "psql.log",
-        redact=load_settings().redactor,
-    )
+    with (tmp_path / "psql.log").open("w", encoding="utf-8") as log:
+        return run_psql(
+            client_binary("psql"),
+            files,
+            prelude=prelude,
+            env=target.client_env(),
+            tmp_root=tmp_path,
+            log=log,
+            redact=load_settings().redactor,
+        )
 
 
 @pytest.mark.parametrize("case", list(ESCAPES))

@@ -117,7 +117,10 @@ def test_the_runners_tell_flyway_the_target_and_keep_the_password_off_the_comman
     overrule the conf must be."""
     settings = load_settings()
     target = settings.modernized
-    url = f"-url=jdbc:postgresql://127.0.0.1:{target.port}/{target.dbname}?sslmode=disable"
+    url = (
+        f"-url=jdbc:postgresql://127.0.0.1:{target.port}/{target.dbname}?sslmode=disable"
+        "&options=-c%20lock_timeout%3D300000"
+    )
     for runner, command in the_runners(settings).items():
         spec = command()
         assert url in spec.argv and "-user=opendolphin" in spec.argv, runner

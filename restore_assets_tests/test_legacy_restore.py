@@ -31,6 +31,7 @@ LEGACY_EVIDENCE = [
     "baseline_search.log",
     "legacy_psql.log",
     "psql_dt_legacy.log",
+    "rows_vs_dump_legacy.md",
     "psql_count_d_users_legacy.log",
     "psql_count_d_audit_event_legacy.log",
     "psql_count_d_factor2_credential_legacy.log",
@@ -66,6 +67,7 @@ def test_demo_secrets_restore_and_verify(side, secrets_dir, artifacts_dir):
         "expected_tables": True,
         "patient_count": True,
         "row_counts": True,
+        "rows_match_dump": True,
         "nextval_works": True,
     }
     # The demo puts two patients in three in facility .103.

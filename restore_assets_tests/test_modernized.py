@@ -196,7 +196,8 @@ def test_cli_and_docker_runner_specs(external_modernized):
     db = external_modernized["MODERNIZED_POSTGRES_DB"]
     port = external_modernized["MODERNIZED_POSTGRES_PORT"]
     url_user = [
-        f"-url=jdbc:postgresql://127.0.0.1:{port}/{db}?sslmode=disable",
+        f"-url=jdbc:postgresql://127.0.0.1:{port}/{db}?sslmode=disable"
+        "&options=-c%20lock_timeout%3D300000",
         "-user=opendolphin",
     ]
     assert cli.argv == [

@@ -40,6 +40,8 @@ def test_plan_on_empty_external_targets_changes_nothing_and_would_proceed(
     assert out.count("Consent: not needed: the target is empty") == 2
     assert "| public | 0 | 0 | 0 | 0 bytes |" in out
     assert "After the restore: 5 pending from baseline 0: V0001__baseline_tag.sql" in out
+    assert "Load: fast: the seed into bare tables" in out  # RESTORE_LOAD's default
+    assert "Load: plain: no seed to load" in out  # Modernized
     seed = read_dump(secrets_dir / LEGACY_SEED_FILE)
     assert f"| {LEGACY_SEED_FILE} | {seed.sha256} |" in out
     assert EXTERNAL_PASSWORD not in out + done.stderr

@@ -110,3 +110,43 @@ def test_the_demo_seed_is_read_in_bulk_with_the_same_facts(demo_secrets):
     facts = read_dump(path)
     assert facts == line_by_line(path.read_bytes())
     assert facts.complete and facts.data_entries > 0 and facts.meta_commands == 2
+    assert facts.copy_rows["public.d_patient"] == 60  # DEMO_PATIENTS
+    assert facts.copy_rows["public.d_users"] == 12
+
+
+def test_copy_rows_are_counted_per_table_wherever_the_chunks_cut(tmp_path):
+    """Rows of each COPY block, summed per table as the dump names it (quoted names too): rows
+    read one by one, in bulk, and a row longer than a chunk all count once; `\\.` never."""
+    long_row = b"3\t" + b"x" * 100 + b"\n"
+    data = b"".join(
+        [
+            *HEADER,
+            b'COPY "My Schema"."odd.name (x)" (a) FROM stdin;\n',
+            b"\\.\n",
+            LINES[0],
+            ROW,
+            LINES[2],
+            long_row,
+            b"\\.\n",
+            *([b"-- filler\n"] * 40),
+            LINES[0],
+            ROW,
+            b"\\.\n",
+            FOOTER,
+        ]
+    )
+    path = tmp_path / "seed.sql"
+    path.write_bytes(data)
+    original = baseline_files._CHUNK
+    for chunk in (1, 16, 1 << 20):
+        baseline_files._CHUNK = chunk
+        try:
+            facts = read_dump(path)
+            assert facts.copy_rows == {'"My Schema"."odd.name (x)"': 0, "public.t": 4}
+            assert facts.copy_lines == [
+                [7, 8, '"My Schema"."odd.name (x)"'],
+                [9, 13, "public.t"],
+                [54, 56, "public.t"],
+            ]
+        finally:
+            baseline_files._CHUNK = original

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import os
 import re
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def test_defaults(tmp_path):
     assert modern.dbname == "opendolphin_modern"
     for target in (legacy, modern):
         assert target.embedded and target.user == "opendolphin"
-        assert target.password is None and target.sslmode == "prefer"
+        assert target.password is None and target.sslmode is None
+        assert target.effective_sslmode == "prefer"
     assert settings.allow_reset is False and settings.passwords == ()
     assert settings.tools.psql is None and settings.tools.pg_dump is None
     assert settings.checks.legacy_expected_tables == DEFAULT_LEGACY_EXPECTED_TABLES
@@ -167,6 +169,44 @@ def test_names_are_upper_case(tmp_path):
     assert settings.legacy.embedded and settings.allow_reset is False
 
 
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("db.example.org", "require"),
+        ("10.1.2.3", "require"),
+        ("192.168.0.7", "require"),
+        ("2001:db8::5", "require"),
+        ("127.0.0.1", "prefer"),
+        ("127.4.5.6", "prefer"),
+        ("::1", "prefer"),
+        ("[::1]", "prefer"),
+        ("localhost", "prefer"),
+        ("LOCALHOST", "prefer"),
+        ("/var/run/postgresql", "prefer"),
+    ],
+)
+def test_sslmode_defaults_to_require_across_the_network(host, expected, tmp_path):
+    settings = load_settings({"POSTGRES_HOST": host}, cwd=tmp_path)
+    assert settings.legacy.effective_sslmode == expected
+    # What is set wins, in either direction: the target's own, then DB_SSLMODE.
+    own = load_settings({"POSTGRES_HOST": host, "POSTGRES_SSLMODE": "disable"}, cwd=tmp_path)
+    assert own.legacy.effective_sslmode == "disable"
+    shared = {"POSTGRES_HOST": host, "DB_SSLMODE": "verify-full"}
+    assert load_settings(shared, cwd=tmp_path).legacy.effective_sslmode == "verify-full"
+
+
+def test_the_connection_carries_the_sslmode_and_root_certificate(tmp_path):
+    from restore_assets.pg.database import Database
+
+    env = {"POSTGRES_HOST": "db.example.org", "PGSSLROOTCERT": str(tmp_path / "root.crt")}
+    settings = load_settings(env, cwd=tmp_path)
+    db = Database(settings.legacy, settings.pg)
+    info = db.conninfo()
+    assert (info["sslmode"], info["sslrootcert"]) == ("require", str(tmp_path / "root.crt"))
+    client = db.client_env()  # psql and pg_dump: the same, by libpq's variables
+    assert (client["PGSSLMODE"], client["PGSSLROOTCERT"]) == ("require", str(tmp_path / "root.crt"))
+
+
 def test_db_sslmode_is_the_fallback_for_both_targets(tmp_path):
     settings = load_settings(
         {"DB_SSLMODE": "require", "MODERNIZED_POSTGRES_SSLMODE": "disable"}, cwd=tmp_path
@@ -247,6 +287,7 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ("RESTORE_WAIT_SECONDS", "soon", "RESTORE_WAIT_SECONDS='soon' is not a number of seconds"),
         ("RESTORE_CRASH_RETRIES", "-1", "RESTORE_CRASH_RETRIES='-1' is not a whole number (0 or"),
         ("RESTORE_MAX_RUNTIME_SECONDS", "4h", "RESTORE_MAX_RUNTIME_SECONDS='4h' is not a whole"),
+        ("RESTORE_LOAD", "quick", "RESTORE_LOAD='quick' Input should be 'fast' or 'plain'"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(tmp_path, name, value, message):
@@ -422,6 +463,7 @@ def _target_uses(prefix: str, side: str) -> dict[str, Use]:
         f"{prefix}USER": Use(field("user"), ("dot_user", "env_user")),
         f"{prefix}PASSWORD": Use(field("password"), ("Dot-pw-never-print", "Env-pw-never-print")),
         f"{prefix}SSLMODE": Use(field("sslmode"), ("require", "verify-full")),
+        f"{prefix}SSLROOTCERT": Use(field("sslrootcert"), ("dot.crt", "env.crt"), _here),
     }
 
 
@@ -494,6 +536,10 @@ USES: dict[str, Use] = {
         ("ja", "en"),
         lambda value: (value, "RESTORE_LANG"),
     ),
+    # Two values only, the default one of them: the environment's puts the default back.
+    "RESTORE_LOAD": Use(_setting("load.mode"), ("plain", "fast")),
+    "RESTORE_MAINTENANCE_WORK_MEM_MB": Use(_setting("load.work_mem_mb"), ("128", "256"), int),
+    "RESTORE_MAINTENANCE_WORKERS": Use(_setting("load.workers"), ("2", "0"), int),
     "RESTORE_TARGETS": Use(
         lambda: sorted(load_targets(load_settings())),
         ("clinic-dot.yaml", "clinic-env.yaml"),
@@ -501,6 +547,9 @@ USES: dict[str, Use] = {
         _write_targets,
     ),
     "RESTORE_ALLOW_RESET": Use(_setting("allow_reset"), ("true", "false"), lambda v: v == "true"),
+    "RESTORE_TERMINATE_SESSIONS": Use(
+        _setting("terminate_sessions"), ("true", "false"), lambda v: v == "true"
+    ),
     "RESTORE_PSQL": Use(_setting("tools.psql"), ("/opt/dot/psql", "/opt/env/psql")),
     "RESTORE_PG_DUMP": Use(_setting("tools.pg_dump"), ("/opt/dot/pg_dump", "/opt/env/pg_dump")),
     "RESTORE_LEGACY_EXPECTED_TABLES": Use(
@@ -520,6 +569,11 @@ USES: dict[str, Use] = {
         lambda: (load_settings().legacy.sslmode, load_settings().modernized.sslmode),
         ("require", "disable"),
         lambda value: (value, value),
+    ),
+    "PGSSLROOTCERT": Use(
+        lambda: (load_settings().legacy.sslrootcert, load_settings().modernized.sslrootcert),
+        ("dot-root.crt", "env-root.crt"),
+        lambda value: (_here(value), _here(value)),
     ),
 }
 # RESTORE_DOTENV names the `.env` file itself, so only the environment can set it (its own test
@@ -613,4 +667,18 @@ def test_a_bad_sensor_interval_stops_a_command_with_exit_3_and_one_line(
     assert done.stderr == (
         "configuration error: "
         "RESTORE_SENSOR_INTERVAL_SECONDS='abc' is not a number of seconds (1 or more)\n"
+    )
+
+
+def test_the_fast_loads_index_builds_are_sized_to_the_machine_unless_set(tmp_path):
+    sized = load_settings({}, cwd=tmp_path).load.server_options()
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    assert sized == (
+        f"-c maintenance_work_mem={min(2048, max(64, memory_mb // 8))}MB "
+        f"-c max_parallel_maintenance_workers={workers}"
+    )
+    given = {"RESTORE_MAINTENANCE_WORK_MEM_MB": "300", "RESTORE_MAINTENANCE_WORKERS": "0"}
+    assert load_settings(given, cwd=tmp_path).load.server_options() == (
+        "-c maintenance_work_mem=300MB -c max_parallel_maintenance_workers=0"
     )

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from restore_assets.errors import UnsafeScriptError
+from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.lexer import (
     FLYWAY_POSTGRES,
     PSQL,
@@ -94,10 +95,26 @@ def test_leading_comments_nest_and_are_not_code():
     assert sqls("/* only */ ; -- comments\n;") == []
 
 
-def test_an_e_string_continues_across_a_newline_for_the_server_but_not_for_psql():
+def test_an_e_string_continues_across_a_newline_for_the_server_but_not_for_psql_or_flyway():
+    # Flyway's Parser.readToken reads each quote on its own, so the `;` after '\' splits there
+    # (the server would read one string); psql too, and then runs the \echo.
     text = "SELECT E'a'\n'\\'; \\echo X\n';\n"
-    assert sqls(text) == ["SELECT E'a'\n'\\'; \\echo X\n';"]
+    assert sqls(text) == ["SELECT E'a'\n'\\';", "\\echo X\n';"]
     assert metas(text) == [(2, "echo", "X")]
+
+
+def test_flyway_reads_escape_strings_in_upper_case_only_and_any_dollar_as_a_quote():
+    # Parser.readToken: `e'` is a word and a plain string; B'/X' escape like E'.
+    assert sqls("SELECT e'a\\'; SELECT 2; x';\n") == ["SELECT e'a\\';", "SELECT 2;", "x';"]
+    assert sqls("SELECT X'a\\'; b';\n") == ["SELECT X'a\\'; b';"]
+    # PostgreSQLParser: `$1` opens a quote whose tag runs to the next `$`, across lines.
+    assert sqls("SELECT $1;\nSELECT $2;\nSELECT 3;\n") == ["SELECT $1;\nSELECT $2;\nSELECT 3;"]
+    assert sqls("SELECT $1 a\n$;SELECT $1 a\n$;\nSELECT 3;\n") == [
+        "SELECT $1 a\n$;SELECT $1 a\n$;",
+        "SELECT 3;",
+    ]
+    with pytest.raises(FlywayError, match="Incomplete statement at line 2"):
+        sqls("SELECT 1;\nCREATE FUNCTION f(int) RETURNS int BEGIN ATOMIC SELECT $1; END;\n")
 
 
 # psql dialect: which meta-commands psql runs.
@@ -254,19 +271,21 @@ def continued(draw: st.DrawFn, prefix: str, choices: list[str]) -> Atoms:
     return [*first, (draw(st.sampled_from(GAPS)), "sql"), *second]
 
 
-def string_literal() -> st.SearchStrategy[Atoms]:
-    return st.one_of(
+def string_literal(as_flyway_reads: bool = False) -> st.SearchStrategy[Atoms]:
+    """`as_flyway_reads`: only forms Flyway's parser reads as the server does (not an E'...'
+    continued after a newline, which it takes for two strings)."""
+    forms = [
         units_of(STANDARD).map(lambda u: quoted("'", u, "'")),
         units_of(ESCAPED).map(lambda u: quoted("E'", u, "'")),
         dollar_quoted(),
         continued("'", STANDARD),
-        continued("E'", ESCAPED),
-    )
+    ]
+    return st.one_of(*forms, *([] if as_flyway_reads else [continued("E'", ESCAPED)]))
 
 
-def literal() -> st.SearchStrategy[Atoms]:
+def literal(as_flyway_reads: bool = False) -> st.SearchStrategy[Atoms]:
     others = st.sampled_from(["1", "1.5e3", ".5", "B'0101'", "X'1F'", "N'x;'"])
-    return st.one_of(string_literal(), others.map(lambda t: [(t, "sql")]))
+    return st.one_of(string_literal(as_flyway_reads), others.map(lambda t: [(t, "sql")]))
 
 
 def quoted_identifier() -> st.SearchStrategy[Atoms]:
@@ -306,7 +325,7 @@ def migration(draw: st.DrawFn) -> str:
     statements = []
     for k in range(draw(st.integers(1, 5))):
         kind = draw(st.sampled_from(["select", "paren", "function", "rule", "empty"]))
-        value = text_of(draw(literal()))
+        value = text_of(draw(literal(as_flyway_reads=True)))
         alias = text_of(draw(quoted_identifier()))
         if kind == "select" or k == 0:
             statements.append(f"SELECT{sep()}{value}{sep()}AS{sep()}{alias}")
@@ -320,7 +339,7 @@ def migration(draw: st.DrawFn) -> str:
             )
             statements.append(f"SELECT pg_temp.lex_f{k}()")
         elif kind == "rule":
-            payload = text_of(draw(string_literal()))
+            payload = text_of(draw(string_literal(as_flyway_reads=True)))
             statements.append(f"CREATE TEMP TABLE lex_t{k} (a text)")
             statements.append(
                 f"CREATE RULE lex_r{k} AS ON INSERT TO lex_t{k} DO ALSO"

@@ -18,7 +18,7 @@ from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
 from restore_assets.runbook.facility_num import preview_facility_num
-from restore_assets.runbook.verify import verify_legacy
+from restore_assets.runbook.verify import rows_match_dump, verify_legacy
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
 
 from .partitions import TARGETS
@@ -66,6 +66,13 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             asset=SEED,
             description="§3.5: row counts of d_users, d_audit_event, d_factor2_credential.",
         ),
+        AssetCheckSpec(
+            "rows_match_dump",
+            asset=SEED,
+            blocking=True,  # a table short of its seed rows: the data did not arrive
+            description="Every table holds the rows the seed's COPY blocks gave it (counted "
+            "while intake read the seed); fewer fail it, more are named.",
+        ),
     ],
     partitions_def=TARGETS,
 )
@@ -81,7 +88,10 @@ def legacy_restore(
     step = "legacy/restore"
     with recorded(context, store, step), after_commit(context, store, step, legacy_db.database):
         verification = verify_legacy(legacy_db.database, settings.checks, store)
+        dumped = {t: n for f in result.files for t, n in f.copy_rows.items()}
+        arrived = rows_match_dump(legacy_db.database, dumped, store)
         stop_on_blocking_checks(context, store, SCHEMA, verification.checks)
+        stop_on_blocking_checks(context, store, SEED, [arrived])
     yield MaterializeResult(
         asset_key=SCHEMA, metadata={**metadata, "tables": verification.user_tables}
     )
@@ -91,6 +101,8 @@ def legacy_restore(
         metadata={
             "target": result.target,
             "row_counts": table(counts),
+            "rows_vs_dump": table(arrived.data["tables"]),
+            "load": metadata["load"],
             **verification.facts,
             "evidence": metadata["evidence"],
         },
@@ -98,6 +110,7 @@ def legacy_restore(
     yield check_result(verification.check("expected_tables"), SCHEMA)
     yield check_result(verification.check("patient_count"), SEED)
     yield check_result(verification.check("row_counts"), SEED)
+    yield check_result(arrived, SEED)
 
 
 @asset(

@@ -44,6 +44,7 @@ def restore_step(context, step: str, restore, resource, evidence_store):
     metadata = {
         "target": result.target,
         "server_version": result.server_version,
+        "connection": result.transport,
         "inputs": table([f.as_evidence() for f in result.files]),
         "schemas_reset": ", ".join(result.reset_schemas),
         "objects_before": table(
@@ -51,6 +52,7 @@ def restore_step(context, step: str, restore, resource, evidence_store):
         ),
         "backup": result.backup_summary,
         "role_is_superuser": result.superuser,
+        "load": result.load.describe() if result.load else "not run",
         "psql_output_lines": result.psql_output_lines,
         "duration_s": result.seconds,
         **evidence_metadata(evidence, result.psql_log.name),

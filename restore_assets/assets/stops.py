@@ -29,6 +29,7 @@ from restore_assets.errors import (
     UnexpectedError,
 )
 from restore_assets.notifications import run_settings, tell
+from restore_assets.recovery import stamped
 from restore_assets.redaction import traceback_text
 from restore_assets.runbook import notify
 from restore_assets.runbook.evidence import EvidenceStore
@@ -36,6 +37,7 @@ from restore_assets.runbook.gate_report import record_stop as record_stop_in_evi
 from restore_assets.runbook.gate_report import unreached_report
 from restore_assets.runbook.ops_request import not_received_line
 from restore_assets.settings import Settings
+from restore_assets.started_by import started_by
 
 from .shell import (
     GATES_REPORT,
@@ -88,7 +90,7 @@ def record_stop(
     instance = instance or context.instance
     run = run or context.run
     if status == "interrupted":  # a person's stop: the sensor must not start it again
-        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: step})
+        instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: stamped(run.run_id, step)})
     settings = run_settings(context) if status in ("blocked", "failed") else None
     note = not_received_line(settings) if settings and status == "blocked" else None
     try:
@@ -240,7 +242,9 @@ def record_interrupt(
     it, when not a person (run monitoring over the maximum runtime)."""
     if not folder:
         return
-    store = EvidenceStore(Path(folder), settings.redactor, settings.paths.artifacts_dir)
+    store = EvidenceStore(
+        Path(folder), settings.redactor, settings.paths.artifacts_dir, None, started_by(run.tags)
+    )
     said = reason or interrupt_reason(signo)
     record_stop(None, store, "run", "interrupted", said, instance, run)
 

@@ -150,6 +150,27 @@ class FlywayConfig:
     ignore_migration_patterns: tuple[tuple[str, str], ...] = (("*", "future"),)
     base_dir: Path = field(default_factory=Path.cwd)
 
+    def baseline(self) -> Version:
+        """flyway.baselineVersion as MigrationVersion.fromVersion reads it. Flyway checks it only
+        when it baselines, so the commands call this then, not at load."""
+        text = self.baseline_version
+        if text.lower() in ("latest", "current", "next"):
+            # Flyway 10.17.3 writes "<< Latest Version >>" (etc.) as the row's version, which
+            # it then cannot read back: every later command fails on its own history.
+            raise FlywayError(
+                f"flyway.baselineVersion={text!r} is not a version: Flyway would record "
+                f"'<< {text.title()} Version >>' in the history and then fail to read it back. "
+                "Give the version the existing schema is at, such as 1 or 0"
+            )
+        try:
+            return Version.parse(text)
+        except ValueError:
+            raise FlywayError(
+                f"Version may only contain 0..9 and . (dot). Invalid version: {text} "
+                "(flyway.baselineVersion: give the version the existing schema is at, such as "
+                "1 or 0)"
+            ) from None
+
     @property
     def jdbc(self) -> JdbcUrl | None:
         return parse_jdbc_url(self.url) if self.url else None

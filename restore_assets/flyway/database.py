@@ -51,14 +51,29 @@ def open_connection(connect: Connect) -> psycopg.Connection:
 
 
 def schemas(conn: psycopg.Connection, config: FlywayConfig) -> tuple[list[str], str]:
-    """The managed schemas and the default one, filled in from `current_schema()` as Flyway
-    does when neither flyway.schemas nor flyway.defaultSchema is set."""
+    """The managed schemas and the default one (SchemaHistoryFactory.prepareSchemas): the
+    default is flyway.defaultSchema, else the first of flyway.schemas, else `current_schema()`;
+    it leads the managed ones when they do not list it."""
     default = config.default_schema
     names = list(config.schemas)
-    if default is None:
-        default = names[0] if names else conn.execute("SELECT current_schema()").fetchone()[0]
-    if not names:
-        names = [default]
+    if default is None and names:
+        default = names[0]
+    elif default is None:
+        # PostgreSQLConnection.doGetCurrentSchema: with no existing schema on the search_path,
+        # Flyway takes the search_path text itself for the schema's name and creates it
+        # (`app` for `search_path = app`; a schema named `"$user", app` for the default path
+        # with `public` dropped: a Flyway quirk, kept so the history is where Flyway has it).
+        query = "SELECT current_schema(), current_setting('search_path')"
+        current, path = conn.execute(query).fetchone()
+        default = current or path.strip()
+        if not default:
+            raise FlywayError(
+                "Unable to determine current schema as search_path is empty. Set the current "
+                "schema in currentSchema parameter of the JDBC URL or in Flyway's schemas "
+                "property (set flyway.defaultSchema or flyway.schemas)"
+            )
+    if default not in names:
+        names.insert(0, default)
     return names, default
 
 

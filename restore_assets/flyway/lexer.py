@@ -42,6 +42,17 @@ class Dialect:
     copy_end_trimmed: bool
     # Flyway drops the rest of the `COPY ... FROM stdin;` line; psql runs it after the data.
     copy_skips_rest_of_line: bool
+    # The prefixes of strings whose backslashes escape. PostgreSQL: `E'`/`e'`. Flyway 10.17.3's
+    # Parser.readToken: `E'`, `B'`, `X'`, upper case only; a lowercase `e'...'` is a word and a
+    # plain string to it, so `e'a\';...'` ends at the `\'` and the `;` splits the statement.
+    escape_quotes: str = "eE"
+    # scan.l's xqs: `E'a'`, a newline, then `'b'` is one string, still escaping; Flyway reads
+    # each quote on its own.
+    escape_quote_continues: bool = True
+    # PostgreSQLParser.handleAlternativeStringLiteral takes every `$` starting a token for a
+    # dollar quote whose tag runs to the next `$`, newlines included: `$1` in a BEGIN ATOMIC
+    # body swallows the rest of the script (PostgreSQL reads a parameter).
+    any_dollar_quotes: bool = False
 
 
 PSQL = Dialect(
@@ -61,6 +72,9 @@ FLYWAY_POSTGRES = Dialect(
     copy_words_linger=False,
     copy_end_trimmed=True,
     copy_skips_rest_of_line=True,
+    escape_quotes="EBX",
+    escape_quote_continues=False,
+    any_dollar_quotes=True,
 )
 
 
@@ -100,16 +114,18 @@ _VARIABLE_CHAR = f"[{_IDENT_START}0-9]"
 _NUMBER = rf"(?:\$?\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?(?:{_IDENT})?"
 
 
-def _token_pattern(psql: bool) -> re.Pattern[str]:
+def _token_pattern(psql: bool, escape_quotes: str, any_dollar: bool) -> re.Pattern[str]:
     """Blanks, then the token that matters outside quotes, tried in the order scan.l's longest
     match would pick it."""
+    plain = "".join(c for c in "bBxXnN" if c not in escape_quotes)
     alternatives = [
         r"(?P<comment>--[^\r\n]*)",  # a newline is \n or \r, for the server and psql alike
         r"(?P<block_comment>/\*)",
-        r"(?P<e_string>[eE]')",
-        r"(?P<string>(?:[bBxXnN]|[uU]&)?')",  # these quote like '...' does
+        rf"(?P<e_string>[{escape_quotes}]')",
+        rf"(?P<string>(?:[{plain}]|[uU]&)?')",  # these quote like '...' does
         r'(?P<quoted_ident>(?:[uU]&)?")',
         rf"(?P<dollar>\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$)",
+        *([r"(?P<dollar_tag>\$)"] if any_dollar else []),
         rf"(?P<number>{_NUMBER})",
         rf"(?P<word>{_IDENT})",
         r"(?P<open>\()",
@@ -127,7 +143,10 @@ def _token_pattern(psql: bool) -> re.Pattern[str]:
     return re.compile(f"[{_BLANK}]*(?:{'|'.join(alternatives)})?")
 
 
-_TOKENS = {True: _token_pattern(psql=True), False: _token_pattern(psql=False)}
+_TOKENS = {
+    d.name: _token_pattern(d.meta_commands, d.escape_quotes, d.any_dollar_quotes)
+    for d in (PSQL, FLYWAY_POSTGRES)
+}
 # Tokens that only move the parenthesis depth once identifiers no longer matter (psql): up to a
 # quote, comment, dollar, semicolon, backslash or colon, or an identifier glued to a quote.
 _INERT = re.compile(
@@ -159,8 +178,14 @@ _MARKS = {
     **{"copy": "C", "from": "F", "stdin": "S", "stdout": "S"},
 }
 
-_NORMAL, _QUOTE, _E_QUOTE, _E_QUOTE_STOP, _IDENT_QUOTE, _DOLLAR, _COMMENT = range(7)
-_OPENS = {"string": _QUOTE, "e_string": _E_QUOTE, "quoted_ident": _IDENT_QUOTE, "dollar": _DOLLAR}
+_NORMAL, _QUOTE, _E_QUOTE, _E_QUOTE_STOP, _IDENT_QUOTE, _DOLLAR, _COMMENT, _DOLLAR_TAG = range(8)
+_OPENS = {
+    "string": _QUOTE,
+    "e_string": _E_QUOTE,
+    "quoted_ident": _IDENT_QUOTE,
+    "dollar": _DOLLAR,
+    "dollar_tag": _DOLLAR_TAG,
+}
 
 
 def _creates_routine(marks: str) -> bool:
@@ -195,10 +220,11 @@ class Lexer:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.line = 0  # lines fed so far
-        self._tokens = _TOKENS[dialect.meta_commands]
+        self._tokens = _TOKENS[dialect.name]
         self._offset = 0  # of the next line
         self._state = _NORMAL
         self._tag = ""  # the dollar quote's delimiter
+        self._seen = ""  # the end of what a tag of several lines was looked for in
         self._comment_depth = 0
         self._stop_newline = False  # after an E'' string: a newline seen, the string may go on
         self._stop_skipped = False  # after an E'' string: blanks or comments seen on this line
@@ -304,8 +330,12 @@ class Lexer:
                 end = body.find('"', i)
                 i, self._state = (n, state) if end < 0 else (end + 1, _NORMAL)
             elif state == _DOLLAR:
-                end = body.find(self._tag, i)
-                i, self._state = (n, state) if end < 0 else (end + len(self._tag), _NORMAL)
+                i = self._dollar(body, i)
+            elif state == _DOLLAR_TAG:
+                end = body.find("$", i)
+                self._tag += body[i:] if end < 0 else body[i : end + 1]
+                i, self._state = (n, state) if end < 0 else (end + 1, _DOLLAR)
+                self._seen = ""
             elif state == _E_QUOTE:
                 i = self._e_quote(body, i)
             elif state == _E_QUOTE_STOP:
@@ -446,6 +476,31 @@ class Lexer:
         out.append(MetaCommand(self.line, name, body[j:end].strip(_BLANK)))
         return end + 2 if body.startswith("\\\\", end) else end
 
+    def _dollar(self, body: str, i: int) -> int:
+        """Inside a dollar quote, up to its tag; a tag of several lines (Flyway's reading of a
+        stray `$`) is looked for in what was read since, too."""
+        if "\n" not in self._tag:
+            end = body.find(self._tag, i)
+            if end < 0:
+                return len(body)
+            self._state = _NORMAL
+            return end + len(self._tag)
+        text = self._seen + body[i:]
+        end = text.find(self._tag)
+        if end < 0:
+            self._seen = text[-(len(self._tag) - 1) :]
+            return len(body)
+        self._state = _NORMAL
+        return i + end + len(self._tag) - len(self._seen)
+
+    @property
+    def incomplete_at(self) -> int | None:
+        """The line of a statement whose parentheses or BEGIN ATOMIC body are still open (at the
+        end of the input, Flyway's "Incomplete statement"); None if there is none."""
+        return (
+            self._start_line if self._start is not None and (self._parens or self._blocks) else None
+        )
+
     def _e_quote(self, body: str, i: int) -> int:
         m = _E_STRING_STOP.search(body, i)
         if m is None:
@@ -453,6 +508,9 @@ class Lexer:
         j = m.start()
         if body[j] == "\\" or body.startswith("''", j):
             return j + 2
+        if not self.dialect.escape_quote_continues:
+            self._state = _NORMAL
+            return j + 1
         self._state = _E_QUOTE_STOP
         self._stop_newline = self._stop_skipped = False
         return j + 1

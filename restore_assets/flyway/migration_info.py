@@ -45,6 +45,9 @@ class MigrationState(enum.Enum):
 
 # Types Flyway calls synthetic (CoreMigrationType): markers, not migrations.
 SYNTHETIC = ("SCHEMA", "BASELINE", "DELETE")
+# Types whose rows set the applied baseline (MigrationType.isBaseline): the `baseline` command's
+# marker and an applied `B<version>__` file.
+BASELINES = ("BASELINE", "SQL_BASELINE")
 
 
 @dataclass(frozen=True)
@@ -155,12 +158,37 @@ class MigrationInfo:
 
 
 def failed_migration_message(row: HistoryRow) -> str:
-    """Shared by validate and migrate, which both stop on a failed row."""
+    """Shared by validate and migrate, which both stop on a failed row; Flyway's words
+    (MigrationInfoImpl.validate), then how."""
+    if row.version is None:
+        head = f"Detected failed repeatable migration: {row.description}."
+    else:
+        head = f"Detected failed migration to version {row.version} ({row.description})."
     return (
-        f"Detected failed migration to version {row.version} ({row.description}). "
-        "Please remove any half-completed changes then run repair to fix the schema history "
-        "(`restore-assets flyway repair`), then migrate again."
+        f"{head}\nPlease remove any half-completed changes then run repair to fix the schema "
+        "history (`restore-assets flyway repair`), then migrate again."
     )
+
+
+# The rest of MigrationInfoImpl.validate's messages, word for word: a DBA searches for them.
+_NOT_RESOLVED = (
+    "Detected applied migration not resolved locally: {}.\nIf you removed this migration "
+    "intentionally, run repair to mark the migration as deleted."
+)
+_IGNORED = (
+    "Detected resolved migration not applied to database: {}.\nTo ignore this migration, set "
+    "-ignoreMigrationPatterns='*:ignored'. To allow executing this migration, set "
+    "-outOfOrder=true."
+)
+_PENDING = (
+    "Detected resolved {}migration not applied to database: {}.\nTo fix this error, either run "
+    "migrate, or set -ignoreMigrationPatterns='*:pending'."
+)
+_MISMATCH = (
+    "Migration {} mismatch for migration version {}\n-> Applied to database : {}\n"
+    "-> Resolved locally    : {}\nEither revert the changes to the migration, or run repair to "
+    "update the schema history."
+)
 
 
 class MigrationInfoService:
@@ -173,21 +201,34 @@ class MigrationInfoService:
         self.config = config
         self.resolved = resolved
         self.rows = rows
-        self.baseline = next(
-            (Version.parse(r.version) for r in rows if r.type == "BASELINE" and r.version), None
+        # appliedBaseline: the highest baseline row's version.
+        self.baseline = max(
+            (Version.parse(r.version) for r in rows if r.type in BASELINES and r.version),
+            default=None,
         )
-        versioned = {m.version: m for m in resolved if m.version is not None}
+        # Files and rows pair by version and type (getResolvedVersionedMigrations): `V1` and
+        # `B1` are two migrations.
+        versioned = {(m.version, m.type): m for m in resolved if m.version is not None}
         repeatable = {m.stored_description: m for m in resolved if m.version is None}
         # lastResolved: an applied version below it is Missing, at or above it Future.
-        self.last_resolved = max(versioned, default=None)
+        self.last_resolved = max((v for v, _ in versioned), default=None)
         deleted = _deleted_ranks(rows)
         # The applied versioned migrations that count (not markers, not deleted by repair): the
-        # last row of each version.
+        # last row of each version and type.
         self.applied = {
-            Version.parse(r.version): r
+            (Version.parse(r.version), r.type): r
             for r in rows
             if r.version is not None and r.type not in SYNTHETIC and r.installed_rank not in deleted
         }
+        # pendingBaseline: the highest baseline migration no live row accounts for.
+        self.pending_baseline = max(
+            (
+                v
+                for (v, t), m in versioned.items()
+                if m.baseline_migration and (v, t) not in self.applied
+            ),
+            default=None,
+        )
         self.last_applied, out_of_order = _applied_order(rows, deleted)
         # MigrationInfoServiceImpl.getLatestRepeatableRuns (DELETE rows included).
         latest_runs = {r.description: r for r in rows if r.version is None and r.type != "SCHEMA"}
@@ -197,8 +238,8 @@ class MigrationInfoService:
             if row.version is not None and row.type == "DELETE":
                 continue  # a versioned DELETE row only marks the row it deletes
             if row.version is not None:
-                version = Version.parse(row.version)
-                file, latest = versioned.get(version), self.applied.get(version) is row
+                key = (Version.parse(row.version), row.type)
+                file, latest = versioned.get(key), self.applied.get(key) is row
             else:
                 file, latest = repeatable.get(row.description), latest_runs.get(row.description)
                 latest = latest is row
@@ -207,9 +248,9 @@ class MigrationInfoService:
             else:
                 state = self._applied_state(row, file, latest, row.installed_rank in out_of_order)
             infos.append(MigrationInfo(file, row, state, latest))
-        for version, m in versioned.items():
-            if version not in self.applied:
-                infos.append(MigrationInfo(m, None, self._resolved_state(version)))
+        for key, m in versioned.items():
+            if key not in self.applied:
+                infos.append(MigrationInfo(m, None, self._resolved_state(m)))
         for m in repeatable.values():
             # Done only if its latest run is a live run of the same text
             # (getPendingResolvedRepeatableMigrations).
@@ -233,12 +274,11 @@ class MigrationInfoService:
             return MigrationState.BASELINE
         if row.type == "SCHEMA":
             return MigrationState.SUCCESS
-        if file is None and (row.version is not None or latest):  # getMissingState
-            if row.version is None or (
-                self.last_resolved is not None and Version.parse(row.version) < self.last_resolved
-            ):
-                return MigrationState.MISSING
-            return MigrationState.FUTURE
+        missing = self._missing_state(row) if file is None and (row.version or latest) else None
+        if row.type in BASELINES:  # an applied `B` file: BaselineAppliedMigration.getState
+            return MigrationState.FAILED if not row.success else missing or MigrationState.BASELINE
+        if missing is not None:
+            return missing
         if not row.success:
             return MigrationState.FAILED
         if row.version is None:  # getRepeatableState
@@ -251,11 +291,36 @@ class MigrationInfoService:
             return MigrationState.OUT_OF_ORDER
         return MigrationState.SUCCESS
 
-    def _resolved_state(self, version: Version) -> MigrationState:
-        """ResolvedMigration.getState for a file no live row accounts for."""
-        if self.baseline is not None and version < self.baseline:
+    def _missing_state(self, row: HistoryRow) -> MigrationState:
+        """getMissingState: a row whose file is gone is Missing below the highest file, else
+        Future."""
+        if row.version is None or (
+            self.last_resolved is not None and Version.parse(row.version) < self.last_resolved
+        ):
+            return MigrationState.MISSING
+        return MigrationState.FUTURE
+
+    def _resolved_state(self, m: ResolvedMigration) -> MigrationState:
+        """ResolvedMigration.getState for a file no live row accounts for, and
+        BaselineResolvedMigration.getState's turn for a `B` file: on a database where nothing
+        is applied yet the highest one is Pending and the versions up to it are baselined by
+        it; once anything is applied, every `B` file is Ignored (and no validate error)."""
+        state = self._versioned_state(m.version)
+        if not m.baseline_migration:
+            return state
+        anything_applied = self.baseline is not None or self.last_applied is not None
+        if state is MigrationState.PENDING and anything_applied:
+            return MigrationState.IGNORED
+        if state is MigrationState.BASELINE_IGNORED and m.version == self.pending_baseline:
+            return MigrationState.BASELINE_IGNORED if anything_applied else MigrationState.PENDING
+        return state
+
+    def _versioned_state(self, version: Version) -> MigrationState:
+        # Below or at the applied baseline, or with nothing applied, the pending B file's.
+        baseline = self.baseline if self.last_applied is not None else self.pending_baseline
+        if baseline is not None and version < baseline:
             return MigrationState.BELOW_BASELINE
-        if self.baseline is not None and version == self.baseline:
+        if baseline is not None and version == baseline:
             return MigrationState.BASELINE_IGNORED
         if self.config.target is not None and version > Version.parse(self.config.target):
             return MigrationState.ABOVE_TARGET
@@ -334,11 +399,7 @@ class MigrationInfoService:
                 or self.baseline is None
                 or (Version.parse(row.version) > self.baseline)
             ):
-                errors.append(
-                    "Detected applied migration not resolved locally: "
-                    f"{row.version or row.description}. If you removed it on purpose, run "
-                    "repair to mark it as deleted."
-                )
+                errors.append(_NOT_RESOLVED.format(row.version or row.description))
         live = [i for i in self.infos if i.applied is not None and i.versioned and i.latest]
         for i in sorted(live, key=lambda i: Version.parse(i.applied.version)):
             above_baseline = self.baseline is None or (
@@ -349,17 +410,16 @@ class MigrationInfoService:
         for i in self.infos:
             if i.applied is not None or i.ignored_by(self.config):
                 continue
-            if i.state is MigrationState.IGNORED:
+            if i.state is MigrationState.IGNORED and not i.resolved.baseline_migration:
                 errors.append(
-                    f"Detected resolved migration not applied to database: "
-                    f"{i.resolved.version_text} ({i.resolved.script}) is below the highest "
-                    f"applied version {self.last_applied}; set flyway.outOfOrder=true to apply "
-                    "it, or renumber it."
+                    _IGNORED.format(i.resolved.version_text)
+                    + f"\n({i.resolved.script} is below the highest applied version "
+                    f"{self.last_applied}: set flyway.outOfOrder=true to apply it, or renumber it)"
                 )
             elif i.state is MigrationState.PENDING and pending_is_error:
                 kind = "" if i.versioned else "repeatable "
                 name = i.resolved.version_text if i.versioned else i.resolved.description
-                errors.append(f"Detected resolved {kind}migration not applied to database: {name}.")
+                errors.append(_PENDING.format(kind, name))
         return errors
 
 
@@ -368,23 +428,12 @@ def _mismatches(row: HistoryRow, file: ResolvedMigration) -> list[str]:
     migration against its file."""
     errors = []
     if row.type != file.type:
-        errors.append(
-            f"Migration type mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.type}\n-> Resolved locally    : {file.type}"
-        )
+        errors.append(_MISMATCH.format("type", row.version, row.type, file.type))
     if row.checksum is not None and file.checksum is not None and row.checksum != file.checksum:
-        errors.append(
-            f"Migration checksum mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.checksum}\n"
-            f"-> Resolved locally    : {file.checksum}\n"
-            "Either revert the changes to the migration, or run repair to update the schema "
-            "history."
-        )
+        errors.append(_MISMATCH.format("checksum", row.version, row.checksum, file.checksum))
     if row.description != file.stored_description:
         errors.append(
-            f"Migration description mismatch for migration version {row.version}\n"
-            f"-> Applied to database : {row.description}\n"
-            f"-> Resolved locally    : {file.description}"
+            _MISMATCH.format("description", row.version, row.description, file.description)
         )
     return errors
 
@@ -437,5 +486,6 @@ def pending_after_baseline(
 ) -> list[ResolvedMigration]:
     """What migrate would apply to a freshly restored baseline: the history holds only the
     baseline row `flyway baseline` writes at flyway.baselineVersion."""
+    config.baseline()  # refused in Flyway's words before it is compared with anything
     row = baseline_row(config.baseline_version, config.baseline_description)
     return MigrationInfoService(config, resolved, [row]).pending()

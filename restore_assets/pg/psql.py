@@ -88,6 +88,11 @@ class ScriptScanner:
                 return
         self._check(lexer.feed(line))
 
+    def refuse(self, line: int, what: str, why: str) -> None:
+        """Refuse the file at `line` for a reason found outside the lexer (the first one stays)."""
+        if not self.scan.refused:
+            self.scan.refused = [line, what, why]
+
     @property
     def in_copy_data(self) -> bool:
         return self._lexer.in_copy_data and not self.scan.refused

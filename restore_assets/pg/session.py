@@ -30,10 +30,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from restore_assets.errors import PsqlError
 from restore_assets.files import Identity, NotSafe, open_below
@@ -44,6 +45,7 @@ _PSQL_ERROR = re.compile(
 )
 _DUMP_RESTRICT = re.compile(rb"^\\restrict (\S+)\r?\n?$")
 RESTRICT_FILE = "restrict-session.sql"
+PRELUDE = "prelude.sql"  # the project's own SQL before the files: the reset
 VERIFIED_FILE = "all-files-verified.sql"  # a FIFO: written only after every hash matched
 _CHECK_CLIENT = "-c client_connection_check_interval=1000"
 
@@ -68,6 +70,15 @@ class ScriptFile:
             raise NotSafe(self.path, f"not {self.relpath} below a Secrets root; refused")
         root = Path(*self.path.parts[: -len(rel.parts)])
         return open_below(root, rel, expect=self.identity)
+
+
+@dataclass(frozen=True)
+class OwnScript:
+    """SQL of the project's own (e.g. the fast load's), run between the Secrets files under the
+    name `name` (what psql's errors report)."""
+
+    name: str
+    text: str
 
 
 class _Feeder(threading.Thread):
@@ -149,27 +160,34 @@ class _Feeder(threading.Thread):
 
 def run_psql(
     psql: str,
-    files: Sequence[ScriptFile],
+    files: Sequence[ScriptFile | OwnScript],
     *,
     prelude: str,
     env: dict[str, str],
     tmp_root: Path,
-    log_path: Path,
+    log: TextIO,
     redact: Callable[[str], str],
     progress: Callable[[str], None] | None = None,
+    output: Callable[[str], None] | None = None,
 ) -> tuple[int, dict[str, str]]:
-    """Run `prelude` (our own SQL, e.g. the reset) then `files`, in one restricted psql session and
-    one transaction. Output goes line by line, redacted, to `log_path`; a failure raises
-    `PsqlError` naming the file and line psql reported. Returns the number of output lines and
-    the sha256 of what psql was fed, per file."""
+    """Run `prelude` (our own SQL, e.g. the reset) then `files` (Secrets files, and SQL of our
+    own between them), in one restricted psql session and one transaction. Output goes line by
+    line, redacted, to `log` (opened by the caller, by descriptor in the evidence folder:
+    `EvidenceStore.log`) and to `output`; a failure raises `PsqlError` naming the file and line
+    psql reported. Returns the number of output lines and the sha256 of what psql was fed, per
+    Secrets file."""
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="psql-", dir=tmp_root) as tmp_name:
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o700)
         (tmp / RESTRICT_FILE).write_text(f"\\restrict {key}\n", encoding="utf-8")
-        (tmp / "prelude.sql").write_text(prelude, encoding="utf-8")
+        (tmp / PRELUDE).write_text(prelude, encoding="utf-8")
         fifos = []
-        for file in files:
+        for own in files:
+            if isinstance(own, OwnScript):
+                (tmp / own.name).write_text(own.text, encoding="utf-8")
+        secret_files = [f for f in files if isinstance(f, ScriptFile)]
+        for file in secret_files:
             fifo = tmp / file.relpath
             fifo.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.mkfifo(fifo, 0o600)
@@ -181,12 +199,13 @@ def run_psql(
         cmd = [psql, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
         cmd.append("--single-transaction")
         os.mkfifo(tmp / VERIFIED_FILE, 0o600)
-        for name in (RESTRICT_FILE, "prelude.sql", *(f.relpath for f in files), VERIFIED_FILE):
+        names = [f.name if isinstance(f, OwnScript) else f.relpath for f in files]
+        for name in (RESTRICT_FILE, PRELUDE, *names, VERIFIED_FILE):
             cmd += ["-f", name]
         # If psql itself is killed mid-statement, the server notices within a second (not when
         # the statement ends) and rolls back, releasing the target's locks.
         env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {_CHECK_CLIENT}".strip()}
-        return _run(cmd, tmp, files, fifos, env, log_path, redact, progress)
+        return _run(cmd, tmp, secret_files, fifos, env, log, redact, progress, output)
 
 
 def _server_message(printed: str) -> str:
@@ -214,46 +233,47 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, dict[str, str]]:
+def _run(cmd, cwd, files, fifos, env, log, redact, progress, output) -> tuple[int, dict[str, str]]:
     started = last_report = time.monotonic()
     first_error: re.Match[str] | None = None
     lines = 0
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(log_path, flags, 0o600)  # in the private evidence folder; 0600
-    with os.fdopen(fd, "w", encoding="utf-8") as log:
-        log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            preexec_fn=_die_with_parent,
-        )
-        feeder = _Feeder(files, fifos, cwd / VERIFIED_FILE, proc)
-        feeder.start()
-        try:
-            assert proc.stdout is not None
-            for out in proc.stdout:
-                out = redact(out)
-                log.write(out)
-                lines += 1
-                if first_error is None:
-                    first_error = _PSQL_ERROR.match(out)
-                now = time.monotonic()
-                if progress and now - last_report >= 5:
-                    progress(f"psql running for {now - started:.0f}s, {lines} output lines")
-                    last_report = now
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
-                _stop(proc)
-            feeder.join(timeout=10)
-        log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
+    tail: deque[str] = deque(maxlen=5)  # said when psql fails without a file:line error
+    log.write(f"$ {' '.join(redact(c) for c in cmd)}\n")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        preexec_fn=_die_with_parent,
+    )
+    feeder = _Feeder(files, fifos, cwd / VERIFIED_FILE, proc)
+    feeder.start()
+    try:
+        assert proc.stdout is not None
+        for out in proc.stdout:
+            out = redact(out)
+            log.write(out)
+            tail.append(out.rstrip("\n"))
+            lines += 1
+            if output:
+                output(out)
+            if first_error is None:
+                first_error = _PSQL_ERROR.match(out)
+            now = time.monotonic()
+            if progress and now - last_report >= 5:
+                progress(f"psql running for {now - started:.0f}s, {lines} output lines")
+                last_report = now
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: psql must not go on (and commit) alone
+            _stop(proc)
+        feeder.join(timeout=10)
+    log.write(f"# psql exit code {code} after {time.monotonic() - started:.2f}s\n")
     if feeder.failure:
         raise PsqlError(
             feeder.failure + "; the transaction was rolled back, the target is as it was"
@@ -262,14 +282,16 @@ def _run(cmd, cwd, files, fifos, env, log_path, redact, progress) -> tuple[int, 
         if first_error:
             relpath, line = first_error.group("file"), int(first_error.group("line"))
             level, message = first_error.group("level").upper(), first_error.group("msg")
+            sqlstate = None
             if first_error.group("level") != "error":  # the server's (psql's own: `error:`)
+                sqlstate = message.strip()
                 message = _server_message(message)
             raise PsqlError(
                 f"{relpath}:{line}: {level}: {message}"
                 " — the transaction was rolled back; the target is as it was",
                 relpath,
                 line,
+                sqlstate,
             )
-        tail = log_path.read_text(encoding="utf-8").splitlines()[-5:]
         raise PsqlError(f"psql exited with code {code}: " + " | ".join(tail))
     return lines, feeder.sha256

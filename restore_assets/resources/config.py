@@ -20,6 +20,7 @@ class RestoreConfig(ConfigurableResource):
     artifacts_dir: str | None = None
     state_dir: str | None = None
     allow_reset: bool | None = None
+    terminate_sessions: bool | None = None
 
     _settings: Settings | None = PrivateAttr(default=None)
     _partition: str | None = PrivateAttr(default=None)
@@ -39,6 +40,8 @@ class RestoreConfig(ConfigurableResource):
             changes: dict[str, object] = {"paths": paths} if paths else {}
             if self.allow_reset is not None:
                 changes["allow_reset"] = self.allow_reset
+            if self.terminate_sessions is not None:
+                changes["terminate_sessions"] = self.terminate_sessions
             if self._partition is None:
                 raise ConfigError(
                     "this run names no target: launch it for a partition (a target of "

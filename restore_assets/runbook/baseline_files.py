@@ -27,6 +27,9 @@ FILE_ROLES = {
 _HEADER_LINES = 40
 _DUMPED_FROM = re.compile(r"^-- Dumped from database version (\S+)")
 _DUMPED_BY = re.compile(r"^-- Dumped by pg_dump version (\S+)")
+# pg_dump's `COPY <schema>.<table> (…) FROM stdin;`: the table as written (the server resolves it)
+_IDENT = rb'(?:"(?:[^"]|"")+"|[^\s."(]+)'
+_COPY = re.compile(rb"^COPY (" + _IDENT + rb"(?:\." + _IDENT + rb")?) ")
 
 
 @dataclass
@@ -44,6 +47,15 @@ class SecretFile:
     problems: list[str] = field(default_factory=list)
     scan: ScriptScan | None = None  # the psql scan of the bytes that gave `sha256`
     identity: Identity | None = None  # the file intake opened: a restore feeds only that one
+    copy_rows: dict[str, int] = field(default_factory=dict)  # rows per COPY table, as read
+    copy_lines: list = field(default_factory=list)  # [first, last line, table] per COPY block
+
+    def copy_block_at(self, line: int) -> str | None:
+        """The table whose COPY block holds `line` (a line psql named in an error), if any."""
+        for first, last, table in self.copy_lines:
+            if first <= line <= (last or line):
+                return table
+        return None
 
     @property
     def usable(self) -> bool:
@@ -96,6 +108,8 @@ class DumpFacts:
     schemas: list[str]
     extensions: list[str]
     refused: list  # the scan's first refusal, [line, what, why]; empty: none
+    copy_rows: dict[str, int]  # rows of each COPY block, by the table as the dump names it
+    copy_lines: list  # [first line, last line (`\\.`; None: cut off), table] of each COPY block
 
     @property
     def scan(self) -> ScriptScan:
@@ -144,6 +158,15 @@ def read_dump(source: Path | BinaryIO, expect: Identity | None = None) -> DumpFa
 
 
 _CHUNK = 1 << 20
+# The longest line held whole (a statement, a `--` or `\\.` line in COPY data): pg_dump's are
+# kilobytes; a longer one is refused, not held (intake would hold several times it in memory
+# on every status, plan, run and sensor tick).
+LONGEST_LINE = 16 << 20
+_LONG_LINE = f"a line of more than {LONGEST_LINE >> 20} MiB outside COPY rows"
+_LONG_LINE_WHY = (
+    "pg_dump writes statements as lines of a few kilobytes; such a line is not read whole "
+    "(intake's memory stays bounded)"
+)
 
 
 class DumpReader:
@@ -165,15 +188,23 @@ class DumpReader:
         self._pending_size = 0
         self._row: codecs.IncrementalDecoder | None = None  # in a COPY row counted as it comes
         self._row_plain = False  # that row holds more than blanks
+        self._skipping = False  # in a line over LONGEST_LINE, refused: skipped to its end
+        self.copy_rows: dict[str, int] = {}  # rows per COPY block's table, summed
+        self._copying = ""  # the table of the COPY block being read
+        self.copy_lines: list[list] = []  # [first line, last line, table] of each COPY block
 
     def feed(self, chunk: bytes) -> None:
         """Bytes as read, cut anywhere: whole lines go to `feed_block`, the start of a line
         waits for its end — unless, past _CHUNK bytes, it is a COPY row that cannot be `\\.` or
         a `--` marker: such a row is counted as its bytes come (a 300 MiB value cost 1.9 GB).
-        A statement line is still held whole: the lexer takes whole lines."""
-        if self._row is not None:
+        Any other line (a statement: the lexer takes whole lines) is held up to LONGEST_LINE
+        bytes; a longer one is refused and skipped, never held whole."""
+        if self._row is not None or self._skipping:
             ended = chunk.find(b"\n") + 1
-            self._row_part(chunk[: ended or len(chunk)], ended=bool(ended))
+            if self._row is not None:
+                self._row_part(chunk[: ended or len(chunk)], ended=bool(ended))
+            elif ended:
+                self.number, self._skipping = self.number + 1, False
             if not ended:
                 return
             chunk = chunk[ended:]
@@ -189,12 +220,15 @@ class DumpReader:
         if (
             self._pending_size >= _CHUNK
             and self.scanner.in_copy_data  # among the first lines too: a row is no header line
-            and not start.startswith(b"\\")
+            and not b"\\.".startswith(start)  # `\\N` (a NULL) starts a row, `\\.` ends them
             and not b"--".startswith(start)  # "--", or "-" and unknown yet
         ):
             self._row, self._row_plain = codecs.getincrementaldecoder("utf-8")("replace"), False
             part, self._pending, self._pending_size = b"".join(self._pending), [], 0
             self._row_part(part, ended=False)
+        elif self._pending_size > LONGEST_LINE:
+            self.scanner.refuse(self.number + 1, _LONG_LINE, _LONG_LINE_WHY)
+            self._pending, self._pending_size, self._skipping = [], 0, True
 
     def _row_part(self, part: bytes, ended: bool) -> None:
         """The next bytes of the COPY row being counted (the last ones end with its newline)."""
@@ -204,6 +238,7 @@ class DumpReader:
         self.scanner.skip_data(int(ended), chars)
         if ended:
             self.number += 1
+            self._count(1)
             self.complete = self.complete and not self._row_plain  # a row after the footer
             self._row = None
 
@@ -222,7 +257,17 @@ class DumpReader:
             pos = end
 
     def line(self, line: bytes) -> None:
+        copying = self.scanner.in_copy_data
         self.scanner.feed(line)
+        if copying and self.scanner.in_copy_data:
+            self._count(1)  # a row (the `\\.` that ends the block ends copy data)
+        elif copying and self.copy_lines:
+            self.copy_lines[-1][1] = self.number + 1  # the block's last line
+        elif not copying and self.scanner.in_copy_data:
+            m = _COPY.match(line)  # the scanner reads a COPY … FROM stdin: its rows follow
+            self._copying = m.group(1).decode("utf-8", "replace") if m else "(unnamed)"
+            self._count(0)
+            self.copy_lines.append([self.number + 1, None, self._copying])  # lines count from 1
         if self.number < _HEADER_LINES:
             if not self.first and line.strip() not in (b"", b"--"):
                 self.first = line.strip()
@@ -250,6 +295,7 @@ class DumpReader:
         # Lines end at "\n", so decoding them together gives each line's characters.
         self.scanner.skip_data(lines, len(block[start:end].decode("utf-8", "replace")))
         self.number += lines
+        self._count(lines)
         footer = -1
         at = start if block.startswith(b"--", start) else _next(block.find(b"\n--", start, end))
         while at >= 0:
@@ -259,6 +305,9 @@ class DumpReader:
             at = _next(block.find(b"\n--", at, end))
         if _last_plain_row(block, start, end) > footer:
             self.complete = False  # a row after the footer: not where pg_dump ends
+
+    def _count(self, rows: int) -> None:
+        self.copy_rows[self._copying] = self.copy_rows.get(self._copying, 0) + rows
 
     def facts(self) -> DumpFacts:
         if self._row is not None:  # the last line, not ended by a newline
@@ -278,6 +327,8 @@ class DumpReader:
             scan.schemas,
             scan.extensions,
             scan.refused,
+            self.copy_rows,
+            self.copy_lines,
         )
 
 

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from restore_assets.errors import EvidenceError
 from restore_assets.files import Folder, NotSafe, below, private_folder
@@ -27,6 +28,7 @@ from restore_assets.settings import Settings
 EVIDENCE_SUBDIR = Path("parity-manual") / "db-restore"
 RUN_MARKER = ".run_id"
 STEPS_FILE = ".steps.json"
+START_STEP = "run started"  # README.md's first row: who started the run
 
 
 def evidence_root(settings: Settings) -> Path:
@@ -55,11 +57,13 @@ class EvidenceStore:
         redact: Callable[[str], str],
         artifacts_dir: Path,
         identity: tuple[int, int] | None = None,
+        started_by: str | None = None,
     ):
         self.folder = folder
         self._redact = redact
         self.artifacts_dir = artifacts_dir
         self._identity = identity  # (st_dev, st_ino) of the run folder, when this process knows it
+        self.started_by = started_by  # who started the run (`restore_assets.started_by`)
 
     @classmethod
     def for_run(
@@ -68,6 +72,7 @@ class EvidenceStore:
         run_id: str,
         started: dt.datetime,
         redact: Callable[[str], str],
+        started_by: str | None = None,
     ) -> EvidenceStore:
         """The run's folder under its target's `evidence_root`, created once; a second run in
         the same second gets a suffix."""
@@ -80,7 +85,7 @@ class EvidenceStore:
                     entry = name if attempt == 1 else f"{name}-{attempt}"
                     found = _run_folder_in(root, entry, run_id)
                     if found is not None:
-                        return cls(base / entry, redact, artifacts_dir, found)
+                        return cls(base / entry, redact, artifacts_dir, found, started_by)
         except NotSafe as exc:
             raise EvidenceError(f"evidence folder refused: {exc}") from None
         raise EvidenceError(f"could not create an evidence folder under {base}")
@@ -102,11 +107,13 @@ class EvidenceStore:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def checked_path(self, name: str) -> Path:
-        """`path(name)` for a writer that opens it by path (psql's log, `O_NOFOLLOW`), after
-        checking that the run folder at that path is still the one this run created."""
-        with self.opened():
-            return self.path(name)
+    @contextmanager
+    def log(self, name: str) -> Iterator[TextIO]:
+        """`name` for a log written as it comes (psql's output), opened by descriptor in the
+        run folder as `opened` holds it: never by path (a folder on the way could be swapped
+        between a check and the open)."""
+        with self.opened() as run, run.open_log(name) as log:
+            yield log
 
     @contextmanager
     def opened(self) -> Iterator[Folder]:
@@ -173,6 +180,13 @@ class EvidenceStore:
                 handle.write(self._redact(json.dumps(steps, indent=2, ensure_ascii=False)))
                 readme = self._redact(render_readme(self.folder, steps, os.listdir(run.fd)))
                 run.write("README.md", lambda out: out.write(readme.encode("utf-8")))
+
+    def record_start(self, run_id: str) -> None:
+        """README.md's first row: who started the run (written once; a later step finds it)."""
+        with self.steps_locked() as steps:
+            if steps.get(START_STEP, {}).get("by") != self.started_by:
+                steps[START_STEP] = {"status": "recorded", "by": plain(self.started_by)}
+                steps[START_STEP]["run id"] = run_id
 
     def record_step(self, step: str, status: str, summary: Mapping[str, object]) -> None:
         """Add one step's outcome and re-render README.md."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+
 from restore_assets.errors import RestoreError
 from restore_assets.files import open_below
 from restore_assets.flyway.commands.migrate import MigrateResult
@@ -28,7 +30,7 @@ from restore_assets.flyway.history_row import HistoryRow
 from restore_assets.flyway.migration_info import InfoRow, pending_after_baseline
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.pg.database import Database
-from restore_assets.redaction import describe, sqlstate_message
+from restore_assets.redaction import Redactor, describe, sqlstate_message
 from restore_assets.settings import DEMO_FLYWAY_CONF, MODERN_SCHEMA_FILE, FlywaySettings
 
 
@@ -119,43 +121,58 @@ class DatabaseFlyway:
 
     def __init__(self, config: FlywayConfig, db: Database, log: Callable[[str], None]):
         self.config = config
+        self.db = db
         self.engine = Flyway(config, db.open, log=log)
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """`project_errors`; a statement that gave up waiting for another session's lock
+        (RESTORE_WAIT_SECONDS, `Database.conninfo`) is said as such, naming the holders."""
+        try:
+            with project_errors():
+                yield
+        except psycopg.errors.LockNotAvailable:
+            raise self.db.blocked("Flyway") from None
+        except FlywayMigrationFailed as exc:
+            if isinstance(exc.error, psycopg.errors.LockNotAvailable):
+                raise self.db.blocked(f"Flyway ({exc.script})") from None
+            raise
+
     def resolved(self) -> list[ResolvedMigration]:
-        with project_errors():
+        with self._errors():
             return self.engine.resolved()
 
     def pending_after_baseline(self) -> list[ResolvedMigration]:
         """What migrate would apply to this target once restored to its baseline."""
-        with project_errors():
+        with self._errors():
             return pending_after_baseline(self.config, self.engine.resolved())
 
     def schemas(self) -> tuple[list[str], str]:
-        with project_errors():
+        with self._errors():
             return self.engine.schemas()
 
     def history_rows(self) -> list[HistoryRow]:
-        with project_errors():
+        with self._errors():
             return self.engine.history_rows()
 
     def info(self) -> list[InfoRow]:
-        with project_errors():
+        with self._errors():
             return self.engine.info()
 
     def validate(self) -> list[str]:
-        with project_errors():
+        with self._errors():
             return self.engine.validate()
 
     def baseline(self) -> bool:
-        with project_errors():
+        with self._errors():
             return self.engine.baseline()
 
     def migrate(self) -> MigrateResult:
-        with project_errors():
+        with self._errors():
             return self.engine.migrate()
 
     def repair(self) -> dict[str, list[str]]:
-        with project_errors():
+        with self._errors():
             return self.engine.repair()
 
 
@@ -171,6 +188,16 @@ class ExternalCommand:
     env: dict[str, str]
     volumes: dict[str, dict[str, str]]
     image: str | None = None
+    # What its output must never show, whatever prints it: the target's password and the
+    # conf's own flyway.password (which may be another one). See `Redactor`.
+    secrets: tuple[str, ...] = ()
+
+    def redact(self, output: str) -> str:
+        return Redactor(self.secrets)(output)
+
+
+def _secrets(config: FlywayConfig, db: Database) -> tuple[str, ...]:
+    return tuple(p for p in (db.settings.password, config.password) if p)
 
 
 # A restore step makes no call home: the Flyway CLI checks online for a newer version and has
@@ -214,7 +241,12 @@ def runner_target(flyway: FlywaySettings, config: FlywayConfig, db: Database) ->
         )
     host = f"[{target.host}]" if ":" in str(target.host) else target.host
     url = f"jdbc:postgresql://{host}:{target.port}/{quote(target.dbname, safe='')}"
-    return [f"-url={url}?sslmode={quote(target.sslmode, safe='')}", f"-user={target.user}"]
+    params = f"sslmode={quote(target.effective_sslmode, safe='')}"
+    # Flyway's own statements wait for another session's lock as ours do (pgjdbc's `options`).
+    params += f"&options={quote(f'-c lock_timeout={db.lock_timeout_ms}', safe='')}"
+    if target.sslrootcert is not None:
+        params += f"&sslrootcert={quote(str(target.sslrootcert), safe='/')}"
+    return [f"-url={url}?{params}", f"-user={target.user}"]
 
 
 def runner_env(db: Database) -> dict[str, str]:
@@ -238,7 +270,7 @@ def cli_command(
         *QUIET,
         command,
     ]
-    return ExternalCommand(argv=argv, env=runner_env(db), volumes={})
+    return ExternalCommand(argv=argv, env=runner_env(db), volumes={}, secrets=_secrets(config, db))
 
 
 def docker_command(
@@ -259,7 +291,11 @@ def docker_command(
         str(_single_location(config).resolve()): {"bind": CONTAINER_SQL_DIR, "mode": "ro"},
     }
     return ExternalCommand(
-        argv=argv, env=runner_env(db), volumes=volumes, image=flyway.docker_image
+        argv=argv,
+        env=runner_env(db),
+        volumes=volumes,
+        image=flyway.docker_image,
+        secrets=_secrets(config, db),
     )
 
 
@@ -272,7 +308,7 @@ def run_cli(spec: ExternalCommand) -> str:
             f"FLYWAY_RUNNER=cli but {spec.argv[0]!r} is not on PATH; install Flyway or set "
             "FLYWAY_BIN, or use FLYWAY_RUNNER=native"
         ) from None
-    output = done.stdout + done.stderr
+    output = spec.redact(done.stdout + done.stderr)
     if done.returncode != 0:
         raise cli_failure(f"flyway {spec.argv[-1]} exited {done.returncode}", output)
     return output
@@ -345,7 +381,7 @@ def diagnose(error: Exception, history: Sequence[HistoryRow], secrets_dir: Path)
             )
             + "."
         )
-    if isinstance(error, FlywayError) and "Detected failed migration" in str(error):
+    if isinstance(error, FlywayError) and "Detected failed " in str(error):
         return (
             "a failed migration is recorded in flyway_schema_history: remove its half-completed "
             "changes, run `restore-assets flyway repair`, then `restore-assets flyway migrate`."

@@ -18,6 +18,20 @@ GATE_TITLES = {
     "audit_capture": "Audit capture ready (§6.2)",
     "jms_claim": "JMS/CLAIM verification may resume (§6.3)",
 }
+# The paste-ready files speak the runbook's own words first (§6, §0.3), then English.
+RUNBOOK_GATE_NAMES = {
+    "db_restore": "DB 復旧完了",
+    "audit_capture": "監査ログ採取準備",
+    "jms_claim": "JMS/CLAIM",
+}
+RESTORED = ("DB ベースライン復旧済み", "DB baseline restored")  # the Gate-table row of §6.3
+NOT_RESTORED = ("DB ベースライン復旧", "DB baseline restore")
+STATUS_WORDS = {
+    "passed": "完了",
+    "failed": "失敗",
+    "blocked": "Secrets 未取得",
+    "interrupted": "中断",
+}
 
 
 @dataclass
@@ -138,9 +152,10 @@ REPORT_FILES = ("gate_report.json", "gate_report.md", "gate_table_row.md", "prog
 
 def write_report(evidence: EvidenceStore, report: GateReport) -> tuple[str, ...]:
     """gate_report.json, gate_report.md, gate_table_row.md and progress_snippet.md."""
-    evidence.write(
-        "gate_report.json", json.dumps(report.as_json(), indent=2, ensure_ascii=False) + "\n"
-    )
+    shown = report.as_json()
+    if evidence.started_by:
+        shown["started_by"] = evidence.started_by
+    evidence.write("gate_report.json", json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
     evidence.write("gate_report.md", report.markdown())
     evidence.write("gate_table_row.md", gate_table_row(report))
     evidence.write("progress_snippet.md", progress_snippet(report))
@@ -148,47 +163,61 @@ def write_report(evidence: EvidenceStore, report: GateReport) -> tuple[str, ...]
 
 
 def gate_table_row(report: GateReport) -> str:
-    """The row for the Gate table of LEGACY_MODERNIZED_CAPTURE_RUNBOOK.md (§6.3)."""
+    """The row for the Gate table of LEGACY_MODERNIZED_CAPTURE_RUNBOOK.md (§6.3): 「DB ベース
+    ライン復旧済み」 when the gates passed, the runbook's words first."""
     date = f"{report.generated_at:%Y-%m-%d}"
     skipped = sum(len(g.skipped_checks) for g in report.gates)
+    name = " / ".join(RESTORED if report.status == "passed" else NOT_RESTORED)
     if report.status != "passed":
-        state = f"❌ {report.status}"
+        state = f"❌ {STATUS_WORDS.get(report.status, report.status)} / {report.status}"
     elif skipped:
-        state = f"✅ Done ({skipped} check(s) skipped, see Notes)"
+        state = f"✅ 完了（{skipped} 件スキップ、備考参照）/ Done ({skipped} skipped, see Notes)"
     else:
-        state = "✅ Done"
-    gates = ", ".join(f"{g.id} {_verdict(g, '✅', '❌')}" for g in report.gates)
+        state = "✅ 完了 / Done"
+    gates = ", ".join(f"{_gate_name(g)} {_verdict(g, '✅', '❌')}" for g in report.gates)
     notes = _cell("; ".join([gates, *report.open_items]))  # the cause, not only the verdicts
     return (
-        "| Gate | Status | Date | Evidence | Notes |\n"
+        "| Gate | 状態 / Status | 日付 / Date | 証跡 / Evidence | 備考 / Notes |\n"
         "| --- | --- | --- | --- | --- |\n"
-        f"| DB baseline restored | {state} | {date} | `{report.evidence}` | {notes} |\n"
+        f"| {name} | {state} | {date} | `{report.evidence}` | {notes} |\n"
     )
 
 
+def _gate_name(gate: Gate) -> str:
+    """The runbook's name of a gate, then its id: `DB 復旧完了 / db_restore`."""
+    return f"{RUNBOOK_GATE_NAMES.get(gate.id, gate.id)} / {gate.id}"
+
+
 def progress_snippet(report: GateReport) -> str:
-    """Lines to paste into PHASE2_PROGRESS.md / SERVER_MODERNIZED_DEBUG_CHECKLIST.md (§7)."""
+    """Lines to paste into PHASE2_PROGRESS.md / SERVER_MODERNIZED_DEBUG_CHECKLIST.md (§7), the
+    runbook's words first: 「DB ベースライン復旧済み」, or 「Secrets 未取得」 with the request's
+    date and Ops' tracking ID (§0.3)."""
     date = f"{report.generated_at:%Y-%m-%d}"
-    mark = "x" if report.status == "passed" else " "
+    passed = report.status == "passed"
+    mark = "x" if passed else " "
     versions = ", ".join(str(f["version"]) for f in report.flyway if f.get("success"))
     if not any(g.reached for g in report.gates):  # the history was never read: say so
         versions = "未確認 / not read (the gates were not reached)"
-    failed = "; ".join(report.open_items) or "none"
+    failed = "; ".join(report.open_items) or "なし / none"
+    japanese, english = RESTORED if passed else NOT_RESTORED
+    if passed:
+        status_ja, status_en = "", ""
+    else:
+        status_ja = f": {STATUS_WORDS.get(report.status, report.status)}"
+        status_en = f": {report.status}"
     return "\n".join(
         [
             "## PHASE2_PROGRESS.md",
             "",
-            f"- {date} DB ベースライン復元 (Legacy/Modernized): {report.status} — "
-            f"証跡 `{report.evidence}`",
-            f"- {date} DB baseline restore (Legacy/Modernized): {report.status} — "
-            f"evidence `{report.evidence}`",
+            f"- {date} {japanese} (Legacy/Modernized){status_ja} — 証跡 `{report.evidence}`",
+            f"- {date} {english} (Legacy/Modernized){status_en} — evidence `{report.evidence}`",
             *([f"- {date} {report.secrets_note}"] if report.secrets_note else []),
             "",
             "## SERVER_MODERNIZED_DEBUG_CHECKLIST.md",
             "",
-            f"- [{mark}] Gate #40 DB 復元 / DB restore: "
-            + ", ".join(f"{g.id} {_verdict(g, 'OK', 'NG')}" for g in report.gates),
-            f"- [{mark}] Flyway 履歴 / history: {versions or '(none)'}",
+            f"- [{mark}] Gate #40 DB 復旧 / DB restore: "
+            + ", ".join(f"{_gate_name(g)} {_verdict(g, 'OK', 'NG')}" for g in report.gates),
+            f"- [{mark}] Flyway 履歴 / history: {versions or 'なし / none'}",
             f"- 未達項目 / open items: {failed}",
             f"- 証跡 / evidence: `{report.evidence}`",
             "",

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from restore_assets.errors import SecretsBlocked
-from restore_assets.files import Identity, NotSafe, lstat_below, open_below
+from restore_assets.files import (
+    Identity,
+    NotSafe,
+    lstat_below,
+    open_below,
+    private_folder,
+    read_private,
+)
 from restore_assets.runbook.baseline_files import (
     SIDE_FILES,
     DumpFacts,
@@ -93,6 +100,7 @@ class SecretsStore:
             facts.dumped_by,
             facts.scan,
         )
+        info.copy_rows, info.copy_lines = facts.copy_rows, facts.copy_lines
         info.problems += facts.problems(relpath)
         return info
 
@@ -171,28 +179,30 @@ class SecretsStore:
         return facts
 
     def _load_cache(self) -> dict[str, dict]:
+        """The cache, read only from the state folder checked as this user's own, never
+        through a link (a cache another user could plant would vouch for any file)."""
         try:
-            return json.loads(self.cache_path.read_text())
+            return json.loads(read_private(self.cache_path))
         except (OSError, ValueError):
             return {}
 
     def _remember(self, path: Path, key: str, facts: dict) -> None:
         """Add one file's facts to the cache, merged under a lock with what other processes
         added meanwhile (two targets' intake runs read at once: the last writer must not drop
-        the other's entries, or the sensor finds those files unread again)."""
+        the other's entries, or the sensor finds those files unread again). Lock and cache
+        are created in the private state folder by the one rule (`files.Folder`)."""
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            lock = os.open(self.cache_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                cache = self._load_cache()
-                cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
-                cache[key] = facts
-                tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=0))
-                tmp.replace(self.cache_path)
-            finally:
-                os.close(lock)
+            with private_folder(self.cache_path.parent) as state:
+                lock = state.lock_file(self.cache_path.with_suffix(".lock").name)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    cache = self._load_cache()
+                    cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
+                    cache[key] = facts
+                    data = json.dumps(cache, indent=0).encode()
+                    state.write(self.cache_path.name, lambda out: out.write(data))
+                finally:
+                    os.close(lock)
         except OSError:
             pass  # a cache we cannot write only costs time
 

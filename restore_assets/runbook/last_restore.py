@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from restore_assets.errors import RestoreError
-from restore_assets.files import write_private
+from restore_assets.files import private_folder, read_private, write_private
 from restore_assets.pg.database import Database
 from restore_assets.runbook.baseline_files import SecretFile
 
@@ -42,7 +42,7 @@ def restored_from_these(state_dir: Path, db: Database, files: list[SecretFile]) 
     if not db.embedded:
         return False
     try:
-        recorded = json.loads(_record(state_dir, db).read_text())
+        recorded = json.loads(read_private(_record(state_dir, db)))  # never through a link
     except (OSError, ValueError):
         return False
     if db.foreign_sessions():
@@ -53,7 +53,12 @@ def restored_from_these(state_dir: Path, db: Database, files: list[SecretFile]) 
 
 def forget(state_dir: Path, db: Database) -> None:
     """Before the target changes: no record may outlive the content it describes."""
-    _record(state_dir, db).unlink(missing_ok=True)
+    record = _record(state_dir, db)
+    try:
+        with private_folder(record.parent, create=False) as folder:
+            folder.unlink(record.name, None)
+    except FileNotFoundError:
+        pass  # no record folder: nothing to forget
 
 
 def remember(state_dir: Path, db: Database, files: list[SecretFile], psql_application: str) -> None:
@@ -66,7 +71,6 @@ def remember(state_dir: Path, db: Database, files: list[SecretFile], psql_applic
         if not db.wait_until_gone(psql_application):  # its rows are counted as it ends
             return
         data = json.dumps(_facts(db, files)).encode()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, lambda out: out.write(data))
+        write_private(path, lambda out: out.write(data), root=state_dir)
     except (OSError, RestoreError, psycopg.Error):
         pass  # the target did commit: without a record the next restore only backs it up

@@ -35,13 +35,14 @@ from restore_assets.errors import (
 from restore_assets.flyway.migration_info import InfoRow, info_table
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
+from restore_assets.pg.sessions import connected
 from restore_assets.redaction import first_line
 from restore_assets.runbook.baseline_files import SecretFile
 from restore_assets.runbook.flyway_adapter import load_flyway_config, native_engine, runner_target
 from restore_assets.runbook.gates import GATE_CHECKS
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.preflight import preflight
-from restore_assets.runbook.restore import require_consent, reset_set
+from restore_assets.runbook.restore import planned_load, require_consent, reset_set
 from restore_assets.settings import SIDES, Settings
 
 PLAN_FILE = "plan.md"
@@ -82,7 +83,9 @@ class SidePlan:
     flyway_now: list[InfoRow] | None = None  # `flyway info` on the target as it is
     flyway_after: list[str] | None = None  # scripts migrate applies after the restore
     baseline_version: str = ""
+    sessions: list[str] | None = None  # the other sessions connected to the target now
     skipped: str = ""  # why the target was not asked anything
+    load: str = ""  # which load would run (`restore.planned_load`)
     stops: list[tuple[int, str]] = field(default_factory=list)  # (exit code, why)
 
     def stop(self, code: int, why: str) -> None:
@@ -111,7 +114,10 @@ class SidePlan:
             f"reset drops {', '.join(self.reset_schemas) or '-'} "
             f"({self.objects} object(s), {tables} table(s), ~{rows} row(s))",
             f"backup {self.backup.split(':')[0]}",
+            f"load {self.load.split(':')[0]}",
         ]
+        if self.sessions:
+            parts.append(f"{len(self.sessions)} other session(s) connected")
         if self.flyway_after is not None:
             parts.append(f"flyway: {len(self.flyway_after)} pending after the restore")
         return f"{self.target}: " + "; ".join(parts)
@@ -121,6 +127,7 @@ class SidePlan:
 class Plan:
     name: str  # the target pair (`default`: the environment's, without RESTORE_TARGETS)
     allow_reset: bool
+    terminate_sessions: bool
     sides: list[SidePlan]
     gates: Mapping[str, Sequence[str]]  # evaluated only when the run covers both sides
 
@@ -145,7 +152,9 @@ class Plan:
             "",
             "Dry run: read only, nothing was changed. "
             f"Sides: {', '.join(s.side for s in self.sides)}; "
-            f"consent to reset (--allow-reset): {'given' if self.allow_reset else 'not given'}.",
+            f"consent to reset (--allow-reset): {'given' if self.allow_reset else 'not given'}; "
+            "other sessions on a target (--terminate-sessions): "
+            f"{'ended before its reset' if self.terminate_sessions else 'not ended'}.",
             "",
             f"**Verdict: {self.verdict}**",
         ]
@@ -180,6 +189,7 @@ def build_plan(
             getattr(settings, side), settings.pg, create_missing=False
         )
         plan = SidePlan(side, db.describe(), files[side])
+        plan.load = planned_load(settings, [f.relpath for f in files[side]])
         if blocked:
             plan.skipped = (
                 "not asked: intake stops the run first (Secrets not usable), before any target "
@@ -193,7 +203,9 @@ def build_plan(
             plan_database(plan, settings, db)
         sides_plans.append(plan)
     gates = GATE_CHECKS if set(sides) == set(SIDES) else {}
-    return Plan(settings.target_name, settings.allow_reset, sides_plans, gates)
+    return Plan(
+        settings.target_name, settings.allow_reset, settings.terminate_sessions, sides_plans, gates
+    )
 
 
 def plan_database(plan: SidePlan, settings: Settings, db: Database) -> None:
@@ -214,6 +226,8 @@ def plan_database(plan: SidePlan, settings: Settings, db: Database) -> None:
         return
     _preflight(plan, db, version_num)
     try:
+        with db.connect(autocommit=True) as conn:
+            plan.sessions = [s.describe() for s in connected(conn)]
         _reset(plan, settings, db)
         if db.side == "modernized":
             _flyway(plan, settings, db)
@@ -330,6 +344,18 @@ def _side_markdown(side: SidePlan) -> list[str]:
     else:
         lines.append(side.nothing_to_reset)
     lines += ["", f"Consent: {_cell(side.consent)}", "", f"Backup: {side.backup}"]
+    if side.sessions is not None:
+        lines += ["", "### Sessions connected now", ""]
+        lines += [f"- {s}" for s in side.sessions] or [
+            "None but this one: no application is connected."
+        ]
+        if side.sessions:
+            lines += [
+                "",
+                "Their locks hold the reset at most RESTORE_WAIT_SECONDS, then the run stops "
+                "naming them; --terminate-sessions ends them just before the reset.",
+            ]
+    lines += ["", f"Load: {side.load}"]
     if side.flyway_now is not None and side.flyway_after is not None:
         lines += [
             "",

@@ -4,7 +4,9 @@ Order is the safety story: scan (no meta-command psql would run on this host; do
 read) → preflight → consent (a non-empty external target needs --allow-reset) → backup (pg_dump
 into the Secrets store; skipped only for an embedded target last restored from these very files)
 → one psql transaction doing reset + schema + seed. If psql fails the transaction rolls
-back and the target is exactly as it was.
+back and the target is exactly as it was. The seed loads into bare tables, every index and key
+built after it and proven the same (`pg/fastload.py`), unless RESTORE_LOAD=plain or that cannot
+reproduce the schema: then the runbook's own order (`load_files`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from psycopg import sql
 
-from restore_assets.errors import PreflightFailed, ResetRefused
-from restore_assets.files import Folder, Identity, NotSafe
+from restore_assets.errors import PreflightFailed, PsqlError, ResetRefused
+from restore_assets.files import Folder, Identity, NotSafe, private_folder
 from restore_assets.named_targets import refuse_a_database_of_another_target
 from restore_assets.pg.clients import client_binary, require_restricted_mode
 from restore_assets.pg.database import Database
+from restore_assets.pg.fastload import FastLoad, LoadPath
 from restore_assets.pg.psql import check_script
-from restore_assets.pg.session import ScriptFile, run_psql
-from restore_assets.runbook.baseline_files import SecretFile
+from restore_assets.pg.session import PRELUDE, ScriptFile, run_psql
+from restore_assets.pg.sessions import Ended, terminate_others
+from restore_assets.runbook.baseline_files import SLOT_KINDS, SecretFile
 from restore_assets.runbook.evidence import EvidenceStore
 from restore_assets.runbook.last_restore import forget, remember, restored_from_these
 from restore_assets.runbook.preflight import preflight, restore_lock
@@ -61,8 +66,14 @@ class RestoreResult:
     content_before: dict[str, int] = field(default_factory=dict)
     ran_sha256: dict[str, str] = field(default_factory=dict)  # of the bytes psql was fed
     superuser: bool = False  # the target role is a superuser (allowed; noted in the evidence)
+    transport: str = ""  # sslmode and whether SSL is in use (`Database.transport`)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: scan, preflight, backup, psql
     backup_skipped: str = "not needed (target was empty)"  # why there is no backup
+    # --terminate-sessions: the sessions ended before the reset, and those that could not be
+    # (None: the option was off)
+    sessions_ended: list[str] | None = None
+    sessions_not_ended: list[str] = field(default_factory=list)
+    load: LoadPath | None = None  # which load ran (fast or the runbook's order), and why
 
     @property
     def backup_summary(self) -> str:
@@ -130,16 +141,20 @@ def dump_to(
     names the target and leaves no file behind."""
     pg_dump = client_binary("pg_dump", settings.tools.pg_dump)
 
+    # pg_dump sets its own lock_timeout to 0 (PGOPTIONS cannot bound it): its table locks wait
+    # at most RESTORE_WAIT_SECONDS behind an application's, as every other statement of ours.
+    bounded = [f"--lock-wait-timeout={db.lock_timeout_ms}", *options]
+
     def writer(out: BinaryIO) -> None:
         done = subprocess.run(
-            [pg_dump, *options], env=db.client_env(), stdout=out, stderr=subprocess.PIPE
+            [pg_dump, *bounded], env=db.client_env(), stdout=out, stderr=subprocess.PIPE
         )
         if done.returncode != 0:
             message = done.stderr.decode("utf-8", "replace").strip()
             raise PreflightFailed(
                 f"{purpose} of the {db.describe()} failed"
                 + (", so nothing was dropped" if purpose == "backup" else "")
-                + f": {message}"
+                + f": {message} (sessions holding locks there now: {db.lock_holders_now()})"
             )
 
     return folder.write(name, writer, replace=replace)
@@ -183,9 +198,11 @@ def restore_side(
     version_num = preflight(db, files, extensions)
     refuse_a_database_of_another_target(db, settings)
     superuser = db.role_is_superuser()
+    transport = f"{db.transport()}; psql: {db.client_transport(psql)}"
+    log(f"connection to the {db.describe()}: {transport}")
     if superuser:
         log(f"note: the {db.describe()} role is a superuser (written in the evidence)")
-    psql_log = evidence.checked_path(PSQL_LOGS[side])  # opened by psql's log writer
+    psql_log = evidence.path(PSQL_LOGS[side])
     phases.lap("preflight")
 
     with restore_lock(db, log=log):
@@ -207,20 +224,26 @@ def restore_side(
                 backup = backup_database(db, settings)
                 log(f"backup: {backup.describe()}")
         phases.lap("backup")
+        ended = end_other_sessions(db, log) if settings.terminate_sessions else None
         forget(settings.paths.state_dir, db)  # the target is about to change
         env = db.client_env()
         env["PGAPPNAME"] = psql_application = f"{env['PGAPPNAME']}:psql"  # see `remember`
         log(f"psql: reset {', '.join(reset_schemas)} + {len(files)} file(s), one transaction")
-        lines, fed = run_psql(
+        session = partial(
+            run_psql,
             psql,
-            [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files],
             prelude=reset_script(reset_schemas, recreate_public="public" not in schemas),
-            env=env,
             tmp_root=_tmp_root(settings),
-            log_path=psql_log,
-            redact=evidence.redact,  # psql_log is streamed, line by line, past the store
+            redact=evidence.redact,  # the log is streamed, line by line, past the store
             progress=log,
         )
+        try:
+            lines, fed, load = load_files(session, files, env, evidence, side, settings, log)
+        except PsqlError as exc:
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                where = exc.relpath if exc.relpath != PRELUDE else "the reset (DROP SCHEMA)"
+                raise db.blocked(f"the restore, at {where}") from None
+            raise
         phases.lap("psql")
         # committed: just these files
         remember(settings.paths.state_dir, db, files, psql_application)
@@ -233,13 +256,132 @@ def restore_side(
         backup=backup,
         psql_log=psql_log,
         psql_output_lines=lines,
+        load=load,
         ran_sha256=fed,
         superuser=superuser,
+        transport=transport,
         seconds=round(time.monotonic() - started, 3),
         content_before=content,
         phases=phases.seconds,
         backup_skipped=skipped,
+        sessions_ended=[s.describe() for s in ended.ended] if ended else None,
+        sessions_not_ended=[f"{s.describe()}: {why}" for s, why in ended.refused] if ended else [],
     )
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout reached
+
+
+def end_other_sessions(db: Database, log: Callable[[str], None]) -> Ended:
+    """--terminate-sessions: end the other sessions on the target just before the reset (an
+    application's open transaction would hold the DROP); each is named in the log and the
+    evidence. One that cannot be ended is only named: the bounded lock wait still holds."""
+    with db.connect(autocommit=True) as conn:
+        ended = terminate_others(conn, db.lock_timeout_ms)
+    for session in ended.ended:
+        log(f"--terminate-sessions: ended {session.describe()}")
+    for session, why in ended.refused:
+        log(f"--terminate-sessions: could not end {session.describe()}: {why}")
+    return ended
+
+
+LOADS = {
+    "fast": "fast: the seed into bare tables, then every index and key built once and proven the "
+    "same as the schema's (the runbook's order when the schema holds what the fast load does "
+    "not handle, or it cannot prove it)",
+    "plain": "plain: the runbook's order (RESTORE_LOAD=plain)",
+}
+
+
+def planned_load(settings: Settings, relpaths: Iterable[str]) -> str:
+    """Which load a restore of these files would run (`plan`), decided as `load_files` does."""
+    if not any(SLOT_KINDS[r] == "data" for r in relpaths):
+        return "plain: no seed to load"
+    return LOADS[settings.load.mode]
+
+
+def load_files(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    evidence: EvidenceStore,
+    side: str,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction) logged to the side's
+    psql log; a failure in a seed's COPY block names its table (`_in_copy_block`). See
+    `_load`."""
+    try:
+        return _load(session, files, env, evidence, side, settings, log)
+    except PsqlError as exc:
+        raise _in_copy_block(exc, files) from None
+
+
+def _in_copy_block(exc: PsqlError, files: list[SecretFile]) -> PsqlError:
+    """`exc` naming the table whose COPY block psql's `file:line` falls in (from intake's read of
+    the file: the line of each COPY statement), when it does."""
+    file = next((f for f in files if f.relpath == exc.relpath), None)
+    table = file.copy_block_at(exc.line) if file and exc.line else None
+    if table is None:
+        return exc
+    where = f"{exc.relpath}:{exc.line}:"
+    said = str(exc).replace(where, f"{exc.relpath}:{exc.line} (a row of {table}):", 1)
+    return PsqlError(said, exc.relpath, exc.line, exc.sqlstate)
+
+
+def _load(
+    session: Callable[..., tuple[int, dict[str, str]]],
+    files: list[SecretFile],
+    env: dict[str, str],
+    evidence: EvidenceStore,
+    side: str,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, str], LoadPath]:
+    """Run the files in one psql `session` (reset + files, one transaction) logged to the side's
+    psql log (by descriptor in the run folder, `EvidenceStore.log`): with RESTORE_LOAD=fast and
+    a seed among them, the fast load around the seed; if its own SQL stops psql (the schema not
+    reproduced, a key the seed's rows break), the whole transaction rolled back and the
+    runbook's order runs, the same files in one transaction: never worse than psql. The
+    rolled-back session's log is kept beside (`…_fast_rolled_back`)."""
+    name = PSQL_LOGS[side]
+
+    def attempt(scripts: list, env: dict[str, str], **more) -> tuple[int, dict[str, str]]:
+        with evidence.log(name) as psql_log:
+            return session(scripts, env=env, log=psql_log, **more)
+
+    scripts = [ScriptFile(f.relpath, f.path, f.sha256, f.identity) for f in files]
+    seeds = [i for i, f in enumerate(files) if SLOT_KINDS[f.relpath] == "data"]
+    if planned_load(settings, [f.relpath for f in files]).startswith("plain"):
+        why = "RESTORE_LOAD=plain" if seeds else "no seed to load"
+        return *attempt(scripts, env), LoadPath("plain", why)
+    fast = FastLoad()
+    around = [
+        *scripts[: seeds[0]],
+        fast.defer_script(),
+        *scripts[seeds[0] : seeds[-1] + 1],
+        fast.rebuild_script(),
+        *scripts[seeds[-1] + 1 :],
+    ]
+    fast_env = {**env, "PGOPTIONS": f"{env.get('PGOPTIONS', '')} {settings.load.server_options()}"}
+    try:
+        lines, fed = attempt(around, fast_env, output=fast.watch)
+        return lines, fed, fast.outcome()
+    except PsqlError as exc:
+        why = fast.own_failure(exc)
+        if why is None:
+            raise
+    log(f"the fast load was rolled back ({why}); loading in the runbook's order")
+    with evidence.opened() as run:  # kept beside, renamed inside the folder as held
+        run.rename(name, name.replace(".log", "_fast_rolled_back.log"))
+    try:
+        lines, fed = attempt(scripts, env)
+    except PsqlError as exc:
+        raise PsqlError(
+            f"{exc} (the fast load stopped first: {why})", exc.relpath, exc.line, exc.sqlstate
+        ) from None
+    return lines, fed, LoadPath("plain", f"the fast load was rolled back: {why}")
 
 
 class Phases:
@@ -256,6 +398,8 @@ class Phases:
 
 
 def _tmp_root(settings: Settings) -> Path:
+    """`<state>/tmp`, where psql's FIFOs are made: created 0700, or refused unless it (and the
+    state folder) is this user's own and no one else can write it (`files.private_folder`)."""
     root = settings.paths.state_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    with private_folder(settings.paths.state_dir), private_folder(root):
+        return root

@@ -57,13 +57,26 @@ def restore_and_record(
             {
                 "target": result.target,
                 "server": result.server_version,
+                "connection": result.transport,
                 "seconds": result.seconds,
                 "backup": result.backup_summary,
                 "schemas reset": result.reset_schemas,
                 "role is superuser": result.superuser,
+                **_sessions_summary(result),
+                "load": result.load.describe() if result.load else "not run",
                 "phases (s)": {"intake": intake_seconds, **result.phases},
             },
         )
     except OSError as exc:
         raise EvidenceNotWritten(db.describe(), exc) from None
     return result
+
+
+def _sessions_summary(result: RestoreResult) -> dict[str, object]:
+    """--terminate-sessions: who was ended before the reset (nothing when the option was off)."""
+    if result.sessions_ended is None:
+        return {}
+    summary: dict[str, object] = {"sessions ended": result.sessions_ended or "none"}
+    if result.sessions_not_ended:
+        summary["sessions not ended"] = result.sessions_not_ended
+    return summary

@@ -7,7 +7,7 @@ listings also go to the evidence as real psql transcripts.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -173,6 +173,56 @@ def verify_legacy(db: Database, expect: Checks, evidence: EvidenceStore) -> Veri
         ]
         facts = {f"patients in facility {facility}": patients}
         return Verification(checks, counts, len(tables), facts)
+
+
+# A COPY block's table as the dump names it, resolved by the server as psql resolved it (pg_dump
+# sets search_path to ''): its catalogue name, and whether it is partitioned (rows in partitions).
+RESOLVE_TABLE_SQL = """
+SELECT n.nspname, c.relname, c.relkind = 'p'
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass(%s)
+"""
+ROWS_VS_DUMP_FILE = "rows_vs_dump_{side}.md"
+
+
+def rows_match_dump(db: Database, dumped: Mapping[str, int], evidence: EvidenceStore) -> Check:
+    """Issue 23: every table holds the rows the seed's COPY blocks gave it (counted in intake's
+    one pass over the seed), on either load path; the table goes to the evidence. Fewer rows
+    fail it (rows lost: a trigger or rule that dropped them, a table missing). More pass,
+    said: a COPY line is one row or an error, so only the seed's other statements (an INSERT)
+    or a trigger add rows, and those are not counted."""
+    rows = []
+    with reading_lock(db), db.connect(autocommit=True) as conn:
+        conn.execute(SET_PATH_SQL, ("",))
+        for name, expected in dumped.items():
+            found = conn.execute(RESOLVE_TABLE_SQL, (name,)).fetchone()
+            restored = None
+            if found is not None:
+                schema, table, partitioned = found
+                only = sql.SQL("") if partitioned else sql.SQL("ONLY ")
+                query = sql.SQL("SELECT count(*) FROM {}{}").format(
+                    only, sql.Identifier(schema, table)
+                )
+                restored = conn.execute(query).fetchone()[0]
+            rows.append({"table": name, "dump": expected, "restored": restored})
+    lines = ["| table | rows in the dump | rows restored |", "| --- | ---: | ---: |"]
+    lines += [f"| {r['table']} | {r['dump']} | {r['restored']} |" for r in rows]
+    evidence.write(ROWS_VS_DUMP_FILE.format(side=db.side), "\n".join(lines) + "\n")
+    if not rows:
+        why = "the seed has no COPY block (rows an INSERT loads are not counted)"
+        return Check("rows_match_dump", None, why, {"tables": rows})
+    lost = [r for r in rows if r["restored"] is None or r["restored"] < r["dump"]]
+    more = [r for r in rows if r not in lost and r["restored"] != r["dump"]]
+    said = [f"{r['table']} (dump {r['dump']}, restored {r['restored']})" for r in lost + more]
+    if lost:
+        detail = "rows missing: " + ", ".join(said[: len(lost)])
+    else:
+        total = sum(r["dump"] for r in rows)
+        detail = f"all {len(rows)} tables hold their COPY blocks' rows ({total} rows)"
+    if more:
+        detail += "; more than the COPY blocks (the seed's other statements): "
+        detail += ", ".join(said[len(lost) :])
+    return Check("rows_match_dump", not lost, detail, {"tables": rows})
 
 
 def missing_versions(required: Sequence[str], rows: Sequence[HistoryRow]) -> list[str]:

@@ -21,6 +21,7 @@ from restore_assets.flyway.version import Version
 
 def baseline(config: FlywayConfig, connect: Connect, *, log: Log, lock_wait_seconds: float) -> bool:
     """Write the baseline row; returns False when the same baseline is already there."""
+    config.baseline()
     with open_connection(connect) as conn:
         history = history_table(conn, config)
         with advisory_lock(conn, history, lock_wait_seconds, log), conn.transaction():
@@ -42,6 +43,7 @@ def write_baseline(
     baselineOnMigrate): a new table gets the baseline row; an existing one is a no-op if it holds
     the same baseline (version compared numerically, and description), else an error."""
     where = f"{history.schema}.{history.table}"
+    version = config.baseline()
     if not history.exists(conn):
         create_table(conn, config, history, baseline=True)
         log(f"baselined {history.schema} at version {config.baseline_version}")
@@ -51,7 +53,7 @@ def write_baseline(
     wanted = (config.baseline_version, config.baseline_description)
     if marker is not None:
         if (
-            Version.parse(marker.version or "0") == Version.parse(config.baseline_version)
+            Version.parse(marker.version or "0") == version
             and marker.description == config.baseline_description
         ):
             log(f"schema history already holds baseline {marker.version}")
@@ -60,9 +62,7 @@ def write_baseline(
             f"Unable to baseline schema history table {where} with {wanted} as it has already "
             f"been baselined with ({marker.version}, {marker.description})"
         )
-    if any(r.type == "SCHEMA" for r in rows) and Version.parse(
-        config.baseline_version
-    ) == Version.parse("0"):
+    if any(r.type == "SCHEMA" for r in rows) and version == Version.parse("0"):
         raise FlywayError(
             f"Unable to baseline schema history table {where} with version 0 as this version "
             "was used for schema creation"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from restore_assets.flyway.commands.baseline import write_baseline
 from restore_assets.flyway.commands.schemas import create_schemas, create_table
@@ -36,6 +37,8 @@ from restore_assets.flyway.placeholders import (
 )
 from restore_assets.flyway.resolver import ResolvedMigration
 from restore_assets.flyway.statements import Statement, is_transactional, split_statements
+
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 @dataclass
@@ -113,7 +116,10 @@ def _apply(
     text = migration.read_text(config.encoding)
     if config.placeholder_replacement:
         text = replace_placeholders(text, for_file(placeholders, migration))
-    statements = split_statements(text)
+    try:
+        statements = split_statements(text)
+    except FlywayError as exc:
+        raise FlywayError(f"Unable to parse statement in {migration.script}: {exc}") from None
     transactional = is_transactional(migration, statements, config.mixed)
     label = migration.version_text or migration.description
     log(
@@ -137,12 +143,19 @@ def _apply(
     started = time.monotonic()
     try:
         if transactional:
-            with conn.transaction():
-                _execute(conn, migration, statements)
+            try:
+                _execute(conn, migration, statements, in_transaction=True)
                 _set_role(conn, role)
+                _begin_if_idle(conn)
                 elapsed = int((time.monotonic() - started) * 1000)
                 rank = history.next_rank(conn)
                 history.insert(conn, rank=rank, execution_time=elapsed, success=True, **values)
+                conn.execute("COMMIT")
+            finally:
+                # Left open by a failure (not by a lost connection, where ROLLBACK would only
+                # hide the error).
+                if conn.info.transaction_status in _OPEN:
+                    conn.execute("ROLLBACK")
         else:
             try:
                 _execute(conn, migration, statements)
@@ -187,11 +200,32 @@ def _set_role(conn: psycopg.Connection, role: str) -> None:
     conn.execute("SELECT set_config('role', %s, false)", (role,))
 
 
+def _begin_if_idle(conn: psycopg.Connection) -> None:
+    """What the JDBC driver does before each statement with autocommit off: open a transaction
+    if none is open. So a script's own COMMIT ends Flyway's transaction and the next statement
+    starts another, which a later failure rolls back (the work before the COMMIT stays)."""
+    if conn.info.transaction_status == TransactionStatus.IDLE:
+        conn.execute("BEGIN")
+
+
 def _execute(
-    conn: psycopg.Connection, migration: ResolvedMigration, statements: list[Statement]
+    conn: psycopg.Connection,
+    migration: ResolvedMigration,
+    statements: list[Statement],
+    *,
+    in_transaction: bool = False,
 ) -> None:
-    """Run the statements; a failure names the script, the line and the missing relation."""
+    """Run the statements (`in_transaction`: as Flyway's TransactionalExecutionTemplate does, a
+    transaction open around each); a failure names the script, the line and the missing
+    relation, and a COMMIT in the script that kept part of the work."""
+    committed_at = previous = None
     for statement in statements:
+        if in_transaction:
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if idle and previous is not None and committed_at is None:
+                committed_at = previous
+            _begin_if_idle(conn)
+        previous = statement.line
         try:
             if statement.copy_data is None:
                 conn.execute(statement.sql, prepare=False)
@@ -207,9 +241,15 @@ def _execute(
             # itself goes with it (`error`) for the caller to say more, by its own rule.
             condition = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", type(exc).__name__).lower()
             missing = diag.message_primary if diag.sqlstate == "42P01" else None  # names only
+            kept = (
+                f"\n  the script ended its transaction itself at line {committed_at} (COMMIT): "
+                "what ran up to there stays; undo it by hand before the next migrate"
+                if committed_at is not None
+                else ""
+            )
             raise MigrationFailed(
                 f"Migration {migration.script} failed at line {line}: "
-                f"ERROR: {condition} (SQL State: {diag.sqlstate})\n  statement: {first}",
+                f"ERROR: {condition} (SQL State: {diag.sqlstate})\n  statement: {first}{kept}",
                 script=migration.script,
                 version=migration.version_text,
                 line=line,

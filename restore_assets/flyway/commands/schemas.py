@@ -37,13 +37,18 @@ def create_schemas(
             version=None,
             description=SCHEMA_MARKER_DESCRIPTION,
             type="SCHEMA",
-            script=",".join(f'"{s}"' for s in created),
+            script=",".join(_quoted(s) for s in created),
             checksum=None,
             installed_by=installed_by(conn, config),
             execution_time=0,
             success=True,
         )
     return created
+
+
+def _quoted(schema: str) -> str:
+    """PostgreSQLDatabase.doQuote, as the marker row names the created schemas."""
+    return '"' + schema.replace('"', '""') + '"'
 
 
 def create_table(
