@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
+from restore_assets.recovery import own_tag
 from restore_assets_tests.helpers import end_groups, free_port, start_group, ui_environment
 from restore_assets_tests.test_crash import slow_seed
 from restore_assets_tests.test_ui_stop import (
@@ -156,7 +157,7 @@ def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
     assert "over its maximum runtime of 20 s" in (folder / "README.md").read_text()
     report = json.loads((folder / "gate_report.json").read_text())
     assert report["status"] == "interrupted", report
-    assert record.dagster_run.tags.get("restore_assets/interrupted") == "run"
+    assert own_tag(record.dagster_run, "restore_assets/interrupted") == "run"
     assert _legacy_fingerprint(env) == before  # rolled back: the target is as it was
 
 
