@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 # What ruff checks: the product, its tests, and the benchmark tooling beside them.
 LINT_PATHS := restore_assets restore_assets_tests bench
 
-.PHONY: demo test test-fast test-deps lint format bench dev ui clean install security-table failure-matrix \
-	catalogs messages
+.PHONY: demo test test-fast test-deps deploy-test lint format bench dev ui clean install \
+	security-table failure-matrix catalogs messages
 
 install: $(STAMP) catalogs
 
@@ -58,6 +58,13 @@ test-fast: $(STAMP) catalogs
 	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)" --durations=5 --durations-min=1; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
+
+## deploy/ for real in containers (issue 24; docs/deploy.md): a Docker engine (started here when
+## none runs, stopped at the end), a local base image (debootstrap; cached by its recipe), the
+## project's and PostgreSQL's images, the compose stack, a sensor-launched run in its own
+## container through to the gates. Needs root (dockerd, debootstrap). 1-5.5 min warm on 2 cores.
+deploy-test: $(STAMP) catalogs  # the image ships the compiled catalogs (RESTORE_LANG=ja)
+	scripts/deploy-test
 
 ## The project against raw psql, 100 and 500 MB seeds (~25 min; measures, asserts nothing):
 ## writes docs/benchmarks.md + docs/benchmarks.png. BENCH_QUICK=1: 2 and 10 MB seeds (~2 min),

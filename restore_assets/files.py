@@ -482,8 +482,16 @@ def keep_private(folder: Path, mode: int = 0o700, *, entries: bool = False) -> N
             except OSError:
                 continue  # a link (ELOOP), a socket (ENXIO), gone meanwhile
             try:
-                if (bits := stat.S_IMODE(os.fstat(fd).st_mode)) & 0o077:
-                    os.fchmod(fd, bits & 0o700)
+                status = os.fstat(fd)
+                bits = stat.S_IMODE(status.st_mode)
+                # Only what this user owns is made private: a file another account put there (an
+                # image's or a ConfigMap's read-only dagster.yaml) is theirs to keep.
+                if status.st_uid == os.geteuid() and bits & 0o077:
+                    try:
+                        os.fchmod(fd, bits & 0o700)
+                    except OSError as exc:
+                        if exc.errno != errno.EROFS:  # a read-only mount: nothing to change
+                            raise
             finally:
                 os.close(fd)
 

@@ -11,6 +11,7 @@ from restore_assets.assets.secrets import INTAKE, SECRET_KEYS
 from restore_assets.assets.shell import SIDES_TAG
 from restore_assets.assets.stops import record_unexpected_failure
 from restore_assets.files import keep_private
+from restore_assets.i18n import _
 from restore_assets.pg.database import close_state_dir
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.settings import Paths
@@ -35,14 +36,16 @@ restore_legacy_job = define_asset_job(
     selection=_side("legacy"),
     tags={SIDES_TAG: "legacy"},
     hooks=STOPS_RECORDED,
-    description="Runbook §3: restore the Legacy database from its baseline and verify it.",
+    description=_("Runbook §3: restore the Legacy database from its baseline and verify it."),
 )
 restore_modernized_job = define_asset_job(
     MODERNIZED_JOB,
     selection=_side("modernized"),
     tags={SIDES_TAG: "modernized"},
     hooks=STOPS_RECORDED,
-    description="Runbook §4: restore the Modernized baseline, Flyway baseline + migrate, verify.",
+    description=_(
+        "Runbook §4: restore the Modernized baseline, Flyway baseline + migrate, verify."
+    ),
 )
 restore_all_job = define_asset_job(
     ALL_JOB,
@@ -52,7 +55,7 @@ restore_all_job = define_asset_job(
     # Both sides' Secrets are vetted before either side touches anything (runbook §0).
     tags={SIDES_TAG: "legacy,modernized"},
     hooks=STOPS_RECORDED,
-    description="The whole chain: both sides, the account sync, the reports and the gates (§6).",
+    description=_("The whole chain: both sides, the account sync, the reports and the gates (§6)."),
 )
 
 FOLLOWUP_JOB = "restore_followup"
@@ -60,15 +63,17 @@ restore_followup_job = define_asset_job(
     FOLLOWUP_JOB,
     selection=AssetSelection.groups("sync", "reports", "gates"),  # restores nothing
     hooks=STOPS_RECORDED,
-    description="After one side was restored again: §4.4 sync, §2 reports and the §6 gates.",
+    description=_("After one side was restored again: §4.4 sync, §2 reports and the §6 gates."),
 )
 
 INTAKE_JOB = "secrets_intake"
 secrets_intake_job = define_asset_job(
     INTAKE_JOB,
     selection=AssetSelection.assets(INTAKE),  # touches no database
-    description="§0: unpack the settled ZIPs of the inbox and read a new delivery, outside the "
-    "sensor's tick (requested by secrets_sensor).",
+    description=_(
+        "§0: unpack the settled ZIPs of the inbox and read a new delivery, outside the "
+        "sensor's tick (requested by secrets_sensor)."
+    ),
 )
 
 JOBS_BY_SIDE = {"legacy": LEGACY_JOB, "modernized": MODERNIZED_JOB}

@@ -2,9 +2,9 @@
 and the same topology — code server, daemon and webserver as three processes over PostgreSQL
 instance storage — restores named targets from the sensor alone, two of them in parallel.
 
-No Docker engine runs here: the topology test uses deploy/dagster.yaml with the default run
-launcher in place of the DockerRunLauncher, and `docker compose config` runs only where the
-compose plugin exists.
+The topology test needs no Docker engine: it uses deploy/dagster.yaml with the default run
+launcher in place of the DockerRunLauncher. `compose config` runs with each Compose found (v2,
+Debian's v1). The stack itself, in containers, is test_deploy_containers.py (make deploy-test).
 """
 
 from __future__ import annotations
@@ -139,13 +139,43 @@ def _example_password_envs() -> set[str]:
     }
 
 
-@pytest.mark.docker
-def test_docker_compose_config(tmp_path):
+def _compose_commands() -> list[list[str]]:
+    """Compose v2 (the docker plugin) and v1 (Debian's docker-compose 1.29), where present."""
+    found = []
     docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("no docker client here: `docker compose config` is checked where one exists")
-    if subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
-        pytest.skip("the docker client here has no compose plugin: `docker compose` is missing")
+    if (
+        docker
+        and not subprocess.run([docker, "compose", "version"], capture_output=True).returncode
+    ):
+        found.append([docker, "compose"])
+    if shutil.which("docker-compose"):
+        found.append([shutil.which("docker-compose")])
+    return found
+
+
+def test_compose_file_is_for_compose_v1_and_v2():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert "name" not in compose, "Compose 1.29 (Debian's docker-compose) rejects a top-level name"
+    services = compose["services"]
+    assert all("healthcheck" in s for s in services.values()), "each service says when it is up"
+    for name in ("webserver", "daemon"):  # they start once the storage and code server answer
+        assert services[name]["depends_on"]["code"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["dagster-postgres"]["condition"] == "service_healthy"
+    # Compute logs: runs write them (dagster.yaml's launcher), the webserver reads the same volume.
+    instance = _deploy_config()
+    base_dir = instance["compute_logs"]["config"]["base_dir"]
+    run_volumes = instance["run_launcher"]["config"]["container_kwargs"]["volumes"]
+    assert f"restore_compute_logs:{base_dir}:rw" in run_volumes
+    assert f"restore_compute_logs:{base_dir}:ro" in services["webserver"]["volumes"]
+    assert instance["run_launcher"]["config"]["container_kwargs"]["auto_remove"] is True
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_docker_compose_config(tmp_path, version):
+    commands = {("compose" in c and "v2") or "v1": c for c in _compose_commands()}
+    if version not in commands:
+        pytest.skip(f"no Compose {version} here (v2: `docker compose`; v1: `docker-compose`)")
     work = tmp_path / "deploy"
     shutil.copytree(DEPLOY, work)
     (work / "targets.env").write_text((work / "targets.env.example").read_text())
@@ -157,21 +187,23 @@ def test_docker_compose_config(tmp_path):
         "ARTIFACTS_HOST_DIR": str(tmp_path / "artifacts"),
         "CONFIG_HOST_DIR": str(tmp_path / "config"),
     }
+    # v1 prints YAML only; v2 takes --format json. Both: the file as Compose understood it.
     done = subprocess.run(
-        [docker, "compose", "-f", str(work / "docker-compose.yml"), "config", "--format", "json"],
+        [*commands[version], "-f", str(work / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
         env=env,
         cwd=work,
     )
     assert done.returncode == 0, done.stderr
-    rendered = json.loads(done.stdout)
+    rendered = yaml.safe_load(done.stdout)
     services = rendered["services"]
     assert set(services) == {"dagster-postgres", "code", "webserver", "daemon"}
     # Runs start from the code server's own image, with the volumes dagster.yaml names.
     assert services["code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == services["code"]["image"]
     names = {v.get("name") for v in rendered["volumes"].values()}
     assert {"restore_secrets", "restore_artifacts", "restore_config"} <= names
+    assert "restore_compute_logs" in names
     for name in ("code", "webserver", "daemon"):
         assert services[name]["environment"]["DAGSTER_POSTGRES_PASSWORD"] == "compose-check-only"
 
@@ -225,12 +257,13 @@ class Deployment:
         return answer["data"]
 
 
-def _test_instance_yaml(socket_dir: str) -> str:
+def _test_instance_yaml(socket_dir: str, compute_logs: Path) -> str:
     """deploy/dagster.yaml with the default run launcher (no Docker engine here). Same storage,
     coordinator and limits; the embedded server listens on a Unix socket only, which libpq's
-    `host` parameter names (it wins over the URL's host)."""
+    `host` parameter names (it wins over the URL's host); compute logs in the test's folder."""
     config = _deploy_config()
     config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    config["compute_logs"]["config"]["base_dir"] = str(compute_logs)
     config["storage"]["postgres"]["postgres_db"]["params"] = {"host": socket_dir}
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -288,7 +321,7 @@ def deployment(tmp_path, settings) -> Iterator[Deployment]:
 
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(_test_instance_yaml(endpoint.host))
+    (home / "dagster.yaml").write_text(_test_instance_yaml(endpoint.host, tmp_path / "logs"))
     code_port, web_port = _free_port(), _free_port()
     (tmp_path / "workspace.yaml").write_text(_test_workspace_yaml(code_port))
     (tmp_path / "targets.yaml").write_text(

@@ -59,7 +59,6 @@ INSERT INTO app.ident SELECT g, 'b' FROM generate_series(1, 100) g;
 INSERT INTO app.booking SELECT g, tstzrange(timestamptz '2026-01-01' + g * interval '1 hour',
     timestamptz '2026-01-01' + (g + 1) * interval '1 hour') FROM generate_series(1, 100) g;
 INSERT INTO public.fknv VALUES (1, 5);
-ALTER TABLE public.fknv ADD CONSTRAINT fknv_p FOREIGN KEY (p) REFERENCES app.parent(id) NOT VALID;
 UPDATE app.parent SET note = NULL;
 CREATE TRIGGER parent_fill BEFORE INSERT ON app.parent FOR EACH ROW
     EXECUTE FUNCTION app.fill_note();
@@ -77,6 +76,17 @@ CREATE TABLE public.plain (id int PRIMARY KEY);
 INSERT INTO public.measure
     SELECT g, date '2024-06-01' + (g % 400), g FROM generate_series(1, 1000) g;
 INSERT INTO public.plain SELECT generate_series(1, 10);
+"""
+
+# A NOT VALID foreign key: psql's order checks the seed's rows against it as they arrive; added
+# back after the seed it would check none, so the fast load leaves it to the runbook's order.
+NOT_VALID_FK_SQL = """
+CREATE TABLE public.owner (id int PRIMARY KEY);
+CREATE TABLE public.pet (id int PRIMARY KEY, owner_id int);
+INSERT INTO public.owner SELECT generate_series(1, 10);
+INSERT INTO public.pet SELECT g, 1 + g % 10 FROM generate_series(1, 40) g;
+ALTER TABLE public.pet ADD CONSTRAINT pet_owner_fk FOREIGN KEY (owner_id)
+    REFERENCES public.owner(id) NOT VALID;
 """
 
 # A view grouping by a primary key depends on it: the key cannot be dropped without CASCADE.
@@ -184,7 +194,7 @@ def test_demo_dumps_fast_load_ends_as_raw_psql(secrets_dir, artifacts_dir):
 def test_every_object_kind_fast_load_ends_as_raw_psql(secrets_dir, artifacts_dir):
     dump_into_secrets(secrets_dir, KINDS_SQL)
     said = restore_both_ways(secrets_dir)
-    assert said.startswith("fast (9 indexes and keys deferred"), said
+    assert said.startswith("fast (8 indexes and keys deferred"), said
 
 
 @pytest.mark.slow
@@ -193,8 +203,9 @@ def test_every_object_kind_fast_load_ends_as_raw_psql(secrets_dir, artifacts_dir
     [
         (PARTITIONED_SQL, "an index or key on a partitioned table"),
         (VIEW_ON_KEY_SQL, "an index or key could not be dropped (2BP01)"),
+        (NOT_VALID_FK_SQL, "a foreign key NOT VALID"),
     ],
-    ids=["partitioned", "view-on-key"],
+    ids=["partitioned", "view-on-key", "not-valid-fk"],
 )
 def test_what_it_does_not_handle_loads_in_the_runbooks_order(
     script, why, secrets_dir, artifacts_dir

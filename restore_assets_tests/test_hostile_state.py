@@ -288,3 +288,23 @@ def test_a_state_folder_another_user_can_redirect_is_refused_before_root_touches
     assert stat.S_IMODE(system.stat().st_mode) == 0o755
     assert stat.S_IMODE((system / "passwd").stat().st_mode) == 0o644
     assert sorted(p.name for p in system.iterdir()) == ["passwd"]  # no pgdata, no runtime
+
+
+def test_a_file_another_account_put_in_the_dagster_home_is_left_as_it_is(tmp_path):
+    """An image's or a ConfigMap's dagster.yaml belongs to another account: making the home
+    private must neither fail on it (every step and tick would) nor take it over; this user's
+    own files still lose their group and other bits."""
+    from restore_assets.files import keep_private
+
+    home = tmp_path / "dagster_home"
+    home.mkdir(mode=0o700)
+    theirs, ours = home / "dagster.yaml", home / "runs.db"
+    theirs.write_text("run_monitoring: {enabled: true}\n")
+    ours.write_text("")
+    for path in (theirs, ours):
+        path.chmod(0o644)
+    nobody = 65534
+    os.chown(theirs, nobody, nobody)
+    keep_private(home, entries=True)
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o644 and theirs.stat().st_uid == nobody
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o600

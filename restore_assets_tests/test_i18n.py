@@ -86,18 +86,20 @@ def test_an_unknown_restore_lang_is_refused_by_name():
         load_settings({"RESTORE_LANG": "de"})
 
 
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+def _python(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """This Python with `args`, in this environment without its locale and RESTORE_LANG, plus
+    `env`."""
     import os
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
     environ.pop("RESTORE_LANG", None)
     return subprocess.run(
-        [sys.executable, "-m", "restore_assets.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
+        [sys.executable, *args], capture_output=True, text=True, env={**environ, **env}, timeout=120
     )
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return _python("-m", "restore_assets.cli", *args, **env)
 
 
 @pytest.mark.slow
@@ -111,3 +113,23 @@ def test_the_cli_speaks_the_operators_language():
     refused = _cli("status", RESTORE_LANG="de")
     assert refused.returncode == 3
     assert "RESTORE_LANG" in refused.stderr
+
+
+@pytest.mark.slow
+def test_the_ui_describes_the_runbook_in_the_operators_language():
+    """The asset and check descriptions the Dagster UI shows are chosen when the code location
+    loads: Japanese under RESTORE_LANG=ja, with the runbook's gate names."""
+    script = (
+        "from restore_assets.definitions import defs\n"
+        "from restore_assets.assets.gates import REPORT\n"
+        "print([s.description for s in defs.get_assets_def(REPORT).check_specs])\n"
+    )
+
+    def described(**env: str) -> str:
+        done = _python("-c", script, **env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    japanese = described(RESTORE_LANG="ja")
+    assert "§6.1 DB 復旧完了" in japanese and "§6.2 監査ログ採取準備" in japanese
+    assert "§6.1 DB restore complete" in described(RESTORE_LANG="en")

@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from restore_assets import __version__
+from restore_assets.i18n import _
 from restore_assets.notifications import tell
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
@@ -48,16 +49,16 @@ def _tell_ops(settings, run_id: str, report, evidence: str) -> None:
     key=REPORT,
     deps=[FACILITY_NUM, HISTORY, SYNC, DDL_INVENTORY, MISSING_OBJECTS],
     group_name="gates",
-    description="§6: the gates. Materialising this pulls the whole chain.",
+    description=_("§6: the gates. Materialising this pulls the whole chain."),
     check_specs=[
         AssetCheckSpec(
-            "db_restore", asset=REPORT, blocking=True, description="§6.1 DB restore complete"
+            "db_restore", asset=REPORT, blocking=True, description=_("§6.1 DB restore complete")
         ),
         AssetCheckSpec(
-            "audit_capture", asset=REPORT, blocking=True, description="§6.2 audit capture ready"
+            "audit_capture", asset=REPORT, blocking=True, description=_("§6.2 audit capture ready")
         ),
         AssetCheckSpec(
-            "jms_claim", asset=REPORT, blocking=True, description="§6.3 JMS/CLAIM may resume"
+            "jms_claim", asset=REPORT, blocking=True, description=_("§6.3 JMS/CLAIM may resume")
         ),
     ],
     partitions_def=TARGETS,

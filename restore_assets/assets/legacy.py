@@ -14,6 +14,7 @@ from dagster import (
     multi_asset,
 )
 
+from restore_assets.i18n import _
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
@@ -38,14 +39,16 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             SCHEMA,
             deps=[SECRET_KEYS[LEGACY_SCHEMA_FILE]],
             group_name="legacy",
-            description="§3.1-3.2: reset `public` (and every schema the dump creates), apply the "
-            "Legacy schema dump.",
+            description=_(
+                "§3.1-3.2: reset `public` (and every schema the dump creates), apply the "
+                "Legacy schema dump."
+            ),
         ),
         AssetSpec(
             SEED,
             deps=[SCHEMA, SECRET_KEYS[LEGACY_SEED_FILE]],
             group_name="legacy",
-            description="§3.3: the Legacy seed, in the same transaction as the schema.",
+            description=_("§3.3: the Legacy seed, in the same transaction as the schema."),
         ),
     ],
     check_specs=[
@@ -53,25 +56,29 @@ FACILITY_NUM = AssetKey(["legacy", "facility_num"])
             "expected_tables",
             asset=SCHEMA,
             blocking=True,  # the gates cannot pass without them: the run must not look green
-            description="§3.3/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
-            "diagnosis_module exist (configurable).",
+            description=_(
+                "§3.3/§6.3: d_users, d_audit_event, d_factor2_*, claim_item, "
+                "diagnosis_module exist (configurable)."
+            ),
         ),
         AssetCheckSpec(
             "patient_count",
             asset=SEED,
-            description="§3.3: patients of facility 1.3.6.1.4.1.9414.72.103 are present.",
+            description=_("§3.3: patients of facility 1.3.6.1.4.1.9414.72.103 are present."),
         ),
         AssetCheckSpec(
             "row_counts",
             asset=SEED,
-            description="§3.5: row counts of d_users, d_audit_event, d_factor2_credential.",
+            description=_("§3.5: row counts of d_users, d_audit_event, d_factor2_credential."),
         ),
         AssetCheckSpec(
             "rows_match_dump",
             asset=SEED,
             blocking=True,  # a table short of its seed rows: the data did not arrive
-            description="Every table holds the rows the seed's COPY blocks gave it (counted "
-            "while intake read the seed); fewer fail it, more are named.",
+            description=_(
+                "Every table holds the rows the seed's COPY blocks gave it (counted "
+                "while intake read the seed); fewer fail it, more are named."
+            ),
         ),
     ],
     partitions_def=TARGETS,
@@ -117,15 +124,19 @@ def legacy_restore(
     key=FACILITY_NUM,
     deps=[SEED],
     group_name="legacy",
-    description="§3.2 step 3: the facility_num sequence exists, nextval works (previewed, put "
-    "back), and it is past the highest facility number.",
+    description=_(
+        "§3.2 step 3: the facility_num sequence exists, nextval works (previewed, put "
+        "back), and it is past the highest facility number."
+    ),
     check_specs=[
         AssetCheckSpec(
             "nextval_works",
             asset=FACILITY_NUM,
             blocking=False,  # the gates report it, with the reason, rather than being skipped
-            description="nextval gives a value, the preview consumed nothing, and the next "
-            "facility id is not already taken.",
+            description=_(
+                "nextval gives a value, the preview consumed nothing, and the next "
+                "facility id is not already taken."
+            ),
         )
     ],
     partitions_def=TARGETS,

@@ -8,6 +8,7 @@ from dagster import (
     asset,
 )
 
+from restore_assets.i18n import _
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
@@ -30,8 +31,10 @@ HISTORY = AssetKey(["modernized", "flyway_history"])
     key=SCHEMA,
     deps=[SECRET_KEYS[MODERN_SCHEMA_FILE]],
     group_name="modernized",
-    description="§4.1: reset `public` and the Flyway schema, apply the Modernized schema dump "
-    "in one transaction.",
+    description=_(
+        "§4.1: reset `public` and the Flyway schema, apply the Modernized schema dump "
+        "in one transaction."
+    ),
     partitions_def=TARGETS,
 )
 @redacted_step
@@ -51,28 +54,30 @@ def modernized_schema(
     key=HISTORY,
     deps=[SCHEMA],
     group_name="modernized",
-    description="§4.2: flyway baseline + migrate per flyway.conf; the history as a table.",
+    description=_("§4.2: flyway baseline + migrate per flyway.conf; the history as a table."),
     check_specs=[
         AssetCheckSpec(
             "history_versions",
             asset=HISTORY,
             blocking=False,  # the gates report it, with the reason, rather than being skipped
-            description="Flyway history has successful 0, 2, 3, 220, 221 (configurable).",
+            description=_("Flyway history has successful 0, 2, 3, 220, 221 (configurable)."),
         ),
         AssetCheckSpec(
             "expected_tables",
             asset=HISTORY,
             blocking=True,  # the gates cannot pass without them: the run must not look green
-            description="d_audit_event, d_factor2_credential, d_factor2_challenge, "
-            "d_third_party_disclosure, phr_async_job resolve on the application search_path.",
+            description=_(
+                "d_audit_event, d_factor2_credential, d_factor2_challenge, "
+                "d_third_party_disclosure, phr_async_job resolve on the application search_path."
+            ),
         ),
         AssetCheckSpec(
             "expected_columns",
             asset=HISTORY,
             blocking=True,
-            description="d_document.admflag and d_module.performflag exist.",
+            description=_("d_document.admflag and d_module.performflag exist."),
         ),
-        AssetCheckSpec("pg_trgm", asset=HISTORY, description="pg_trgm is installed (V0002)."),
+        AssetCheckSpec("pg_trgm", asset=HISTORY, description=_("pg_trgm is installed (V0002).")),
     ],
     partitions_def=TARGETS,
 )

@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from restore_assets.i18n import _
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
@@ -21,8 +22,10 @@ MISSING_OBJECTS = AssetKey(["reports", "missing_objects"])
     key=DDL_INVENTORY,
     deps=[HISTORY],
     group_name="reports",
-    description="§2: the baseline files (sha256, size, mode, dump versions) and the migrations "
-    "on disk with their checksums and applied state.",
+    description=_(
+        "§2: the baseline files (sha256, size, mode, dump versions) and the migrations "
+        "on disk with their checksums and applied state."
+    ),
     partitions_def=TARGETS,
 )
 @redacted_step
@@ -48,8 +51,10 @@ def ddl_inventory(
     key=MISSING_OBJECTS,
     deps=[FACILITY_NUM, HISTORY],
     group_name="reports",
-    description="§2: every object the gates need, per side — present or missing, and where it "
-    "comes from (baseline file or migration version).",
+    description=_(
+        "§2: every object the gates need, per side — present or missing, and where it "
+        "comes from (baseline file or migration version)."
+    ),
     partitions_def=TARGETS,
 )
 @redacted_step

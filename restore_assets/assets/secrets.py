@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from restore_assets.errors import ConfigError
+from restore_assets.i18n import _
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.secrets import SecretsResource
 from restore_assets.runbook.baseline_files import FILE_ROLES
@@ -99,9 +100,11 @@ INBOX_TAG = "restore_assets/inbox"  # the ZIPs the sensor saw settled: name -> [
 @asset(
     key=INTAKE,
     group_name="intake",
-    description="§0 outside the sensor's tick: unpack the encrypted ZIPs the sensor saw settled "
-    "in the inbox, then read every baseline file (sha256, header and footer, the psql scan) "
-    "into the cache, so the sensor's next look finds them read and can request the restore.",
+    description=_(
+        "§0 outside the sensor's tick: unpack the encrypted ZIPs the sensor saw settled "
+        "in the inbox, then read every baseline file (sha256, header and footer, the psql scan) "
+        "into the cache, so the sensor's next look finds them read and can request the restore."
+    ),
     partitions_def=TARGETS,
 )
 @redacted_step

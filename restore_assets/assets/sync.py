@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from restore_assets.i18n import _
 from restore_assets.resources.config import RestoreConfig
 from restore_assets.resources.database import PostgresResource
 from restore_assets.resources.evidence import EvidenceResource
@@ -21,14 +22,16 @@ SYNC = AssetKey(["sync", "facility_users"])
     key=SYNC,
     deps=[FACILITY_NUM, HISTORY],
     group_name="sync",
-    description="§4.4: facilities, users and roles copied Legacy → Modernized (upsert on natural "
-    "keys, idempotent); the Modernized facility_num untouched.",
+    description=_(
+        "§4.4: facilities, users and roles copied Legacy → Modernized (upsert on natural "
+        "keys, idempotent); the Modernized facility_num untouched."
+    ),
     check_specs=[
         AssetCheckSpec(
             "facilities_present",
             asset=SYNC,
             blocking=False,  # the gates report it, with the reason, rather than being skipped
-            description="every Legacy facilityid and userid exists on the Modernized side.",
+            description=_("every Legacy facilityid and userid exists on the Modernized side."),
         )
     ],
     partitions_def=TARGETS,

@@ -124,6 +124,13 @@ BEGIN
                                                FROM pg_temp.restore_assets_fastload_objects)
                         AND NOT (i.indisvalid AND i.indisready AND i.indislive))
             THEN 'an index not valid'
+        -- Re-added after the seed, a NOT VALID foreign key would never check the seed's rows,
+        -- which psql's order checks as they are inserted: the fast load must not accept more.
+        WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c
+                      WHERE c.oid IN (SELECT constraint_oid
+                                        FROM pg_temp.restore_assets_fastload_objects)
+                        AND c.contype = 'f' AND NOT c.convalidated)
+            THEN 'a foreign key NOT VALID (its rows are checked only as they are inserted)'
     END INTO why;
     IF why IS NOT NULL THEN
         UPDATE pg_temp.restore_assets_fastload_state SET decision = 'plain: ' || why;
