@@ -13,7 +13,7 @@ from restore_assets.assets.sync import sync_facility_users
 from restore_assets.console import brief_console_logger
 from restore_assets.jobs import all_jobs
 from restore_assets.resources import restore_resources
-from restore_assets.sensors import followup_sensor, secrets_sensor
+from restore_assets.sensors import followup_sensor, max_runtime_sensor, secrets_sensor
 
 defs = Definitions(
     assets=[
@@ -29,7 +29,7 @@ defs = Definitions(
         gates_report,
     ],
     jobs=all_jobs,
-    sensors=[secrets_sensor, followup_sensor],
+    sensors=[secrets_sensor, followup_sensor, max_runtime_sensor],
     resources=restore_resources(),
     loggers={"console": brief_console_logger},
     # One process per run, as the CLI runs it: a step per process re-imports Dagster and the

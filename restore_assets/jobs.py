@@ -88,8 +88,11 @@ all_jobs = [
 
 # One run per target at a time, whoever launched it: the queue's limit per `dagster/partition`
 # (the target) for runs the daemon starts, `recovery.wait_for_target` for the CLI's. Run
-# monitoring (the daemon, in `make ui`) fails runs stuck starting; runs whose process died are
-# marked failed by `recovery.free_dead_runs`.
+# monitoring (the daemon, in `make ui`) fails runs stuck starting, and stops a run over its
+# `dagster/max_runtime` tag (RESTORE_MAX_RUNTIME_SECONDS, set by the sensors), looking every
+# 15 s; runs whose process died are marked failed by `recovery.free_dead_runs`, and the
+# sensor requests them again (RESTORE_CRASH_RETRIES). Dagster's own run retries stay off: they
+# cannot tell a run stopped over its maximum runtime from one whose process died.
 INSTANCE_CONFIG = """# written by restore_assets (delete this line to keep your own edits)
 telemetry:
   enabled: false
@@ -108,6 +111,7 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   free_slots_after_run_end_seconds: 30
+  poll_interval_seconds: 15  # a run over its maximum runtime is stopped within 15 s
 """
 _OLD_INSTANCE_CONFIG = (  # written by early versions, before the "written by" line
     "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"

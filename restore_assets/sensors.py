@@ -6,6 +6,13 @@ content, so unchanged files never ask again. Encrypted ZIPs in `<Secrets>/inbox/
 first (`runbook.inbox`) once settled. The skip reason says exactly what it waits for and what was
 unpacked or refused, and `baseline_search.log` in the evidence root gets a line whenever that
 changes.
+
+Bad days (issue 21): a restore whose process died is requested again, at most
+RESTORE_CRASH_RETRIES times in a row for the same content (`ended_as` tells a death from a
+failure or a stop; `crashes_seen` is where each is known with its outcome). Every run the
+sensors request carries `dagster/max_runtime` (`run_bounds`): the daemon's run monitoring stops
+it, and `max_runtime_sensor` writes that stop into its evidence. Dagster's own run retries are
+not used: they would retry a run stopped over its maximum runtime as if it had died.
 """
 
 import datetime as dt
@@ -20,12 +27,14 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
+    RunFailureSensorContext,
     RunRequest,
     RunsFilter,
     RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     run_status_sensor,
     sensor,
 )
@@ -42,6 +51,7 @@ from restore_assets.assets.shell import (
     restore_tags,
     restored_tag,
 )
+from restore_assets.assets.stops import over_max_runtime_reason, record_interrupt
 from restore_assets.errors import ConfigError
 from restore_assets.files import append_private
 from restore_assets.jobs import (
@@ -51,22 +61,26 @@ from restore_assets.jobs import (
     JOBS_BY_SIDE,
     all_jobs,
     keep_instance_private,
+    restore_all_job,
     restore_followup_job,
     restore_legacy_job,
     restore_modernized_job,
 )
 from restore_assets.named_targets import labelled, load_targets
-from restore_assets.notifications import tell_about_secrets
+from restore_assets.notifications import tell_about_secrets, tell_crashed
 from restore_assets.recovery import free_dead_runs, own_tag
 from restore_assets.redaction import escaped
+from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.inbox import look_at_inbox
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.runbook.watch import (
+    Crash,
     LastRestore,
     WatchState,
     content_key,
+    crash_of,
     look,
     missing_since,
     why_not_restore,
@@ -108,16 +122,18 @@ def secrets_sensor(context: SensorEvaluationContext):
     previous = cursor.get("targets", {DEFAULT_TARGET: cursor} if cursor else {})
     targets = load_targets(load_settings())
     known = set(context.instance.get_dynamic_partitions(TARGETS.name))
-    requests, statuses, states, observations = [], [], {}, []
+    requests, statuses, states, observations, crashed = [], [], {}, [], []
     for name, settings in targets.items():
         # A target registered by this tick is observed from the next one.
-        found, status, state, observed = _watch(
+        found, status, state, observed, died = _watch(
             context.instance, settings, WatchState.from_json(previous.get(name)), name in known
         )
         requests += found
         observations += observed
+        crashed += died
         statuses.append(f"[{name}] {status}" if labelled(settings) else status)
         states[name] = state.as_json()
+    crashes_seen(context, crashed)
     new_cursor = json.dumps({"targets": states})
     new = [name for name in targets if name not in known]  # the UI can launch each target
     partitions = [AddDynamicPartitionsRequest(TARGETS.name, new)] if new else []
@@ -138,9 +154,10 @@ def secrets_sensor(context: SensorEvaluationContext):
 
 def _watch(
     instance, settings: Settings, previous: WatchState, observe: bool = True
-) -> tuple[list[RunRequest], str, WatchState, list[AssetObservation]]:
-    """One target's look: its run requests, what it waits for, the next cursor, and the
-    observations of the files whose status changed."""
+) -> tuple[list[RunRequest], str, WatchState, list[AssetObservation], list[Crash]]:
+    """One target's look: its run requests, what it waits for, the next cursor, the
+    observations of the files whose status changed, and the restores whose process died that
+    it retries or gives up on."""
     target = settings.target_name
     store = SecretsStore(settings.paths)
     seen = look(store, previous)
@@ -165,7 +182,16 @@ def _watch(
     if intake_wait:
         inbox_lines.append(intake_wait)
     lasts = {side: last_restore(instance, side, target) for side in seen.settled}
-    waits = {side: why_not_restore(side, key, lasts[side]) for side, key in seen.settled.items()}
+    retries = settings.sensor.crash_retries
+    found = {
+        side: crash_of(target, side, key, lasts[side], retries)
+        for side, key in seen.settled.items()
+    }
+    crashes = {side: crash for side, crash in found.items() if crash}
+    waits = {
+        side: why_not_restore(side, key, lasts[side], crashes.get(side))
+        for side, key in seen.settled.items()
+    }
     restore = {side: key for side, key in seen.settled.items() if not waits[side]}
     if seen.unread:  # the intake run reads one side: both sides then go together
         waits |= {
@@ -189,9 +215,12 @@ def _watch(
         # again after another one (A, B, A) is a new request, a second tick asking for the
         # same one is not.
         key = "|".join(restore[side] for side in sides)
-        tags = {SIDES_TAG: ",".join(sides), **sensor_tag("secrets_sensor")}
+        tags = {SIDES_TAG: ",".join(sides), **sensor_tag("secrets_sensor")} | run_bounds(settings)
         for side in sides:  # queued, it already counts as this content's restore
             tags |= restore_tags(side, target, restore[side])
+        retried = [crashes[side] for side in sides if side in crashes]
+        if retried:  # the UI shows which try this is, and of which run
+            tags[CRASH_RETRY_TAG] = "; ".join(crash.describe() for crash in retried)
         requests.append(
             RunRequest(
                 run_key=f"{target}:{job}:{key}:after:{','.join(after)}",
@@ -215,7 +244,8 @@ def _watch(
     if status != previous.status:
         _log(settings, f"{store.root}: {status}")
     seen.state.status = status
-    return requests, f"watching {store.root}: {status}", seen.state, observations
+    died = list({crash.run_id: crash for crash in crashes.values()}.values())  # once per run
+    return requests, f"watching {store.root}: {status}", seen.state, observations, died
 
 
 def observed_files(
@@ -249,6 +279,33 @@ def observed_files(
     return events
 
 
+def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
+    """The restores whose process died that this tick saw, one per run: each retried (retry n
+    of RESTORE_CRASH_RETRIES, requested in this tick) or left failed for good. The one place
+    where a crash and what is done about it are known together (issue 21's "crashed" message
+    goes from here; a run is seen again on later ticks until its retry is queued, or for as
+    long as it stays failed, so a message is sent once per run and outcome)."""
+    for crash in crashes:  # one not retried any more is in every tick's skip reason instead
+        if crash.retried:
+            context.log.warning(crash.describe())
+        run = context.instance.get_run_by_id(crash.run_id)
+        if run is not None:  # told once per run (a run `free_dead_runs` marked was told there)
+            tell_crashed(
+                run, "its process died: no step failed, nobody stopped it", crash.describe()
+            )
+    return crashes
+
+
+def run_bounds(settings: Settings) -> dict[str, str]:
+    """The tags that bound a run the sensors request: Dagster's run monitoring fails it, and
+    stops its process (psql with it: the transaction rolls back), after
+    RESTORE_MAX_RUNTIME_SECONDS (0: no tag, no limit)."""
+    seconds = settings.sensor.max_runtime_seconds
+    return {MAX_RUNTIME_TAG: str(seconds)} if seconds else {}
+
+
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+CRASH_RETRY_TAG = "restore_assets/crash_retry"  # on a run requested again after a crash
 INTAKE_STATE_TAG = "restore_assets/intake_state"  # the state an intake run was asked to read
 INTAKE_TRIES = 2  # a state still unread after two finished intake runs is not asked again
 
@@ -276,7 +333,7 @@ def intake_request(
         run_key=f"{target}:{INTAKE_JOB}:{digest}:{len(tried) + 1}",
         job_name=INTAKE_JOB,
         partition_key=target,
-        tags={INTAKE_STATE_TAG: digest, INBOX_TAG: json.dumps(zips)},
+        tags={INTAKE_STATE_TAG: digest, INBOX_TAG: json.dumps(zips)} | run_bounds(settings),
     )
     return request, None
 
@@ -306,24 +363,36 @@ def last_restore(instance, side: str, target: str) -> LastRestore | None:
         run, content = _restored_before_tags(instance, side, target)
     if run is None:
         return None
+    state = ended_as(instance, run)
+    if state != "crashed":
+        return LastRestore(run.run_id, content, state)
+    # How many of this content's latest runs died in a row, this one included: the retries.
+    same = instance.get_runs(RunsFilter(tags=restore_tags(side, target, content or "")), limit=20)
+    crashes = next((n for n, r in enumerate(same) if ended_as(instance, r) != "crashed"), len(same))
+    return LastRestore(run.run_id, content, "crashed", max(crashes, 1))
+
+
+def ended_as(instance, run) -> str:
+    """How a run that ended did: "passed"; "stopped" (interrupted, canceled, or stopped by run
+    monitoring over its maximum runtime); "failed" (a step or check failed: Secrets refused, a
+    gate, an error); else "crashed" (its process died: nothing failed, nobody stopped it)."""
     if run.status == DagsterRunStatus.SUCCESS:
-        return LastRestore(run.run_id, content, "passed")
+        return "passed"
     if run.status == DagsterRunStatus.CANCELED or own_tag(run, INTERRUPTED_TAG):
-        return LastRestore(run.run_id, content, "stopped")
+        return "stopped"
+    # Run monitoring (maximum runtime) and the UI's Terminate say "canceling" first, and mark
+    # the run failed before its step has even seen the interrupt: stopped, never a crash.
+    if instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_CANCELING).records:
+        return "stopped"
     failures = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.STEP_FAILURE
     ).records
     errors = [r.event_log_entry.dagster_event.step_failure_data.error for r in failures]
     if any(e is None or e.cls_name not in _INTERRUPTS for e in errors):
-        return LastRestore(run.run_id, content, "failed")  # a step or check failed
+        return "failed"
     if errors:
-        return LastRestore(run.run_id, content, "stopped")  # SIGINT/SIGTERM reached a step
-    crashed = instance.get_runs_count(  # no step failed, none was stopped: the process died
-        RunsFilter(
-            tags=restore_tags(side, target, content or ""), statuses=[DagsterRunStatus.FAILURE]
-        )
-    )
-    return LastRestore(run.run_id, content, "crashed", crashed)
+        return "stopped"  # SIGINT/SIGTERM reached a step
+    return "crashed"
 
 
 def _restores(run, side: str, target: str) -> bool:
@@ -366,6 +435,35 @@ def _log(settings: Settings, line: str) -> None:
     append_private(folder / "baseline_search.log", text, root=settings.paths.artifacts_dir)
 
 
+@run_failure_sensor(
+    monitored_jobs=[
+        restore_legacy_job,
+        restore_modernized_job,
+        restore_all_job,
+        restore_followup_job,
+    ],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="A run that run monitoring stopped over its maximum runtime "
+    "(RESTORE_MAX_RUNTIME_SECONDS) says so in its evidence and on gates/report.",
+)
+def max_runtime_sensor(context: RunFailureSensorContext):
+    run = context.dagster_run
+    seconds = run.tags.get(MAX_RUNTIME_TAG)
+    canceling = context.instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.RUN_CANCELING
+    ).records
+    said = " ".join(r.event_log_entry.message or "" for r in canceling)
+    if not seconds or "maximum runtime" not in said or own_tag(run, INTERRUPTED_TAG):
+        return SkipReason(f"run {run.run_id[:8]} did not run over its maximum runtime")
+    settings = load_targets(load_settings()).get(run.tags.get(PARTITION_TAG, ""))
+    if settings is None:
+        return SkipReason(f"run {run.run_id[:8]}: its target is no longer configured")
+    folder = run.tags.get(EVIDENCE_FOLDER_TAG)
+    reason = over_max_runtime_reason(seconds)
+    record_interrupt(settings, context.instance, run, folder, None, reason)
+    return SkipReason(f"run {run.run_id[:8]}: {reason}")
+
+
 @run_status_sensor(
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[restore_legacy_job, restore_modernized_job],
@@ -389,4 +487,9 @@ def followup_sensor(context: RunStatusSensorContext):
     )
     if not latest:
         return SkipReason(f"{restored} succeeded; the other side was never restored: no gates yet")
-    return RunRequest(run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}", partition_key=target)
+    settings = load_targets(load_settings()).get(target)
+    return RunRequest(
+        run_key=f"{FOLLOWUP_JOB}:{context.dagster_run.run_id}",
+        partition_key=target,
+        tags=run_bounds(settings) if settings else {},
+    )

@@ -70,6 +70,7 @@ FLYWAY_RUNNERS = ("native", "docker", "cli")
 DEFAULT_SYNC_TABLES = ("d_facility", "d_users", "d_roles")
 # How often `secrets_sensor` looks; also what the code location uses while the settings are bad.
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+DEFAULT_MAX_RUNTIME_SECONDS = 4 * 3600
 SIDES = ("legacy", "modernized")
 DEFAULT_TARGET = "default"  # the environment's target's name, when RESTORE_TARGETS is unset
 # Each side's variables are `<prefix>HOST`, `_PORT`, …; these defaults differ by side.
@@ -125,6 +126,16 @@ def _seconds(value: Any) -> int:
     return seconds
 
 
+def _count(value: Any) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise PydanticCustomError("count", "is not a whole number (0 or more)")
+    return count
+
+
 def _split(value: Any) -> Any:
     if not isinstance(value, str):
         return value  # already a sequence (targets.yaml, or code)
@@ -178,6 +189,7 @@ def _existing_conf(path: Path) -> Path:
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Port = Annotated[int, BeforeValidator(_port)]
 Seconds = Annotated[int, BeforeValidator(_seconds)]
+Count = Annotated[int, BeforeValidator(_count)]  # 0 allowed: none, or no limit
 # NoDecode: a comma list, not the JSON pydantic-settings would expect for a tuple.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 # The one rule for what §4.4 may copy: RESTORE_SYNC_TABLES and targets.yaml's sync_tables.
@@ -353,8 +365,19 @@ class Intake(Section):
 
 
 class SensorSettings(Section):
+    """The unattended service: how often it looks, and the bounds of the runs it requests."""
+
     interval_seconds: Seconds = Field(
         DEFAULT_SENSOR_INTERVAL_SECONDS, alias="RESTORE_SENSOR_INTERVAL_SECONDS"
+    )
+    # A run whose process died (SIGKILL, OOM, reboot) is requested again this many times; a
+    # content that kills its run every time is then left failed, not retried for ever.
+    crash_retries: Count = Field(2, alias="RESTORE_CRASH_RETRIES")
+    # Dagster's run monitoring stops a requested run after this long (`dagster/max_runtime`);
+    # 0 = no limit. A restore runs at about 0.14 s/MB here (docs/benchmarks.md): 4 h is
+    # many times a few-GB delivery, so only a stuck run meets it.
+    max_runtime_seconds: Count = Field(
+        DEFAULT_MAX_RUNTIME_SECONDS, alias="RESTORE_MAX_RUNTIME_SECONDS"
     )
 
 

@@ -214,3 +214,28 @@ def _observations(instance, key):
         {name: value.value for name, value in r.asset_observation.metadata.items()}
         for r in reversed(records)  # oldest first
     ]
+
+
+def test_a_crash_the_sensor_retries_tells_ops_which_retry_and_the_last_one_not_retried(
+    secrets_dir, artifacts_dir, notify_env, monkeypatch
+):
+    """A run whose worker died, marked failed by its code server (as under `make ui`, where
+    `free_dead_runs` never sees it): the sensor's look tells Ops once per run whether it is
+    retried (retry n of RESTORE_CRASH_RETRIES) or, after the last, left failed."""
+    from restore_assets_tests.test_sensor import _crash_tags, _started
+
+    webhook, mailbox = notify_env
+    monkeypatch.setenv("RESTORE_CRASH_RETRIES", "1")
+    watcher = Watcher()
+    job, tags = _crash_tags(watcher)
+    tags |= {PARTITION_TAG: DEFAULT_TARGET}  # the sensor's runs carry their target
+    runs = []
+    for _ in range(2):
+        runs.append(_started(watcher, job, tags))
+        watcher.instance.report_run_failed(runs[-1], "Run execution process was terminated")
+        watcher.tick(launch=False)
+        watcher.tick(launch=False)  # a second look tells nothing new
+    assert len(webhook.texts) == 2 and len(mailbox.messages) == 2, webhook.texts
+    first, last = webhook.texts
+    assert f"run {runs[0].run_id[:8]}" in first and "retry 1 of 1" in first
+    assert f"run {runs[1].run_id[:8]}" in last and "not retried any more" in last

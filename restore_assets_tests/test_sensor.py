@@ -279,33 +279,108 @@ def test_content_put_back_to_an_earlier_one_is_restored_again(secrets_dir, artif
     assert "modernized: up to date" in watcher.tick()[1]
 
 
-def test_a_crashed_restore_is_requested_again_but_not_for_ever(secrets_dir, artifacts_dir):
-    """A run whose process died (what `recovery.free_dead_runs` leaves: failed, no step failed)
-    is retried; a content that crashed its run three times is not retried any more."""
-    from dagster import DagsterRunStatus
-
+def _crash_tags(watcher: Watcher) -> tuple[str, dict[str, str]]:
+    """The job and the restore tags of the first request (not launched): what a run of it
+    carries once queued."""
     from restore_assets.assets.shell import restore_tags
-    from restore_assets.sensors import last_restore
 
-    watcher = Watcher()
     watcher.tick()
-    requests, _ = watcher.tick(launch=False)
-    ((job, run_key),) = requests
+    ((job, run_key),) = watcher.tick(launch=False)[0]
     # default:restore_all:<legacy>|<modernized>:…
     legacy, modernized = run_key.split(":")[2].split("|")
     tags = restore_tags("legacy", DEFAULT_TARGET, legacy)
-    tags |= restore_tags("modernized", DEFAULT_TARGET, modernized)
-    for crash in range(1, 4):
-        run = watcher.instance.create_run_for_job(
-            defs.resolve_job_def(job), tags=tags, status=DagsterRunStatus.STARTED
-        )
+    return job, tags | restore_tags("modernized", DEFAULT_TARGET, modernized)
+
+
+def _started(watcher: Watcher, job: str, tags: dict[str, str]):
+    return watcher.instance.create_run_for_job(
+        defs.resolve_job_def(job), tags=tags, status=DagsterRunStatus.STARTED
+    )
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_crashed_restore_is_requested_again_as_often_as_RESTORE_CRASH_RETRIES(
+    secrets_dir, artifacts_dir, monkeypatch, retries
+):
+    """A run whose process died (what `recovery.free_dead_runs` leaves: failed, no step failed)
+    is requested again, each retry tagged with its number and bounded by the maximum runtime;
+    once this content's runs died RESTORE_CRASH_RETRIES + 1 times in a row it is left failed,
+    saying so. `_watch` hands each crash and its outcome to `crashes_seen` (the notifications'
+    hook)."""
+    from restore_assets.sensors import _watch, last_restore
+    from restore_assets.settings import load_settings
+
+    monkeypatch.setenv("RESTORE_CRASH_RETRIES", str(retries))
+    monkeypatch.setenv("RESTORE_MAX_RUNTIME_SECONDS", "600")
+    watcher = Watcher()
+    job, tags = _crash_tags(watcher)
+    for crash in range(1, retries + 2):
+        run = _started(watcher, job, tags)
         watcher.instance.report_run_failed(run, "its process is gone")
-        assert last_restore(watcher.instance, "legacy", DEFAULT_TARGET).state == "crashed"
-        requests, reason = watcher.tick(launch=False)
-        if crash <= 2:
-            assert [j for j, _ in requests] == ["restore_all"], reason
+        last = last_restore(watcher.instance, "legacy", DEFAULT_TARGET)
+        assert (last.state, last.crashes) == ("crashed", crash)
+        result = watcher.look()
+        watcher.cursor = result.cursor
+        *_, died = _watch(watcher.instance, load_settings(), _cursor_state(watcher))
+        assert [(c.run_id, c.attempt, c.max_retries) for c in died] == [
+            (run.run_id, crash, retries)
+        ]
+        if crash <= retries:
+            (request,) = result.run_requests
+            assert request.job_name == "restore_all" and died[0].retried
+            said = request.tags["restore_assets/crash_retry"]
+            assert f"run {run.run_id[:8]}" in said and f"retry {crash} of {retries}" in said
+            assert request.tags["dagster/max_runtime"] == "600"
         else:
-            assert requests == [] and "crashed 3 times" in reason, reason
+            reason = result.skip_reason.skip_message
+            assert not result.run_requests and not died[0].retried, reason
+            assert f"{crash} time(s) in a row" in reason
+            assert f"not retried any more (RESTORE_CRASH_RETRIES={retries})" in reason
+
+
+def _cursor_state(watcher: Watcher):
+    import json
+
+    from restore_assets.runbook.watch import WatchState
+
+    return WatchState.from_json(json.loads(watcher.cursor)["targets"][DEFAULT_TARGET])
+
+
+def test_a_failed_gate_is_not_retried(secrets_dir, artifacts_dir, monkeypatch):
+    """A run that restored both sides but failed a gate (the facility API probe of db_restore
+    gets a refused connection) failed for a reason: not a crash, not requested again."""
+    from restore_assets.sensors import ended_as
+    from restore_assets_tests.helpers import free_port
+
+    monkeypatch.setenv("RESTORE_FACILITY_API_URL", f"http://127.0.0.1:{free_port()}/health")
+    watcher = Watcher()
+    requests, _ = _settle(watcher)
+    assert [job for job, _ in requests] == ["restore_all"]
+    (failed,) = watcher.results
+    assert not failed.success
+    gates = [e for e in failed.get_asset_check_evaluations() if e.check_name == "db_restore"]
+    assert gates and not gates[-1].passed
+    assert ended_as(watcher.instance, failed.dagster_run) == "failed"
+    requests, reason = watcher.tick()
+    assert requests == [] and f"failed in run {failed.run_id[:8]}" in reason, reason
+    assert watcher.tick()[0] == []
+
+
+def test_a_run_stopped_over_its_maximum_runtime_is_not_retried(secrets_dir, artifacts_dir):
+    """What run monitoring does to a run over `dagster/max_runtime`: "canceling", then failed
+    at once, before the run's step has even seen the interrupt (so no step failed yet). That
+    is a stop, not a crash: the same files are not requested again."""
+    from restore_assets.sensors import last_restore
+
+    watcher = Watcher()
+    job, tags = _crash_tags(watcher)
+    run = _started(watcher, job, tags)
+    watcher.instance.report_run_canceling(run, "Canceling due to exceeding maximum runtime")
+    watcher.instance.report_run_failed(run, "Exceeded maximum runtime of 20 seconds.")
+    assert last_restore(watcher.instance, "legacy", DEFAULT_TARGET).state == "stopped"
+    requests, reason = watcher.tick(launch=False)
+    assert requests == [], reason
+    assert f"run {run.run_id[:8]} was stopped" in reason and "RESTORE_MAX_RUNTIME_SECONDS" in reason
 
 
 def test_a_large_new_delivery_is_read_by_the_intake_run_not_in_the_tick(
@@ -372,7 +447,7 @@ def test_a_run_a_person_stopped_is_not_started_again(secrets_dir, artifacts_dir)
     watcher.instance.report_run_canceled(run, "Terminate, in the UI")
     requests, reason = watcher.tick(launch=False)
     assert requests == [], reason
-    assert f"run {run.run_id[:8]} was stopped (interrupted or canceled)" in reason
+    assert f"run {run.run_id[:8]} was stopped (interrupted, canceled" in reason
 
 
 def test_a_queued_run_from_the_ui_counts_before_it_tags_itself(secrets_dir, artifacts_dir):

@@ -285,6 +285,8 @@ def test_a_bad_dotenv_value_is_refused_by_name(tmp_path, monkeypatch):
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "0", "RESTORE_SENSOR_INTERVAL_SECONDS='0' is not a"),
         ("RESTORE_SENSOR_INTERVAL_SECONDS", "1.5", "RESTORE_SENSOR_INTERVAL_SECONDS='1.5' is not"),
         ("RESTORE_WAIT_SECONDS", "soon", "RESTORE_WAIT_SECONDS='soon' is not a number of seconds"),
+        ("RESTORE_CRASH_RETRIES", "-1", "RESTORE_CRASH_RETRIES='-1' is not a whole number (0 or"),
+        ("RESTORE_MAX_RUNTIME_SECONDS", "4h", "RESTORE_MAX_RUNTIME_SECONDS='4h' is not a whole"),
         ("RESTORE_LOAD", "quick", "RESTORE_LOAD='quick' Input should be 'fast' or 'plain'"),
     ],
 )
@@ -527,6 +529,8 @@ USES: dict[str, Use] = {
     "RESTORE_NOTIFY_ON": Use(_setting("notify.on"), ("blocked", "failed,passed"), _tables),
     "RESTORE_NOTIFY_WAITING_HOURS": Use(_setting("notify.waiting_hours"), ("2", "0.5"), float),
     "RESTORE_WAIT_SECONDS": Use(_setting("wait_seconds"), ("5", "6"), int),
+    "RESTORE_CRASH_RETRIES": Use(_setting("sensor.crash_retries"), ("0", "5"), int),
+    "RESTORE_MAX_RUNTIME_SECONDS": Use(_setting("sensor.max_runtime_seconds"), ("0", "60"), int),
     "RESTORE_LANG": Use(  # the default is the locale's language: told apart by its origin
         lambda: (load_settings().lang, load_settings().lang_origin),
         ("ja", "en"),

@@ -229,12 +229,30 @@ def interrupt_reason(signo: int) -> str:
     )
 
 
-def record_interrupt(settings: Settings, instance, run, folder: str | None, signo: int) -> None:
+def record_interrupt(
+    settings: Settings,
+    instance,
+    run,
+    folder: str | None,
+    signo: int | None,
+    reason: str | None = None,
+) -> None:
     """A run stopped by SIGINT/SIGTERM: say so in the evidence and in the run (the exit code is
-    128 + the signal's number, as a shell reports a process killed by it)."""
+    128 + the signal's number, as a shell reports a process killed by it). `reason`: who sent
+    it, when not a person (run monitoring over the maximum runtime)."""
     if not folder:
         return
     store = EvidenceStore(
         Path(folder), settings.redactor, settings.paths.artifacts_dir, None, started_by(run.tags)
     )
-    record_stop(None, store, "run", "interrupted", interrupt_reason(signo), instance, run)
+    said = reason or interrupt_reason(signo)
+    record_stop(None, store, "run", "interrupted", said, instance, run)
+
+
+def over_max_runtime_reason(seconds: str) -> str:
+    return (
+        f"stopped by Dagster's run monitoring: over its maximum runtime of {seconds} s "
+        "(RESTORE_MAX_RUNTIME_SECONDS); psql/pg_dump were stopped and the open transaction "
+        "rolled back; steps listed as ok before this had finished. Not retried by itself: "
+        "`restore-assets run`, or raise the limit if the delivery is that large"
+    )

@@ -66,17 +66,54 @@ class LastRestore:
 
     run_id: str
     content: str | None  # its content key (None: not known yet, e.g. a queued UI run)
-    # "running"; "passed"; "failed" (a step or check failed); "stopped" (interrupted or
-    # canceled by a person); "crashed" (its process died: no step failed, none was stopped)
+    # "running"; "passed"; "failed" (a step or check failed); "stopped" (interrupted, canceled
+    # by a person, or over its maximum runtime); "crashed" (its process died: no step failed,
+    # none was stopped)
     state: str
-    crashes: int = 0  # runs of this very content whose process died
+    crashes: int = 0  # the latest runs of this very content whose process died, in a row
 
 
-RETRIES_AFTER_A_CRASH = 2  # a crash is retried, but a content that kills its run is not for ever
+@dataclass(frozen=True)
+class Crash:
+    """A restore whose process died (SIGKILL, OOM, reboot: no step failed, nobody stopped it)
+    and what the sensor does about it — what Ops are told (issue 21: the "crashed" event)."""
+
+    run_id: str
+    target: str
+    side: str
+    content: str
+    attempt: int  # this content's runs that died one after another, this one included
+    max_retries: int  # RESTORE_CRASH_RETRIES
+
+    @property
+    def retried(self) -> bool:
+        """Requested again (retry `attempt` of `max_retries`), or left failed for good."""
+        return self.attempt <= self.max_retries
+
+    def describe(self) -> str:
+        run = f"run {self.run_id[:8]} ({self.target}, {self.side}, content {self.content})"
+        if self.retried:
+            return f"{run}: its process died; retry {self.attempt} of {self.max_retries}"
+        return (
+            f"{run}: its process died, {self.attempt} time(s) in a row for this content; not "
+            f"retried any more (RESTORE_CRASH_RETRIES={self.max_retries}): see that run's log "
+            "and the machine's (OOM killer, reboot), then `restore-assets run`"
+        )
 
 
-def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None:
-    """None when `key` must be restored; else why not, in words for the skip reason."""
+def crash_of(target: str, side: str, key: str, last: LastRestore | None, max_retries: int):
+    """The crash a restore of `key` would follow, or None: only when `side`'s last restore was
+    of this very content and its process died (new content is a new restore, not a retry)."""
+    if last is None or last.state != "crashed" or last.content != key:
+        return None
+    return Crash(last.run_id, target, side, key, last.crashes, max_retries)
+
+
+def why_not_restore(
+    side: str, key: str, last: LastRestore | None, crash: Crash | None = None
+) -> str | None:
+    """None when `key` must be restored; else why not, in words for the skip reason. `crash`
+    is `crash_of` for this side (a died run is restored again only while it is retried)."""
     if last is not None and last.state == "running":  # whatever it restores: one at a time
         return f"{side}: a restore is under way (run {last.run_id[:8]}); next look"
     if last is None or last.content != key:
@@ -92,14 +129,12 @@ def why_not_restore(side: str, key: str, last: LastRestore | None) -> str | None
         )
     if last.state == "stopped":
         return (
-            f"{side}: content {key}: run {run} was stopped (interrupted or canceled) and is not "
-            "restarted by itself: `restore-assets run`, or launch it again"
+            f"{side}: content {key}: run {run} was stopped (interrupted, canceled or over "
+            "RESTORE_MAX_RUNTIME_SECONDS) and is not restarted by itself: `restore-assets run`, "
+            "or launch it again"
         )
-    if last.crashes > RETRIES_AFTER_A_CRASH:
-        return (
-            f"{side}: content {key} crashed {last.crashes} times (last: run {run}); not retried "
-            "by itself any more: `restore-assets run` after looking at why"
-        )
+    if crash is not None and not crash.retried:
+        return f"{side}: {crash.describe()}"
     return None  # its process died: requested again
 
 
