@@ -204,3 +204,34 @@ def test_a_conf_without_url_or_user_and_a_wrong_password_still_migrates_the_targ
     assert "opendolphin.flyway_schema_history" in user_objects(external_modernized, target)
     assert user_objects(external_modernized, neighbour) == []
     assert EXTERNAL_PASSWORD not in output + evidence
+
+
+def test_a_fifo_swapped_in_for_flyway_conf_is_refused_never_waited_on(tmp_path):
+    """flyway.conf is read again by every step after the settings checked it: a FIFO put in its
+    place (by whoever can write its folder) must be refused at once, not hang the step."""
+    import os
+    import threading
+
+    from restore_assets.flyway.conf import read_conf_file
+    from restore_assets.flyway.errors import FlywayError
+
+    conf = tmp_path / "flyway.conf"
+    os.mkfifo(conf)
+    outcome: list[BaseException | dict] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_conf_file(conf, {}))
+        except BaseException as exc:  # noqa: BLE001 - what the reader ended with, whatever it is
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # it blocked: let it go before failing
+        with open(conf, "w"):
+            pass
+        reader.join(10)
+        pytest.fail("reading a FIFO for flyway.conf blocked")
+    (ended,) = outcome
+    assert isinstance(ended, FlywayError) and "not a regular file" in str(ended), ended

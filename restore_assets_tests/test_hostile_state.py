@@ -330,3 +330,47 @@ def test_a_dagster_home_another_user_can_redirect_is_refused_before_root_touches
         keep_instance_private(SimpleNamespace(root_directory=str(theirs / "dagster_home")))
     assert stat.S_IMODE(system.stat().st_mode) == 0o755
     assert stat.S_IMODE((system / "passwd").stat().st_mode) == 0o644
+
+
+def test_the_unpack_scratch_folder_is_never_reached_through_another_users_link(place, tmp_path):
+    """`nobody` made the state folder first and linked its `inbox-unpacking` at a root-owned
+    folder: `intake-zip`'s clean-up of leftovers deleted every folder there, as root. The state
+    folder is refused as not ours; what the link aims at is untouched."""
+    from restore_assets.runbook.inbox import unpack_inbox
+
+    base, _ = place
+    victim = base / "victim-dir"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "sub" / "f").write_text("keep\n")
+    victim.chmod(0o755)
+    state = base / "state"
+    as_nobody(f"mkdir -m 777 {state} && ln -s {victim} {state}/inbox-unpacking")
+    secrets = tmp_path / "Secrets"
+    (secrets / "inbox").mkdir(parents=True, mode=0o700)
+    settings = load_settings(
+        {"SECRETS_DIR": str(secrets), "RESTORE_STATE_DIR": str(state), "SECRETS_ZIP_PASSWORD": "pw"}
+    )
+    (result,) = unpack_inbox(settings)
+    assert result.status == "failed" and "not this process's" in result.detail, result
+    assert (victim / "sub" / "f").read_text() == "keep\n"
+
+
+def test_the_sensors_look_never_lists_an_inbox_that_is_a_link(tmp_path):
+    """`<Secrets>/inbox` made a link to a private folder: the tick's look must not report what
+    is there (names and sizes of someone's private files into the sensor's cursor)."""
+    from restore_assets.runbook.inbox import look_at_inbox
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "payroll-2026.zip").write_bytes(b"PK")
+    secrets = tmp_path / "Secrets"
+    secrets.mkdir()
+    (secrets / "inbox").symlink_to(private)
+    state = str(tmp_path / "state")
+    settings = load_settings({"SECRETS_DIR": str(secrets), "RESTORE_STATE_DIR": state})
+    assert look_at_inbox(settings, {}) == ({}, {})
+    (secrets / "inbox").unlink()
+    (secrets / "inbox").mkdir()
+    (secrets / "inbox" / "delivery.zip").write_bytes(b"PK")
+    seen, _ = look_at_inbox(settings, {})
+    assert list(seen) == ["delivery.zip"]  # a real inbox is still looked at

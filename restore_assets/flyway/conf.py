@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,8 +365,13 @@ def flyway_conf_lines(text: str) -> str:
 
 def read_conf_file(path: Path, env: Mapping[str, str]) -> dict[str, str]:
     """The settings in a flyway.conf, read as Flyway reads them, `${ENV}` filled in."""
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # links followed as Flyway follows them (a ConfigMap's); a FIFO or device never blocks
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FlywayError(f"flyway conf {path}: not a regular file (a FIFO or device)")
+            os.set_blocking(fd, True)
+            text = handle.read().decode("utf-8")
     except OSError as exc:
         raise FlywayError(f"cannot read flyway conf {path}: {exc.strerror}") from None
     # ${ENV} is filled into the parsed values (Flyway fills it into the text first, so its

@@ -140,16 +140,16 @@ def look_at_inbox(
 ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """A sensor tick's look, by `lstat` only: every ZIP in the inbox with its [size, mtime_ns],
     and those unchanged since `previous` (settled: the intake run unpacks them)."""
-    inbox = settings.paths.secrets_dir / INBOX
-    try:
-        entries = [p for p in inbox.iterdir() if p.suffix.lower() == ".zip" and p.name[0] != "."]
-    except OSError:
-        return {}, {}
     seen = {}
-    for path in sorted(entries):
-        with contextlib.suppress(OSError):  # gone between the listing and the look
-            st = path.lstat()
-            seen[path.name] = [st.st_size, st.st_mtime_ns]
+    try:  # the inbox as unpack_inbox reaches it: never through a link
+        with Folder.root(settings.paths.secrets_dir) as root, root.sub(INBOX) as inbox:
+            names = [n for n in os.listdir(inbox.fd) if n.lower().endswith(".zip") and n[0] != "."]
+            for name in sorted(names):
+                with contextlib.suppress(OSError):  # gone between the listing and the look
+                    if (st := inbox.lstat(name)) is not None:
+                        seen[name] = [st.st_size, st.st_mtime_ns]
+    except (OSError, NotSafe):
+        return {}, {}
     settled = {name: s for name, s in seen.items() if previous.get(name) == s}
     return seen, settled
 
@@ -171,7 +171,10 @@ def _locked(fd: int) -> Iterator[bool]:
 @contextmanager
 def _scratch_root(settings: Settings) -> Iterator[Folder]:
     """`<state>/inbox-unpacking/`, private; what a process killed mid-unpack left is removed."""
-    with private_folder(settings.paths.state_dir / _SCRATCH) as scratch:
+    with (
+        private_folder(settings.paths.state_dir) as state,  # checked ours, as configured
+        state.sub(_SCRATCH, create=True, private=True) as scratch,  # never through a link
+    ):
         for leftover in os.listdir(scratch.fd):
             scratch.remove_tree(leftover)
         yield scratch

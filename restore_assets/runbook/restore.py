@@ -104,7 +104,8 @@ def require_consent(db: Database, settings: Settings, content: dict[str, int]) -
 def backup_database(db: Database, settings: Settings, now: dt.datetime | None = None) -> Backup:
     """`pg_dump` the whole target into `<Secrets>/backups/<UTC>/`, mode 600, before dropping it.
     Both folders are the project's own (created 0700, checked by descriptor): a Secrets writer
-    can plant no link there nor rename the backup the evidence names."""
+    can plant no link there. One who may write the Secrets root itself can still rename
+    `backups/` (docs/security.md): the sha256 in the evidence tells; a sticky root closes it."""
     now = now or dt.datetime.now(dt.UTC)
     relfolder = f"backups/{now.strftime('%Y%m%dT%H%M%SZ')}"
     name = f"{db.side}-{db.settings.dbname}"
