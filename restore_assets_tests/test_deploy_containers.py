@@ -196,7 +196,9 @@ def stack(tmp_path) -> Iterator[Stack]:
     artifacts = _owned_by_runs(tmp_path / "artifacts", 0o700)
     config = tmp_path / "config"
     config.mkdir()
-    side = {"host": "clinic-db", "port": 5432, "user": "opendolphin"}
+    # The stack's own database container, built from the wheel (no SSL), reached by name: TLS
+    # said as it is, `prefer` (a server across the network defaults to `require`, docs/deploy.md).
+    side = {"host": "clinic-db", "port": 5432, "user": "opendolphin", "sslmode": "prefer"}
     side["password_env"] = "CLINIC_A_PGPASSWORD"
     targets = {
         TARGET: {

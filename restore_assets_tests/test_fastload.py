@@ -379,3 +379,35 @@ def test_rows_a_seed_statement_adds_are_named_not_refused(secrets_dir, artifacts
         "all 5 tables hold their COPY blocks' rows (6201 rows); more than the COPY blocks (the "
         "seed's other statements): app.ident (dump 100, restored 101)"
     )
+
+
+@pytest.mark.slow
+def test_an_old_dump_naming_tables_without_their_schema_is_counted(secrets_dir, artifacts_dir):
+    """pg_dump before 2018 wrote `SET search_path = public, pg_catalog;` and `COPY item (…)`:
+    rows_match_dump finds each bare name as psql did, and the restore passes."""
+    dump_into_secrets(secrets_dir, VIEW_ON_KEY_SQL.replace("CREATE VIEW", "-- CREATE VIEW"))
+    seed = secrets_dir / LEGACY_SEED_FILE
+    text = seed.read_text(encoding="utf-8")
+    assert "COPY public.item " in text
+    text = text.replace("COPY public.", "COPY ").replace(
+        "SELECT pg_catalog.set_config('search_path', '', false);",
+        "SET search_path = public, pg_catalog;",
+    )
+    seed.write_text(text, encoding="utf-8")
+    result = materialize_legacy(allow_reset=True)
+    assert result.success, failure_messages(result)
+    assert check_results(result)["rows_match_dump"] is True
+
+
+@pytest.mark.slow
+def test_a_seed_statement_needing_a_deferred_key_loads_in_the_runbooks_order(
+    secrets_dir, artifacts_dir
+):
+    """Never worse than psql: a seed's `INSERT … ON CONFLICT (id)` needs the unique index the fast
+    load deferred (42P10 without it); the runbook's order runs and ends as raw psql does."""
+    dump_into_secrets(secrets_dir, VIEW_ON_KEY_SQL.replace("CREATE VIEW", "-- CREATE VIEW"))
+    upsert = "INSERT INTO public.item VALUES (1, 'again') ON CONFLICT (id) DO NOTHING;\n"
+    _before_footer(secrets_dir / LEGACY_SEED_FILE, upsert)
+    said = restore_both_ways(secrets_dir)
+    assert said.startswith("plain (the fast load was rolled back: "), said
+    assert "failed with the indexes and keys deferred (SQLSTATE 42P10)" in said

@@ -370,9 +370,17 @@ def _load(
         lines, fed = attempt(around, fast_env, output=fast.watch)
         return lines, fed, fast.outcome()
     except PsqlError as exc:
+        if exc.sqlstate == LOCK_NOT_AVAILABLE:
+            raise  # an application's lock: the runbook's order would wait for it again
         why = fast.own_failure(exc)
-        if why is None:
-            raise
+        if why is None and not (fast.deferred or "").startswith("fast"):
+            raise  # nothing was deferred: the runbook's order would stop the same way
+        # A Secrets file's failure may need what was deferred (an `INSERT … ON CONFLICT` wants
+        # its unique index): the runbook's order decides.
+        why = why or (
+            f"{exc.relpath}:{exc.line} failed with the indexes and keys deferred "
+            f"(SQLSTATE {exc.sqlstate or 'unknown'})"
+        )
     log(f"the fast load was rolled back ({why}); loading in the runbook's order")
     with evidence.opened() as run:  # kept beside, renamed inside the folder as held
         run.rename(name, name.replace(".log", "_fast_rolled_back.log"))

@@ -175,8 +175,10 @@ def verify_legacy(db: Database, expect: Checks, evidence: EvidenceStore) -> Veri
         return Verification(checks, counts, len(tables), facts)
 
 
-# A COPY block's table as the dump names it, resolved by the server as psql resolved it (pg_dump
-# sets search_path to ''): its catalogue name, and whether it is partitioned (rows in partitions).
+# A COPY block's table as the dump names it, resolved by the server as psql resolved it: its
+# catalogue name, and whether it is partitioned (rows in partitions). Today's pg_dump names every
+# table with its schema (and sets search_path to ''); an older one names it bare, under its own
+# `SET search_path = public, pg_catalog`, which the session's default path resolves alike.
 RESOLVE_TABLE_SQL = """
 SELECT n.nspname, c.relname, c.relkind = 'p'
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -193,7 +195,6 @@ def rows_match_dump(db: Database, dumped: Mapping[str, int], evidence: EvidenceS
     or a trigger add rows, and those are not counted."""
     rows = []
     with reading_lock(db), db.connect(autocommit=True) as conn:
-        conn.execute(SET_PATH_SQL, ("",))
         for name, expected in dumped.items():
             found = conn.execute(RESOLVE_TABLE_SQL, (name,)).fetchone()
             restored = None
