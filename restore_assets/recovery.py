@@ -130,9 +130,12 @@ def free_dead_runs(
     log: Callable[[str], None],
     *,
     unstamped_after: float = UNSTAMPED_AFTER_SECONDS,
+    told_elsewhere: Callable[[object], bool] = lambda run: False,
 ) -> list[str]:
     """Mark failed every unfinished run whose process is gone, so its target is free for the
-    next run. Returns the run ids it marked."""
+    next run, and tell Ops — unless `told_elsewhere(run)`: the Secrets sensor tells of the
+    restores it judges itself, with its retry decision (one message per crash). Returns the
+    run ids it marked."""
     cleaned = []
     for record in instance.get_run_records(RunsFilter(statuses=_UNFINISHED)):
         run = record.dagster_run
@@ -146,7 +149,8 @@ def free_dead_runs(
         )
         instance.report_run_failed(run, message)
         log(f"run {run.run_id[:8]} ({run.job_name}): {message}")
-        tell_crashed(run, message)
+        if not told_elsewhere(run):
+            tell_crashed(run, message)
         cleaned.append(run.run_id)
     return cleaned
 

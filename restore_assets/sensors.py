@@ -67,10 +67,11 @@ from restore_assets.jobs import (
     restore_modernized_job,
 )
 from restore_assets.named_targets import labelled, load_targets
-from restore_assets.notifications import tell_about_secrets, tell_crashed
+from restore_assets.notifications import tell, tell_about_secrets, tell_crashed
 from restore_assets.recovery import free_dead_runs, own_tag
 from restore_assets.redaction import escaped
 from restore_assets.resources.evidence import EVIDENCE_FOLDER_TAG
+from restore_assets.runbook import notify
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.evidence import evidence_root
 from restore_assets.runbook.inbox import look_at_inbox
@@ -115,8 +116,9 @@ def _interval() -> int:
 )
 def secrets_sensor(context: SensorEvaluationContext):
     keep_instance_private(context.instance)  # a daemon started by hand has the caller's umask
-    # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever.
-    free_dead_runs(context.instance, context.log.info)
+    # A run that died (SIGKILL, OOM, reboot) must not hold its target for ever. Ops hear of a
+    # side's restore from crashes_seen below, with whether it is retried; of other runs here.
+    free_dead_runs(context.instance, context.log.info, told_elsewhere=_judged_here)
     cursor = json.loads(context.cursor) if context.cursor else {}
     # Cursors written before every target was named held the environment's target's state.
     previous = cursor.get("targets", {DEFAULT_TARGET: cursor} if cursor else {})
@@ -279,6 +281,11 @@ def observed_files(
     return events
 
 
+def _judged_here(run) -> bool:
+    """A side's restore: its crash is judged by this sensor's look (crash_of, crashes_seen)."""
+    return run.job_name in (*JOBS_BY_SIDE.values(), ALL_JOB)
+
+
 def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
     """The restores whose process died that this tick saw, one per run: each retried (retry n
     of RESTORE_CRASH_RETRIES, requested in this tick) or left failed for good. The one place
@@ -289,7 +296,7 @@ def crashes_seen(context, crashes: list[Crash]) -> list[Crash]:
         if crash.retried:
             context.log.warning(crash.describe())
         run = context.instance.get_run_by_id(crash.run_id)
-        if run is not None:  # told once per run (a run `free_dead_runs` marked was told there)
+        if run is not None:  # told once per run (free_dead_runs leaves these to this look)
             tell_crashed(
                 run, "its process died: no step failed, nobody stopped it", crash.describe()
             )
@@ -461,6 +468,8 @@ def max_runtime_sensor(context: RunFailureSensorContext):
     folder = run.tags.get(EVIDENCE_FOLDER_TAG)
     reason = over_max_runtime_reason(seconds)
     record_interrupt(settings, context.instance, run, folder, None, reason)
+    # Never retried (a stop, not a crash): Ops are told, or the target stays as it was unsaid.
+    tell(settings, lambda s: notify.failed_event(s, run.run_id, "run", reason, folder))
     return SkipReason(f"run {run.run_id[:8]}: {reason}")
 
 

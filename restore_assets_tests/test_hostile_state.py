@@ -351,7 +351,7 @@ def test_the_unpack_scratch_folder_is_never_reached_through_another_users_link(p
         {"SECRETS_DIR": str(secrets), "RESTORE_STATE_DIR": str(state), "SECRETS_ZIP_PASSWORD": "pw"}
     )
     (result,) = unpack_inbox(settings)
-    assert result.status == "failed" and "not this process's" in result.detail, result
+    assert result.status == "failed" and "owned by uid 65534" in result.detail, result
     assert (victim / "sub" / "f").read_text() == "keep\n"
 
 
@@ -374,3 +374,42 @@ def test_the_sensors_look_never_lists_an_inbox_that_is_a_link(tmp_path):
     (secrets / "inbox" / "delivery.zip").write_bytes(b"PK")
     seen, _ = look_at_inbox(settings, {})
     assert list(seen) == ["delivery.zip"]  # a real inbox is still looked at
+
+
+def test_the_state_folder_itself_as_another_users_link_is_refused_before_the_clean_up(place):
+    """One level up: RESTORE_STATE_DIR in a shared folder, created first by `nobody` as a link
+    to a folder of root's with an `inbox-unpacking` in it: nothing there is deleted."""
+    from restore_assets.runbook.inbox import unpack_inbox
+
+    base, _ = place
+    victim = base / "victim-root"
+    (victim / "inbox-unpacking" / "kept").mkdir(parents=True)
+    victim.chmod(0o755)
+    state = base / "state-link"
+    as_nobody(f"ln -s {victim} {state}")
+    secrets = base / "Secrets"
+    (secrets / "inbox").mkdir(parents=True, mode=0o700)
+    settings = load_settings(
+        {"SECRETS_DIR": str(secrets), "RESTORE_STATE_DIR": str(state), "SECRETS_ZIP_PASSWORD": "pw"}
+    )
+    (result,) = unpack_inbox(settings)
+    assert result.status == "failed" and "refused" in result.detail, result
+    assert (victim / "inbox-unpacking" / "kept").is_dir()
+
+
+def test_the_sensors_look_never_stats_what_a_link_in_the_store_aims_at(tmp_path):
+    """A baseline file's name made a link to a private file: the tick's look must not report
+    that file's size (or that it exists) in its skip reason, log or cursor."""
+    from restore_assets.runbook.intake import SecretsStore
+    from restore_assets.runbook.watch import WatchState, look
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret.bin").write_bytes(b"x" * 123457)
+    secrets = tmp_path / "Secrets"
+    (secrets / LEGACY_SEED_FILE).parent.mkdir(parents=True)
+    (secrets / LEGACY_SEED_FILE).symlink_to(private / "secret.bin")
+    state = str(tmp_path / "state")
+    settings = load_settings({"SECRETS_DIR": str(secrets), "RESTORE_STATE_DIR": state})
+    seen = look(SecretsStore(settings.paths), WatchState())
+    assert "123457" not in " ".join(seen.reasons) + repr(seen.state.seen)

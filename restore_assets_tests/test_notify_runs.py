@@ -239,3 +239,28 @@ def test_a_crash_the_sensor_retries_tells_ops_which_retry_and_the_last_one_not_r
     first, last = webhook.texts
     assert f"run {runs[0].run_id[:8]}" in first and "retry 1 of 1" in first
     assert f"run {runs[1].run_id[:8]}" in last and "not retried any more" in last
+
+
+def test_a_dead_restore_the_sensor_finds_itself_is_told_once_with_its_retry(
+    secrets_dir, artifacts_dir, notify_env, monkeypatch
+):
+    """The sensor's own look marks the dead run failed (free_dead_runs: a reboot, a killed code
+    server): Ops get one message for it, and it says whether it is retried, not "not decided"."""
+    from restore_assets_tests.test_sensor import _crash_tags, _started
+
+    webhook, mailbox = notify_env
+    monkeypatch.setenv("RESTORE_CRASH_RETRIES", "1")
+    watcher = Watcher()
+    job, tags = _crash_tags(watcher)
+    run = _started(watcher, job, tags | {PARTITION_TAG: DEFAULT_TARGET})
+    worker = subprocess.Popen(["sleep", "60"])  # the run's process, then killed outright
+    identity = f"{run.run_id}@{process_identity(worker.pid)}"
+    watcher.instance.add_run_tags(run.run_id, {PROCESS_TAG: identity})
+    worker.kill()
+    worker.wait()
+    for _ in range(2):
+        watcher.tick(launch=False)
+    assert len(webhook.texts) == 1 and len(mailbox.messages) == 1, webhook.texts
+    (said,) = webhook.texts
+    assert f"run {run.run_id[:8]}" in said and "retry 1 of 1" in said
+    assert "not decided here" not in said

@@ -72,14 +72,27 @@ def _messages(env: dict[str, str], run_id: str) -> list[str]:
     return [e.message for e in instance.all_logs(run_id)]
 
 
+def _told(webhook, mailbox) -> dict[str, str]:
+    """The environment that sends Ops' messages to the test's real receivers."""
+    return {
+        "RESTORE_NOTIFY_WEBHOOK_URL": webhook.url,
+        "RESTORE_NOTIFY_EMAIL_TO": "ops-db@example.test",
+        "RESTORE_SMTP_HOST": "127.0.0.1",
+        "RESTORE_SMTP_PORT": str(mailbox.port),
+        "RESTORE_SMTP_STARTTLS": "false",
+    }
+
+
 def test_a_sigkilled_sensor_run_is_retried_and_its_gates_pass_with_no_click(
     ui_home,  # noqa: F811
     demo_secrets,
+    webhook,
+    mailbox,
 ):
     secrets = ui_home / "Secrets"
     shutil.copytree(demo_secrets, secrets, dirs_exist_ok=True)
     slow_seed(secrets, 10)
-    env = ui_environment(ui_home, secrets)
+    env = ui_environment(ui_home, secrets) | _told(webhook, mailbox)
     log = ui_home / "ui.log"
     process = _ui(ui_home, env)
     try:
@@ -115,16 +128,23 @@ def test_a_sigkilled_sensor_run_is_retried_and_its_gates_pass_with_no_click(
     )
     assert report["status"] == "passed", report
     assert [g["passed"] for g in report["gates"]] == [True] * 3, report["gates"]
+    # Ops heard of the kill once, by webhook and by mail, with the retry decided.
+    for said in (webhook.texts, mailbox.texts):
+        (crashed,) = [t for t in said if "CRASHED" in t]
+        assert f"run {first.run_id[:8]}" in crashed and "retry 1 of 2" in crashed, crashed
 
 
 def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
     ui_home,  # noqa: F811
     demo_secrets,
+    webhook,
+    mailbox,
 ):
     secrets = ui_home / "Secrets"
     shutil.copytree(demo_secrets, secrets, dirs_exist_ok=True)
     slow_seed(secrets, 300)
     env = ui_environment(ui_home, secrets) | {"RESTORE_MAX_RUNTIME_SECONDS": "20"}
+    env |= _told(webhook, mailbox)
     before = _legacy_fingerprint(env)  # the embedded target, empty
     log = ui_home / "ui.log"
     process = _ui(ui_home, env)
@@ -142,6 +162,8 @@ def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
         held = _locks_on_legacy(env)
         folder = Path(run.tags["restore_assets/evidence"])
         _wait_for("the stop in the evidence", (folder / "README.md").exists, process, log, 30)
+        told = lambda: [t for t in webhook.texts if "FAILED" in t]  # noqa: E731
+        _wait_for("Ops told of the stop", told, process, log, 60)
         time.sleep(5)  # five more sensor looks (RESTORE_SENSOR_INTERVAL_SECONDS=1)
         again = _restore_runs(env)
     finally:
@@ -159,6 +181,9 @@ def test_a_run_over_its_maximum_runtime_is_stopped_rolled_back_and_not_retried(
     assert report["status"] == "interrupted", report
     assert own_tag(record.dagster_run, "restore_assets/interrupted") == "run"
     assert _legacy_fingerprint(env) == before  # rolled back: the target is as it was
+    # Never retried, so Ops are told once that it stopped and why.
+    (failed,) = [t for t in webhook.texts if "FAILED" in t]
+    assert "over its maximum runtime of 20 s" in failed, failed
 
 
 def _locks_on_legacy(env: dict[str, str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from restore_assets.errors import ConfigError
-from restore_assets.files import make_private_dirs, write_private
+from restore_assets.files import make_private_dirs, refuse_redirectable, write_private
 from restore_assets.pg.clients import client_binary
 from restore_assets.pg.database import Database, embedded_admin
 from restore_assets.settings import (
@@ -90,6 +90,7 @@ def build_demo_secrets(
     db = Database(settings.legacy, settings.pg)
     if not db.embedded:
         raise ConfigError("the demo builds its dumps on the embedded server only")
+    refuse_redirectable(secrets_dir)  # created as root below: never through another's link
     make_private_dirs(secrets_dir)
     files: dict[str, Path] = {}
     with ScratchDatabase(db, "restore_demo_build_legacy") as scratch:

@@ -43,6 +43,7 @@ from restore_assets.files import (
     NotSafe,
     append_private,
     private_folder,
+    refuse_redirectable,
     sha256_of,
 )
 from restore_assets.redaction import escaped
@@ -171,6 +172,7 @@ def _locked(fd: int) -> Iterator[bool]:
 @contextmanager
 def _scratch_root(settings: Settings) -> Iterator[Folder]:
     """`<state>/inbox-unpacking/`, private; what a process killed mid-unpack left is removed."""
+    refuse_redirectable(settings.paths.state_dir)  # as root, the clean-up deletes what it finds
     with (
         private_folder(settings.paths.state_dir) as state,  # checked ours, as configured
         state.sub(_SCRATCH, create=True, private=True) as scratch,  # never through a link

@@ -13,10 +13,10 @@ only translates.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from restore_assets.files import NotSafe, lstat_below
 from restore_assets.runbook.baseline_files import SIDE_FILES
 from restore_assets.runbook.intake import SecretsStore
 from restore_assets.settings import SIDES
@@ -176,11 +176,15 @@ def look(store: SecretsStore, previous: WatchState) -> Look:
     for side in SIDES:
         waiting = []
         for relpath in SIDE_FILES[side]:
-            try:
-                st = os.stat(store.root / relpath)
-            except OSError:
-                waiting.append(f"{relpath} missing")
-                found[relpath] = ("missing", "")
+            try:  # the entry itself, reached without a link: never what a link aims at
+                st = lstat_below(store.root, relpath)
+            except NotSafe:
+                st, why = None, "refused (a link on the way)"
+            else:
+                why = "missing"
+            if st is None:
+                waiting.append(f"{relpath} {why}")
+                found[relpath] = (why, "")
                 continue
             state.seen[relpath] = [st.st_size, st.st_mtime_ns]
             found[relpath] = ("unread", "")  # present; read below once its side settles
