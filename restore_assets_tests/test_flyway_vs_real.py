@@ -840,6 +840,15 @@ def test_links_out_of_the_location_and_loops(twin, tmp_path):
     assert twin.history(twin.ours) == []
 
 
+def _one_version_as_a_set(rows: list[tuple]) -> list[tuple]:
+    """`info` rows in their order, but a B and a V file of one version in either order: Flyway
+    lists those two as its resolver's HashSet gives them (seen both ways)."""
+    first = {}
+    for index, row in enumerate(rows):
+        first.setdefault(row[1], index)
+    return sorted(rows, key=lambda row: (first[row[1]], str(row)))
+
+
 def test_baseline_migrations_on_a_fresh_database(twin):
     """Flyway 10's `B<version>__` files (BaselineMigrationResolver, type SQL_BASELINE): on a
     fresh database the highest one runs instead of every version up to it
@@ -855,20 +864,20 @@ def test_baseline_migrations_on_a_fresh_database(twin):
     )
     write(twin.folder, "R__view.sql", "CREATE OR REPLACE VIEW bv AS SELECT 1 AS x;")
     real, ours = twin.info()
-    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    assert _one_version_as_a_set(ours) == _one_version_as_a_set(real), f"\n{real}\n{ours}"
     twin.step("validate")
     twin.step("migrate")
     rows = twin.assert_same()
     assert [(r[1], r[3]) for r in rows] == [("5", "SQL_BASELINE"), ("6", "SQL"), (None, "SQL")]
     real, ours = twin.info()
-    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    assert _one_version_as_a_set(ours) == _one_version_as_a_set(real), f"\n{real}\n{ours}"
     write(twin.folder, "B7__later_baseline.sql", "CREATE TABLE later (id int);")
     write(twin.folder, "V7__v7.sql", "CREATE TABLE bm7 (id int);")
     twin.step("validate")
     twin.step("migrate")
     twin.assert_same()
     real, ours = twin.info()
-    assert ours == real, f"\nflyway {real}\nengine {ours}"
+    assert _one_version_as_a_set(ours) == _one_version_as_a_set(real), f"\n{real}\n{ours}"
     twin.real_accepts_ours()
 
 
