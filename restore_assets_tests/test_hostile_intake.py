@@ -4,32 +4,13 @@ with `\\N`) was still held whole, several times over, on every status, plan, run
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from restore_assets.runbook.baseline_files import LONGEST_LINE
 from restore_assets.settings import LEGACY_SCHEMA_FILE, LEGACY_SEED_FILE
-from restore_assets_tests.test_hostile_local import _PEAK_OF_READ_DUMP, ROOT
+from restore_assets_tests.test_hostile_local import peak_of_reading
 
 LONG = 128 << 20  # bytes on one line: eight times the longest line held
-
-
-def _peak_of_reading(dump: Path) -> tuple[int, str, str]:
-    """(KiB the process grew by while `read_dump` read `dump`, complete, refused)."""
-    measured = subprocess.run(
-        [sys.executable, "-c", _PEAK_OF_READ_DUMP, str(dump)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert measured.returncode == 0, measured.stderr[-2000:]
-    grown_kib, complete, refused = measured.stdout.split(maxsplit=2)
-    return int(grown_kib), complete, refused
 
 
 @pytest.mark.slow
@@ -47,7 +28,7 @@ def test_a_statement_line_longer_than_the_bound_is_refused_in_bounded_memory(
     comment = b"COMMENT ON SCHEMA public IS '" + b"x" * LONG + b"';\n"
     dump = tmp_path / "schema.sql"
     dump.write_bytes(schema[:at] + comment + schema[at:])
-    grown_kib, complete, refused = _peak_of_reading(dump)
+    grown_kib, complete, refused = peak_of_reading(dump)
     assert grown_kib < 64 << 10, f"peak grew by {grown_kib >> 10} MiB"
     assert complete == "True"  # read to its footer, past the line
     assert refused.startswith(f"[{line_number}, 'a line of more than 16 MiB"), refused
@@ -64,6 +45,6 @@ def test_a_copy_row_starting_with_a_null_is_counted_as_it_comes(demo_secrets, tm
     copy = seed.index(b" FROM stdin;\n") + len(b" FROM stdin;\n")
     dump = tmp_path / "seed.sql"
     dump.write_bytes(seed[:copy] + b"\\N\t" + b"9" * LONG + b"\n" + seed[copy:])
-    grown_kib, complete, refused = _peak_of_reading(dump)
+    grown_kib, complete, refused = peak_of_reading(dump)
     assert grown_kib < 64 << 10, f"peak grew by {grown_kib >> 10} MiB"
     assert complete == "True" and refused.strip() == "[]"
